@@ -1,0 +1,41 @@
+"""Errors of the board daemon (supervisor, executor, uploader).
+
+    BoardError                  every error the board daemon raises on purpose
+     ├── SpoolError             the durable spool is unusable (missing, unwritable, corrupt entry)
+     │    └── DiskFull          not enough free space to take new work
+     ├── BusError               a malformed or unsupported message on the ZeroMQ bus
+     ├── BoardConfigError       a [supervisor]/[executor]/[uploader] setting is wrong
+     └── SandboxError           the executor could not set up its sandbox
+          └── BoardBusy         another process holds the board's lock file
+
+Each carries a message a person can act on (what was wrong, what to do).
+"""
+from __future__ import annotations
+
+
+class BoardError(Exception):
+    """Root of the board daemon's errors."""
+
+
+class SpoolError(BoardError):
+    pass
+
+
+class DiskFull(SpoolError):
+    pass
+
+
+class BusError(BoardError):
+    pass
+
+
+class BoardConfigError(BoardError):
+    pass
+
+
+class SandboxError(BoardError):
+    pass
+
+
+class BoardBusy(SandboxError):
+    pass
