@@ -1,0 +1,319 @@
+"""The REST client of the queue API (docs/protocol.md), for people, admins and boards.
+
+``QueueClient(api_endpoint, auth)`` joins paths onto the endpoint *including* its path prefix
+(an API Gateway stage such as ``/dev``), puts a timeout on every call, retries transient
+failures with backoff (never a 4xx; a ``POST /workloads`` only when it carries an
+Idempotency-Key), and raises the errors of ``cloudqueue.errors``.
+
+Extras of our service (Part 2) are feature-detected through ``GET /capabilities``: a 404 or
+403 there means a stock AWS deployment, and asking for an extra then raises NotSupported.
+
+This module is imported on the board: it needs ``requests`` only.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+from urllib.parse import quote
+
+import requests
+
+from cloudqueue.auth import Auth, NoAuth
+from cloudqueue.errors import BadRequest, Forbidden, NotFound, NotSupported, QueueError
+from cloudqueue.httpcall import Backoff, call
+from cloudqueue.models import Device, Priority, Workload
+
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_BACKOFF = Backoff(base=0.5, cap=20.0, tries=5)
+MAX_WAIT_SECONDS = 20
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What the service offers. ``stock`` is True for a stock AWS Cloud Queue deployment."""
+
+    service: str
+    version: str | None
+    features: frozenset[str] = field(default_factory=frozenset)
+
+    @property
+    def stock(self) -> bool:
+        return self.service == "stock"
+
+    def __contains__(self, feature: str) -> bool:
+        return feature in self.features
+
+
+STOCK = Capabilities("stock", None, frozenset())
+
+
+@dataclass
+class WorkloadPage:
+    items: list[Workload]
+    next_key: dict | None  # pass back as ``start_key`` for the next page; None on the last
+
+
+class QueueClient:
+    """Every endpoint of the protocol. Methods return models or plain dicts of the answer."""
+
+    def __init__(self, api_endpoint: str, auth: Auth | None = None, *,
+                 timeout: float = DEFAULT_TIMEOUT, backoff: Backoff = DEFAULT_BACKOFF,
+                 session: requests.Session | None = None,
+                 sleep: Callable[[float], None] = time.sleep):
+        if not api_endpoint or "://" not in api_endpoint:
+            raise BadRequest(f"api_endpoint {api_endpoint!r} is not a URL; set [service] "
+                             f"api_endpoint to e.g. https://host/dev", kind="config")
+        self.api_endpoint = api_endpoint.rstrip("/")
+        self.auth = auth or NoAuth()
+        self.timeout = timeout
+        self.backoff = backoff
+        self.session = session or requests.Session()
+        self._sleep = sleep
+        self._capabilities: Capabilities | None = None
+        self._lock = threading.Lock()
+
+    # --- plumbing -----------------------------------------------------------------------
+    def url(self, *segments: str) -> str:
+        """The endpoint joined with the quoted path segments (never the host root)."""
+        return self.api_endpoint + "/" + "/".join(quote(str(s), safe="") for s in segments)
+
+    def _call(self, method: str, segments: tuple[str, ...], *, what: str,
+              json_body: Any = None, params: dict | None = None, safe: bool | None = None,
+              headers: dict | None = None, timeout: float | None = None,
+              auth: Auth | None = None) -> Any:
+        if safe is None:
+            safe = method in ("GET", "PUT", "DELETE", "HEAD")
+        kwargs: dict[str, Any] = {}
+        if json_body is not None:
+            kwargs["data"] = json.dumps(json_body)
+            headers = {"Content-Type": "application/json", **(headers or {})}
+        answer = call(self.session, method, self.url(*segments), what=what,
+                      timeout=timeout or self.timeout, backoff=self.backoff, safe=safe,
+                      auth=auth or self.auth, params=params, headers=headers,
+                      sleep=self._sleep, **kwargs)
+        try:
+            if not answer.content.strip():
+                return None
+            return answer.json()
+        except ValueError:
+            raise QueueError(f"{what}: the service sent an answer that is not JSON "
+                             f"(HTTP {answer.status_code}); is api_endpoint right?",
+                             kind="invalid_json") from None
+        finally:
+            answer.close()
+
+    # --- feature detection --------------------------------------------------------------
+    def capabilities(self, refresh: bool = False) -> Capabilities:
+        """``GET /capabilities`` (cached). 404/403 mean a stock service with no extras."""
+        with self._lock:
+            if self._capabilities is not None and not refresh:
+                return self._capabilities
+        try:
+            body = self._call("GET", ("capabilities",), what="feature detection",
+                              auth=NoAuth())
+        except (NotFound, Forbidden):
+            caps = STOCK
+        else:
+            if not isinstance(body, dict):
+                caps = STOCK
+            else:
+                caps = Capabilities(str(body.get("Service") or "unknown"),
+                                    body.get("Version"),
+                                    frozenset(str(f) for f in body.get("Features") or ()))
+        with self._lock:
+            self._capabilities = caps
+        return caps
+
+    def supports(self, feature: str) -> bool:
+        return feature in self.capabilities()
+
+    def require(self, feature: str, action: str) -> None:
+        """Raise NotSupported, saying so plainly, when the service lacks ``feature``."""
+        caps = self.capabilities()
+        if feature in caps:
+            return
+        who = ("this queue service is a stock Cloud Queue deployment" if caps.stock
+               else f"this queue service ({caps.service} {caps.version or ''}) "
+                    f"does not offer '{feature}'")
+        raise NotSupported(f"{action} is not supported: {who}", kind="not_supported")
+
+    # --- admin --------------------------------------------------------------------------
+    def add_user(self, email: str, full_name: str, *, admin: bool = False) -> dict:
+        """``POST /users``. Ours answers ``{UserId, Email, ApiKey, TemporaryPassword}``,
+        the stock service nothing (``{}``): the user gets an e-mail instead."""
+        body: dict[str, Any] = {"Email": email, "FullName": full_name}
+        if admin:
+            self.require("api-keys", "creating an admin user")
+            body["Groups"] = ["Admin"]
+        return self._call("POST", ("users",), what=f"add user {email}", json_body=body,
+                          safe=False) or {}
+
+    def add_device(self, name: str, refresh_timeout: int = 60) -> dict:
+        """``POST /devices`` → ``{DeviceId, DeviceName, ClientId, ClientSecret}``."""
+        return self._call("POST", ("devices",), what=f"add device {name}",
+                          json_body={"DeviceName": name,
+                                     "RefreshTimeout": int(refresh_timeout)}, safe=False)
+
+    # --- users --------------------------------------------------------------------------
+    def list_devices(self) -> list[Device]:
+        body = self._call("GET", ("devices",), what="list devices") or []
+        return [Device.from_json(d) for d in body]
+
+    def get_device(self, device_id: str) -> Device:
+        body = self._call("GET", ("devices", device_id), what=f"get device {device_id}")
+        if not body:
+            raise NotFound(f"device {device_id} not found", kind="not_found")
+        return Device.from_json(body)
+
+    def create_workload(self, device_id: str, priority: str | Priority = Priority.MEDIUM, *,
+                        name: str | None = None, sha256: str | None = None,
+                        idempotency_key: str | None = None) -> dict:
+        """``POST /workloads`` → ``{WorkId, UploadUrl}``.
+
+        ``sha256`` and the idempotency key are sent only when the service supports them;
+        with a key, a retried request cannot create a second workload, so it is retried.
+        """
+        priority = Priority(priority.upper() if isinstance(priority, str) else priority)
+        body: dict[str, Any] = {"DeviceId": device_id, "Priority": priority.value}
+        if name:
+            body["UserGivenName"] = name
+        headers = {}
+        if sha256 and self.supports("sha256"):
+            body["ContentSHA256"] = sha256
+        if self.supports("idempotency"):
+            headers["Idempotency-Key"] = idempotency_key or str(uuid.uuid4())
+        return self._call("POST", ("workloads",), what=f"submit to device {device_id}",
+                          json_body=body, headers=headers, safe=bool(headers))
+
+    def list_workloads(self, device_id: str | None = None, *, account_id: str | None = None,
+                       status: str | None = None, limit: int | None = None,
+                       start_key: dict | None = None) -> WorkloadPage:
+        """One page of ``GET /workloads``, newest first."""
+        caps = self.capabilities()
+        if device_id is None and caps.stock:
+            raise NotSupported("listing work without a device is not supported: this queue "
+                               "service is a stock Cloud Queue deployment (give a device id)")
+        params: dict[str, str] = {}
+        if device_id:
+            params["DeviceId"] = device_id
+        if account_id:
+            params["AccountId"] = account_id
+        if status:
+            if caps.stock:
+                raise NotSupported("filtering by status is not supported: this queue "
+                                   "service is a stock Cloud Queue deployment")
+            params["Status"] = status.upper()
+        if limit is not None and "page-limit" in caps:
+            params["Limit"] = str(limit)
+        if start_key:
+            params["ExclusiveStartKeyJson"] = json.dumps(start_key)
+        body = self._call("GET", ("workloads",), what="list workloads", params=params) or {}
+        items = [Workload.from_json(w) for w in body.get("Items") or []]
+        return WorkloadPage(items, body.get("LastEvaluatedKey") or None)
+
+    def iter_workloads(self, device_id: str | None = None, **filters: Any) -> Iterator[Workload]:
+        """Every workload, page after page."""
+        key = None
+        while True:
+            page = self.list_workloads(device_id, start_key=key, **filters)
+            yield from page.items
+            if not page.next_key:
+                return
+            key = page.next_key
+
+    def get_workload(self, work_id: str) -> Workload:
+        body = self._call("GET", ("workloads", work_id), what=f"get workload {work_id}")
+        if not body:
+            raise NotFound(f"workload {work_id} not found", kind="not_found")
+        return Workload.from_json(body)
+
+    def cancel_workload(self, work_id: str) -> Workload:
+        """``POST /workloads/{id}/cancel`` (ours). Conflict when it is already finished."""
+        self.require("cancel", "cancelling a workload")
+        body = self._call("POST", ("workloads", work_id, "cancel"),
+                          what=f"cancel workload {work_id}", safe=False)
+        return Workload.from_json(body or {"WorkId": work_id})
+
+    # --- devices (the board) ------------------------------------------------------------
+    def heartbeat(self, device_id: str, status: str = "ONLINE", *,
+                  config_extension: str = "json", health: dict | None = None) -> dict:
+        """``PUT /devices/{id}`` → ``{DeviceId, UploadUrl, CancelRequested?}``."""
+        body: dict[str, Any] = {"DeviceStatus": status,
+                                "DeviceConfigurationFileExtension": config_extension}
+        if health is not None and self.supports("device-health"):
+            body["Health"] = health
+        answer = self._call("PUT", ("devices", device_id), what="heartbeat", json_body=body)
+        answer = answer or {}
+        answer.setdefault("CancelRequested", [])
+        return answer
+
+    def get_work(self, device_id: str, wait_seconds: float = 0) -> dict | None:
+        """``GET /devices/{id}/workload``: ``{WorkId, WorkloadUrl}`` or None when idle.
+
+        ``wait_seconds`` long-polls on our service; on a stock one it returns at once."""
+        params = {}
+        wait = max(0, min(int(wait_seconds), MAX_WAIT_SECONDS))
+        if wait and self.supports("long-poll"):
+            params["WaitSeconds"] = str(wait)
+        else:
+            wait = 0
+        body = self._call("GET", ("devices", device_id, "workload"), what="get work",
+                          params=params, timeout=self.timeout + wait)
+        if not body or (isinstance(body, list) and not body):
+            return None
+        if isinstance(body, list):  # defensive: a list with one item
+            body = body[0]
+        return body
+
+    def check_work(self, device_id: str, work_id: str) -> dict:
+        """``GET /devices/{id}/workloads/{WorkId}`` → ``{WorkId, WorkStatus, CancelRequested}``."""
+        self.require("cancel", "checking for a cancel request")
+        return self._call("GET", ("devices", device_id, "workloads", work_id),
+                          what=f"check workload {work_id}") or {}
+
+    def report_outcome(self, device_id: str, work_id: str, outcome: str = "DONE", *,
+                       error_message: str | None = None, error_kind: str | None = None,
+                       partial_results: bool | None = None, sha256: str | None = None,
+                       device_seconds: float | None = None) -> dict:
+        """``PUT /devices/{id}/workloads/{WorkId}`` → ``{WorkId, UploadUrl}``.
+
+        ``DONE`` with no extras is the stock call (an empty body). ``FAILED`` and
+        ``CANCELLED`` need our service."""
+        outcome = outcome.upper()
+        body: dict[str, Any] = {}
+        caps = self.capabilities()
+        if outcome in ("FAILED", "CANCELLED"):
+            self.require("failed-state" if outcome == "FAILED" else "cancel",
+                         f"reporting a {outcome} workload")
+            body["Outcome"] = outcome
+            if error_message is not None:
+                body["ErrorMessage"] = error_message
+            if error_kind is not None:
+                body["ErrorKind"] = error_kind
+            if partial_results is not None:
+                body["PartialResults"] = bool(partial_results)
+        elif outcome != "DONE":
+            raise BadRequest(f"unknown outcome {outcome!r}: use DONE, FAILED or CANCELLED")
+        if not caps.stock:
+            if sha256 and "sha256" in caps:
+                body["ContentSHA256"] = sha256
+            if device_seconds is not None:
+                body["DeviceSeconds"] = float(device_seconds)
+            if body and "Outcome" not in body:
+                body["Outcome"] = "DONE"
+        return self._call("PUT", ("devices", device_id, "workloads", work_id),
+                          what=f"report workload {work_id}",
+                          json_body=body if body else None) or {}
+
+    def results_upload_url(self, device_id: str, work_id: str, **kwargs: Any) -> str:
+        """The presigned URL for a finished workload's results (``report_outcome`` DONE)."""
+        answer = self.report_outcome(device_id, work_id, "DONE", **kwargs)
+        url = answer.get("UploadUrl")
+        if not url:
+            raise QueueError(f"report workload {work_id}: the service sent no UploadUrl",
+                             kind="protocol")
+        return url

@@ -1,0 +1,177 @@
+"""The INI configuration of the original SideQICK clients, plus our few additions.
+
+Files (the first that exists wins, unless a path is given):
+
+- config: ``$QICK_CONFIG``, ``~/.config/qick.conf``, ``/etc/qick/config``
+- credentials (the board's secret): ``$QICK_CREDENTIALS``, ``/etc/qick/credentials``
+
+Sections and keys (``*`` = ours, optional)::
+
+    [service]  cognito_userpool, cognito_url, clientid, oauth_endpoint, api_endpoint, region*
+    [user]     username, api_key*, token_cache*
+    [device]   id, name
+    [credentials]  id, secret          (in the credentials file)
+
+Reading never fails on a missing key; ``Config.require`` does, with a ConfigError that
+names the file and the key, so the message says exactly what to add where.
+"""
+from __future__ import annotations
+
+import configparser
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cloudqueue.errors import ConfigError
+
+USER_CONFIG = Path("~/.config/qick.conf")
+SYSTEM_CONFIG = Path("/etc/qick/config")
+SYSTEM_CREDENTIALS = Path("/etc/qick/credentials")
+
+
+def config_candidates() -> list[Path]:
+    """Where the config file is looked for, in order."""
+    env = os.environ.get("QICK_CONFIG")
+    if env:
+        return [Path(env).expanduser()]
+    return [USER_CONFIG.expanduser(), SYSTEM_CONFIG]
+
+
+def credentials_candidates() -> list[Path]:
+    env = os.environ.get("QICK_CREDENTIALS")
+    if env:
+        return [Path(env).expanduser()]
+    return [SYSTEM_CREDENTIALS]
+
+
+@dataclass
+class Config:
+    """The merged config and credentials. ``path``/``credentials_path`` are None when absent."""
+
+    path: Path | None
+    credentials_path: Path | None
+    values: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def get(self, section: str, key: str, default: str | None = None) -> str | None:
+        value = self.values.get(section, {}).get(key)
+        if value is None or value.strip() == "":
+            return default
+        return value.strip()
+
+    def require(self, section: str, key: str) -> str:
+        value = self.get(section, key)
+        if value is not None:
+            return value
+        where = self.credentials_path if section == "credentials" else self.path
+        if where is None:
+            tried = credentials_candidates() if section == "credentials" else config_candidates()
+            names = ", ".join(str(p) for p in tried)
+            raise ConfigError(
+                f"no {'credentials' if section == 'credentials' else 'config'} file found "
+                f"(looked for {names}); create one from etc/"
+                f"{'credentials' if section == 'credentials' else 'config'}.template "
+                f"or run `userclient configure`", kind="config_missing")
+        raise ConfigError(f"{where}: key `{key}` is missing in section [{section}]; add it "
+                          f"(see etc/config.template)", kind="config_key_missing")
+
+    # Convenience accessors for the keys the clients use.
+    @property
+    def api_endpoint(self) -> str:
+        return self.require("service", "api_endpoint")
+
+    @property
+    def oauth_endpoint(self) -> str:
+        return self.require("service", "oauth_endpoint")
+
+    @property
+    def device_id(self) -> str:
+        return self.require("device", "id")
+
+
+def _read_ini(path: Path) -> dict[str, dict[str, str]]:
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            parser.read_file(handle)
+    except PermissionError as exc:
+        raise ConfigError(f"{path}: cannot read it ({exc.strerror}); check its permissions",
+                          kind="config_unreadable") from None
+    except (configparser.Error, UnicodeDecodeError) as exc:
+        first = str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: not a valid INI file ({first}); compare it with "
+                          f"etc/config.template", kind="config_invalid") from None
+    return {section: dict(parser[section]) for section in parser.sections()}
+
+
+def _first_existing(candidates: list[Path]) -> Path | None:
+    for path in candidates:
+        if path.is_file():
+            return path
+    return None
+
+
+def load_config(path: str | os.PathLike | None = None,
+                credentials_path: str | os.PathLike | None = None) -> Config:
+    """Read the config (and credentials, if any). An explicit path must exist."""
+    if path is not None:
+        config_path: Path | None = Path(path).expanduser()
+        if not config_path.is_file():
+            raise ConfigError(f"{config_path}: no such config file; check the path or run "
+                              f"`userclient configure --config {config_path}`",
+                              kind="config_missing")
+    else:
+        config_path = _first_existing(config_candidates())
+    if credentials_path is not None:
+        creds_path: Path | None = Path(credentials_path).expanduser()
+        if not creds_path.is_file():
+            raise ConfigError(f"{creds_path}: no such credentials file; check the path",
+                              kind="config_missing")
+    else:
+        creds_path = _first_existing(credentials_candidates())
+    values: dict[str, dict[str, str]] = {}
+    if config_path is not None:
+        values.update(_read_ini(config_path))
+    if creds_path is not None:
+        creds = _read_ini(creds_path)
+        if "credentials" in creds:
+            values["credentials"] = creds["credentials"]
+    return Config(config_path, creds_path, values)
+
+
+def render_ini(sections: dict[str, dict[str, str | None]]) -> str:
+    """INI text for ``sections`` (keys with a None value are left out)."""
+    parser = configparser.ConfigParser(interpolation=None)
+    for section, keys in sections.items():
+        parser[section] = {k: str(v) for k, v in keys.items() if v is not None}
+    from io import StringIO
+    out = StringIO()
+    parser.write(out)
+    return out.getvalue()
+
+
+def write_private(path: str | os.PathLike, text: str, mode: int = 0o600) -> None:
+    """Write ``text`` to ``path`` atomically; the file is created with ``mode`` from the start.
+
+    The data goes to a new temporary file opened with ``mode`` (never chmod after writing,
+    so a secret is never readable by others, not even for a moment), then renamed.
+    """
+    target = Path(path).expanduser()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        os.unlink(tmp)  # a leftover of a crashed earlier run with the same pid
+    except FileNotFoundError:
+        pass
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise

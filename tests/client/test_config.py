@@ -1,0 +1,85 @@
+"""Config files: where they are found, what a missing key says, and private files' mode."""
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from cloudqueue.config import load_config, render_ini, write_private
+from cloudqueue.errors import ConfigError
+
+
+def write(path, text):
+    path.write_text(text)
+    return path
+
+
+def test_qick_config_env_points_to_the_file_and_keys_are_read(tmp_path, monkeypatch):
+    conf = write(tmp_path / "c.conf", "[service]\napi_endpoint = http://h/dev\n"
+                                      "[user]\nusername = ada@example.org\n")
+    creds = write(tmp_path / "creds", "[credentials]\nid = cid\nsecret = s3\n")
+    monkeypatch.setenv("QICK_CONFIG", str(conf))
+    monkeypatch.setenv("QICK_CREDENTIALS", str(creds))
+    config = load_config()
+    assert config.path == conf and config.credentials_path == creds
+    assert config.api_endpoint == "http://h/dev"
+    assert config.get("user", "username") == "ada@example.org"
+    assert config.require("credentials", "secret") == "s3"
+
+
+def test_missing_key_names_the_file_section_and_key(tmp_path):
+    conf = write(tmp_path / "c.conf", "[service]\napi_endpoint = http://h\n")
+    config = load_config(conf)
+    with pytest.raises(ConfigError) as err:
+        config.require("device", "id")
+    assert str(conf) in str(err.value) and "`id`" in str(err.value)
+    assert "[device]" in str(err.value)
+
+
+def test_no_config_file_anywhere_says_where_it_looked(tmp_path, monkeypatch):
+    monkeypatch.setenv("QICK_CONFIG", str(tmp_path / "absent.conf"))
+    config = load_config()
+    assert config.path is None
+    with pytest.raises(ConfigError) as err:
+        config.require("service", "api_endpoint")
+    assert "absent.conf" in str(err.value) and "userclient configure" in str(err.value)
+
+
+def test_explicit_missing_path_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "nope.conf")
+
+
+def test_a_broken_ini_file_is_a_config_error_not_a_traceback(tmp_path):
+    conf = write(tmp_path / "c.conf", "this is not ini\n")
+    with pytest.raises(ConfigError, match="not a valid INI file"):
+        load_config(conf)
+
+
+def test_empty_values_count_as_missing(tmp_path):
+    config = load_config(write(tmp_path / "c.conf", "[service]\napi_endpoint =\n"))
+    with pytest.raises(ConfigError, match="api_endpoint"):
+        config.api_endpoint
+
+
+def test_write_private_creates_0600_and_render_round_trips(tmp_path):
+    target = tmp_path / "sub" / "credentials"
+    write_private(target, render_ini({"credentials": {"id": "a", "secret": "b", "x": None}}))
+    assert stat.S_IMODE(os.stat(target).st_mode) == 0o600
+    config = load_config(write(tmp_path / "c.conf", "[service]\n"), credentials_path=target)
+    assert config.require("credentials", "secret") == "b"
+    assert config.get("credentials", "x") is None
+    assert not [p for p in target.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_the_templates_parse_and_carry_every_original_key():
+    root = os.path.join(os.path.dirname(__file__), "..", "..", "etc")
+    config = load_config(os.path.join(root, "config.template"),
+                         credentials_path=os.path.join(root, "credentials.template"))
+    for section, keys in {"service": ["cognito_userpool", "cognito_url", "clientid",
+                                      "oauth_endpoint", "api_endpoint"],
+                          "user": ["username"], "device": ["id", "name"]}.items():
+        for key in keys:
+            assert key in config.values[section], (section, key)
+    assert set(config.values["credentials"]) >= {"id", "secret"}
