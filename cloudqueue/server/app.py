@@ -1,0 +1,155 @@
+"""The Starlette application: routes, error answers, the housekeeping task."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+from typing import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+
+from cloudqueue.errors import QueueError
+from cloudqueue.server import routes_auth, routes_devices, routes_files, routes_workloads
+from cloudqueue.server.datadir import DataDir
+from cloudqueue.server.db import Database
+from cloudqueue.server.files import FileStore
+from cloudqueue.server.identities import IdentityStore
+from cloudqueue.server.notify import Notifier
+from cloudqueue.server.settings import Limits
+from cloudqueue.server.tokens import Signer
+from cloudqueue.server.web import Service, call, error_response, now_ms
+from cloudqueue.server.workloads import WorkloadStore
+
+log = logging.getLogger("qick_queue")
+VERSION = "0.1.0"
+FEATURES = ["cancel", "failed-state", "long-poll", "leases", "sha256", "idempotency",
+            "queue-position", "api-keys", "oauth2-token", "cognito-compat", "device-health",
+            "page-limit"]
+
+
+async def capabilities(request: Request) -> Response:
+    return JSONResponse({"Service": "qick-queue", "Version": VERSION, "Features": FEATURES})
+
+
+def api_routes() -> list[BaseRoute]:
+    d, w = routes_devices, routes_workloads
+    return [
+        Route("/capabilities", capabilities, methods=["GET"]),
+        Route("/users", routes_auth.add_user, methods=["POST"]),
+        Route("/devices", d.create_device, methods=["POST"]),
+        Route("/devices", d.list_devices, methods=["GET"]),
+        Route("/devices/{device_id}", d.get_device, methods=["GET"]),
+        Route("/devices/{device_id}", d.heartbeat, methods=["PUT"]),
+        Route("/devices/{device_id}/workload", d.next_work, methods=["GET"]),
+        Route("/devices/{device_id}/workloads/{work_id}", d.work_status, methods=["GET"]),
+        Route("/devices/{device_id}/workloads/{work_id}", d.report_work, methods=["PUT"]),
+        Route("/workloads", w.submit, methods=["POST"]),
+        Route("/workloads", w.list_workloads, methods=["GET"]),
+        Route("/workloads/{work_id}", w.get_workload, methods=["GET"]),
+        Route("/workloads/{work_id}/cancel", w.cancel, methods=["POST"]),
+    ]
+
+
+def root_routes() -> list[BaseRoute]:
+    return [
+        Route("/oauth2/token", routes_auth.oauth2_token, methods=["POST"]),
+        Route("/", routes_auth.cognito, methods=["POST"]),
+        Route("/files/{key:path}", routes_files.put_file, methods=["PUT"]),
+        Route("/files/{key:path}", routes_files.get_file, methods=["GET"]),
+    ]
+
+
+async def _queue_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, QueueError)
+    return error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
+    message = {404: f"no such path {request.url.path}: see docs/protocol.md",
+               405: f"{request.method} is not allowed on {request.url.path}"}.get(
+                   exc.status_code, str(exc.detail))
+    return JSONResponse({"ErrorMessage": message, "ErrorKind": kind},
+                        status_code=exc.status_code, headers=exc.headers)
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    log.exception("internal error on %s %s", request.method, request.url.path)
+    return JSONResponse({"ErrorMessage": "the service failed on this request; the admin can "
+                                         "find the details in its log", "ErrorKind": "internal"},
+                        status_code=500)
+
+
+def housekeep(svc: Service) -> list[str]:
+    """One sweep: leases, never-uploaded work, old idempotency keys. Answers the devices
+    whose queue changed."""
+    now = now_ms()
+    changed = svc.workloads.expire_leases(now)
+    expired = svc.workloads.expire_uploads(now)
+    if expired:
+        log.info("%d workload(s) never uploaded: FAILED/upload_expired", len(expired))
+    svc.workloads.purge_idempotency(now)
+    return changed
+
+
+async def _housekeeping_loop(svc: Service) -> None:
+    interval = svc.limits.housekeeping_interval
+    while True:
+        try:
+            for device_id in await call(housekeep, svc):
+                log.info("lease ended on device %s: its work is back in the queue", device_id)
+                await svc.notifier.notify(device_id)
+        except Exception:  # keep sweeping: one bad sweep must not stop the next
+            log.exception("housekeeping failed")
+        await asyncio.sleep(interval)
+
+
+def open_service(data_dir: Path, limits: Limits, *, prefix: str = "",
+                 public_url: str | None = None) -> tuple[Service, Database]:
+    data = DataDir(Path(data_dir))
+    secret = data.read_secret()
+    db = Database(data.db_path)
+    files = FileStore(data.files_path)
+    files.create()
+    files.clear_tmp()
+    svc = Service(limits=limits, identities=IdentityStore(db), workloads=WorkloadStore(db, limits),
+                  files=files, signer=Signer(secret), notifier=Notifier(), prefix=prefix,
+                  public_url=public_url)
+    return svc, db
+
+
+def create_app(data_dir: Path, limits: Limits | None = None, *, prefix: str = "",
+               public_url: str | None = None) -> Starlette:
+    """The service as an ASGI app. ``prefix`` (e.g. ``/dev``) puts the API under a path, as
+    an API Gateway stage does; token endpoints and files stay at the root."""
+    limits = limits or Limits()
+    prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
+    svc, db = open_service(data_dir, limits, prefix=prefix, public_url=public_url)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        task = asyncio.create_task(_housekeeping_loop(svc))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            db.close()
+
+    routes: list[BaseRoute] = []
+    if prefix:
+        routes.append(Mount(prefix, routes=api_routes()))
+    else:
+        routes.extend(api_routes())
+    routes.extend(root_routes())
+    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
+        QueueError: _queue_error, HTTPException: _http_error, Exception: _internal_error})
+    app.state.service = svc
+    return app

@@ -1,0 +1,132 @@
+"""``qick-queue``: create a store (``init``) and run the service (``serve``).
+
+A thin layer: argument parsing and messages; the work is in ``datadir`` and ``app``.
+Exit codes: 0 done, 1 a problem the message explains, 2 wrong arguments (argparse).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+from cloudqueue.errors import QueueError
+from cloudqueue.server.settings import DEFAULT_ADMIN_EMAIL, DEFAULT_PORT, Limits
+
+log = logging.getLogger("qick_queue")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="qick-queue",
+                                     description="The embedded Cloud Queue service for QICK boards.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    init = sub.add_parser("init", help="create a new store and its first admin")
+    init.add_argument("--data", required=True, type=Path, help="the data folder to create")
+    init.add_argument("--port", type=int, default=DEFAULT_PORT,
+                      help=f"port written into admin.conf (default {DEFAULT_PORT})")
+    init.add_argument("--admin-email", default=DEFAULT_ADMIN_EMAIL,
+                      help=f"the first admin's e-mail (default {DEFAULT_ADMIN_EMAIL})")
+
+    d = Limits()
+    serve = sub.add_parser("serve", help="run the service")
+    serve.add_argument("--data", required=True, type=Path, help="the data folder (from init)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT,
+                       help=f"port (default {DEFAULT_PORT}; 0 picks a free one)")
+    serve.add_argument("--port-file", type=Path,
+                       help="write the bound port here once listening (for --port 0)")
+    serve.add_argument("--prefix", default="", help="path prefix of the API, e.g. /dev")
+    serve.add_argument("--public-url", help="the service root as clients reach it (for "
+                                            "presigned URLs; default: the request's Host)")
+    serve.add_argument("--max-upload-mb", type=float, default=d.max_upload_mb)
+    serve.add_argument("--lease-seconds", type=float, default=d.lease_seconds)
+    serve.add_argument("--max-attempts", type=int, default=d.max_attempts)
+    serve.add_argument("--upload-ttl-seconds", type=float, default=d.upload_ttl_seconds)
+    serve.add_argument("--url-lifetime-seconds", type=int, default=d.url_lifetime_seconds)
+    serve.add_argument("--log-level", default="info",
+                       choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--access-log", action="store_true", help="log every request")
+    return parser
+
+
+def _write_port_file(path: Path, port: int) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(f"{port}\n")
+    os.replace(tmp, path)
+
+
+def _limits(args: argparse.Namespace) -> Limits:
+    limits = Limits(max_upload_mb=args.max_upload_mb, lease_seconds=args.lease_seconds,
+                    max_attempts=args.max_attempts, upload_ttl_seconds=args.upload_ttl_seconds,
+                    url_lifetime_seconds=args.url_lifetime_seconds)
+    for name in ("max_upload_mb", "lease_seconds", "max_attempts", "upload_ttl_seconds",
+                 "url_lifetime_seconds"):
+        if getattr(limits, name) <= 0:
+            raise QueueError(f"--{name.replace('_', '-')} must be more than 0")
+    return limits
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from cloudqueue.server.app import create_app
+
+    app = create_app(args.data, _limits(args), prefix=args.prefix, public_url=args.public_url)
+    sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((args.host, args.port))
+    except OSError as exc:
+        raise QueueError(f"cannot listen on {args.host}:{args.port} ({exc.strerror}): choose "
+                         "another --port, or stop what uses it") from None
+    sock.listen(1024)
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_level=args.log_level, access_log=args.access_log,
+                            timeout_graceful_shutdown=2, lifespan="on")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started and not task.done():
+        await asyncio.sleep(0.01)
+    if server.started:
+        if args.port_file:
+            _write_port_file(args.port_file, port)
+        log.info("qick-queue listening on http://%s:%d%s (data %s)", args.host, port,
+                 args.prefix, args.data)
+    await task
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.command == "init" else
+                        getattr(logging, args.log_level.upper()),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    try:
+        if args.command == "init":
+            from cloudqueue.server.datadir import init_data_dir
+            result = init_data_dir(args.data, port=args.port, admin_email=args.admin_email)
+            print(f"created the qick-queue store in {args.data}")
+            print(f"admin {result.admin_email}: userclient config with the API key in "
+                  f"{result.admin_conf} (mode 0600; keep it private)")
+            print(f"start the service with: qick-queue serve --data {args.data} "
+                  f"--port {args.port}")
+            return 0
+        # uvicorn handles SIGTERM/SIGINT (graceful shutdown) and re-raises the signal
+        # afterwards; these handlers make that re-raise a clean exit.
+        signal.signal(signal.SIGTERM, lambda *_: None)
+        signal.signal(signal.SIGINT, lambda *_: None)
+        asyncio.run(_serve(args))
+        log.info("qick-queue stopped")
+        return 0
+    except QueueError as exc:
+        print(f"qick-queue: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""The data folder of one service: ``queue.db``, ``files/``, ``secret`` and ``admin.conf``."""
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cloudqueue.errors import ConfigError
+from cloudqueue.server.db import Database
+from cloudqueue.server.files import FileStore
+from cloudqueue.server.identities import IdentityStore
+
+
+@dataclass(frozen=True)
+class DataDir:
+    root: Path
+
+    @property
+    def db_path(self) -> Path:
+        return self.root / "queue.db"
+
+    @property
+    def files_path(self) -> Path:
+        return self.root / "files"
+
+    @property
+    def secret_path(self) -> Path:
+        return self.root / "secret"
+
+    @property
+    def admin_conf(self) -> Path:
+        return self.root / "admin.conf"
+
+    def exists(self) -> bool:
+        return self.db_path.exists() or self.secret_path.exists()
+
+    def read_secret(self) -> bytes:
+        if not self.db_path.exists() or not self.secret_path.exists():
+            raise ConfigError(f"{self.root} is not a qick-queue data folder: create one with "
+                              f"`qick-queue init --data {self.root}`")
+        secret = bytes.fromhex(self.secret_path.read_text().strip())
+        if len(secret) < 32:
+            raise ConfigError(f"the secret in {self.secret_path} is too short: it is damaged")
+        return secret
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file only its owner can read (0600), atomically."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class InitResult:
+    admin_conf: Path
+    admin_email: str
+    admin_key: str
+
+
+def init_data_dir(root: Path, *, port: int, admin_email: str,
+                  host: str = "127.0.0.1") -> InitResult:
+    """Create the store, the signing secret and the first admin; refuse an existing store."""
+    data = DataDir(Path(root))
+    if data.exists():
+        raise ConfigError(f"{data.root} already holds a qick-queue store; refusing to overwrite "
+                          f"it. Serve it with `qick-queue serve --data {data.root}`, or choose "
+                          f"an empty folder")
+    if "@" not in admin_email:
+        raise ConfigError(f"--admin-email {admin_email!r} is not an e-mail address")
+    data.root.mkdir(parents=True, exist_ok=True)
+    data.root.chmod(0o700)  # the database holds password and key hashes
+    FileStore(data.files_path).create()
+    write_private(data.secret_path, secrets.token_hex(32) + "\n")
+    db = Database(data.db_path)
+    try:
+        _, api_key, _ = IdentityStore(db).add_user(
+            admin_email, "Administrator", ["Admin", "AllDevices"], int(time.time() * 1000),
+            with_password=False)
+    finally:
+        db.close()
+    write_private(data.admin_conf,
+                  "# qick-queue admin: a ready userclient config (keep it private)\n"
+                  "[service]\n"
+                  f"api_endpoint = http://{host}:{port}\n\n"
+                  "[user]\n"
+                  f"username = {admin_email}\n"
+                  f"api_key = {api_key}\n")
+    return InitResult(data.admin_conf, admin_email, api_key)

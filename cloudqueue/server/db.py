@@ -1,0 +1,171 @@
+"""The SQLite database: one connection guarded by a lock, WAL, a versioned schema.
+
+Migrations are a list; ``MIGRATIONS[i]`` takes the schema from version ``i`` to ``i + 1``.
+Add a new entry at the end to change the schema; never edit a released one.
+
+Times are stored as integer milliseconds since the epoch (UTC), the wire precision, so a
+``CreatedAt`` sent back in a pagination key matches the stored value exactly.
+
+The tables leave room for features that are not built yet: ``account_id`` on workloads
+(today the submitting user's id; later a team's), ``groups`` and ``team_id`` on users,
+``reservation_id`` and ``cost`` on workloads.
+"""
+from __future__ import annotations
+
+import sqlite3
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+MIGRATIONS: list[str] = [
+    # 0 -> 1: the first schema
+    """
+    CREATE TABLE users (
+        user_id        TEXT PRIMARY KEY,
+        email          TEXT NOT NULL UNIQUE,
+        full_name      TEXT NOT NULL DEFAULT '',
+        groups         TEXT NOT NULL DEFAULT '[]',      -- JSON list: Admin, AllDevices, ...
+        team_id        TEXT,                            -- room for teams (not built)
+        password_hash  TEXT,                            -- scrypt; NULL: no password login
+        password_temporary INTEGER NOT NULL DEFAULT 0,  -- 1: NEW_PASSWORD_REQUIRED
+        created_at     INTEGER NOT NULL
+    );
+    CREATE TABLE api_keys (
+        key_hash    TEXT PRIMARY KEY,                   -- SHA-256 hex of the key
+        user_id     TEXT NOT NULL REFERENCES users(user_id),
+        created_at  INTEGER NOT NULL,
+        revoked_at  INTEGER
+    );
+    CREATE INDEX api_keys_user ON api_keys(user_id);
+    CREATE TABLE refresh_tokens (
+        token_hash  TEXT PRIMARY KEY,
+        user_id     TEXT NOT NULL REFERENCES users(user_id),
+        expires_at  INTEGER NOT NULL
+    );
+    CREATE TABLE devices (
+        device_id        TEXT PRIMARY KEY,
+        name             TEXT NOT NULL,
+        client_id        TEXT NOT NULL UNIQUE,
+        secret_hash      TEXT NOT NULL,                 -- SHA-256 hex of the client secret
+        refresh_timeout  INTEGER NOT NULL DEFAULT 60,
+        reported_status  TEXT,                          -- last DeviceStatus the device sent
+        last_refreshed   INTEGER,                       -- last heartbeat
+        last_seen        INTEGER,                       -- last call of any kind (leases)
+        config_refreshed INTEGER,                       -- last configuration upload
+        config_extension TEXT,
+        health           TEXT,                          -- JSON health summary
+        created_at       INTEGER NOT NULL
+    );
+    CREATE TABLE workloads (
+        work_id          TEXT PRIMARY KEY,
+        device_id        TEXT NOT NULL,
+        account_id       TEXT NOT NULL,                 -- owner (user id; later a team)
+        user_given_name  TEXT,
+        priority         TEXT NOT NULL,
+        status           TEXT NOT NULL,
+        created_at       INTEGER NOT NULL,
+        ready_at         INTEGER,
+        started_at       INTEGER,
+        finished_at      INTEGER,
+        attempts         INTEGER NOT NULL DEFAULT 0,
+        device_seconds   REAL,
+        error_message    TEXT,
+        error_kind       TEXT,
+        pending_outcome  TEXT,                          -- FAILED awaiting partial results
+        cancel_requested INTEGER NOT NULL DEFAULT 0,
+        workload_sha256  TEXT,
+        result_sha256    TEXT,
+        has_workload     INTEGER NOT NULL DEFAULT 0,
+        has_result       INTEGER NOT NULL DEFAULT 0,
+        reservation_id   TEXT,                          -- room for reservations (not built)
+        cost             REAL                           -- room for credits (not built)
+    );
+    CREATE INDEX workloads_created ON workloads(created_at DESC, work_id DESC);
+    CREATE INDEX workloads_device ON workloads(device_id, created_at DESC, work_id DESC);
+    CREATE INDEX workloads_account ON workloads(account_id, created_at DESC, work_id DESC);
+    CREATE INDEX workloads_account_device
+        ON workloads(account_id, device_id, created_at DESC, work_id DESC);
+    CREATE INDEX workloads_queue ON workloads(device_id, status);
+    CREATE INDEX workloads_status ON workloads(status);
+    CREATE TABLE idempotency (
+        account_id  TEXT NOT NULL,
+        key         TEXT NOT NULL,
+        body_hash   TEXT NOT NULL,
+        work_id     TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,
+        PRIMARY KEY (account_id, key)
+    );
+    """,
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+class Database:
+    """One SQLite connection shared by threads, every use under ``lock``.
+
+    A single writer keeps hand-outs atomic: the claim of a workload reads and updates in one
+    ``BEGIN IMMEDIATE`` transaction while holding the lock, so two racing long-polls can
+    never get the same work.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.lock = threading.RLock()
+        self.conn = sqlite3.connect(str(self.path), check_same_thread=False,
+                                    isolation_level=None, timeout=30)
+        self.conn.row_factory = sqlite3.Row
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.execute("PRAGMA foreign_keys=ON")
+        self.migrate()
+
+    def migrate(self) -> int:
+        """Bring the schema up to ``SCHEMA_VERSION``; answer the version found before."""
+        with self.transaction() as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = conn.execute("SELECT version FROM schema_version").fetchone()
+            if row is None:
+                conn.execute("INSERT INTO schema_version (version) VALUES (0)")
+                found = 0
+            else:
+                found = int(row[0])
+            if found > SCHEMA_VERSION:
+                from cloudqueue.errors import ConfigError
+                raise ConfigError(
+                    f"the database {self.path} has schema version {found}, newer than this "
+                    f"qick-queue ({SCHEMA_VERSION}): upgrade qick-queue")
+            for version in range(found, SCHEMA_VERSION):
+                for statement in _statements(MIGRATIONS[version]):
+                    conn.execute(statement)
+                conn.execute("UPDATE schema_version SET version = ?", (version + 1,))
+        return found
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction (``BEGIN IMMEDIATE``) under the lock; rolled back on error."""
+        with self.lock:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+
+    @contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """The connection for reads, under the lock."""
+        with self.lock:
+            yield self.conn
+
+    def close(self) -> None:
+        with self.lock:
+            self.conn.close()
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration script into statements (our scripts hold no ';' in literals)."""
+    lines = [line.split("--", 1)[0] for line in script.splitlines()]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]

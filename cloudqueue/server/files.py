@@ -1,0 +1,104 @@
+"""Files on disk: workloads, results and device configurations, under ``DIR/files``.
+
+An upload is streamed to a temporary file in chunks (never held in memory), its size
+limited while it streams, hashed on the way, fsynced, and only then renamed into place
+(``os.replace`` and an fsync of the folder), so a crash leaves either the old file or the
+new one, never half of one.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import AsyncIterator
+
+from cloudqueue.errors import BadRequest, NotFound
+
+KINDS = ("workloads", "results", "configs")
+_KEY = re.compile(r"^(workloads|results|configs)/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-"
+                  r"[0-9a-f]{4}-[0-9a-f]{12})$")
+
+
+class TooLarge(BadRequest):
+    default_kind = "payload_too_large"
+    status = 413
+
+
+def parse_key(key: str) -> tuple[str, str]:
+    """``workloads/{WorkId}`` -> ("workloads", WorkId); NotFound for anything else."""
+    match = _KEY.match(key)
+    if not match:
+        raise NotFound(f"no file {key!r}")
+    return match.group(1), match.group(2)
+
+
+@dataclass
+class Staged:
+    """An uploaded file waiting in the temp folder for its rename."""
+
+    path: Path
+    size: int
+    sha256: str
+
+
+class FileStore:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.tmp = self.root / "tmp"
+
+    def create(self) -> None:
+        for name in (*KINDS, "tmp"):
+            (self.root / name).mkdir(parents=True, exist_ok=True)
+
+    def clear_tmp(self) -> None:
+        """Remove uploads a crash left half-written."""
+        for leftover in self.tmp.glob("*"):
+            leftover.unlink(missing_ok=True)
+
+    def path(self, key: str) -> Path:
+        kind, name = parse_key(key)
+        return self.root / kind / name
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).is_file()
+
+    async def stage(self, chunks: AsyncIterator[bytes], max_bytes: int) -> Staged:
+        """Stream ``chunks`` into a temp file; TooLarge (413) past ``max_bytes``."""
+        fd, name = tempfile.mkstemp(dir=self.tmp, prefix="up-")
+        path = Path(name)
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with os.fdopen(fd, "wb") as out:
+                async for chunk in chunks:
+                    if not chunk:
+                        continue
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise TooLarge(f"the file is larger than this service's limit of "
+                                       f"{max_bytes} bytes: make it smaller or ask the admin "
+                                       f"to raise --max-upload-mb")
+                    digest.update(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        return Staged(path, size, digest.hexdigest())
+
+    def commit(self, staged: Staged, key: str) -> None:
+        """Move a staged upload into place atomically, and make the rename durable."""
+        target = self.path(key)
+        os.replace(staged.path, target)
+        dir_fd = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def discard(self, staged: Staged) -> None:
+        staged.path.unlink(missing_ok=True)

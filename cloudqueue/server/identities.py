@@ -1,0 +1,211 @@
+"""Users, their API keys and passwords, devices and their secrets, refresh tokens.
+
+Secrets are stored only as hashes: API keys, device secrets and refresh tokens as SHA-256
+(they are long random strings), passwords with scrypt and a per-user salt. Every
+comparison of a secret uses ``hmac.compare_digest``.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import secrets
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from cloudqueue.errors import AuthError, BadRequest, Conflict, NotFound
+from cloudqueue.server.db import Database
+
+Row = dict[str, Any]
+API_KEY_PREFIX = "qk_"
+KNOWN_GROUPS = ("Admin", "AllDevices")
+_SCRYPT = {"n": 2 ** 14, "r": 8, "p": 1}
+
+
+def sha256_hex(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def new_api_key() -> str:
+    """``qk_`` and 43 url-safe characters (32 random bytes)."""
+    return API_KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_password(password: str) -> str:
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, dklen=32, **_SCRYPT)
+    return "scrypt$" + base64.b64encode(salt).decode() + "$" + base64.b64encode(digest).decode()
+
+
+def check_password(password: str, stored: str | None) -> bool:
+    if not stored or not stored.startswith("scrypt$"):
+        # Spend the same time as a real check, so a wrong user looks like a wrong password.
+        hashlib.scrypt(password.encode(), salt=b"0" * 16, dklen=32, **_SCRYPT)
+        return False
+    _, salt_b64, digest_b64 = stored.split("$")
+    digest = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt_b64), dklen=32,
+                            **_SCRYPT)
+    return hmac.compare_digest(digest, base64.b64decode(digest_b64))
+
+
+def temporary_password() -> str:
+    """A random password that meets Cognito's default policy (upper, lower, digit, symbol)."""
+    return "Tmp-" + secrets.token_urlsafe(12) + "a7!"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a user (``kind='user'``) or a device (``kind='device'``)."""
+
+    kind: str
+    id: str
+    email: str | None = None
+    groups: tuple[str, ...] = ()
+
+    @property
+    def is_admin(self) -> bool:
+        return self.kind == "user" and "Admin" in self.groups
+
+    @property
+    def is_user(self) -> bool:
+        return self.kind == "user"
+
+
+def _user_principal(row: Row) -> Principal:
+    return Principal("user", row["user_id"], row["email"], tuple(json.loads(row["groups"])))
+
+
+class IdentityStore:
+    def __init__(self, db: Database):
+        self.db = db
+
+    # -- users -------------------------------------------------------------------------
+    def add_user(self, email: str, full_name: str, groups: list[str], now: int, *,
+                 with_password: bool = True) -> tuple[Row, str, str | None]:
+        """A new user with an API key (and a temporary password): (row, api_key, password)."""
+        unknown = [g for g in groups if g not in KNOWN_GROUPS]
+        if unknown:
+            raise BadRequest(f"unknown group(s) {unknown}: use {list(KNOWN_GROUPS)}")
+        groups = sorted(set(groups) | {"AllDevices"})
+        user_id = str(uuid.uuid4())
+        api_key = new_api_key()
+        password = temporary_password() if with_password else None
+        with self.db.transaction() as conn:
+            if conn.execute("SELECT 1 FROM users WHERE email = ?", (email,)).fetchone():
+                raise Conflict(f"a user with e-mail {email} already exists")
+            conn.execute(
+                "INSERT INTO users (user_id, email, full_name, groups, password_hash, "
+                "password_temporary, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (user_id, email, full_name, json.dumps(groups),
+                 hash_password(password) if password else None, 1 if password else 0, now))
+            conn.execute("INSERT INTO api_keys (key_hash, user_id, created_at) VALUES (?, ?, ?)",
+                         (sha256_hex(api_key), user_id, now))
+            row = dict(conn.execute("SELECT * FROM users WHERE user_id = ?",
+                                    (user_id,)).fetchone())
+        return row, api_key, password
+
+    def user(self, user_id: str) -> Row | None:
+        with self.db.reading() as conn:
+            r = conn.execute("SELECT * FROM users WHERE user_id = ?", (user_id,)).fetchone()
+        return dict(r) if r else None
+
+    def user_principal(self, user_id: str) -> Principal | None:
+        row = self.user(user_id)
+        return _user_principal(row) if row else None
+
+    def by_api_key(self, api_key: str) -> Principal | None:
+        with self.db.reading() as conn:
+            r = conn.execute(
+                "SELECT u.* FROM api_keys k JOIN users u ON u.user_id = k.user_id "
+                "WHERE k.key_hash = ? AND k.revoked_at IS NULL", (sha256_hex(api_key),)).fetchone()
+        return _user_principal(dict(r)) if r else None
+
+    def login(self, email: str, password: str) -> Row:
+        """Check a password login; answers the user row (``password_temporary`` may be 1)."""
+        with self.db.reading() as conn:
+            r = conn.execute("SELECT * FROM users WHERE email = ?", (email,)).fetchone()
+        stored = r["password_hash"] if r else None
+        if not check_password(password, stored) or r is None:
+            raise AuthError("Incorrect username or password.")
+        return dict(r)
+
+    def set_password(self, user_id: str, password: str) -> None:
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE users SET password_hash = ?, password_temporary = 0 "
+                         "WHERE user_id = ?", (hash_password(password), user_id))
+
+    def new_refresh_token(self, user_id: str, now: int, lifetime_s: int) -> str:
+        token = secrets.token_urlsafe(48)
+        with self.db.transaction() as conn:
+            conn.execute("DELETE FROM refresh_tokens WHERE expires_at < ?", (now,))
+            conn.execute("INSERT INTO refresh_tokens (token_hash, user_id, expires_at) "
+                         "VALUES (?, ?, ?)", (sha256_hex(token), user_id, now + lifetime_s * 1000))
+        return token
+
+    def by_refresh_token(self, token: str, now: int) -> Row:
+        with self.db.reading() as conn:
+            r = conn.execute("SELECT user_id, expires_at FROM refresh_tokens "
+                             "WHERE token_hash = ?", (sha256_hex(token),)).fetchone()
+        if r is None or r["expires_at"] < now:
+            raise AuthError("Invalid Refresh Token")
+        user = self.user(r["user_id"])
+        if user is None:
+            raise AuthError("Invalid Refresh Token")
+        return user
+
+    # -- devices -----------------------------------------------------------------------
+    def add_device(self, name: str, refresh_timeout: int, now: int) -> tuple[Row, str]:
+        """A new device and its OAuth2 client: (row, client_secret)."""
+        device_id = str(uuid.uuid4())
+        client_id = secrets.token_hex(13)
+        secret = secrets.token_urlsafe(40)
+        with self.db.transaction() as conn:
+            conn.execute(
+                "INSERT INTO devices (device_id, name, client_id, secret_hash, refresh_timeout, "
+                "created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (device_id, name, client_id, sha256_hex(secret), refresh_timeout, now))
+            row = dict(conn.execute("SELECT * FROM devices WHERE device_id = ?",
+                                    (device_id,)).fetchone())
+        return row, secret
+
+    def device(self, device_id: str) -> Row | None:
+        with self.db.reading() as conn:
+            r = conn.execute("SELECT * FROM devices WHERE device_id = ?", (device_id,)).fetchone()
+        return dict(r) if r else None
+
+    def require_device(self, device_id: str) -> Row:
+        row = self.device(device_id)
+        if row is None:
+            raise NotFound(f"no device {device_id}: list the devices with GET /devices")
+        return row
+
+    def devices(self) -> list[Row]:
+        with self.db.reading() as conn:
+            rows = conn.execute("SELECT * FROM devices ORDER BY created_at, device_id").fetchall()
+        return [dict(r) for r in rows]
+
+    def device_by_client(self, client_id: str, secret: str) -> Row:
+        """The device whose OAuth2 client id and secret these are (else AuthError)."""
+        with self.db.reading() as conn:
+            r = conn.execute("SELECT * FROM devices WHERE client_id = ?", (client_id,)).fetchone()
+        given = sha256_hex(secret)
+        expected = r["secret_hash"] if r else sha256_hex("")
+        if not hmac.compare_digest(given, expected) or r is None:
+            raise AuthError("the client id or secret is wrong")
+        return dict(r)
+
+    def heartbeat(self, device_id: str, status: str, extension: str, health: dict | None,
+                  now: int) -> None:
+        with self.db.transaction() as conn:
+            conn.execute(
+                "UPDATE devices SET reported_status = ?, last_refreshed = ?, last_seen = ?, "
+                "config_extension = ?, health = COALESCE(?, health) WHERE device_id = ?",
+                (status, now, now, extension,
+                 json.dumps(health) if health is not None else None, device_id))
+
+    def config_uploaded(self, device_id: str, now: int) -> None:
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE devices SET config_refreshed = ? WHERE device_id = ?",
+                         (now, device_id))

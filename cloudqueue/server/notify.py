@@ -1,0 +1,43 @@
+"""Wake long-polling devices: one asyncio condition and a change counter per device.
+
+A waiter reads the counter, looks for work, and waits only while the counter is unchanged,
+so a wake-up that lands between its look and its wait is never lost.
+"""
+from __future__ import annotations
+
+import asyncio
+
+
+class Notifier:
+    def __init__(self) -> None:
+        self._versions: dict[str, int] = {}
+        self._conditions: dict[str, asyncio.Condition] = {}
+
+    def version(self, device_id: str) -> int:
+        return self._versions.get(device_id, 0)
+
+    def _condition(self, device_id: str) -> asyncio.Condition:
+        cond = self._conditions.get(device_id)
+        if cond is None:
+            cond = self._conditions[device_id] = asyncio.Condition()
+        return cond
+
+    async def notify(self, device_id: str) -> None:
+        """Something changed in this device's queue: wake its waiters."""
+        self._versions[device_id] = self.version(device_id) + 1
+        cond = self._condition(device_id)
+        async with cond:
+            cond.notify_all()
+
+    async def wait(self, device_id: str, seen: int, timeout: float) -> bool:
+        """Wait until the counter moves past ``seen`` or ``timeout`` passes; True if it moved."""
+        if timeout <= 0:
+            return self.version(device_id) != seen
+        cond = self._condition(device_id)
+        try:
+            async with cond:
+                await asyncio.wait_for(
+                    cond.wait_for(lambda: self.version(device_id) != seen), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False

@@ -1,0 +1,141 @@
+"""Queue policy as plain functions of (state, now) -> decision: no I/O, no clock reads.
+
+Rows are mappings with the workload columns of ``db`` (``status``, ``priority``,
+``ready_at``, ``attempts``, ``cancel_requested``, ``work_id``, ...). Times are integer
+milliseconds since the epoch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Iterable, Mapping, Sequence
+
+from cloudqueue.models import format_time
+
+PRIORITY_RANK = {"HIGH": 1, "MEDIUM": 2, "LOW": 3}
+#: stock order: work being uploaded, then executing, then ready (an implicit retry)
+STATUS_RANK = {"UPLOADING": 0, "EXECUTING": 1, "READY": 2}
+ACTIVE = tuple(STATUS_RANK)
+TERMINAL = ("DONE", "FAILED", "CANCELLED")
+DEVICE_STATUSES = ("ONLINE", "BUSY", "ERROR", "OFFLINE")
+
+Row = Mapping[str, Any]
+
+
+def iso(ms: int | None) -> str | None:
+    """Milliseconds since the epoch as the wire's ``2024-05-01T12:00:00.123Z``."""
+    if ms is None:
+        return None
+    return format_time(datetime.fromtimestamp(ms / 1000, tz=timezone.utc))
+
+
+def queue_key(row: Row) -> tuple:
+    """The device queue order: (status rank, priority rank, ReadyAt), then id for ties."""
+    return (STATUS_RANK.get(row["status"], 9), PRIORITY_RANK.get(row["priority"], 9),
+            row["ready_at"] or 0, row["work_id"])
+
+
+def queue_order(rows: Iterable[Row]) -> list[Row]:
+    """A device's active work (UPLOADING, EXECUTING, READY) in hand-out order."""
+    return sorted((r for r in rows if r["status"] in ACTIVE), key=queue_key)
+
+
+@dataclass(frozen=True)
+class Finalize:
+    """A workload the hand-out ends instead of handing it out."""
+
+    work_id: str
+    status: str
+    error_kind: str | None = None
+    error_message: str | None = None
+
+
+@dataclass(frozen=True)
+class Handout:
+    """What one ``GET /devices/{id}/workload`` decides."""
+
+    chosen: Row | None            # the work to hand out (None: no work, answer [])
+    counts_attempt: bool          # this hand-out is one more attempt
+    finalize: list[Finalize]      # work passed over and ended on the way
+
+
+def plan_handout(rows: Iterable[Row], max_attempts: int) -> Handout:
+    """Pick the work to hand out, ending on the way what must not run again.
+
+    - EXECUTING work whose cancel was requested is re-handed to nobody: ``CANCELLED``.
+    - A hand-out of READY or EXECUTING work counts one attempt; one that would exceed
+      ``max_attempts`` ends it ``FAILED``/``attempts_exhausted`` and the next work is
+      considered (no poison pill).
+    - UPLOADING work is handed back without counting an attempt: it ran, only its results
+      upload is missing.
+    """
+    ended: list[Finalize] = []
+    for row in queue_order(rows):
+        if row["status"] == "UPLOADING":
+            return Handout(row, False, ended)
+        if row["status"] == "EXECUTING" and row["cancel_requested"]:
+            ended.append(Finalize(row["work_id"], "CANCELLED"))
+            continue
+        if row["attempts"] >= max_attempts:
+            ended.append(Finalize(
+                row["work_id"], "FAILED", "attempts_exhausted",
+                f"the device was handed this workload {row['attempts']} times without "
+                f"finishing it (limit {max_attempts}); it may crash the device: check it "
+                f"and submit it again"))
+            continue
+        return Handout(row, True, ended)
+    return Handout(None, False, ended)
+
+
+def lease_expired(last_seen: int | None, now: int, lease_seconds: float) -> bool:
+    """A device silent for longer than the lease has lost its EXECUTING/UPLOADING work."""
+    return last_seen is None or now - last_seen > lease_seconds * 1000
+
+
+def after_lease(row: Row) -> str:
+    """Where work goes when its lease ends: back to READY, or CANCELLED if asked to."""
+    return "CANCELLED" if row["cancel_requested"] else "READY"
+
+
+def upload_expired(row: Row, now: int, ttl_seconds: float) -> bool:
+    """CREATED work whose file did not arrive within the TTL."""
+    return row["status"] == "CREATED" and now - row["created_at"] > ttl_seconds * 1000
+
+
+def device_status(reported: str | None, last_refreshed: int | None, refresh_timeout: int,
+                  now: int) -> str:
+    """What the device last said, or OFFLINE when its heartbeat is older than RefreshTimeout."""
+    if last_refreshed is None or now > last_refreshed + refresh_timeout * 1000:
+        return "OFFLINE"
+    return reported or "ONLINE"
+
+
+def queue_position(rows: Sequence[Row], work_id: str) -> int | None:
+    """How many active workloads come before this one on its device (0: next or running)."""
+    for index, row in enumerate(queue_order(rows)):
+        if row["work_id"] == work_id:
+            return index
+    return None
+
+
+def estimated_start(position: int | None, rows: Sequence[Row], now: int,
+                    run_ms: float) -> int | None:
+    """When READY work may start: each workload ahead takes ``run_ms`` (a running one, the rest)."""
+    if position is None:
+        return None
+    total = 0.0
+    for row in queue_order(rows)[:position]:
+        if row["status"] == "READY" or not row["started_at"]:
+            total += run_ms
+        else:
+            total += max(0.0, run_ms - (now - row["started_at"]))
+    return int(now + total)
+
+
+def device_seconds(reported: float | None, started_at: int | None, now: int) -> float | None:
+    """Board time of a finished run: what the device measured, else StartedAt to now."""
+    if reported is not None:
+        return float(reported)
+    if started_at is None:
+        return None
+    return max(0.0, (now - started_at) / 1000)

@@ -1,0 +1,182 @@
+"""Identity endpoints: ``POST /users`` (admin), ``POST /oauth2/token`` (devices) and the
+Cognito-compatible ``POST /`` (users' password logins), as docs/protocol.md pins them."""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+from urllib.parse import parse_qs
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from cloudqueue.errors import AuthError, BadRequest, QueueError
+from cloudqueue.server.web import (admin, call, field, json_ok, now_ms, read_body, read_json,
+                                   service)
+
+TARGET_PREFIX = "AWSCognitoIdentityProviderService."
+MIN_PASSWORD = 8
+
+
+async def add_user(request: Request) -> Response:
+    """``POST /users`` (admin): 200 ``{UserId, Email, ApiKey, TemporaryPassword}``, shown once."""
+    await admin(request)
+    body = await read_json(request)
+    email = field(body, "Email", str, required=True, max_len=254).strip()
+    if "@" not in email or " " in email:
+        raise BadRequest(f"Email {email!r} is not an e-mail address")
+    full_name = field(body, "FullName", str, default="", max_len=200)
+    groups = field(body, "Groups", list, default=[])
+    if not all(isinstance(g, str) for g in groups):
+        raise BadRequest("Groups must be a list of group names, like [\"Admin\"]")
+    row, api_key, password = await call(service(request).identities.add_user, email,
+                                        full_name, groups, now_ms())
+    return json_ok({"UserId": row["user_id"], "Email": row["email"], "ApiKey": api_key,
+                    "TemporaryPassword": password})
+
+
+# -- OAuth2 client credentials (devices) -------------------------------------------------
+def _oauth_error(code: str, description: str) -> JSONResponse:
+    return JSONResponse({"error": code, "error_description": description}, status_code=400)
+
+
+async def oauth2_token(request: Request) -> Response:
+    """``POST /oauth2/token``: a device trades its client id and secret for a JWT."""
+    svc = service(request)
+    raw = await read_body(request, 16 * 1024)
+    form = {k: v[0] for k, v in parse_qs(raw.decode("utf-8", "replace")).items()}
+    if form.get("grant_type") != "client_credentials":
+        return _oauth_error("unsupported_grant_type",
+                            "only grant_type=client_credentials is supported")
+    client_id, secret = form.get("client_id"), form.get("client_secret")
+    header = request.headers.get("authorization", "")
+    if header[:6].lower() == "basic ":
+        try:
+            decoded = base64.b64decode(header[6:].strip(), validate=True).decode()
+            client_id, _, secret = decoded.partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return _oauth_error("invalid_client", "the Basic authorization header is malformed")
+    if not client_id or not secret:
+        return _oauth_error("invalid_client", "send the client id and secret (Basic auth or "
+                                              "client_id/client_secret form fields)")
+    try:
+        device = await call(svc.identities.device_by_client, client_id, secret)
+    except AuthError:
+        return _oauth_error("invalid_client", "the client id or secret is wrong")
+    lifetime = svc.limits.token_seconds
+    return json_ok({"access_token": svc.signer.device_token(device, lifetime),
+                    "token_type": "Bearer", "expires_in": lifetime})
+
+
+# -- Cognito-compatible logins (users) ---------------------------------------------------
+class CognitoError(QueueError):
+    def __init__(self, type_: str, message: str):
+        super().__init__(message, kind=type_, status=400)
+
+
+def cognito_response(exc: CognitoError) -> JSONResponse:
+    return JSONResponse({"__type": exc.kind, "message": exc.message}, status_code=400,
+                        media_type="application/x-amz-json-1.1")
+
+
+def _params(body: dict, name: str) -> dict[str, Any]:
+    value = body.get(name)
+    if not isinstance(value, dict):
+        raise CognitoError("InvalidParameterException", f"{name} is required")
+    return value
+
+
+def _auth_result(request: Request, user: dict, *, with_refresh: bool) -> dict[str, Any]:
+    svc = service(request)
+    lifetime = svc.limits.token_seconds
+    groups = json.loads(user["groups"])
+    access, id_token = svc.signer.user_tokens(user, groups, lifetime)
+    result: dict[str, Any] = {"AccessToken": access, "IdToken": id_token,
+                              "ExpiresIn": lifetime, "TokenType": "Bearer"}
+    if with_refresh:
+        result["RefreshToken"] = svc.identities.new_refresh_token(
+            user["user_id"], now_ms(), svc.limits.refresh_token_seconds)
+    return {"AuthenticationResult": result, "ChallengeParameters": {}}
+
+
+def _initiate_auth(request: Request, body: dict) -> dict[str, Any]:
+    svc = service(request)
+    flow = body.get("AuthFlow")
+    params = _params(body, "AuthParameters")
+    if flow == "USER_PASSWORD_AUTH":
+        username, password = params.get("USERNAME"), params.get("PASSWORD")
+        if not isinstance(username, str) or not isinstance(password, str):
+            raise CognitoError("InvalidParameterException", "USERNAME and PASSWORD are required")
+        try:
+            user = svc.identities.login(username, password)
+        except AuthError:
+            raise CognitoError("NotAuthorizedException", "Incorrect username or password.") from None
+        if user["password_temporary"]:
+            session = svc.signer.issue({"sub": user["user_id"], "token_use": "session"}, 300)
+            return {"ChallengeName": "NEW_PASSWORD_REQUIRED", "Session": session,
+                    "ChallengeParameters": {
+                        "USER_ID_FOR_SRP": user["email"], "requiredAttributes": "[]",
+                        "userAttributes": json.dumps({"email": user["email"]})}}
+        return _auth_result(request, user, with_refresh=True)
+    if flow in ("REFRESH_TOKEN_AUTH", "REFRESH_TOKEN"):
+        token = params.get("REFRESH_TOKEN")
+        if not isinstance(token, str):
+            raise CognitoError("InvalidParameterException", "REFRESH_TOKEN is required")
+        try:
+            user = svc.identities.by_refresh_token(token, now_ms())
+        except AuthError:
+            raise CognitoError("NotAuthorizedException", "Invalid Refresh Token") from None
+        return _auth_result(request, user, with_refresh=False)
+    raise CognitoError("InvalidParameterException",
+                       f"AuthFlow {flow!r} is not supported by qick-queue: use "
+                       "USER_PASSWORD_AUTH or REFRESH_TOKEN_AUTH")
+
+
+def _respond_to_challenge(request: Request, body: dict) -> dict[str, Any]:
+    svc = service(request)
+    if body.get("ChallengeName") != "NEW_PASSWORD_REQUIRED":
+        raise CognitoError("InvalidParameterException",
+                           "only the NEW_PASSWORD_REQUIRED challenge is supported")
+    answers = _params(body, "ChallengeResponses")
+    session = body.get("Session")
+    password = answers.get("NEW_PASSWORD")
+    try:
+        claims = svc.signer.verify(session) if isinstance(session, str) else {}
+    except AuthError:
+        claims = {}
+    if claims.get("token_use") != "session":
+        raise CognitoError("NotAuthorizedException", "Invalid session for the user, session "
+                                                     "is expired.")
+    user = svc.identities.user(claims["sub"])
+    if user is None or answers.get("USERNAME") not in (user["email"], user["user_id"]):
+        raise CognitoError("NotAuthorizedException", "the session is not this user's")
+    if not isinstance(password, str) or len(password) < MIN_PASSWORD:
+        raise CognitoError("InvalidPasswordException",
+                           f"Password does not conform to policy: at least {MIN_PASSWORD} "
+                           "characters")
+    svc.identities.set_password(user["user_id"], password)
+    user = svc.identities.user(user["user_id"])
+    return _auth_result(request, user, with_refresh=True)
+
+
+ACTIONS = {"InitiateAuth": _initiate_auth, "RespondToAuthChallenge": _respond_to_challenge}
+
+
+async def cognito(request: Request) -> Response:
+    """``POST /`` with ``X-Amz-Target: AWSCognitoIdentityProviderService.<Action>``."""
+    target = request.headers.get("x-amz-target", "")
+    action = ACTIONS.get(target[len(TARGET_PREFIX):]) if target.startswith(TARGET_PREFIX) else None
+    try:
+        if action is None:
+            raise CognitoError("UnknownOperationException",
+                               f"unknown X-Amz-Target {target!r}: qick-queue answers "
+                               "InitiateAuth and RespondToAuthChallenge")
+        try:
+            body = await read_json(request)
+        except BadRequest as exc:
+            raise CognitoError("SerializationException", exc.message) from None
+        answer = await call(action, request, body)
+    except CognitoError as exc:
+        return cognito_response(exc)
+    return JSONResponse(answer, media_type="application/x-amz-json-1.1")

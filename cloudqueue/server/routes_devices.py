@@ -1,0 +1,154 @@
+"""Device endpoints: admin creates, users list and read, the device heartbeats and pulls."""
+from __future__ import annotations
+
+import time
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from cloudqueue.errors import BadRequest, NotFound
+from cloudqueue.server import policy
+from cloudqueue.server import views
+from cloudqueue.server.web import (admin, call, field, forbidden_unless, json_ok, now_ms,
+                                   principal, read_json, service, sha256_field, the_device,
+                                   user)
+
+
+async def create_device(request: Request) -> Response:
+    """``POST /devices`` (admin): 201 with the OAuth2 client id and secret (shown once)."""
+    await admin(request)
+    body = await read_json(request)
+    name = field(body, "DeviceName", str, required=True, max_len=200)
+    if not name.strip():
+        raise BadRequest("DeviceName must not be empty")
+    timeout = field(body, "RefreshTimeout", int, default=60)
+    if not 1 <= timeout <= 86400:
+        raise BadRequest("RefreshTimeout must be between 1 and 86400 seconds")
+    row, secret = await call(service(request).identities.add_device, name, timeout, now_ms())
+    return json_ok({"DeviceId": row["device_id"], "DeviceName": row["name"],
+                    "ClientId": row["client_id"], "ClientSecret": secret}, 201)
+
+
+async def list_devices(request: Request) -> Response:
+    """``GET /devices`` (users)."""
+    await user(request)
+    rows = await call(service(request).identities.devices)
+    now = now_ms()
+    return json_ok([views.device_summary(r, now) for r in rows])
+
+
+async def get_device(request: Request) -> Response:
+    """``GET /devices/{id}``: users, or the device itself; Health for admins and the device."""
+    device_id = request.path_params["device_id"]
+    who = await principal(request)
+    if who.kind == "device":
+        forbidden_unless(who.id == device_id, "a device may only read its own record")
+    svc = service(request)
+    row = await call(svc.identities.device, device_id)
+    if row is None:
+        raise NotFound(f"no device {device_id}: list the devices with GET /devices")
+    active = await call(svc.workloads.active_for_device, device_id)
+    body = views.device_detail(svc, request, row, now_ms(),
+                               with_health=who.is_admin or who.kind == "device",
+                               queue_length=len(active))
+    return json_ok(body)
+
+
+async def heartbeat(request: Request) -> Response:
+    """``PUT /devices/{id}``: the device reports its status (and health)."""
+    device_id = request.path_params["device_id"]
+    await the_device(request, device_id)
+    body = await read_json(request)
+    status = field(body, "DeviceStatus", str, required=True, choices=policy.DEVICE_STATUSES)
+    extension = field(body, "DeviceConfigurationFileExtension", str, required=True, max_len=16)
+    if not extension.replace(".", "").isalnum():
+        raise BadRequest("DeviceConfigurationFileExtension must be letters and digits, "
+                         "like json")
+    health = field(body, "Health", dict)
+    svc = service(request)
+    now = now_ms()
+    await call(svc.workloads.touch_device, device_id, now)
+    await call(svc.identities.heartbeat, device_id, status, extension, health, now)
+    cancels = await call(svc.workloads.cancel_requested, device_id)
+    return json_ok({"DeviceId": device_id,
+                    "UploadUrl": svc.presign(request, "PUT", f"configs/{device_id}"),
+                    "CancelRequested": cancels})
+
+
+def _wait_seconds(request: Request) -> float:
+    raw = request.query_params.get("WaitSeconds")
+    if raw is None or raw == "":
+        return 0.0
+    limit = service(request).limits.max_wait_seconds
+    try:
+        value = float(raw)
+    except ValueError:
+        raise BadRequest(f"WaitSeconds must be a number of seconds (0..{limit})") from None
+    if not 0 <= value <= limit:
+        raise BadRequest(f"WaitSeconds must be between 0 and {limit}")
+    return value
+
+
+async def next_work(request: Request) -> Response:
+    """``GET /devices/{id}/workload[?WaitSeconds=N]``: the next work, or ``[]``.
+
+    With ``WaitSeconds`` the request is held until work is there (woken by an upload, a
+    cancel or a lease expiry through the notifier) or the wait is over.
+    """
+    device_id = request.path_params["device_id"]
+    await the_device(request, device_id)
+    wait = _wait_seconds(request)
+    svc = service(request)
+    deadline = time.monotonic() + wait
+    while True:
+        seen = svc.notifier.version(device_id)
+        now = now_ms()
+        await call(svc.workloads.touch_device, device_id, now)
+        row, ended = await call(svc.workloads.claim, device_id, now)
+        if row is not None:
+            return json_ok({"WorkId": row["work_id"],
+                            "WorkloadUrl": svc.presign(request, "GET",
+                                                       f"workloads/{row['work_id']}")})
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return json_ok([])
+        moved = await svc.notifier.wait(device_id, seen, remaining)
+        if moved and await request.is_disconnected():
+            return json_ok([])  # nobody to hand the work to: leave it READY
+
+
+async def work_status(request: Request) -> Response:
+    """``GET /devices/{id}/workloads/{WorkId}``: the device's cancel check."""
+    device_id = request.path_params["device_id"]
+    work_id = request.path_params["work_id"]
+    await the_device(request, device_id)
+    svc = service(request)
+    await call(svc.workloads.touch_device, device_id, now_ms())
+    row = await call(svc.workloads.get, work_id)
+    if row is None or row["device_id"] != device_id:
+        raise NotFound(f"workload {work_id} is not this device's work")
+    return json_ok({"WorkId": work_id, "WorkStatus": row["status"],
+                    "CancelRequested": bool(row["cancel_requested"])})
+
+
+async def report_work(request: Request) -> Response:
+    """``PUT /devices/{id}/workloads/{WorkId}``: the outcome, and the results upload URL."""
+    device_id = request.path_params["device_id"]
+    work_id = request.path_params["work_id"]
+    await the_device(request, device_id)
+    body = await read_json(request, allow_empty=True)
+    outcome = field(body, "Outcome", str, choices=("DONE", "FAILED", "CANCELLED"))
+    message = field(body, "ErrorMessage", str, max_len=4000)
+    kind = field(body, "ErrorKind", str, max_len=64)
+    partial = field(body, "PartialResults", bool, default=False)
+    sha = sha256_field(body)
+    seconds = field(body, "DeviceSeconds", (int, float))
+    if seconds is not None and seconds < 0:
+        raise BadRequest("DeviceSeconds must not be negative")
+    svc = service(request)
+    now = now_ms()
+    await call(svc.workloads.touch_device, device_id, now)
+    await call(svc.workloads.report, device_id, work_id, outcome=outcome, error_message=message,
+               error_kind=kind, partial=partial, sha256=sha, device_seconds=seconds, now=now)
+    return json_ok({"WorkId": work_id,
+                    "UploadUrl": svc.presign(request, "PUT", f"results/{work_id}")})

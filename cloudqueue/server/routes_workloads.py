@@ -1,0 +1,120 @@
+"""Workload endpoints for users: submit, list, read, cancel. Ownership on every path."""
+from __future__ import annotations
+
+import hashlib
+import json
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from cloudqueue.errors import BadRequest, NotFound
+from cloudqueue.models import WorkStatus, parse_time
+from cloudqueue.server import policy
+from cloudqueue.server import views
+from cloudqueue.server.identities import Principal
+from cloudqueue.server.web import (call, field, json_ok, now_ms, read_json, service,
+                                   sha256_field, user)
+from cloudqueue.server.workloads import PageKey
+
+
+def _idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= 200 or not key.isprintable():
+        raise BadRequest("Idempotency-Key must be 1 to 200 printable characters")
+    return key
+
+
+async def submit(request: Request) -> Response:
+    """``POST /workloads``: 201 ``{WorkId, UploadUrl}``; the file's arrival makes it READY."""
+    who = await user(request)
+    body = await read_json(request)
+    device_id = field(body, "DeviceId", str, required=True, max_len=100)
+    priority = field(body, "Priority", str, default="MEDIUM",
+                     choices=tuple(policy.PRIORITY_RANK))
+    name = field(body, "UserGivenName", str, max_len=200)
+    sha = sha256_field(body)
+    key = _idempotency_key(request)
+    svc = service(request)
+    if await call(svc.identities.device, device_id) is None:
+        raise NotFound(f"no device {device_id}: list the devices with GET /devices")
+    fingerprint = hashlib.sha256(json.dumps([device_id, priority, name, sha]).encode()).hexdigest()
+    row, _created = await call(svc.workloads.create, account_id=who.id, device_id=device_id,
+                               priority=priority, user_given_name=name, sha256=sha,
+                               now=now_ms(), idempotency_key=key, body_hash=fingerprint)
+    return json_ok({"WorkId": row["work_id"],
+                    "UploadUrl": svc.presign(request, "PUT", f"workloads/{row['work_id']}")}, 201)
+
+
+def _page_key(raw: str | None) -> PageKey | None:
+    if not raw:
+        return None
+    try:
+        data = json.loads(raw)
+        created = parse_time(data["CreatedAt"])
+        work_id = data["WorkId"]
+        if created is None or not isinstance(work_id, str):
+            raise ValueError("empty")
+    except (ValueError, KeyError, TypeError):
+        raise BadRequest("ExclusiveStartKeyJson must be the LastEvaluatedKey of the previous "
+                         "page, unchanged") from None
+    return PageKey(round(created.timestamp() * 1000), work_id)
+
+
+def _limit(raw: str | None) -> int:
+    if raw is None or raw == "":
+        return 5
+    if not raw.isdigit() or not 1 <= int(raw) <= 100:
+        raise BadRequest("Limit must be a whole number from 1 to 100")
+    return int(raw)
+
+
+async def list_workloads(request: Request) -> Response:
+    """``GET /workloads``: newest first; a user sees their own, an admin all."""
+    who = await user(request)
+    q = request.query_params
+    status = q.get("Status") or None
+    if status is not None and status not in WorkStatus.__members__:
+        raise BadRequest(f"Status must be one of {', '.join(WorkStatus.__members__)}")
+    account = (q.get("AccountId") or None) if who.is_admin else who.id
+    rows, last = await call(service(request).workloads.list, account_id=account,
+                            device_id=q.get("DeviceId") or None, status=status,
+                            limit=_limit(q.get("Limit")),
+                            start=_page_key(q.get("ExclusiveStartKeyJson")))
+    body: dict = {"Items": [views.workload_item(r) for r in rows]}
+    if last is not None:
+        body["LastEvaluatedKey"] = {"WorkId": last.work_id, "DeviceId": rows[-1]["device_id"],
+                                    "CreatedAt": policy.iso(last.created_at)}
+    return json_ok(body)
+
+
+async def _owned(request: Request, who: Principal, work_id: str) -> dict:
+    """The workload if the caller owns it or is an admin; 404 otherwise (existence hidden)."""
+    row = await call(service(request).workloads.get, work_id)
+    if row is None or not (who.is_admin or row["account_id"] == who.id):
+        raise NotFound(f"no workload {work_id} of yours: list yours with GET /workloads")
+    return row
+
+
+async def _detail(request: Request, row: dict) -> Response:
+    svc = service(request)
+    active = await call(svc.workloads.active_for_device, row["device_id"])
+    return json_ok(views.workload_detail(svc, request, row, active, now_ms()))
+
+
+async def get_workload(request: Request) -> Response:
+    """``GET /workloads/{WorkId}`` (owner or admin)."""
+    who = await user(request)
+    row = await _owned(request, who, request.path_params["work_id"])
+    return await _detail(request, row)
+
+
+async def cancel(request: Request) -> Response:
+    """``POST /workloads/{WorkId}/cancel`` (owner or admin); 409 when already finished."""
+    who = await user(request)
+    row = await _owned(request, who, request.path_params["work_id"])
+    svc = service(request)
+    row = await call(svc.workloads.cancel, row["work_id"], now_ms())
+    await svc.notifier.notify(row["device_id"])
+    return await _detail(request, row)

@@ -1,0 +1,45 @@
+"""The service's limits, with every default in one place (docs/protocol.md pins them)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_PORT = 8750
+DEFAULT_ADMIN_EMAIL = "admin@localhost"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Tunable limits of one running service (``qick-queue serve`` options)."""
+
+    #: largest file accepted on a presigned PUT (workloads, results, configurations)
+    max_upload_mb: float = 256.0
+    #: EXECUTING/UPLOADING work goes back to READY once its device is silent this long
+    lease_seconds: float = 600.0
+    #: hand-outs of one workload before it FAILS with ``attempts_exhausted``
+    max_attempts: int = 3
+    #: CREATED work whose file never arrives FAILS with ``upload_expired`` after this long
+    upload_ttl_seconds: float = 86400.0
+    #: lifetime of a presigned URL
+    url_lifetime_seconds: int = 3600
+    #: longest ``WaitSeconds`` a device may ask for on a long poll
+    max_wait_seconds: int = 20
+    #: largest JSON body accepted by the API
+    max_json_bytes: int = 64 * 1024
+    #: lifetime of the JWTs we issue (users and devices)
+    token_seconds: int = 3600
+    #: lifetime of a Cognito-style refresh token
+    refresh_token_seconds: int = 30 * 86400
+    #: how long an Idempotency-Key is remembered
+    idempotency_seconds: int = 86400
+    #: what a run is assumed to take when a device has no finished work yet (estimates)
+    default_run_seconds: float = 60.0
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    @property
+    def housekeeping_interval(self) -> float:
+        """Seconds between background sweeps: a quarter of the shortest timer, 0.1..30 s."""
+        shortest = min(self.lease_seconds, self.upload_ttl_seconds)
+        return max(0.1, min(30.0, shortest / 4))
