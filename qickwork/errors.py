@@ -1,0 +1,41 @@
+"""Errors of the workload and results formats.
+
+    WorkloadError               every error of this package; ``kind`` is the wire ErrorKind
+     ├── InvalidWorkload        the file is not a workload we can read (not gzip, bad JSON,
+     │                          a malformed program dump, refused data types)
+     ├── FirmwareMismatch       compiled for another firmware than the board's
+     ├── TooLarge               over a size, shot or memory limit
+     └── DeviceError            the board (or its simulation) failed while running
+
+Messages name the program index when there is one, and say what to change.
+"""
+from __future__ import annotations
+
+
+class WorkloadError(Exception):
+    default_kind = "invalid_workload"
+
+    def __init__(self, message: str, *, kind: str | None = None, program: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.kind = kind or self.default_kind
+        self.program = program
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidWorkload(WorkloadError):
+    default_kind = "invalid_workload"
+
+
+class FirmwareMismatch(WorkloadError):
+    default_kind = "firmware_mismatch"
+
+
+class TooLarge(WorkloadError):
+    default_kind = "too_large"
+
+
+class DeviceError(WorkloadError):
+    default_kind = "device_error"

@@ -1,0 +1,175 @@
+"""The results file: HDF5, readable by the original SideQICK reader.
+
+Layout (the original's, plus attributes)::
+
+    /                     attrs: format, work_id, device, firmware, firmware_name,
+                                 qick_version, status (RUNNING|DONE|FAILED|CANCELLED),
+                                 error_kind, error_message, programs_total, programs_done,
+                                 seconds, started_at, finished_at
+    /data                 group, track_order=True
+    /data/<i>             one group per program, "0", "1", ... (attrs: acqtype, seconds)
+        avg               acquire() result, readouts stacked on the first axis:
+                          (n_ro, n_reads, *loop_dims without the averaged axis, 2)
+        raw               get_raw(): (n_ro, *loop_dims, n_reads, 2) int64, lzf
+        shots             get_shots(): (n_ro, *loop_dims, n_reads), lzf
+        dec               acquire_decimated() result, readouts stacked, float64
+
+When the readouts of one program give different shapes (different trigger counts), the
+dataset becomes a group with one dataset per readout ("0", "1", ...).
+
+Written program by program (each group written and flushed, then the program's arrays are
+dropped), so memory stays bounded by one program. A failure halfway still finishes the
+file: the programs done so far, ``status`` FAILED and the error.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Sequence
+
+import h5py
+import numpy as np
+
+RESULTS_FORMAT = 1
+_LZF = ("raw", "shots")
+
+
+def _utc() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+class ResultsWriter:
+    """Write a results file program by program. Use as a context manager."""
+
+    def __init__(self, path: str | os.PathLike, *, programs_total: int, work_id: str = "",
+                 device: str = "", firmware: str = "", firmware_name: str = "",
+                 qick_version: str = ""):
+        self.path = os.fspath(path)
+        self._file = h5py.File(self.path, "w", track_order=True)
+        self._data = self._file.create_group("data", track_order=True)
+        self.programs_done = 0
+        attrs = self._file.attrs
+        attrs.update({"format": RESULTS_FORMAT, "work_id": work_id, "device": device,
+                      "firmware": firmware, "firmware_name": firmware_name,
+                      "qick_version": qick_version, "status": "RUNNING", "error_kind": "",
+                      "error_message": "", "programs_total": programs_total,
+                      "programs_done": 0, "seconds": 0.0, "started_at": _utc(),
+                      "finished_at": ""})
+        self._file.flush()
+
+    def add(self, index: int, *, acqtype: str, seconds: float,
+            avg: Sequence[np.ndarray] | None = None, raw: Sequence[np.ndarray] | None = None,
+            shots: Sequence[np.ndarray] | None = None,
+            dec: Sequence[np.ndarray] | None = None, note: str = "") -> None:
+        group = self._data.create_group(str(index))
+        group.attrs["acqtype"] = acqtype
+        group.attrs["seconds"] = float(seconds)
+        if note:
+            group.attrs["note"] = note
+        for name, arrays in (("avg", avg), ("raw", raw), ("shots", shots), ("dec", dec)):
+            if arrays is not None:
+                self._write(group, name, [np.asarray(a) for a in arrays])
+        self.programs_done += 1
+        self._file.attrs["programs_done"] = self.programs_done
+        self._file.flush()
+
+    @staticmethod
+    def _write(group: h5py.Group, name: str, arrays: list[np.ndarray]) -> None:
+        opts = {"compression": "lzf"} if name in _LZF else {}
+        if len({a.shape for a in arrays}) <= 1 and len({a.dtype for a in arrays}) <= 1:
+            stacked = np.stack(arrays) if arrays else np.zeros((0,))
+            if stacked.size == 0:
+                opts = {}
+            group.create_dataset(name, data=stacked, **opts)
+        else:
+            sub = group.create_group(name, track_order=True)
+            for k, a in enumerate(arrays):
+                sub.create_dataset(str(k), data=a, **(opts if a.size else {}))
+
+    def finish(self, status: str, *, seconds: float, error_kind: str = "",
+               error_message: str = "") -> None:
+        attrs = self._file.attrs
+        attrs.update({"status": status, "error_kind": error_kind or "",
+                      "error_message": error_message or "", "seconds": float(seconds),
+                      "finished_at": _utc()})
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file.id.valid:
+            self._file.close()
+
+    def __enter__(self) -> "ResultsWriter":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+@dataclass
+class ProgramResult:
+    """One program's results, as qick's own acquire()/get_raw()/get_shots() give them:
+    lists with one array per readout."""
+    index: int
+    acqtype: str
+    seconds: float
+    avg: list[np.ndarray] | None = None
+    raw: list[np.ndarray] | None = None
+    shots: list[np.ndarray] | None = None
+    dec: list[np.ndarray] | None = None
+    attrs: dict = field(default_factory=dict)
+
+    @property
+    def data(self) -> list[np.ndarray] | None:
+        """What acquire() (accumulated) or acquire_decimated() (decimated) returned."""
+        return self.dec if self.acqtype == "decimated" else self.avg
+
+
+@dataclass
+class Results:
+    attrs: dict
+    programs: list[ProgramResult]
+
+    @property
+    def status(self) -> str:
+        return str(self.attrs.get("status", ""))
+
+    def __iter__(self) -> Iterator[ProgramResult]:
+        return iter(self.programs)
+
+    def __len__(self) -> int:
+        return len(self.programs)
+
+
+def _read(node: Any) -> list[np.ndarray]:
+    if isinstance(node, h5py.Group):
+        return [node[k][()] for k in sorted(node.keys(), key=int)]
+    return list(node[()])
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def read_results(path: str | os.PathLike) -> Results:
+    """Read a results file (ours, or the original's: attributes are then empty)."""
+    with h5py.File(path, "r") as f:
+        attrs = {k: _plain(v) for k, v in f.attrs.items()}
+        programs = []
+        data = f.get("data")
+        names = sorted(data.keys(), key=int) if data is not None else []
+        for name in names:
+            g = data[name]
+            acqtype = _plain(g.attrs.get("acqtype", "decimated" if "dec" in g else "accumulated"))
+            programs.append(ProgramResult(
+                index=int(name), acqtype=acqtype, seconds=float(g.attrs.get("seconds", 0.0)),
+                avg=_read(g["avg"]) if "avg" in g else None,
+                raw=_read(g["raw"]) if "raw" in g else None,
+                shots=_read(g["shots"]) if "shots" in g else None,
+                dec=_read(g["dec"]) if "dec" in g else None,
+                attrs={k: _plain(v) for k, v in g.attrs.items()}))
+    return Results(attrs=attrs, programs=programs)

@@ -1,0 +1,122 @@
+"""Checks of a workload against a board and against the board's limits, before anything runs.
+
+Each check names the program and what to change. They catch on the PC (or before the board
+is touched) what the hardware would otherwise refuse halfway through a workload: channels the
+firmware does not have, envelopes over a generator's memory, decimated captures over the
+readout's buffer, and shots or result sizes over the board's limits.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from qickwork.errors import InvalidWorkload, TooLarge
+from qickwork.workload import ProgramEntry
+
+
+@dataclass
+class Limits:
+    """What one workload may ask of the board. Defaults suit a board with a few GB of RAM."""
+    max_workload_bytes: int = 512 * 1024 * 1024   # decompressed workload JSON
+    max_programs: int = 100_000
+    max_result_bytes: int = 2 * 1024 ** 3          # estimated size of all results
+    max_program_result_bytes: int = 512 * 1024 ** 2  # one program's results (held in memory)
+    max_shots: int = 10 ** 9                       # shots x rounds of one program
+    max_rounds: int = 1_000_000
+
+
+def _cfg(soccfg: Any) -> Mapping:
+    return soccfg.get_cfg() if hasattr(soccfg, "get_cfg") else soccfg
+
+
+def result_bytes(entry: ProgramEntry) -> int:
+    """Estimated bytes of one program's results (float64/int64 as qick returns them)."""
+    dims = [int(x) for x in entry.dump["loop_dims"]]
+    total = math.prod(dims)
+    avg_shape = math.prod(d for i, d in enumerate(dims) if i != entry.dump["avg_level"])
+    size = 0
+    for ro in entry.dump["ro_chs"].values():
+        trigs = int(ro.get("trigs", 1))
+        if entry.acqtype == "decimated":
+            size += total * trigs * int(ro["length"]) * 2 * 8
+        else:
+            size += avg_shape * trigs * 2 * 8
+            if entry.save_raw:
+                size += total * trigs * 2 * 8
+            if entry.save_shots:
+                size += total * trigs * 8
+    return size
+
+
+def check_entry(entry: ProgramEntry, index: int, soccfg: Any, limits: Limits) -> None:
+    """Raise ``InvalidWorkload`` / ``TooLarge`` when program ``index`` cannot run here."""
+    cfg = _cfg(soccfg)
+    gens, readouts = cfg.get("gens", []), cfg.get("readouts", [])
+    dump = entry.dump
+    for ch in dump["gen_chs"]:
+        if int(ch) >= len(gens):
+            raise InvalidWorkload(
+                f"program {index} uses generator {ch}, but this board has {len(gens)} "
+                f"generators (0..{len(gens) - 1}): compile it for this board", program=index)
+    for ch in dump["ro_chs"]:
+        if int(ch) >= len(readouts):
+            raise InvalidWorkload(
+                f"program {index} uses readout {ch}, but this board has {len(readouts)} "
+                f"readouts (0..{len(readouts) - 1}): compile it for this board", program=index)
+    envelopes = dump["envelopes"]
+    if len(envelopes) > len(gens):
+        raise InvalidWorkload(f"program {index} has envelopes for {len(envelopes)} generators, "
+                              f"this board has {len(gens)}: compile it for this board",
+                              program=index)
+    for g, env in enumerate(envelopes):
+        maxlen = gens[g].get("maxlen")
+        for name, pulse in env["envs"].items():
+            length = int(pulse["data"][1][0]) if pulse["data"][1] else 0
+            if maxlen is not None and pulse["addr"] + length > maxlen:
+                raise TooLarge(
+                    f"program {index}: envelope {name!r} of generator {g} ends at sample "
+                    f"{pulse['addr'] + length}, over the generator's memory of {maxlen} "
+                    "samples: use shorter or fewer envelopes", program=index)
+    rounds = entry.acquire.rounds
+    if rounds > limits.max_rounds:
+        raise TooLarge(f"program {index} asks for {rounds} rounds, over the limit of "
+                       f"{limits.max_rounds}: use fewer rounds and more reps", program=index)
+    shots = entry.shots
+    if shots * rounds > limits.max_shots:
+        raise TooLarge(f"program {index} runs {shots} shots x {rounds} rounds, over the "
+                       f"board's limit of {limits.max_shots} shots: use fewer reps or rounds, "
+                       "or split the sweep over several programs", program=index)
+    if entry.acqtype == "decimated":
+        for ch, ro in dump["ro_chs"].items():
+            need = int(ro["length"]) * int(ro.get("trigs", 1)) * shots
+            maxlen = readouts[int(ch)]["buf_maxlen"]
+            if need >= maxlen:
+                raise TooLarge(
+                    f"program {index}: decimated readout {ch} needs {ro['length']} samples x "
+                    f"{ro.get('trigs', 1)} triggers x {shots} shots = {need}, but the "
+                    f"decimated buffer holds fewer than {maxlen}: shorten the readout or use "
+                    "fewer reps", program=index)
+    size = result_bytes(entry)
+    if size > limits.max_program_result_bytes:
+        raise TooLarge(f"program {index} would produce about {size} bytes of results, over "
+                       f"the per-program limit of {limits.max_program_result_bytes}: do not "
+                       "save raw data or shots, or split the sweep", program=index)
+    if entry.acquire.threshold is not None and isinstance(entry.acquire.threshold, list):
+        if len(entry.acquire.threshold) != len(dump["ro_chs"]):
+            raise InvalidWorkload(
+                f"program {index}: {len(entry.acquire.threshold)} thresholds for "
+                f"{len(dump['ro_chs'])} readouts: give one per readout, or one number",
+                program=index)
+
+
+def check_workload(entries: list[ProgramEntry], soccfg: Any, limits: Limits) -> None:
+    """Every per-program check, then the total result size."""
+    total = 0
+    for i, entry in enumerate(entries):
+        check_entry(entry, i, soccfg, limits)
+        total += result_bytes(entry)
+    if total > limits.max_result_bytes:
+        raise TooLarge(f"the workload would produce about {total} bytes of results, over the "
+                       f"board's limit of {limits.max_result_bytes}: split it into smaller "
+                       "workloads or save less (no raw data, no shots)")
