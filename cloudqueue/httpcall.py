@@ -83,7 +83,7 @@ def error_from_response(answer: requests.Response, what: str) -> QueueError:
     detail = message or answer.reason or "no details"
     hint = {
         401: "check your credentials (API key, login or device secret)",
-        403: "you are not allowed to do this (or the link expired)",
+        403: "not allowed, or the credentials or link were refused",
         404: "check the id",
         409: "the current state does not allow it",
         413: "the file is larger than the service accepts",

@@ -1,0 +1,352 @@
+"""``userclient``: the command line over ``userclient.UserClient``.
+
+Exit codes (the one table; scripts may rely on it):
+
+====  =====================================================================
+ 0    ok (``wait``: the workload is DONE)
+ 1    the workload FAILED or was CANCELLED (``wait``)
+ 2    usage: bad arguments, bad or missing config, a request the service rejected
+ 3    authentication or permission: bad API key, login refused, not allowed
+ 4    not found: no such device or workload (or not yours)
+ 5    the service is unavailable: network down, timeouts, 5xx; try again later
+ 6    not supported by this service (a stock Cloud Queue deployment)
+ 7    conflict: the workload's state does not allow it (cancel a finished one)
+ 8    ``wait --timeout`` ran out; the workload is still queued or running
+10    any other error
+130   interrupted (Ctrl-C)
+====  =====================================================================
+
+User mistakes never print a traceback: errors are one line on stderr (and, with
+``--json``, ``{"Error", "ErrorKind", "ExitCode"}`` on stdout).
+"""
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from cloudqueue import errors
+from cloudqueue.config import (USER_CONFIG, load_config, render_ini, write_private)
+from userclient.client import UserClient, WaitTimeout
+from userclient.display import (WaitDisplay, device_details, devices_table, plain,
+                                workload_details, workloads_table)
+
+EXIT_OK = 0
+EXIT_WORKLOAD_FAILED = 1
+EXIT_USAGE = 2
+EXIT_AUTH = 3
+EXIT_NOT_FOUND = 4
+EXIT_UNAVAILABLE = 5
+EXIT_NOT_SUPPORTED = 6
+EXIT_CONFLICT = 7
+EXIT_TIMEOUT = 8
+EXIT_ERROR = 10
+EXIT_INTERRUPTED = 130
+
+
+def exit_code_for(error: errors.QueueError) -> int:
+    table = [(WaitTimeout, EXIT_TIMEOUT), (errors.ConfigError, EXIT_USAGE),
+             (errors.BadRequest, EXIT_USAGE), (errors.AuthError, EXIT_AUTH),
+             (errors.Forbidden, EXIT_AUTH), (errors.NotFound, EXIT_NOT_FOUND),
+             (errors.ServiceUnavailable, EXIT_UNAVAILABLE),
+             (errors.NotSupported, EXIT_NOT_SUPPORTED), (errors.Conflict, EXIT_CONFLICT)]
+    for kind, code in table:
+        if isinstance(error, kind):
+            return code
+    return EXIT_ERROR
+
+
+class UsageError(errors.BadRequest):
+    default_kind = "usage"
+
+
+# --- output -----------------------------------------------------------------------------
+def emit(args: argparse.Namespace, data: Any, text: str) -> None:
+    if args.json:
+        print(json.dumps(plain(data), indent=1, sort_keys=True))
+    else:
+        print(text)
+
+
+def password_prompt(username: str) -> str:
+    if not sys.stdin.isatty():
+        return ""
+    return getpass.getpass(f"Password for {username}: ")
+
+
+def new_password_prompt(username: str) -> str:
+    if not sys.stdin.isatty():
+        return ""
+    first = getpass.getpass(f"{username} must choose a new password: ")
+    if getpass.getpass("Repeat it: ") != first:
+        raise UsageError("the two passwords differ; run the command again")
+    return first
+
+
+def make_client(args: argparse.Namespace) -> UserClient:
+    return UserClient.from_config(args.config, password_prompt=password_prompt,
+                                  new_password_prompt=new_password_prompt,
+                                  timeout=args.request_timeout)
+
+
+# --- commands ---------------------------------------------------------------------------
+def cmd_configure(args: argparse.Namespace) -> int:
+    target = Path(args.config or os.environ.get("QICK_CONFIG") or USER_CONFIG).expanduser()
+    values: dict[str, dict[str, str | None]] = {"service": {}, "user": {}}
+    if target.is_file():
+        values.update({k: dict(v) for k, v in load_config(target).values.items()})
+    service = values.setdefault("service", {})
+    user = values.setdefault("user", {})
+    for key in ("api_endpoint", "oauth_endpoint", "cognito_userpool", "cognito_url",
+                "clientid", "region"):
+        value = getattr(args, key)
+        if value is not None:
+            service[key] = value
+    if args.username is not None:
+        user["username"] = args.username
+    key = None
+    if args.api_key_stdin:
+        key = sys.stdin.readline().strip()
+        if not key:
+            raise UsageError("--api-key-stdin: nothing was read from stdin")
+    elif os.environ.get("QICK_API_KEY"):
+        key = os.environ["QICK_API_KEY"]
+    if key:
+        user["api_key"] = key
+    if not service.get("api_endpoint"):
+        raise UsageError("give --api-endpoint (the queue's API URL) at least once")
+    write_private(target, render_ini(values))
+    emit(args, {"Config": str(target)}, f"wrote {target}")
+    return EXIT_OK
+
+
+def cmd_add_user(args: argparse.Namespace) -> int:
+    answer = make_client(args).add_user(args.email, args.name, admin=args.admin)
+    if args.json:
+        emit(args, answer, "")
+    elif answer.get("ApiKey"):
+        print(f"user {args.email} created (UserId {answer.get('UserId')})\n"
+              f"API key (shown once):            {answer['ApiKey']}\n"
+              f"temporary password (shown once): {answer.get('TemporaryPassword')}")
+    else:
+        print(f"user {args.email} created; they will receive an e-mail with a temporary "
+              f"password")
+    return EXIT_OK
+
+
+def cmd_add_device(args: argparse.Namespace) -> int:
+    client = make_client(args)
+    device = client.add_device(args.name, args.refresh_timeout)
+    config_text, credentials_text = client.board_files(device)
+    written = []
+    if args.config_out:
+        write_private(args.config_out, config_text, mode=0o644)
+        written.append(f"board config written to {args.config_out}")
+    if args.credentials_out:
+        write_private(args.credentials_out, credentials_text, mode=0o600)
+        written.append(f"board credentials written to {args.credentials_out} (mode 0600)")
+    if args.json:
+        emit(args, device, "")
+        return EXIT_OK
+    print(f"device {device['DeviceName']} created: DeviceId {device['DeviceId']}")
+    if written:
+        print("\n".join(written))
+    if not args.config_out:
+        print(f"\n# /etc/qick/config on the board\n{config_text}")
+    if not args.credentials_out:
+        print(f"# /etc/qick/credentials on the board (mode 0600; the secret is shown once)\n"
+              f"{credentials_text}")
+    return EXIT_OK
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    devices = make_client(args).get_devices()
+    emit(args, devices, devices_table(devices))
+    return EXIT_OK
+
+
+def cmd_device(args: argparse.Namespace) -> int:
+    client = make_client(args)
+    device = client.get_device(args.device_id)
+    if args.save_soccfg:
+        client.get_soccfg(args.device_id, save_to=args.save_soccfg)
+    text = device_details(device)
+    if args.save_soccfg:
+        text += f"\nconfiguration saved to {args.save_soccfg}"
+    emit(args, device, text)
+    return EXIT_OK
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    work_id = make_client(args).create_work(args.device, args.file, args.priority,
+                                            name=args.name)
+    emit(args, {"WorkId": work_id}, work_id)
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    work = make_client(args).get_work(args.work_id)
+    emit(args, work, workload_details(work))
+    return EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    items = make_client(args).list_work(args.device, status=args.status,
+                                        account_id=args.account, limit=args.limit)
+    emit(args, items, workloads_table(items))
+    return EXIT_OK
+
+
+def cmd_wait(args: argparse.Namespace) -> int:
+    client = make_client(args)
+    started = time.monotonic()
+    display = None if args.json else WaitDisplay(sys.stderr, sys.stderr.isatty())
+    try:
+        work = client.wait_until_done(
+            args.work_id, timeout=args.timeout, poll_interval=args.interval,
+            on_progress=(lambda w: display.update(w, time.monotonic() - started))
+            if display else None)
+    finally:
+        if display:
+            display.close()
+    emit(args, work, workload_details(work))
+    return EXIT_OK if work.WorkStatus == "DONE" else EXIT_WORKLOAD_FAILED
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    done = make_client(args).get_results(args.work_id, args.output)
+    emit(args, {"Path": str(done.path), "Size": done.size, "SHA256": done.sha256},
+         f"results saved to {done.path} ({done.size} bytes)")
+    return EXIT_OK
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    work = make_client(args).cancel(args.work_id)
+    text = (f"workload {work.WorkId} cancelled" if work.WorkStatus == "CANCELLED"
+            else f"cancel requested for {work.WorkId} ({work.WorkStatus}); the board "
+                 f"stops it shortly")
+    emit(args, work, text)
+    return EXIT_OK
+
+
+# --- parser -----------------------------------------------------------------------------
+def positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be more than 0")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=argparse.SUPPRESS,
+                        help="config file (default: $QICK_CONFIG, ~/.config/qick.conf, "
+                             "/etc/qick/config)")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="machine-readable output")
+    common.add_argument("--request-timeout", type=positive, default=argparse.SUPPRESS,
+                        metavar="S", help="timeout of each HTTP request (default 30)")
+    parser = argparse.ArgumentParser(
+        prog="userclient", parents=[common],
+        description="Share a QICK board through a queue: submit workloads, wait, get "
+                    "results; admins add users and devices.",
+        epilog="Exit codes: 0 ok, 1 workload failed/cancelled, 2 usage or config, 3 auth, "
+               "4 not found, 5 service unavailable, 6 not supported by this service, "
+               "7 conflict, 8 wait timed out, 10 other, 130 interrupted.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name: str, func, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, parents=[common], help=help_text, description=help_text)
+        p.set_defaults(func=func)
+        return p
+
+    p = add("configure", cmd_configure, "write or update your config file (mode 0600)")
+    for key in ("api_endpoint", "oauth_endpoint", "cognito_userpool", "cognito_url",
+                "clientid", "region", "username"):
+        p.add_argument("--" + key.replace("_", "-"), dest=key)
+    p.add_argument("--api-key-stdin", action="store_true",
+                   help="read your API key from stdin (or set QICK_API_KEY); never an argument")
+
+    p = add("add-user", cmd_add_user, "admin: create a user (prints their API key once)")
+    p.add_argument("email")
+    p.add_argument("--name", required=True, help="full name")
+    p.add_argument("--admin", action="store_true", help="make them an admin (our service)")
+
+    p = add("add-device", cmd_add_device, "admin: create a device and its board's files")
+    p.add_argument("name")
+    p.add_argument("--refresh-timeout", type=int, default=60, metavar="S",
+                   help="seconds without heartbeat before it shows OFFLINE (default 60)")
+    p.add_argument("--config-out", metavar="FILE", help="write the board's config here")
+    p.add_argument("--credentials-out", metavar="FILE",
+                   help="write the board's credentials here (mode 0600)")
+
+    add("devices", cmd_devices, "list the devices")
+    p = add("device", cmd_device, "show one device")
+    p.add_argument("device_id", metavar="ID")
+    p.add_argument("--save-soccfg", metavar="FILE", help="save its QICK configuration (JSON)")
+
+    p = add("submit", cmd_submit, "submit a workload file; prints its WorkId")
+    p.add_argument("file")
+    p.add_argument("--device", required=True, metavar="ID")
+    p.add_argument("--priority", default="MEDIUM", type=str.upper,
+                   choices=["HIGH", "MEDIUM", "LOW"])
+    p.add_argument("--name", help="a name for it (default: the file's name)")
+
+    p = add("status", cmd_status, "show one workload")
+    p.add_argument("work_id", metavar="ID")
+
+    p = add("list", cmd_list, "list workloads (all pages), newest first")
+    p.add_argument("--device", metavar="ID")
+    p.add_argument("--status", type=str.upper)
+    p.add_argument("--account", metavar="ACCOUNT_ID", help="admins: one user's work")
+    p.add_argument("--limit", type=int, metavar="N", help="at most N")
+
+    p = add("wait", cmd_wait, "wait until a workload is finished (run again to resume)")
+    p.add_argument("work_id", metavar="ID")
+    p.add_argument("--timeout", type=positive, metavar="S", help="give up after S seconds")
+    p.add_argument("--interval", type=positive, default=10.0, metavar="S",
+                   help="longest pause between polls (default 10)")
+
+    p = add("results", cmd_results, "download a finished workload's results (HDF5)")
+    p.add_argument("work_id", metavar="ID")
+    p.add_argument("-o", "--output", required=True, metavar="FILE")
+
+    p = add("cancel", cmd_cancel, "cancel a workload (our service only)")
+    p.add_argument("work_id", metavar="ID")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    for name, default in (("config", None), ("json", False), ("request_timeout", 30.0)):
+        if not hasattr(args, name):
+            setattr(args, name, default)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return args.func(args)
+    except errors.QueueError as exc:
+        code = exit_code_for(exc)
+        print(f"userclient: error: {exc.message}", file=sys.stderr)
+        if args.json:
+            print(json.dumps({"Error": exc.message, "ErrorKind": exc.kind, "ExitCode": code}))
+        return code
+    except KeyboardInterrupt:
+        print("userclient: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""How the CLI shows things to people: tables, one-line workload summaries, wait progress."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import IO, Any
+
+from cloudqueue.models import Device, Workload, format_time
+
+
+def _when(moment: datetime | None) -> str:
+    return format_time(moment) if moment else "-"
+
+
+def plain(value: Any) -> Any:
+    """A model or a value as JSON-ready data (timestamps in the wire format)."""
+    if isinstance(value, (Device, Workload)):
+        data = {name: plain(getattr(value, name)) for name in value.FIELDS
+                if getattr(value, name) is not None}
+        data.update(value.extra)
+        return data
+    if isinstance(value, datetime):
+        return format_time(value)
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    return value
+
+
+def table(rows: list[list[str]], headers: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in rows + [headers]) for i in range(len(headers))]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    for row in rows:
+        lines.append("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+    return "\n".join(lines)
+
+
+def devices_table(devices: list[Device]) -> str:
+    if not devices:
+        return "no devices"
+    return table([[d.DeviceId, d.DeviceName or "-", d.DeviceStatus or "-",
+                   _when(d.LastRefreshed)] for d in devices],
+                 ["DEVICE ID", "NAME", "STATUS", "LAST SEEN"])
+
+
+def workloads_table(items: list[Workload]) -> str:
+    if not items:
+        return "no workloads"
+    return table([[w.WorkId, w.WorkStatus or "-", w.Priority or "-", w.DeviceId or "-",
+                   _when(w.CreatedAt), w.UserGivenName or ""] for w in items],
+                 ["WORK ID", "STATUS", "PRIORITY", "DEVICE", "CREATED", "NAME"])
+
+
+def device_details(device: Device) -> str:
+    lines = [f"{'DeviceId':28}{device.DeviceId}",
+             f"{'DeviceName':28}{device.DeviceName or '-'}",
+             f"{'DeviceStatus':28}{device.DeviceStatus or '-'}",
+             f"{'LastRefreshed':28}{_when(device.LastRefreshed)}",
+             f"{'RefreshTimeout':28}{device.RefreshTimeout}",
+             f"{'ConfigurationLastRefreshed':28}{_when(device.ConfigurationLastRefreshed)}"]
+    for key, value in device.extra.items():
+        lines.append(f"{key:28}{value}")
+    if device.Health:
+        lines.append(f"{'Health':28}{device.Health}")
+    return "\n".join(lines)
+
+
+def workload_details(work: Workload) -> str:
+    lines = []
+    for name in ("WorkId", "WorkStatus", "DeviceId", "Priority", "UserGivenName", "CreatedAt",
+                 "ReadyAt", "QueuePosition", "EstimatedStartAt", "StartedAt", "FinishedAt",
+                 "Attempts", "DeviceSeconds", "ErrorKind", "ErrorMessage", "CancelRequested"):
+        value = getattr(work, name)
+        if value is None:
+            continue
+        lines.append(f"{name:18}{_when(value) if isinstance(value, datetime) else value}")
+    return "\n".join(lines)
+
+
+def progress_line(work: Workload, elapsed: float) -> str:
+    """``READY  position 2  starts ~12:03:04Z  (waited 42s)``"""
+    parts = [work.WorkStatus or "?"]
+    if work.QueuePosition is not None and not work.terminal:
+        parts.append(f"position {work.QueuePosition}")
+    if work.EstimatedStartAt is not None and work.WorkStatus == "READY":
+        parts.append(f"starts ~{work.EstimatedStartAt.astimezone(timezone.utc):%H:%M:%S}Z")
+    if work.ErrorMessage and work.terminal:
+        parts.append(work.ErrorMessage)
+    return "  ".join(parts) + f"  (waited {int(elapsed)}s)"
+
+
+class WaitDisplay:
+    """On a TTY: one line rewritten in place. Otherwise: one line per change."""
+
+    def __init__(self, stream: IO[str], tty: bool):
+        self.stream = stream
+        self.tty = tty
+        self.last: tuple | None = None
+        self.width = 0
+
+    def update(self, work: Workload, elapsed: float) -> None:
+        key = (work.WorkStatus, work.QueuePosition, work.ErrorMessage)
+        if self.tty:
+            line = progress_line(work, elapsed)
+            pad = max(0, self.width - len(line))
+            self.stream.write("\r" + line + " " * pad)
+            self.width = len(line)
+            self.stream.flush()
+        elif key != self.last:
+            self.stream.write(f"{format_time(datetime.now(timezone.utc))} "
+                              f"{progress_line(work, elapsed)}\n")
+            self.stream.flush()
+        self.last = key
+
+    def close(self) -> None:
+        if self.tty and self.width:
+            self.stream.write("\n")
+            self.stream.flush()
