@@ -1,0 +1,204 @@
+"""Run a workload file on a board and write its results file. Never raises for bad input.
+
+Interface used by the board daemon's executor process:
+
+    board = open_board(kind="simulated", board="zcu216-v2", soccfg_json=None, seed=None,
+                       time_scale=0.0, resonator=None)
+        kind "qick": the real ``qick.QickSoc`` (imported only then; needs the RFSoC);
+        kind "simulated": ``executor.simboard.SimulatedSoc`` for a named board
+        (``executor.boards.BOARDS``) or for the soccfg JSON a real board dumped.
+        Board: .soc, .soccfg (a QickConfig), .config_dict (JSON-able soccfg, what the
+        board uploads as its device configuration), .fingerprint, .name, .kind
+
+    outcome = run_workload(workload_path, results_path, board, limits=Limits(),
+                           progress=lambda done, total: None, should_stop=lambda: False,
+                           work_id="", device="")
+        -> RunOutcome(status "DONE"|"FAILED"|"CANCELLED", error_kind, error_message,
+                      programs_done, programs_total, seconds)
+
+Steps: read the workload (size-capped, checked as hostile data), refuse another firmware,
+validate every program against the board and the limits, then run each program with qick's
+own code path (a fresh program object per dump, ``acquire`` / ``acquire_decimated`` with the
+recorded acquire arguments, stepping round by round so ``should_stop`` is honoured between
+rounds), writing each program's results as it finishes. A failure writes a valid results
+file with the programs done so far and the error, when the failure happened after the
+first program started; a workload refused before running gets no results file unless
+``results_path`` is wanted anyway (it always is: the file then holds only the error).
+Error kinds: invalid_workload, firmware_mismatch, too_large, device_error.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from executor.boards import board_config, load_soccfg_json
+from executor.simboard import Resonator, SimulatedSoc
+from qickwork.errors import DeviceError, WorkloadError
+from qickwork.firmware import describe, fingerprint
+from qickwork.results import ResultsWriter
+from qickwork.validate import Limits, check_workload
+from qickwork.workload import check_firmware, make_program, qick_version, read_workload
+
+__all__ = ["Board", "Limits", "RunOutcome", "open_board", "run_workload"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Board:
+    soc: Any
+    soccfg: Any
+    config_dict: dict
+    fingerprint: str
+    name: str
+    kind: str
+
+
+@dataclass
+class RunOutcome:
+    status: str                    # DONE | FAILED | CANCELLED
+    error_kind: str | None
+    error_message: str | None
+    programs_done: int
+    programs_total: int
+    seconds: float
+
+
+def open_board(kind: str = "simulated", board: str = "zcu216-v2",
+               soccfg_json: str | None = None, seed: int | None = None,
+               time_scale: float = 0.0, resonator: Resonator | None = None) -> Board:
+    """Open the real board (``kind="qick"``) or a simulated one. Raises ``WorkloadError``
+    (kind ``invalid_config``/``device_error``) with an actionable message."""
+    if kind == "qick":
+        try:
+            from qick import QickSoc  # only exists on the board (pynq)
+        except ImportError as exc:
+            raise DeviceError(f"cannot use the real QICK board here ({exc}): run on the "
+                              "RFSoC board, or use kind='simulated'") from None
+        try:
+            soc = QickSoc()
+        except Exception as exc:  # pynq/firmware failures come in many types
+            raise DeviceError(f"the QICK board did not open: {type(exc).__name__}: {exc}. "
+                              "Check the bitstream and that no other process holds the "
+                              "board") from None
+        cfg = soc.get_cfg()
+        return Board(soc=soc, soccfg=soc, config_dict=cfg, fingerprint=fingerprint(cfg),
+                     name=f"{cfg.get('board', 'qick')}", kind="qick")
+    if kind != "simulated":
+        raise WorkloadError(f"unknown board kind {kind!r}: use 'qick' or 'simulated'",
+                            kind="invalid_config")
+    cfg = load_soccfg_json(soccfg_json) if soccfg_json else board_config(board)
+    soc = SimulatedSoc(cfg, seed=seed, time_scale=time_scale, resonator=resonator)
+    name = f"simulated {board}" if not soccfg_json else f"simulated {cfg.get('board')}"
+    return Board(soc=soc, soccfg=soc, config_dict=soc.get_cfg(),
+                 fingerprint=fingerprint(cfg), name=name, kind="simulated")
+
+
+def _run_one(prog: Any, entry: Any, soc: Any, should_stop: Callable[[], bool]) -> dict | None:
+    """Run one program round by round; None when stopped."""
+    a = entry.acquire
+    if entry.acqtype == "decimated":
+        prog.acquire_decimated(soc, rounds=a.rounds, progress=False,
+                               remove_offset=a.remove_offset, step_rounds=True)
+    else:
+        prog.acquire(soc, rounds=a.rounds, threshold=a.threshold, angle=a.angle,
+                     progress=False, remove_offset=a.remove_offset, step_rounds=True)
+    while prog.finish_round():
+        if should_stop():
+            return None
+        prog.prepare_round()
+    data = prog.finish_acquire()
+    if entry.acqtype == "decimated":
+        return {"dec": data}
+    out: dict = {"avg": data}
+    if entry.save_raw:
+        out["raw"] = prog.get_raw()
+    if entry.save_shots:
+        shots = prog.get_shots()
+        if shots is not None:
+            out["shots"] = shots
+        else:
+            out["note"] = "shots not saved: the program was given no threshold"
+    return out
+
+
+def run_workload(workload_path: str, results_path: str, board: Board,
+                 limits: Limits | None = None,
+                 progress: Callable[[int, int], None] = lambda done, total: None,
+                 should_stop: Callable[[], bool] = lambda: False,
+                 work_id: str = "", device: str = "") -> RunOutcome:
+    """Run a workload on ``board`` and write ``results_path``; see the module docstring."""
+    limits = limits or Limits()
+    started = time.monotonic()
+    entries: list = []
+    writer: ResultsWriter | None = None
+    done = 0
+
+    def outcome(status: str, kind: str | None = None, message: str | None = None) -> RunOutcome:
+        seconds = time.monotonic() - started
+        if writer is not None:
+            try:
+                writer.finish(status, seconds=seconds, error_kind=kind or "",
+                              error_message=message or "")
+            finally:
+                writer.close()
+        return RunOutcome(status, kind, message, done, len(entries), seconds)
+
+    try:
+        entries = read_workload(workload_path, max_bytes=limits.max_workload_bytes,
+                                max_programs=limits.max_programs)
+        check_firmware(entries, board.config_dict)
+        check_workload(entries, board.config_dict, limits)
+    except WorkloadError as exc:
+        writer = _open_writer(results_path, len(entries), board, work_id, device)
+        return outcome("FAILED", exc.kind, exc.message)
+
+    writer = _open_writer(results_path, len(entries), board, work_id, device)
+    if writer is None:
+        return outcome("FAILED", "device_error",
+                       f"cannot write the results file {results_path}: check the spool disk")
+    progress(0, len(entries))
+    for i, entry in enumerate(entries):
+        if should_stop():
+            return outcome("CANCELLED", None, f"cancelled after {done} of {len(entries)} programs")
+        t0 = time.monotonic()
+        try:
+            prog = make_program(entry, board.soccfg, i)
+            if hasattr(board.soc, "attach_program"):
+                board.soc.attach_program(prog)
+            result = _run_one(prog, entry, board.soc, should_stop)
+        except WorkloadError as exc:
+            return outcome("FAILED", exc.kind, exc.message)
+        except Exception as exc:  # whatever qick or the board raise while running
+            log.warning("program %d failed: %s: %s", i, type(exc).__name__, exc)
+            return outcome("FAILED", "device_error",
+                           f"program {i} failed while running on {board.name}: "
+                           f"{type(exc).__name__}: {exc}. The {done} programs before it "
+                           "completed; check this program's readout lengths, loop counts "
+                           "and buffer sizes against the board")
+        if result is None:
+            return outcome("CANCELLED", None,
+                           f"cancelled during program {i}; {done} of {len(entries)} completed")
+        note = result.pop("note", "")
+        try:
+            writer.add(i, acqtype=entry.acqtype, seconds=time.monotonic() - t0, note=note,
+                       **result)
+        except (OSError, ValueError) as exc:
+            return outcome("FAILED", "device_error",
+                           f"writing the results of program {i} failed: {exc}")
+        done += 1
+        progress(done, len(entries))
+    return outcome("DONE")
+
+
+def _open_writer(path: str, total: int, board: Board, work_id: str,
+                 device: str) -> ResultsWriter | None:
+    try:
+        return ResultsWriter(path, programs_total=total, work_id=work_id,
+                             device=device or board.name, firmware=board.fingerprint,
+                             firmware_name=describe(board.config_dict),
+                             qick_version=qick_version())
+    except OSError:
+        return None
