@@ -72,7 +72,11 @@ def check_entry(entry: ProgramEntry, index: int, soccfg: Any, limits: Limits) ->
     for g, env in enumerate(envelopes):
         maxlen = gens[g].get("maxlen")
         for name, pulse in env["envs"].items():
-            length = int(pulse["data"][1][0]) if pulse["data"][1] else 0
+            data = pulse["data"]  # an array in a live dump, [b64, shape, dtype] from a file
+            if hasattr(data, "shape"):
+                length = int(data.shape[0]) if data.ndim else 0
+            else:
+                length = int(data[1][0]) if data[1] else 0
             if maxlen is not None and pulse["addr"] + length > maxlen:
                 raise TooLarge(
                     f"program {index}: envelope {name!r} of generator {g} ends at sample "
