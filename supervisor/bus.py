@@ -42,7 +42,7 @@ def new_id() -> str:
     return f"{os.getpid()}-{next(_ids)}"
 
 
-def encode(kind: str, **fields: Any) -> bytes:
+def encode(kind: str, /, **fields: Any) -> bytes:
     message = {"v": VERSION, "type": kind, "id": fields.pop("id", None) or new_id()}
     message.update(fields)
     return json.dumps(message, separators=(",", ":")).encode()
@@ -108,7 +108,7 @@ class SupervisorBus:
         self._sock.bind(self.address)
         self.dropped = 0
 
-    def send(self, identity: bytes, kind: str, **fields: Any) -> None:
+    def send(self, identity: bytes, kind: str, /, **fields: Any) -> None:
         try:
             self._sock.send_multipart([identity, encode(kind, **fields)], flags=zmq.NOBLOCK)
         except zmq.Again:
@@ -152,7 +152,7 @@ class ChildBus:
         self.beat = Heartbeat(interval, timeout)
         self.dropped = 0
 
-    def send(self, kind: str, **fields: Any) -> str:
+    def send(self, kind: str, /, **fields: Any) -> str:
         fields.setdefault("id", new_id())
         msg_id = fields["id"]
         try:

@@ -1,0 +1,136 @@
+"""``qick-supervisor``: the board daemon (``qick.service`` runs it) and ``status`` for people.
+
+    qick-supervisor [--config FILE] [--credentials FILE]      run the daemon
+    qick-supervisor status [--config FILE] [--json]           ask the running daemon
+
+Exit codes: 0 stopped cleanly; 2 a configuration problem (the message says what to fix);
+1 the daemon is not reachable (``status``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import urllib.error
+import urllib.request
+from typing import List, Optional
+
+from supervisor import exitcodes
+from supervisor.errors import BoardError
+from supervisor.settings import load_settings
+
+DEFAULT_CONFIG = "/etc/qick/config"
+DEFAULT_CREDENTIALS = "/etc/qick/credentials"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="qick-supervisor", description="The QICK board daemon.")
+    p.add_argument("--config", default=None, help=f"config file (default {DEFAULT_CONFIG})")
+    p.add_argument("--credentials", default=None,
+                   help=f"credentials file (default {DEFAULT_CREDENTIALS})")
+    sub = p.add_subparsers(dest="command")
+    st = sub.add_parser("status", help="print the running daemon's health")
+    st.add_argument("--json", action="store_true", help="the raw /status JSON")
+    return p
+
+
+def _paths(args) -> tuple:
+    config = args.config or os.environ.get("QICK_CONFIG") or DEFAULT_CONFIG
+    creds = args.credentials or os.environ.get("QICK_CREDENTIALS") or DEFAULT_CREDENTIALS
+    return config, creds
+
+
+def _check_queue_config(config: str, creds: str) -> None:
+    """Fail early, with the file and key to fix, rather than in a child's log."""
+    from cloudqueue.config import load_config
+    cfg = load_config(config, creds)
+    for section, key in (("service", "api_endpoint"), ("service", "oauth_endpoint"),
+                         ("device", "id"), ("credentials", "id"), ("credentials", "secret")):
+        cfg.require(section, key)
+
+
+def format_status(status: dict) -> str:
+    lines = [f"board: {status.get('state')}" + (f" ({status['reason']})"
+                                                  if status.get("reason") else "")]
+    for name, c in sorted(status.get("children", {}).items()):
+        lines.append(f"  {name:<10} {c.get('state'):<9} pid {c.get('pid') or '-':<7} "
+                     f"restarts {c.get('restarts', 0)}"
+                     + (f"  last exit: {c['last_exit']}" if c.get("last_exit") else ""))
+    cur = status.get("current")
+    lines.append("current work: " + (f"{cur['work_id']} ({cur['programs_done']}/"
+                                     f"{cur['programs_total']} programs, {cur['seconds']} s)"
+                                     if cur else "none"))
+    spool = status.get("spool", {})
+    lines.append("spool: " + ", ".join(f"{k} {v}" for k, v in spool.items()))
+    q = status.get("queue", {})
+    lines.append("queue: " + ("reachable" if q.get("ok") else f"NOT reachable ({q.get('error')})"))
+    fw = status.get("firmware") or {}
+    lines.append("firmware: " + (f"{fw.get('board')} ({fw.get('board_kind')}), network "
+                                 f"{fw.get('network')}" if fw else "unknown (executor not up)"))
+    counts = status.get("counts", {})
+    lines.append("finished: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return "\n".join(lines)
+
+
+def status_command(settings, as_json: bool) -> int:
+    host, port = settings.health
+    url = f"http://{host}:{port}/status"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            status = json.loads(answer.read())
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        print(f"qick-supervisor: cannot reach the daemon's health endpoint at {url} ({exc}); "
+              "is qick.service running? (systemctl status qick)", file=sys.stderr)
+        return exitcodes.FAILURE
+    print(json.dumps(status, indent=1, sort_keys=True) if as_json else format_status(status))
+    return exitcodes.OK
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    config, creds = _paths(args)
+    try:
+        settings = load_settings(config if os.path.exists(config) or args.config else None)
+        if args.command == "status":
+            return status_command(settings, args.json)
+        _check_queue_config(config, creds)
+    except BoardError as exc:
+        print(f"qick-supervisor: {exc}", file=sys.stderr)
+        return exitcodes.USAGE
+    except Exception as exc:  # cloudqueue's ConfigError and friends: a user mistake
+        from cloudqueue.errors import QueueError
+        if isinstance(exc, QueueError):
+            print(f"qick-supervisor: {exc}", file=sys.stderr)
+            return exitcodes.USAGE
+        raise
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="supervisor[%(process)d] %(levelname)s %(message)s")
+    from supervisor.daemon import Supervisor
+    from supervisor.health import HealthServer
+    sup = Supervisor(settings, config, creds)
+    health = None
+    if settings.health_enabled:
+        try:
+            health = HealthServer(settings.health, lambda: sup.snapshot).start()
+        except OSError as exc:
+            print(f"qick-supervisor: cannot serve health on {settings.health[0]}:"
+                  f"{settings.health[1]} ({exc.strerror}); change [supervisor] health",
+                  file=sys.stderr)
+            return exitcodes.USAGE
+        logging.getLogger("qick.supervisor").info("health on http://%s:%d/",
+                                                  settings.health[0], health.port)
+    sup.install_signal_handlers()
+    try:
+        return sup.run()
+    except BoardError as exc:
+        print(f"qick-supervisor: {exc}", file=sys.stderr)
+        return exitcodes.USAGE
+    finally:
+        if health is not None:
+            health.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,498 @@
+"""The supervisor's main loop: children, bus, spool, deadlines, watchdog, health snapshot.
+
+The loop never touches the network (the downloader and uploader do) and signal handlers
+only set flags. One pass: read the bus, reap and restart children, enforce deadlines and
+heartbeats, hand ready work to the executor, publish health, ping the watchdog.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from executor.sandbox import scrubbed_environment
+from supervisor.bus import Heartbeat, SupervisorBus
+from supervisor.children import Child, python_module
+from supervisor.errors import SpoolError
+from supervisor.notify import Notifier
+from supervisor.policy import Backoff, ChildStatus, ChildTracker, RestartIntensity, classify_exit
+from supervisor.settings import BoardSettings
+from supervisor.spool import RESULTS, WORKLOAD, Spool
+
+log = logging.getLogger("qick.supervisor")
+NAMES = ("downloader", "executor", "uploader")
+
+
+@dataclass
+class Job:
+    work_id: str
+    request_id: str
+    started: float
+    deadline: float
+    done: int = 0
+    total: int = 0
+    cancel_at: Optional[float] = None
+
+
+class Supervisor:
+    def __init__(self, settings: BoardSettings, config_path: Optional[str],
+                 credentials_path: Optional[str], notifier: Optional[Notifier] = None):
+        self.s = settings
+        self.config_path, self.credentials_path = config_path, credentials_path
+        self.spool = Spool(settings.spool, settings.min_free_mb * 2**20)
+        self.notify = notifier or Notifier()
+        self.run_dir = Path(settings.run_dir)
+        self.soccfg_path = self.run_dir / "soccfg.json"
+        self.children: Dict[str, Child] = {}
+        self.job: Optional[Job] = None
+        self.draining = False
+        self.stop_now = False
+        self.drain_started: Optional[float] = None
+        self.queue: Dict[str, Any] = {"ok": False, "error": "no contact yet", "last_ok_at": None}
+        self.counts = {"DONE": 0, "FAILED": 0, "CANCELLED": 0}
+        self.busy_seconds = 0.0
+        self.snapshot: Dict[str, Any] = {
+            "loop_at": time.monotonic(), "state": "STARTING", "reason": "", "children": {},
+            "current": None, "spool": {}, "queue": dict(self.queue), "firmware": None,
+            "counts": dict(self.counts), "busy_seconds": 0.0, "draining": False,
+            "pid": os.getpid()}
+        self.last_want = None
+        self.bus: Optional[SupervisorBus] = None
+        self._next_scan = 0.0
+        self._next_prune = 0.0
+        self._next_health_push = 0.0
+        self._sigterms = 0
+
+    # --- set-up -----------------------------------------------------------------------------
+    def _tracker(self, name: str) -> ChildTracker:
+        s = self.s
+        return ChildTracker(name, Backoff(s.backoff_base_seconds, s.backoff_max_seconds),
+                            RestartIntensity(s.restart_max, s.restart_period_seconds),
+                            slow_retry=s.restart_slow_seconds,
+                            stable_seconds=max(5.0, 3 * s.heartbeat_timeout_seconds))
+
+    def _common_args(self) -> list:
+        args = ["--bus", self.bus.address, "--parent", str(os.getpid()),
+                "--heartbeat", str(self.s.heartbeat_seconds),
+                "--heartbeat-timeout", str(self.s.heartbeat_timeout_seconds)]
+        return args
+
+    def _net_args(self) -> list:
+        args = ["--spool", str(self.spool.root)]
+        if self.config_path:
+            args += ["--config", str(self.config_path)]
+        if self.credentials_path:
+            args += ["--credentials", str(self.credentials_path)]
+        return args
+
+    def _executor_argv(self) -> list:
+        s = self.s
+        args = self._common_args() + [
+            "--board", s.board, "--board-name", s.board_name, "--lock-file", str(s.board_lock),
+            "--soccfg-out", str(self.soccfg_path), "--time-scale", str(s.time_scale),
+            "--address-space-mb", str(s.address_space_mb), "--open-files", str(s.open_files)]
+        if s.soccfg_json:
+            args += ["--soccfg-json", s.soccfg_json]
+        if s.seed is not None:
+            args += ["--seed", str(s.seed)]
+        if not s.network_isolation:
+            args.append("--no-network-isolation")
+        return python_module("executor.main", *args)
+
+    def _downloader_argv(self) -> list:
+        s = self.s
+        return python_module("supervisor.downloader", *self._common_args(), *self._net_args(),
+                             "--soccfg", str(self.soccfg_path),
+                             "--queue-heartbeat", str(s.queue_heartbeat_seconds),
+                             "--long-poll", str(s.long_poll_seconds),
+                             "--poll", str(s.poll_seconds),
+                             "--max-workload-mb", str(s.max_workload_mb))
+
+    def _uploader_argv(self) -> list:
+        s = self.s
+        return python_module("uploader.main", *self._common_args(), *self._net_args(),
+                             "--retry-base", str(s.retry_base_seconds),
+                             "--retry-max", str(s.retry_max_seconds),
+                             "--scan", str(s.scan_seconds))
+
+    def setup(self) -> Dict[str, list]:
+        """Spool recovery, run directory, bus. Returns the recovery report."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.run_dir, 0o700)
+        report = self.spool.recover(self.s.rerun_interrupted)
+        for key, ids in report.items():
+            if ids:
+                log.warning("spool recovery: %s %s", key, ", ".join(ids))
+        if self.soccfg_path.exists():
+            self.soccfg_path.unlink()
+        self.bus = SupervisorBus(self.run_dir)
+        parent_env = dict(os.environ)
+        child_env = lambda: dict(parent_env)  # noqa: E731 (network children keep the env)
+        code_path = str(Path(__file__).resolve().parent.parent)
+        exec_env = lambda: scrubbed_environment(  # noqa: E731
+            parent_env, {"PYTHONPATH": os.pathsep.join(
+                p for p in (code_path, parent_env.get("PYTHONPATH")) if p)})
+        self.children = {
+            "downloader": Child("downloader", self._downloader_argv, child_env,
+                                self._tracker("downloader")),
+            "executor": Child("executor", self._executor_argv, exec_env,
+                              self._tracker("executor")),
+            "uploader": Child("uploader", self._uploader_argv, child_env,
+                              self._tracker("uploader")),
+        }
+        return report
+
+    def install_signal_handlers(self) -> None:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, signum, frame) -> None:  # only flags
+        self._sigterms += 1
+        if self._sigterms == 1:
+            self.draining = True
+        else:
+            self.stop_now = True
+
+    # --- the loop ---------------------------------------------------------------------------
+    def run(self) -> int:
+        self.setup()
+        try:
+            while True:
+                if self.step(time.monotonic()):
+                    return 0
+        finally:
+            self.shutdown()
+
+    def step(self, now: float) -> bool:
+        """One pass of the loop. Returns True when the supervisor may exit."""
+        for identity, msg in self.bus.recv(0.05):
+            self._handle(identity, msg, time.monotonic())
+        now = time.monotonic()
+        for child in self.children.values():
+            self._supervise(child, now)
+        if self.job is not None:
+            self._enforce_deadline(now)
+        if self.draining:
+            if self.drain_started is None:
+                self.drain_started = now
+                self.notify.stopping("stopping: finishing the current workload")
+                log.info("SIGTERM: draining (stop timeout %.0f s)", self.s.stop_timeout_seconds)
+            if self._drain(now):
+                return True
+        else:
+            self._schedule(now)
+        self._housekeeping(now)
+        self._publish(now)
+        return False
+
+    # --- messages -------------------------------------------------------------------------
+    def _child_for(self, identity: bytes, msg: Dict[str, Any]) -> Optional[Child]:
+        name = identity.decode(errors="replace").rsplit("-", 1)[0]
+        child = self.children.get(name)
+        if child is None or child.proc is None:
+            return None
+        if msg["type"] == "hello":
+            if msg.get("pid") != child.pid:
+                return None  # a predecessor's hello arriving late: stale
+            child.identity = identity
+            return child
+        return child if identity == child.identity else None
+
+    def _handle(self, identity: bytes, msg: Dict[str, Any], now: float) -> None:
+        child = self._child_for(identity, msg)
+        if child is None:
+            log.debug("dropped a stale %s from %r", msg["type"], identity)
+            return
+        child.beat.heard(now)
+        kind = msg["type"]
+        if kind == "hello":
+            child.hello = msg
+            child.tracker.hello(now)
+            log.info("%s is up (pid %s)", child.name, child.pid)
+            if child.name == "downloader":
+                self.last_want = None
+            if child.name == "executor" and msg.get("network") != "private":
+                log.warning("executor network isolation: %s", msg.get("network"))
+        elif kind == "progress" and self.job and msg.get("work_id") == self.job.work_id:
+            self.job.done, self.job.total = int(msg.get("done", 0)), int(msg.get("total", 0))
+        elif kind == "outcome":
+            self._on_outcome(msg, now)
+        elif kind == "work":
+            self._next_scan = 0.0
+        elif kind == "cancel":
+            self._cancel(msg.get("work_id"), now)
+        elif kind == "queue":
+            self.queue["ok"] = bool(msg.get("ok"))
+            self.queue["error"] = msg.get("error")
+            if msg.get("ok"):
+                self.queue["last_ok_at"] = msg.get("at") or time.time()
+        elif kind == "uploaded":
+            outcome = msg.get("outcome")
+            if outcome in self.counts:
+                self.counts[outcome] += 1
+
+    def _on_outcome(self, msg: Dict[str, Any], now: float) -> None:
+        job = self.job
+        if job is None or msg.get("work_id") != job.work_id or msg.get("re") != job.request_id:
+            log.debug("dropped a stale outcome for %s", msg.get("work_id"))
+            return
+        if msg.get("status") == "REFUSED":
+            self.spool.move(job.work_id, "running", "ready")
+            self.job = None
+            return
+        meta = self.spool.read_meta("running", job.work_id)
+        status = msg.get("status") if msg.get("status") in self.counts else "FAILED"
+        meta.finish(status, msg.get("error_kind"), msg.get("error_message"),
+                    programs_done=int(msg.get("programs_done") or 0),
+                    programs_total=int(msg.get("programs_total") or 0),
+                    seconds=float(msg.get("seconds") or 0.0),
+                    has_results=bool(msg.get("has_results")))
+        self._finish(meta, now)
+
+    def _finish(self, meta, now: float) -> None:
+        self.busy_seconds += meta.seconds or (now - self.job.started)
+        self.spool.move(meta.work_id, "running", "outgoing", meta)
+        log.info("workload %s %s%s", meta.work_id, meta.outcome,
+                 f": {meta.error_message}" if meta.error_message else "")
+        self.job = None
+        self._send("uploader", "kick")
+        self._next_scan = 0.0
+
+    def _cancel(self, work_id: Optional[str], now: float) -> None:
+        if not work_id:
+            return
+        where = self.spool.find(work_id)
+        if where == "ready":
+            meta = self.spool.read_meta("ready", work_id)
+            meta.finish("CANCELLED", "cancelled", "cancelled before it started")
+            self.spool.move(work_id, "ready", "outgoing", meta)
+            self._send("uploader", "kick")
+        elif self.job is not None and self.job.work_id == work_id and self.job.cancel_at is None:
+            self.job.cancel_at = now
+            self._send("executor", "cancel", work_id=work_id)
+
+    def _send(self, name: str, kind: str, **fields: Any) -> None:
+        child = self.children.get(name)
+        if child is not None and child.identity is not None and child.alive():
+            self.bus.send(child.identity, kind, **fields)
+
+    # --- children ---------------------------------------------------------------------------
+    def _supervise(self, child: Child, now: float) -> None:
+        rc = child.reap()
+        if rc is not None:
+            self._on_exit(child, rc, now)
+        elif child.proc is not None and child.status in (ChildStatus.STARTING,
+                                                          ChildStatus.RUNNING):
+            child.escalate(now)
+            if child.status == ChildStatus.RUNNING and child.beat.silent(now) and \
+                    child.killed_for is None:
+                log.warning("%s (pid %s) silent for %.1f s: restarting it", child.name,
+                            child.pid, child.beat.age(now))
+                child.kill("unresponsive")
+            elif child.status == ChildStatus.STARTING and child.killed_for is None and \
+                    now - child.tracker.started_at > self.s.start_timeout_seconds:
+                log.warning("%s did not say hello within %.0f s: restarting it", child.name,
+                            self.s.start_timeout_seconds)
+                child.kill("unresponsive")
+            elif child.status == ChildStatus.RUNNING:
+                if child.beat.send_due(now):
+                    self.bus.send(child.identity, "ping")
+                    child.beat.sent(now)
+                child.tracker.check_stable(now)
+        elif child.proc is not None and child.status == ChildStatus.STOPPING:
+            child.escalate(now)
+        if child.proc is None:
+            if not self.draining and child.tracker.due(now):
+                try:
+                    child.spawn(now, Heartbeat(self.s.heartbeat_seconds,
+                                               self.s.heartbeat_timeout_seconds, now))
+                except OSError as exc:
+                    log.error("cannot start %s: %s", child.name, exc)
+                    child.tracker.spawned(now)
+                    child.tracker.exited(now, f"cannot start: {exc}")
+
+    def _on_exit(self, child: Child, rc: int, now: float) -> None:
+        wanted = self.draining or child.killed_for == "stop"
+        reason = f"exited with {rc}" if rc >= 0 else f"killed by signal {-rc}"
+        meaning = classify_exit(rc, child.killed_for, self.s.deadline_seconds)
+        if child.name == "executor" and self.job is not None:
+            meta = self.spool.read_meta("running", self.job.work_id)
+            if child.killed_for == "cancel" or (self.job.cancel_at is not None and
+                                                child.killed_for is None and rc == 0):
+                meta.finish("CANCELLED", "cancelled", "cancelled on request")
+            else:
+                meta.finish("FAILED", meaning.kind, meaning.message,
+                            programs_done=self.job.done, programs_total=self.job.total)
+            res = self.spool.path("running", self.job.work_id) / RESULTS
+            meta.has_results = res.exists() and meta.outcome == "FAILED" and self.job.done > 0
+            if res.exists() and not meta.has_results:
+                res.unlink()
+            self._finish(meta, now)
+        if child.name == "executor" and rc > 0:
+            from supervisor import exitcodes
+            reason = f"the executor {exitcodes.MEANING.get(rc, reason)}"
+        state = child.tracker.exited(now, reason, wanted=wanted)
+        log.log(logging.INFO if wanted else logging.WARNING, "%s (pid %s) %s -> %s",
+                child.name, child.pid, reason, state.value)
+        child.proc = None
+        child.identity = None
+
+    def _enforce_deadline(self, now: float) -> None:
+        job, ex = self.job, self.children["executor"]
+        if now >= job.deadline and ex.killed_for is None and ex.alive():
+            log.warning("workload %s passed its deadline (%.0f s): stopping the executor",
+                        job.work_id, self.s.deadline_seconds)
+            ex.terminate(now, "deadline", self.s.grace_seconds)
+        elif job.cancel_at is not None and now - job.cancel_at > self.s.grace_seconds and \
+                ex.killed_for is None and ex.alive():
+            ex.terminate(now, "cancel", self.s.grace_seconds)
+
+    # --- work -------------------------------------------------------------------------------
+    def _schedule(self, now: float) -> None:
+        ex = self.children["executor"]
+        if self.job is not None or ex.status != ChildStatus.RUNNING or ex.identity is None:
+            self._want_work(False)
+            return
+        if now < self._next_scan:
+            return
+        self._next_scan = now + 1.0
+        ready = self.spool.ids("ready")
+        if not ready:
+            self._want_work(self.spool.has_room())
+            return
+        work_id = ready[0]
+        meta = self.spool.read_meta("ready", work_id)
+        if meta is None:
+            from supervisor.spool import WorkMeta
+            meta = WorkMeta(work_id, received_at=time.time())
+        meta.attempts += 1
+        self.spool.move(work_id, "ready", "running", meta)
+        folder = self.spool.path("running", work_id)
+        request = f"run-{work_id}-{meta.attempts}"
+        self.job = Job(work_id, request, now, now + self.s.deadline_seconds)
+        self.bus.send(ex.identity, "run", id=request, work_id=work_id,
+                      workload_path=str(folder / WORKLOAD), results_path=str(folder / RESULTS),
+                      limits=self.s.limits())
+        self._want_work(False)
+        log.info("workload %s started", work_id)
+
+    def _want_work(self, want: bool) -> None:
+        if want != self.last_want and self.children["downloader"].identity is not None:
+            self.last_want = want
+            self._send("downloader", "want_work", want=want)
+
+    def _drain(self, now: float) -> bool:
+        """Stop taking work; let the current one finish within the stop timeout; then stop
+        the children. Returns True once all are gone."""
+        self._want_work(False)
+        elapsed = now - self.drain_started
+        ex = self.children["executor"]
+        if self.job is not None:
+            if self.stop_now or elapsed > self.s.stop_timeout_seconds:
+                ex.terminate(now, "stop", self.s.grace_seconds)
+            return False
+        alive = False
+        for child in self.children.values():
+            if child.alive():
+                alive = True
+                if child.stop_sent_at is None:
+                    child.stop_sent_at = now
+                    child.tracker.stopping()
+                    self._send(child.name, "stop")
+                if self.stop_now or now - child.stop_sent_at > self.s.grace_seconds:
+                    child.terminate(now, "stop", self.s.grace_seconds)
+        return not alive
+
+    # --- health -----------------------------------------------------------------------------
+    def board_state(self) -> tuple:
+        errors = [f"{c.name}: {c.tracker.reason}" for c in self.children.values()
+                  if c.tracker.in_error]
+        if errors:
+            return "ERROR", "; ".join(errors)
+        if not self.spool.has_room():
+            return "ERROR", "disk full: no new work is taken"
+        return ("BUSY" if self.job else "ONLINE"), ""
+
+    def _housekeeping(self, now: float) -> None:
+        if now >= self._next_prune:
+            self._next_prune = now + 60.0
+            try:
+                self.spool.prune_done(self.s.done_max_age_days * 86400, self.s.done_max_mb * 2**20)
+            except (OSError, SpoolError) as exc:
+                log.warning("pruning done/ failed: %s", exc)
+
+    def _publish(self, now: float) -> None:
+        state, reason = self.board_state()
+        ex = self.children.get("executor")
+        children = {}
+        for name, c in self.children.items():
+            children[name] = {"pid": c.pid if c.alive() else None, "state": c.status.value,
+                              "restarts": c.tracker.restarts, "last_exit": c.tracker.reason,
+                              "heartbeat_age": round(c.beat.age(now), 2) if c.beat and
+                              c.status == ChildStatus.RUNNING else None}
+        job = None
+        if self.job is not None:
+            job = {"work_id": self.job.work_id, "programs_done": self.job.done,
+                   "programs_total": self.job.total,
+                   "seconds": round(now - self.job.started, 2)}
+        firmware = None
+        if ex is not None and ex.hello:
+            firmware = {k: ex.hello.get(k) for k in ("board", "board_kind", "fingerprint", "network")}
+        self.snapshot = {
+            "loop_at": now, "state": state, "reason": reason, "children": children,
+            "current": job, "spool": self.spool.depths(), "queue": dict(self.queue),
+            "firmware": firmware, "counts": dict(self.counts),
+            "busy_seconds": self.busy_seconds + (now - self.job.started if self.job else 0.0),
+            "draining": self.draining, "pid": os.getpid()}
+        healthy = all(c.status != ChildStatus.RUNNING or not c.beat.silent(now)
+                      for c in self.children.values())
+        if not self.notify.ready_sent and all(
+                c.status == ChildStatus.RUNNING or (c.name == "executor" and c.tracker.in_error)
+                for c in self.children.values()):
+            self.notify.ready(self.status_line())
+        self.notify.status(self.status_line())
+        self.notify.watchdog(now, healthy)
+        if now >= self._next_health_push:
+            self._next_health_push = now + 2.0
+            self._send("downloader", "health", status=state,
+                       summary=self.health_summary())
+
+    def health_summary(self) -> Dict[str, Any]:
+        snap = self.snapshot
+        return {"State": snap["state"], "Reason": snap["reason"],
+                "Processes": {n: {"State": c["state"], "Restarts": c["restarts"]}
+                              for n, c in snap["children"].items()},
+                "Spool": snap["spool"], "CurrentWork": snap["current"],
+                "Firmware": snap["firmware"]}
+
+    def status_line(self) -> str:
+        snap = self.snapshot
+        parts = [snap.get("state", "STARTING")]
+        if snap.get("reason"):
+            parts.append(snap["reason"])
+        cur = snap.get("current")
+        if cur:
+            parts.append(f"running {cur['work_id']} ({cur['programs_done']}/"
+                         f"{cur['programs_total']})")
+        spool = snap.get("spool", {})
+        parts.append(f"ready {spool.get('ready', 0)}, to upload {spool.get('outgoing', 0)}")
+        c = snap.get("counts", {})
+        parts.append(f"done {c.get('DONE', 0)}, failed {c.get('FAILED', 0)}")
+        if self.draining:
+            parts.insert(0, "stopping")
+        return "; ".join(parts)
+
+    def shutdown(self) -> None:
+        for child in self.children.values():
+            if child.alive():
+                child.kill("stop")
+                try:
+                    child.proc.wait(5)
+                except Exception:  # noqa: BLE001 - best effort at exit
+                    pass
+        if self.bus is not None:
+            self.bus.close()

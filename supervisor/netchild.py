@@ -1,0 +1,94 @@
+"""What the downloader and uploader share: arguments, the queue client from the config, and
+a bus loop in the main thread while worker threads talk to the network (ZeroMQ sockets
+are not thread-safe, so workers post messages to an outbox the main thread sends)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import queue
+import sys
+import threading
+from typing import Any, Callable, Dict, List, Optional
+
+from supervisor import exitcodes
+from supervisor.bus import ChildBus
+from supervisor.spool import Spool
+
+log = logging.getLogger("qick")
+
+
+def base_parser(prog: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog)
+    p.add_argument("--bus", required=True)
+    p.add_argument("--parent", type=int, default=None)
+    p.add_argument("--heartbeat", type=float, default=1.0)
+    p.add_argument("--heartbeat-timeout", type=float, default=10.0)
+    p.add_argument("--spool", required=True)
+    p.add_argument("--config", default=None)
+    p.add_argument("--credentials", default=None)
+    return p
+
+
+def make_client(config: Optional[str], credentials: Optional[str], tries: int = 2):
+    """(QueueClient, device id) from the config and credentials files. Retries inside the
+    client are kept short: the caller has its own backoff across attempts."""
+    from cloudqueue.auth import device_auth_from_config
+    from cloudqueue.client import QueueClient
+    from cloudqueue.config import load_config
+    from cloudqueue.httpcall import Backoff
+    cfg = load_config(config, credentials)
+    auth = device_auth_from_config(cfg)
+    client = QueueClient(cfg.api_endpoint, auth, timeout=15.0,
+                         backoff=Backoff(base=0.2, cap=1.0, tries=tries))
+    return client, cfg.device_id
+
+
+class Link:
+    """The child's side: bus in the main thread, an outbox for the workers, a stop event."""
+
+    def __init__(self, args: argparse.Namespace, name: str):
+        self.args = args
+        self.name = name
+        self.spool = Spool(args.spool)
+        self.outbox: "queue.Queue[tuple]" = queue.Queue()
+        self.stop = threading.Event()
+
+    def post(self, kind: str, **fields: Any) -> None:
+        self.outbox.put((kind, fields))
+
+    def serve(self, on_message: Callable[[Dict[str, Any]], None], workers: List[threading.Thread],
+              **hello: Any) -> int:
+        bus = ChildBus(self.args.bus, self.name, self.args.heartbeat, self.args.heartbeat_timeout)
+        try:
+            bus.hello(**hello)
+            for worker in workers:
+                worker.start()
+            while True:
+                for msg in bus.recv(0.05):
+                    if msg["type"] == "stop":
+                        self.stop.set()
+                    else:
+                        on_message(msg)
+                while not self.outbox.empty():
+                    kind, fields = self.outbox.get_nowait()
+                    bus.send(kind, **fields)
+                if self.stop.is_set():
+                    for worker in workers:
+                        worker.join(timeout=5)
+                    return exitcodes.OK
+                if not bus.tick():
+                    log.error("%s: no word from the supervisor; stopping", self.name)
+                    self.stop.set()
+                    return exitcodes.PARENT_GONE
+        finally:
+            bus.close()
+
+
+def run_main(name: str, body: Callable[[], int]) -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format=f"{name}[%(process)d] %(levelname)s %(message)s")
+    try:
+        code = body()
+    except KeyboardInterrupt:
+        code = exitcodes.OK
+    sys.exit(code)

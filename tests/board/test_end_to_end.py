@@ -1,0 +1,20 @@
+"""End to end: submit through the client, the supervisor runs it on the simulated board,
+results come back."""
+import h5py
+
+
+def test_submit_run_and_results_come_back(board_factory, workload, tmp_path):
+    board = board_factory()
+    board.start()
+    work_id = board.submit(workload)
+    done = board.wait_terminal(work_id)
+    assert done.WorkStatus == "DONE", (done, board.log())
+    from cloudqueue.transfer import download_file
+    target = tmp_path / "results.h5"
+    download_file(done.WorkloadResultUrl, target)
+    with h5py.File(target) as f:
+        assert "0" in f["data"]
+    status = board.status()
+    assert status["state"] == "ONLINE"
+    assert status["spool"]["done"] == 1 and status["counts"]["DONE"] == 1
+    assert board.stop() == 0

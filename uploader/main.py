@@ -1,0 +1,120 @@
+"""The uploader: takes finished work from ``outgoing/``, reports its outcome, PUTs the
+results, and only after the service has them moves the work to ``done/``.
+
+Failures to reach the service are retried with exponential backoff and jitter, forever and
+across restarts (the work stays in ``outgoing/`` until it is through). Answers that can
+never succeed (the work is not this board's any more: 404; already terminal: 409) move the
+work to ``done/`` with the reason recorded in its meta.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Dict
+
+from cloudqueue.errors import (BadRequest, ConfigError, Conflict, NotFound, NotSupported,
+                               QueueError)
+from supervisor import exitcodes
+from supervisor.netchild import Link, base_parser, make_client, run_main
+from supervisor.policy import Backoff
+from supervisor.spool import RESULTS, WorkMeta
+
+log = logging.getLogger("qick.uploader")
+
+
+class Uploader:
+    def __init__(self, link: Link, client: Any, device_id: str, args: Any):
+        self.link, self.client, self.device_id, self.args = link, client, device_id, args
+        self.kick = threading.Event()
+        self.retry: Dict[str, tuple] = {}   # work_id -> (Backoff, next try, monotonic)
+
+    def on_message(self, msg: Dict[str, Any]) -> None:
+        if msg["type"] == "kick":
+            self.kick.set()
+
+    def loop(self) -> None:
+        while not self.link.stop.is_set():
+            self.kick.clear()
+            for work_id in self.link.spool.ids("outgoing"):
+                if self.link.stop.is_set():
+                    return
+                backoff, next_try = self.retry.get(work_id, (None, 0.0))
+                if time.monotonic() < next_try:
+                    continue
+                self.upload(work_id)
+            waits = [t for _, t in self.retry.values()]
+            wait = self.args.scan
+            if waits:
+                wait = max(0.05, min(wait, min(waits) - time.monotonic()))
+            self.kick.wait(wait)
+
+    def upload(self, work_id: str) -> None:
+        spool = self.link.spool
+        meta = spool.read_meta("outgoing", work_id) or WorkMeta(work_id).finish(
+            "FAILED", "device_error", "the board lost this workload's record; submit it again")
+        results = spool.path("outgoing", work_id) / RESULTS
+        try:
+            self._send(meta, results)
+        except (NotFound, Conflict, BadRequest, NotSupported) as exc:
+            meta.upload_error = f"{type(exc).__name__}: {exc}"
+            log.warning("workload %s: the service will not take its outcome (%s); keeping it "
+                        "in done/", work_id, exc)
+        except QueueError as exc:
+            backoff = self.retry.get(work_id, (Backoff(self.args.retry_base,
+                                                       self.args.retry_max),))[0]
+            delay = backoff.next_delay()
+            self.retry[work_id] = (backoff, time.monotonic() + delay)
+            meta.upload_attempts += 1
+            meta.upload_error = str(exc)
+            spool.write_meta("outgoing", meta)
+            log.warning("upload of %s failed (%s); retry in %.1f s", work_id, exc, delay)
+            return
+        self.retry.pop(work_id, None)
+        spool.move(work_id, "outgoing", "done", meta)
+        self.link.post("uploaded", work_id=work_id, outcome=meta.outcome)
+        log.info("workload %s reported %s", work_id, meta.outcome)
+
+    def _send(self, meta: WorkMeta, results) -> None:
+        from cloudqueue.transfer import upload_file
+        c, dev = self.client, self.device_id
+        if meta.outcome == "DONE":
+            if not results.exists():
+                meta.finish("FAILED", "device_error", "the board finished the workload but "
+                            "its results file is missing; submit it again")
+            else:
+                url = c.results_upload_url(dev, meta.work_id, device_seconds=meta.seconds)
+                upload_file(url, results, what=f"results upload of {meta.work_id}")
+                return
+        if meta.outcome == "CANCELLED":
+            c.report_outcome(dev, meta.work_id, "CANCELLED")
+            return
+        partial = bool(meta.has_results and results.exists())
+        answer = c.report_outcome(dev, meta.work_id, "FAILED",
+                                  error_message=meta.error_message or "failed on the board",
+                                  error_kind=meta.error_kind or "device_error",
+                                  partial_results=partial, device_seconds=meta.seconds)
+        if partial and answer.get("UploadUrl"):
+            upload_file(answer["UploadUrl"], results,
+                        what=f"partial results upload of {meta.work_id}")
+
+
+def main(argv=None) -> int:
+    p = base_parser("qick-uploader")
+    p.add_argument("--retry-base", type=float, default=1.0)
+    p.add_argument("--retry-max", type=float, default=300.0)
+    p.add_argument("--scan", type=float, default=2.0)
+    args = p.parse_args(argv)
+    link = Link(args, "uploader")
+    try:
+        client, device_id = make_client(args.config, args.credentials)
+    except (ConfigError, QueueError) as exc:
+        log.error("%s", exc)
+        return exitcodes.USAGE
+    up = Uploader(link, client, device_id, args)
+    worker = threading.Thread(target=up.loop, name="upload", daemon=True)
+    return link.serve(up.on_message, [worker], device=device_id)
+
+
+if __name__ == "__main__":
+    run_main("uploader", main)
