@@ -160,3 +160,16 @@ def test_open_board_errors():
     b = open_board("simulated", "zcu216-v2")
     assert b.config_dict["board"] == "ZCU216" and b.fingerprint.startswith("sha256:")
     assert b.config_dict == zcu216_v2() or b.config_dict["gens"] == zcu216_v2()["gens"]
+
+
+def test_envelope_over_generator_memory_fails_before_running(board, tmp_path):
+    prog = SweepV2(board.soccfg, reps=1, final_delay=1.0, cfg={"freq": 120.0})
+    entry = entry_for(prog, board.soccfg)
+    maxlen = board.soccfg["gens"][1]["maxlen"]
+    entry.dump = dict(entry.dump, envelopes=[{"next_addr": 0, "envs": {}},
+                      {"next_addr": 0, "envs": {"long": {
+                          "data": np.zeros((maxlen + 16, 2), dtype=np.int16), "addr": 0}}}])
+    write_workload(tmp_path / "w.gz", [entry])
+    out = run_workload(str(tmp_path / "w.gz"), str(tmp_path / "r.h5"), board)
+    assert out.error_kind == "too_large"
+    assert f"envelope 'long' of generator 1 ends at sample {maxlen + 16}" in out.error_message
