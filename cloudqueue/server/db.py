@@ -67,6 +67,7 @@ MIGRATIONS: list[str] = [
         created_at       INTEGER NOT NULL,
         ready_at         INTEGER,
         started_at       INTEGER,
+        handed_out_at    INTEGER,                       -- last hand-out (microseconds)
         finished_at      INTEGER,
         attempts         INTEGER NOT NULL DEFAULT 0,
         device_seconds   REAL,

@@ -59,8 +59,14 @@ class Handout:
     finalize: list[Finalize]      # work passed over and ended on the way
 
 
-def plan_handout(rows: Iterable[Row], max_attempts: int) -> Handout:
+def plan_handout(rows: Iterable[Row], max_attempts: int,
+                 asked_at: int | None = None) -> Handout:
     """Pick the work to hand out, ending on the way what must not run again.
+
+    - EXECUTING/UPLOADING work is handed back (stock: a restarted device resumes it) only
+      when it was handed out before this request was made (``asked_at``); work handed to a
+      concurrent request of the same device is skipped, so two racing polls never share.
+      (``asked_at`` and ``handed_out_at`` are microseconds, so sequential calls differ.)
 
     - EXECUTING work whose cancel was requested is re-handed to nobody: ``CANCELLED``.
     - A hand-out of READY or EXECUTING work counts one attempt; one that would exceed
@@ -71,6 +77,9 @@ def plan_handout(rows: Iterable[Row], max_attempts: int) -> Handout:
     """
     ended: list[Finalize] = []
     for row in queue_order(rows):
+        if (row["status"] != "READY" and asked_at is not None
+                and (row["handed_out_at"] or 0) >= asked_at):
+            continue
         if row["status"] == "UPLOADING":
             return Handout(row, False, ended)
         if row["status"] == "EXECUTING" and row["cancel_requested"]:

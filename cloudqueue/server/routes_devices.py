@@ -100,11 +100,12 @@ async def next_work(request: Request) -> Response:
     wait = _wait_seconds(request)
     svc = service(request)
     deadline = time.monotonic() + wait
+    asked_at = time.time_ns() // 1000  # microseconds: see policy.plan_handout
     while True:
         seen = svc.notifier.version(device_id)
         now = now_ms()
         await call(svc.workloads.touch_device, device_id, now)
-        row, ended = await call(svc.workloads.claim, device_id, now)
+        row, ended = await call(svc.workloads.claim, device_id, now, asked_at)
         if row is not None:
             return json_ok({"WorkId": row["work_id"],
                             "WorkloadUrl": svc.presign(request, "GET",

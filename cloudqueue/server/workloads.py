@@ -6,6 +6,7 @@ hand out, what a lease or an attempt limit does) comes from ``policy``.
 from __future__ import annotations
 
 import sqlite3
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -200,13 +201,17 @@ class WorkloadStore:
             conn.execute("UPDATE devices SET last_seen = ? WHERE device_id = ?", (now, device_id))
         return changed
 
-    def claim(self, device_id: str, now: int) -> tuple[Row | None, list[policy.Finalize]]:
-        """Hand the device its next work (atomically), ending on the way what must not run."""
+    def claim(self, device_id: str, now: int,
+              asked_at: int | None = None) -> tuple[Row | None, list[policy.Finalize]]:
+        """Hand the device its next work (atomically), ending on the way what must not run.
+
+        ``asked_at``: when the device's request arrived, in microseconds since the epoch
+        (see ``policy.plan_handout``)."""
         with self.db.transaction() as conn:
             rows = [dict(r) for r in conn.execute(
                 "SELECT * FROM workloads WHERE device_id = ? AND status IN (?, ?, ?)",
                 (device_id, *policy.ACTIVE)).fetchall()]
-            plan = policy.plan_handout(rows, self.limits.max_attempts)
+            plan = policy.plan_handout(rows, self.limits.max_attempts, asked_at)
             by_id = {r["work_id"]: r for r in rows}
             for end in plan.finalize:
                 seconds = policy.device_seconds(None, by_id[end.work_id]["started_at"], now)
@@ -223,6 +228,8 @@ class WorkloadStore:
                 conn.execute(
                     "UPDATE workloads SET status = 'EXECUTING', attempts = attempts + 1, "
                     "started_at = ? WHERE work_id = ?", (started, chosen["work_id"]))
+            conn.execute("UPDATE workloads SET handed_out_at = ? WHERE work_id = ?",
+                         (time.time_ns() // 1000, chosen["work_id"]))
             row = conn.execute("SELECT * FROM workloads WHERE work_id = ?",
                                (chosen["work_id"],)).fetchone()
             return dict(row), plan.finalize

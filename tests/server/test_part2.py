@@ -1,0 +1,216 @@
+"""Part 2: long poll, cancel, outcomes, leases and attempts, expiry, idempotency, insight."""
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import requests
+
+from tests.helpers import wait_for
+from tests.server.api import ISO, World, assert_error, put_file, status, submit
+
+
+def test_long_poll_is_woken_by_an_upload(world: World):
+    device = world.device()
+    user, _ = world.user()
+    created = user.post("/workloads", json={"DeviceId": device.id, "Priority": "HIGH"}).json()
+    answer: dict = {}
+
+    def poll():
+        start = time.monotonic()
+        answer["body"] = device.next_work(wait=15).json()
+        answer["elapsed"] = time.monotonic() - start
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    time.sleep(0.3)  # let the poll park (what is measured is the wake-up, not this pause)
+    uploaded = time.monotonic()
+    put_file(created["UploadUrl"], b"w")
+    poller.join(20)
+    assert answer["body"]["WorkId"] == created["WorkId"]
+    assert answer["elapsed"] < 10, "the poll waited for its timeout instead of being woken"
+    assert time.monotonic() - uploaded < 5
+
+
+def test_long_poll_without_work_answers_empty_list_after_the_wait(world: World):
+    device = world.device()
+    start = time.monotonic()
+    assert device.next_work(wait=0.5).json() == []
+    assert time.monotonic() - start >= 0.45
+
+
+def test_two_concurrent_long_polls_never_get_the_same_work(world: World):
+    device = world.device()
+    user, _ = world.user()
+    created = [user.post("/workloads", json={"DeviceId": device.id, "Priority": "LOW"}).json()
+               for _ in range(6)]
+    barrier = threading.Barrier(6)
+
+    def poll(_):
+        barrier.wait()
+        return device.next_work(wait=10).json()
+
+    with ThreadPoolExecutor(6) as pool:
+        futures = [pool.submit(poll, i) for i in range(6)]
+        time.sleep(0.3)
+        for c in created:  # one upload per poller, all while they wait
+            put_file(c["UploadUrl"], b"w")
+        got = [f.result(30) for f in futures]
+    ids = [g["WorkId"] for g in got if g]
+    assert len(ids) == len(set(ids)), f"the same work was handed out twice: {ids}"
+    assert set(ids) <= {c["WorkId"] for c in created}
+    for work_id in ids:
+        assert status(user, work_id)["Attempts"] == 1
+
+
+def test_cancel_ready_work_at_once_and_finished_work_is_409(world: World):
+    device = world.device()
+    user, _ = world.user()
+    work = submit(user, device.id)
+    resp = user.post(f"/workloads/{work}/cancel")
+    assert resp.status_code == 200
+    assert resp.json()["WorkStatus"] == "CANCELLED" and ISO.match(resp.json()["FinishedAt"])
+    assert device.next_work().json() == []
+    assert_error(user.post(f"/workloads/{work}/cancel"), 409, "conflict")
+    assert_error(put_file(status(user, work)["WorkloadUrl"].replace("Signature", "S"), b""), 403)
+
+
+def test_cancel_executing_work_reaches_the_device(world: World):
+    device = world.device()
+    user, _ = world.user()
+    work = submit(user, device.id)
+    assert device.next_work().json()["WorkId"] == work
+    resp = world.admin.post(f"/workloads/{work}/cancel")  # an admin may cancel too
+    assert resp.json()["WorkStatus"] == "EXECUTING" and resp.json()["CancelRequested"] is True
+    assert device.heartbeat().json()["CancelRequested"] == [work]
+    check = device.api.get(f"/devices/{device.id}/workloads/{work}").json()
+    assert check == {"WorkId": work, "WorkStatus": "EXECUTING", "CancelRequested": True}
+    assert device.report(work, {"Outcome": "CANCELLED"}).status_code == 200
+    assert status(user, work)["WorkStatus"] == "CANCELLED"
+    assert device.heartbeat().json()["CancelRequested"] == []
+
+
+def test_cancelled_executing_work_is_not_handed_out_again(world: World):
+    device = world.device()
+    user, _ = world.user()
+    work = submit(user, device.id)
+    device.next_work()
+    user.post(f"/workloads/{work}/cancel")
+    assert device.next_work().json() == []  # a restarted device does not run it again
+    assert status(user, work)["WorkStatus"] == "CANCELLED"
+
+
+def test_failed_outcome_without_partial_results(world: World):
+    device = world.device()
+    user, _ = world.user()
+    work = submit(user, device.id)
+    device.next_work()
+    resp = device.report(work, {"Outcome": "FAILED", "ErrorMessage": "ADC overflow",
+                                "ErrorKind": "invalid_workload", "DeviceSeconds": 1.5})
+    assert resp.status_code == 200 and "UploadUrl" in resp.json()
+    body = status(user, work)
+    assert body["WorkStatus"] == "FAILED" and body["ErrorMessage"] == "ADC overflow"
+    assert body["ErrorKind"] == "invalid_workload" and body["DeviceSeconds"] == 1.5
+    assert "WorkloadResultUrl" not in body
+    assert device.next_work().json() == []
+
+
+def test_failed_outcome_with_partial_results(world: World):
+    device = world.device()
+    user, _ = world.user()
+    work = submit(user, device.id)
+    device.next_work()
+    url = device.report(work, {"Outcome": "FAILED", "ErrorMessage": "deadline passed",
+                               "ErrorKind": "deadline", "PartialResults": True}).json()["UploadUrl"]
+    assert status(user, work)["WorkStatus"] == "UPLOADING"
+    again = device.report(work, {"Outcome": "FAILED", "ErrorMessage": "deadline passed",
+                                 "ErrorKind": "deadline", "PartialResults": True})
+    assert again.status_code == 200  # an uploader that crashed just asks again
+    assert put_file(again.json()["UploadUrl"], b"partial").status_code == 200
+    body = status(user, work)
+    assert body["WorkStatus"] == "FAILED" and body["ErrorKind"] == "deadline"
+    assert requests.get(body["WorkloadResultUrl"], timeout=10).content == b"partial"
+    assert put_file(url, b"partial again").status_code == 200  # a retried upload is harmless
+    assert status(user, work)["WorkStatus"] == "FAILED"
+
+
+def test_attempt_limit_ends_a_poison_pill(queue_service_factory):
+    service = queue_service_factory(max_attempts=2)
+    world = World(service)
+    device = world.device()
+    user, _ = world.user()
+    pill = submit(user, device.id, priority="HIGH")
+    other = submit(user, device.id, priority="LOW")
+    assert device.next_work().json()["WorkId"] == pill  # attempt 1; the device "crashes"
+    assert device.next_work().json()["WorkId"] == pill  # attempt 2
+    assert device.next_work().json()["WorkId"] == other  # the pill is not handed a third time
+    body = status(user, pill)
+    assert body["WorkStatus"] == "FAILED" and body["ErrorKind"] == "attempts_exhausted"
+    assert body["Attempts"] == 2 and body["ErrorMessage"]
+
+
+def test_lease_expiry_puts_work_back_and_wakes_the_poll(queue_service_factory):
+    service = queue_service_factory(lease_seconds=1)
+    world = World(service)
+    device = world.device()
+    user, _ = world.user()
+    work = submit(user, device.id)
+    assert device.next_work().json()["WorkId"] == work
+    wait_for(lambda: status(user, work)["WorkStatus"] == "READY", 10, interval=0.1,
+             what="the lease to end")
+    body = status(user, work)
+    assert body["Attempts"] == 1 and body["QueuePosition"] == 0
+    assert device.next_work().json()["WorkId"] == work
+    assert status(user, work)["Attempts"] == 2
+    # a cancel requested on leased work ends CANCELLED when the lease ends
+    user.post(f"/workloads/{work}/cancel")
+    wait_for(lambda: status(user, work)["WorkStatus"] == "CANCELLED", 10, interval=0.1,
+             what="the lease to end in CANCELLED")
+
+
+def test_never_uploaded_work_expires(queue_service_factory):
+    service = queue_service_factory(upload_ttl_seconds=0.5)
+    world = World(service)
+    device = world.device()
+    user, _ = world.user()
+    created = user.post("/workloads", json={"DeviceId": device.id, "Priority": "LOW"}).json()
+    wait_for(lambda: status(user, created["WorkId"])["WorkStatus"] == "FAILED", 10,
+             interval=0.1, what="upload expiry")
+    assert status(user, created["WorkId"])["ErrorKind"] == "upload_expired"
+    assert_error(put_file(created["UploadUrl"], b"late"), 409, "conflict")
+
+
+def test_idempotent_submit(world: World):
+    device = world.device()
+    user, _ = world.user()
+    other_user, _ = world.user()
+    body = {"DeviceId": device.id, "Priority": "HIGH", "UserGivenName": "t1"}
+    first = user.post("/workloads", json=body, headers={"Idempotency-Key": "k-1"})
+    second = user.post("/workloads", json=body, headers={"Idempotency-Key": "k-1"})
+    assert first.status_code == second.status_code == 201
+    assert first.json()["WorkId"] == second.json()["WorkId"]
+    different = user.post("/workloads", json={**body, "Priority": "LOW"},
+                          headers={"Idempotency-Key": "k-1"})
+    assert_error(different, 409, "idempotency_key_reused")
+    theirs = other_user.post("/workloads", json=body, headers={"Idempotency-Key": "k-1"})
+    assert theirs.status_code == 201 and theirs.json()["WorkId"] != first.json()["WorkId"]
+    assert_error(user.post("/workloads", json=body, headers={"Idempotency-Key": "x" * 201}), 400)
+    listed = user.get("/workloads", params={"DeviceId": device.id, "Limit": 100}).json()
+    assert len(listed["Items"]) == 1
+
+
+def test_queue_position_and_estimates(world: World):
+    device = world.device()
+    user, _ = world.user()
+    first = submit(user, device.id, priority="HIGH")
+    second = submit(user, device.id, priority="LOW")
+    created = submit(user, device.id, data=None)
+    a, b = status(user, first), status(user, second)
+    assert (a["QueuePosition"], b["QueuePosition"]) == (0, 1)
+    assert ISO.match(a["EstimatedStartAt"]) and b["EstimatedStartAt"] > a["EstimatedStartAt"]
+    assert status(user, created)["QueuePosition"] is None
+    device.next_work()
+    running = status(user, first)
+    assert running["QueuePosition"] == 0 and running["EstimatedStartAt"] is None
+    assert user.get(f"/devices/{device.id}").json()["QueueLength"] == 2
