@@ -69,6 +69,7 @@ class TokenIssuer:
                            "expires_in": self.expires_in})
 
 
+@pytest.mark.device310
 def test_device_token_is_cached_then_refetched_before_expiry():
     now = [1000.0]
     issuer = TokenIssuer(expires_in=30)
@@ -84,6 +85,7 @@ def test_device_token_is_cached_then_refetched_before_expiry():
         assert srv.seen[0].headers["content-type"] == "application/x-www-form-urlencoded"
 
 
+@pytest.mark.device310
 def test_device_token_is_refetched_once_when_the_api_answers_401():
     issuer = TokenIssuer(expires_in=3600)
 
@@ -102,6 +104,7 @@ def test_device_token_is_refetched_once_when_the_api_answers_401():
         assert answer["DeviceId"] == "d1" and auth.fetches == 2
 
 
+@pytest.mark.device310
 def test_device_with_a_wrong_secret_gets_an_actionable_auth_error(tmp_path):
     with FakeServer(TokenIssuer()) as srv:
         conf = tmp_path / "config"
@@ -114,6 +117,7 @@ def test_device_with_a_wrong_secret_gets_an_actionable_auth_error(tmp_path):
     assert "invalid_client" in str(err.value) and "credentials" in str(err.value)
 
 
+@pytest.mark.device310
 def test_unreachable_token_endpoint_is_service_unavailable():
     auth = DeviceTokenAuth("http://127.0.0.1:9/oauth2/token", "a", "b", timeout=2)
     with pytest.raises(ServiceUnavailable, match="cannot reach the token endpoint"):
@@ -226,3 +230,14 @@ def test_cognito_is_chosen_from_the_stock_config(cognito, tmp_path, monkeypatch)
     auth = user_auth_from_config(load_config(conf), password_prompt=lambda u: "pw")
     assert isinstance(auth, CognitoUserAuth) and auth.token()
     assert (tmp_path / "tc").exists()
+
+
+@pytest.mark.device310
+def test_the_board_side_imports_stay_light():
+    """The board imports the client: no AWS SDK, no pycognito, no web framework."""
+    import subprocess
+    import sys
+    root = pathlib.Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-m", "tests.client.import_probe"], cwd=root,
+                          capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "[]"

@@ -9,6 +9,8 @@ import pytest
 from cloudqueue.config import load_config, render_ini, write_private
 from cloudqueue.errors import ConfigError
 
+pytestmark = pytest.mark.device310  # the board runs this code on Python 3.10
+
 
 def write(path, text):
     path.write_text(text)

@@ -12,6 +12,8 @@ from cloudqueue.httpcall import Backoff, call, is_transient_status, never_sent
 
 from .fakes import FakeServer, Reply
 
+pytestmark = pytest.mark.device310  # the board runs this code on Python 3.10
+
 FAST = Backoff(base=0.001, cap=0.002, tries=4)
 
 

@@ -12,6 +12,8 @@ from cloudqueue.transfer import CHUNK_SIZE, download_file, fetch_json, file_sha2
 
 from .fakes import FakeServer, Reply
 
+pytestmark = pytest.mark.device310  # the board runs this code on Python 3.10
+
 FAST = Backoff(base=0.001, cap=0.002, tries=3)
 NOSLEEP = {"backoff": FAST, "sleep": lambda s: None}
 
