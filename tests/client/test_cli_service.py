@@ -115,7 +115,18 @@ def test_list_follows_every_page(lab):
     ids = {client.create_workload(lab["device_id"], "LOW")["WorkId"] for _ in range(7)}
     listed = run(lab["ada"], "--json", "list", "--device", lab["device_id"])
     assert listed.returncode == 0, listed.stderr
-    assert {w["WorkId"] for w in json.loads(listed.stdout)} == ids  # more than one page of 5
+    assert {w["WorkId"] for w in json.loads(listed.stdout)} == ids
+    pages = []
+    original = client.list_workloads
+
+    def counting(*args, **kwargs):
+        page = original(*args, **kwargs)
+        pages.append(len(page.items))
+        return page
+
+    client.list_workloads = counting
+    assert {w.WorkId for w in client.iter_workloads(lab["device_id"], limit=3)} == ids
+    assert pages == [3, 3, 1]
 
 
 def test_failed_workload_makes_wait_exit_1_with_the_reason(lab):

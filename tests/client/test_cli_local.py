@@ -1,0 +1,78 @@
+"""CLI pieces that need no service: configure, the exit-code table, the wait display."""
+from __future__ import annotations
+
+import io
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from cloudqueue import errors
+from cloudqueue.config import load_config
+from cloudqueue.models import Workload
+from userclient.cli import exit_code_for
+from userclient.client import WaitTimeout
+from userclient.display import WaitDisplay
+
+
+def cli(*args, stdin="", env_extra=None):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QICK_")}
+    env.update(env_extra or {})
+    return subprocess.run([sys.executable, "-m", "userclient.cli", *args], input=stdin,
+                          capture_output=True, text=True, timeout=60, env=env)
+
+
+def test_configure_writes_a_0600_config_with_the_key_from_stdin_and_merges(tmp_path):
+    conf = tmp_path / "cfg" / "qick.conf"
+    done = cli("configure", "--config", str(conf), "--api-endpoint", "http://q:8080/dev",
+               "--api-key-stdin", stdin="qk_secret\n")
+    assert done.returncode == 0, done.stderr
+    assert stat.S_IMODE(os.stat(conf).st_mode) == 0o600
+    assert "qk_secret" not in done.stdout + done.stderr
+    again = cli("configure", "--config", str(conf), "--oauth-endpoint", "http://q:8080")
+    assert again.returncode == 0, again.stderr
+    config = load_config(conf)
+    assert config.api_endpoint == "http://q:8080/dev"
+    assert config.oauth_endpoint == "http://q:8080"
+    assert config.get("user", "api_key") == "qk_secret"
+
+
+def test_configure_without_an_endpoint_is_a_usage_error(tmp_path):
+    done = cli("configure", "--config", str(tmp_path / "c"))
+    assert done.returncode == 2 and "--api-endpoint" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "c").exists()
+
+
+def test_no_command_prints_help_and_exits_2():
+    done = cli()
+    assert done.returncode == 2 and "Exit codes" in done.stderr
+
+
+@pytest.mark.parametrize("error,code", [
+    (errors.ConfigError("x"), 2), (errors.BadRequest("x"), 2),
+    (errors.ChecksumMismatch("x"), 2), (errors.AuthError("x"), 3), (errors.Forbidden("x"), 3),
+    (errors.NotFound("x"), 4), (errors.ServiceUnavailable("x"), 5),
+    (errors.NotSupported("x"), 6), (errors.Conflict("x"), 7), (WaitTimeout("x"), 8),
+    (errors.QueueError("x"), 10)])
+def test_exit_code_table(error, code):
+    assert exit_code_for(error) == code
+
+
+def test_wait_display_rewrites_one_line_on_a_tty_and_prints_changes_otherwise():
+    ready = Workload.from_json({"WorkId": "w", "WorkStatus": "READY", "QueuePosition": 2})
+    done = Workload.from_json({"WorkId": "w", "WorkStatus": "DONE"})
+    tty = io.StringIO()
+    display = WaitDisplay(tty, tty=True)
+    for work in (ready, ready, done):
+        display.update(work, 3)
+    display.close()
+    assert tty.getvalue().count("\r") == 3 and tty.getvalue().endswith("\n")
+    assert "position 2" in tty.getvalue()
+    log = io.StringIO()
+    display = WaitDisplay(log, tty=False)
+    for work in (ready, ready, done):
+        display.update(work, 3)
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 2 and "READY  position 2" in lines[0] and "DONE" in lines[1]
