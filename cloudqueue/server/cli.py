@@ -97,6 +97,10 @@ async def _serve(args: argparse.Namespace) -> None:
             _write_port_file(args.port_file, port)
         log.info("qick-queue listening on http://%s:%d%s (data %s)", args.host, port,
                  args.prefix, args.data)
+        # uvicorn waits for open requests before it stops: end the long polls now.
+        while not server.should_exit and not task.done():
+            await asyncio.sleep(0.05)
+        await app.state.service.notifier.close()
     await task
 
 

@@ -12,6 +12,14 @@ class Notifier:
     def __init__(self) -> None:
         self._versions: dict[str, int] = {}
         self._conditions: dict[str, asyncio.Condition] = {}
+        #: set when the service stops: long polls answer at once instead of waiting
+        self.closing = False
+
+    async def close(self) -> None:
+        """The service is stopping: wake every waiter (they see ``closing`` and answer)."""
+        self.closing = True
+        for device_id in list(self._conditions):
+            await self.notify(device_id)
 
     def version(self, device_id: str) -> int:
         return self._versions.get(device_id, 0)
@@ -31,7 +39,7 @@ class Notifier:
 
     async def wait(self, device_id: str, seen: int, timeout: float) -> bool:
         """Wait until the counter moves past ``seen`` or ``timeout`` passes; True if it moved."""
-        if timeout <= 0:
+        if timeout <= 0 or self.closing:
             return self.version(device_id) != seen
         cond = self._condition(device_id)
         try:

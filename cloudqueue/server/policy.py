@@ -134,7 +134,7 @@ def estimated_start(position: int | None, rows: Sequence[Row], now: int,
         return None
     total = 0.0
     for row in queue_order(rows)[:position]:
-        if row["status"] == "READY" or not row["started_at"]:
+        if row["status"] == "READY" or row["started_at"] is None:
             total += run_ms
         else:
             total += max(0.0, run_ms - (now - row["started_at"]))

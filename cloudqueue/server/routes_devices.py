@@ -111,7 +111,7 @@ async def next_work(request: Request) -> Response:
                             "WorkloadUrl": svc.presign(request, "GET",
                                                        f"workloads/{row['work_id']}")})
         remaining = deadline - time.monotonic()
-        if remaining <= 0:
+        if remaining <= 0 or svc.notifier.closing:
             return json_ok([])
         moved = await svc.notifier.wait(device_id, seen, remaining)
         if moved and await request.is_disconnected():

@@ -1,0 +1,75 @@
+"""Queue policy as pure functions: no processes, no clock."""
+from __future__ import annotations
+
+from cloudqueue.server import policy
+
+
+def row(work_id, status="READY", priority="MEDIUM", ready_at=0, attempts=0, cancel=0,
+        started_at=None, handed_out_at=None):
+    return {"work_id": work_id, "status": status, "priority": priority, "ready_at": ready_at,
+            "attempts": attempts, "cancel_requested": cancel, "started_at": started_at,
+            "handed_out_at": handed_out_at}
+
+
+def test_queue_order_status_then_priority_then_ready_at():
+    rows = [row("r-low", priority="LOW", ready_at=1), row("r-high", priority="HIGH", ready_at=5),
+            row("exec", "EXECUTING", priority="LOW"), row("up", "UPLOADING", priority="LOW"),
+            row("r-high-old", priority="HIGH", ready_at=2), row("done", "DONE")]
+    assert [r["work_id"] for r in policy.queue_order(rows)] == [
+        "up", "exec", "r-high-old", "r-high", "r-low"]
+
+
+def test_handout_counts_attempts_and_skips_exhausted_work():
+    plan = policy.plan_handout([row("pill", "EXECUTING", "HIGH", attempts=3), row("next")], 3)
+    assert plan.chosen["work_id"] == "next" and plan.counts_attempt
+    assert plan.finalize == [policy.Finalize("pill", "FAILED", "attempts_exhausted",
+                                             plan.finalize[0].error_message)]
+    assert "3 times" in plan.finalize[0].error_message
+
+
+def test_uploading_work_is_handed_back_without_an_attempt():
+    plan = policy.plan_handout([row("up", "UPLOADING", attempts=3)], 3)
+    assert plan.chosen["work_id"] == "up" and not plan.counts_attempt and plan.finalize == []
+
+
+def test_executing_work_with_a_cancel_is_cancelled_not_rerun():
+    plan = policy.plan_handout([row("x", "EXECUTING", cancel=1)], 3)
+    assert plan.chosen is None and plan.finalize == [policy.Finalize("x", "CANCELLED")]
+
+
+def test_work_handed_to_a_concurrent_request_is_skipped():
+    rows = [row("mine", "EXECUTING", handed_out_at=2000), row("ready")]
+    assert policy.plan_handout(rows, 3, asked_at=1500).chosen["work_id"] == "ready"
+    assert policy.plan_handout(rows, 3, asked_at=2500).chosen["work_id"] == "mine"
+
+
+def test_no_work_means_no_handout():
+    assert policy.plan_handout([row("d", "DONE"), row("c", "CREATED")], 3).chosen is None
+
+
+def test_lease_and_expiry():
+    assert policy.lease_expired(None, 10_000, 5)
+    assert not policy.lease_expired(6_000, 10_000, 5)
+    assert policy.lease_expired(4_000, 10_000, 5)
+    assert policy.after_lease(row("a")) == "READY"
+    assert policy.after_lease(row("a", cancel=1)) == "CANCELLED"
+    created = {"status": "CREATED", "created_at": 0}
+    assert policy.upload_expired(created, 2_001, 2) and not policy.upload_expired(created, 1_000, 2)
+    assert not policy.upload_expired({"status": "READY", "created_at": 0}, 10_000, 2)
+
+
+def test_device_status_offline_after_refresh_timeout():
+    assert policy.device_status(None, None, 60, 0) == "OFFLINE"
+    assert policy.device_status("BUSY", 1_000, 60, 61_000) == "BUSY"
+    assert policy.device_status("BUSY", 1_000, 60, 61_001) == "OFFLINE"
+
+
+def test_queue_position_and_estimate():
+    rows = [row("a", "EXECUTING", started_at=0), row("b", ready_at=1), row("c", ready_at=2)]
+    assert policy.queue_position(rows, "c") == 2
+    assert policy.queue_position(rows, "zz") is None
+    # the running one has 4 s of its 10 s left, b takes 10 s
+    assert policy.estimated_start(2, rows, 6_000, 10_000) == 6_000 + 4_000 + 10_000
+    assert policy.device_seconds(2.5, 0, 99_000) == 2.5
+    assert policy.device_seconds(None, 1_000, 3_000) == 2.0
+    assert policy.iso(0) == "1970-01-01T00:00:00.000Z"
