@@ -448,7 +448,8 @@ class Supervisor:
             "firmware": firmware, "counts": dict(self.counts),
             "busy_seconds": self.busy_seconds + (now - self.job.started if self.job else 0.0),
             "draining": self.draining, "pid": os.getpid()}
-        healthy = all(c.status != ChildStatus.RUNNING or not c.beat.silent(now)
+        # a child's heartbeat late by half its timeout stops the pings until it is replaced
+        healthy = all(c.status != ChildStatus.RUNNING or c.beat.age(now) <= c.beat.timeout / 2
                       for c in self.children.values())
         if not self.notify.ready_sent and all(
                 c.status == ChildStatus.RUNNING or (c.name == "executor" and c.tracker.in_error)

@@ -18,6 +18,9 @@ class Notifier:
         env = os.environ if environ is None else environ
         self.enabled = bool(env.get("NOTIFY_SOCKET"))
         self._sd = sdnotify.SystemdNotifier() if self.enabled else None
+        if self._sd is not None and self._sd.socket is not None:
+            # never let a slow reader of the socket block the loop: drop the datagram instead
+            self._sd.socket.setblocking(False)
         usec = env.get("WATCHDOG_USEC")
         pid = env.get("WATCHDOG_PID")
         watched = usec and usec.isdigit() and (not pid or pid == str(os.getpid()))
