@@ -79,6 +79,9 @@ async def _serve(args: argparse.Namespace) -> None:
     app = create_app(args.data, _limits(args), prefix=args.prefix, public_url=args.public_url)
     sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # Accepted connections inherit this: without it, a response written in two parts
+    # (headers, body) waits for the client's delayed ACK on keep-alive connections (~40 ms).
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         sock.bind((args.host, args.port))
     except OSError as exc:
