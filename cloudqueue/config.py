@@ -88,7 +88,8 @@ class Config:
         return self.require("device", "id")
 
 
-def _read_ini(path: Path) -> dict[str, dict[str, str]]:
+def read_ini(path: Path) -> dict[str, dict[str, str]]:
+    """The sections of one INI file as plain dicts (ConfigError when unreadable)."""
     parser = configparser.ConfigParser(interpolation=None)
     try:
         with open(path, encoding="utf-8") as handle:
@@ -130,9 +131,9 @@ def load_config(path: str | os.PathLike | None = None,
         creds_path = _first_existing(credentials_candidates())
     values: dict[str, dict[str, str]] = {}
     if config_path is not None:
-        values.update(_read_ini(config_path))
+        values.update(read_ini(config_path))
     if creds_path is not None:
-        creds = _read_ini(creds_path)
+        creds = read_ini(creds_path)
         if "credentials" in creds:
             values["credentials"] = creds["credentials"]
     return Config(config_path, creds_path, values)

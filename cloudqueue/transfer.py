@@ -52,12 +52,12 @@ class _HashingReader:
 
     def __init__(self, handle: IO[bytes], length: int, digest: Any | None):
         self._handle = handle
-        self._remaining = length
+        self._length = length
         self._digest = digest
         self.sent = 0
 
     def __len__(self) -> int:  # requests sets Content-Length from this
-        return self._remaining
+        return self._length
 
     def read(self, size: int = -1) -> bytes:
         if size is None or size < 0:

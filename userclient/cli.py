@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from cloudqueue import errors
-from cloudqueue.config import (USER_CONFIG, load_config, render_ini, write_private)
+from cloudqueue.config import USER_CONFIG, read_ini, render_ini, write_private
 from userclient.client import UserClient, WaitTimeout
 from userclient.display import (WaitDisplay, device_details, devices_table, plain,
                                 workload_details, workloads_table)
@@ -99,7 +99,7 @@ def cmd_configure(args: argparse.Namespace) -> int:
     target = Path(args.config or os.environ.get("QICK_CONFIG") or USER_CONFIG).expanduser()
     values: dict[str, dict[str, str | None]] = {"service": {}, "user": {}}
     if target.is_file():
-        values.update({k: dict(v) for k, v in load_config(target).values.items()})
+        values.update(read_ini(target))  # only this file: never the board's credentials
     service = values.setdefault("service", {})
     user = values.setdefault("user", {})
     for key in ("api_endpoint", "oauth_endpoint", "cognito_userpool", "cognito_url",

@@ -126,9 +126,12 @@ class UserClient:
         except ValueError:
             raise BadRequest(f"priority {priority!r} is not one of HIGH, MEDIUM, LOW",
                              kind="bad_request") from None
-        sha256 = file_sha256(source) if self.client.supports("sha256") else None
+        caps = self.client.capabilities()
+        sha256 = file_sha256(source) if "sha256" in caps else None
+        if name is None and not caps.stock:  # the stock body stays as the stock clients send it
+            name = source.name
         answer = self.client.create_workload(
-            device_id, priority, name=name or source.name, sha256=sha256,
+            device_id, priority, name=name, sha256=sha256,
             idempotency_key=idempotency_key or str(uuid.uuid4()))
         work_id = answer["WorkId"]
         try:

@@ -76,3 +76,15 @@ def test_wait_display_rewrites_one_line_on_a_tty_and_prints_changes_otherwise():
         display.update(work, 3)
     lines = log.getvalue().splitlines()
     assert len(lines) == 2 and "READY  position 2" in lines[0] and "DONE" in lines[1]
+
+
+def test_configure_never_copies_the_board_credentials_into_the_user_config(tmp_path):
+    creds = tmp_path / "credentials"
+    creds.write_text("[credentials]\nid = board\nsecret = board-secret\n")
+    conf = tmp_path / "qick.conf"
+    conf.write_text("[service]\napi_endpoint = http://q/dev\n")
+    done = cli("configure", "--config", str(conf), "--username", "ada@example.org",
+               env_extra={"QICK_CREDENTIALS": str(creds)})
+    assert done.returncode == 0, done.stderr
+    assert "board-secret" not in conf.read_text()
+    assert load_config(conf, credentials_path=None).get("user", "username") == "ada@example.org"

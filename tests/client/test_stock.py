@@ -100,7 +100,7 @@ def test_submit_on_stock_sends_the_stock_body_and_is_not_retried(stock, tmp_path
     assert user.create_work(DEVICE, path, "low") == WORK
     post = [s for s in srv.seen if s.method == "POST"][0]
     body = json.loads(post.body)
-    assert body == {"DeviceId": DEVICE, "Priority": "LOW", "UserGivenName": "w.gz"}
+    assert body == {"DeviceId": DEVICE, "Priority": "LOW"}
     assert "idempotency-key" not in post.headers
     put = [s for s in srv.seen if s.method == "PUT"][0]
     assert put.body == b"abc" and put.query["X-Amz-Signature"] == ["1"]
