@@ -223,6 +223,8 @@ class Supervisor:
             self._on_outcome(msg, now)
         elif kind == "work":
             self._next_scan = 0.0
+            self.last_want = None  # the downloader paused itself: tell it again
+            self._send("uploader", "kick")
         elif kind == "cancel":
             self._cancel(msg.get("work_id"), now)
         elif kind == "queue":
