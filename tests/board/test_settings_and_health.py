@@ -1,0 +1,65 @@
+"""Settings parsing (with clear errors), the template parses, and the health endpoint and
+`qick-supervisor status` against a real daemon."""
+import json
+import subprocess
+import sys
+import urllib.error
+from pathlib import Path
+
+import pytest
+
+from supervisor.errors import BoardConfigError
+from supervisor.settings import load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_template_parses_with_its_documented_defaults():
+    s = load_settings(ROOT / "etc" / "config.template")
+    assert s.health == ("127.0.0.1", 8787) and s.board == "qick"
+    assert s.restart_max == 5 and s.deadline_seconds == 3600
+
+
+@pytest.mark.parametrize("text,words", [
+    ("[executor]\nboard = fpga\n", "use `qick`"),
+    ("[supervisor]\nrestart_max = many\n", "`restart_max = many` is not valid"),
+    ("[uploader]\nretry_forever = yes\n", "unknown key `retry_forever`"),
+])
+def test_bad_settings_say_what_to_fix(tmp_path, text, words):
+    path = tmp_path / "config"
+    path.write_text(text)
+    with pytest.raises(BoardConfigError, match=words):
+        load_settings(path)
+
+
+def test_missing_credentials_is_a_clear_error_without_traceback(tmp_path):
+    cfg = tmp_path / "config"
+    cfg.write_text("[service]\napi_endpoint = http://127.0.0.1:9\noauth_endpoint = "
+                   "http://127.0.0.1:9\n[device]\nid = x\n")
+    out = subprocess.run([sys.executable, "-m", "supervisor.cli", "--config", str(cfg),
+                          "--credentials", str(tmp_path / "nope")], cwd=ROOT,
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "no such credentials file" in out.stderr
+
+
+def test_health_endpoints_and_status_command(board_factory):
+    board = board_factory().start()
+    assert board.get("/healthz")[0] == 200
+    assert board.get("/readyz")[0] == 200
+    status = board.status()
+    assert set(status["children"]) == {"downloader", "executor", "uploader"}
+    assert status["firmware"]["board"] and status["queue"]["last_ok_at"]
+    code, metrics = board.get("/metrics")
+    assert 'qick_child_up{child="executor"} 1' in metrics
+    assert "# TYPE qick_spool_depth gauge" in metrics
+    with pytest.raises(urllib.error.HTTPError):
+        board.get("/nope")
+    cfg = board.config.read_text().replace("127.0.0.1:0", f"127.0.0.1:{board.port}")
+    (board.base / "status.conf").write_text(cfg)
+    out = subprocess.run([sys.executable, "-m", "supervisor.cli", "--config",
+                          str(board.base / "status.conf"), "status"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert "board: ONLINE" in out.stdout and "executor" in out.stdout
+    assert "queue: reachable" in out.stdout
