@@ -9,7 +9,7 @@ import pytest
 
 from cloudqueue.auth import ApiKeyAuth, DeviceTokenAuth
 from cloudqueue.client import QueueClient
-from cloudqueue.errors import ChecksumMismatch, Conflict, Forbidden, NotFound
+from cloudqueue.errors import BadRequest, ChecksumMismatch, Conflict, Forbidden, NotFound
 from cloudqueue.transfer import upload_file
 
 
@@ -83,3 +83,13 @@ def test_a_board_cannot_report_another_devices_work(parties):
     with pytest.raises((NotFound, Forbidden)) as err:
         board.report_outcome(other["DeviceId"], work_id)
     assert err.value.status in (403, 404)
+
+
+def test_an_upload_over_the_size_limit_is_a_bad_request_not_a_retry_loop(queue_service_factory):
+    service = queue_service_factory(max_upload_mb=0.01)
+    admin = QueueClient(service.url, ApiKeyAuth(service.admin_key), timeout=10)
+    device = admin.add_device("small")
+    answer = admin.create_workload(device["DeviceId"], "LOW")
+    with pytest.raises(BadRequest) as err:
+        upload_file(answer["UploadUrl"], io.BytesIO(b"x" * 3_000_000))
+    assert err.value.status == 413 and "limit" in str(err.value)
