@@ -14,7 +14,10 @@ def test_submit_run_and_results_come_back(board_factory, workload, tmp_path):
     download_file(done.WorkloadResultUrl, target)
     with h5py.File(target) as f:
         assert "0" in f["data"]
-    status = board.status()
+    from tests.helpers import wait_for
+    # the service has the results a moment before the uploader moves the work to done/
+    status = wait_for(lambda: (lambda s: s if s["spool"]["done"] == 1 else None)(
+        board.status()), 10, what="the work in done/")
     assert status["state"] == "ONLINE"
     assert status["spool"]["done"] == 1 and status["counts"]["DONE"] == 1
     assert board.stop() == 0
