@@ -90,7 +90,10 @@ async def _serve(args: argparse.Namespace) -> None:
     sock.listen(1024)
     port = sock.getsockname()[1]
     config = uvicorn.Config(app, log_level=args.log_level, access_log=args.access_log,
-                            timeout_graceful_shutdown=2, lifespan="on")
+                            timeout_graceful_shutdown=2, lifespan="on",
+                            # the original device client polls every 5 s: keep its connection
+                            # open longer than that (uvicorn's default of 5 s races with it)
+                            timeout_keep_alive=75)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started and not task.done():

@@ -87,8 +87,11 @@ MIGRATIONS: list[str] = [
     CREATE INDEX workloads_account ON workloads(account_id, created_at DESC, work_id DESC);
     CREATE INDEX workloads_account_device
         ON workloads(account_id, device_id, created_at DESC, work_id DESC);
-    CREATE INDEX workloads_queue ON workloads(device_id, status);
-    CREATE INDEX workloads_status ON workloads(status);
+    CREATE INDEX workloads_queue
+        ON workloads(device_id, status, created_at DESC, work_id DESC);
+    CREATE INDEX workloads_status ON workloads(status, created_at DESC, work_id DESC);
+    CREATE INDEX workloads_account_status
+        ON workloads(account_id, status, created_at DESC, work_id DESC);
     CREATE TABLE idempotency (
         account_id  TEXT NOT NULL,
         key         TEXT NOT NULL,

@@ -75,8 +75,8 @@ class WorkloadStore:
                 where.append(f"{column} = ?")
                 args.append(value)
         if start is not None:
-            where.append("(created_at < ? OR (created_at = ? AND work_id < ?))")
-            args += [start.created_at, start.created_at, start.work_id]
+            where.append("(created_at, work_id) < (?, ?)")
+            args += [start.created_at, start.work_id]
         sql = "SELECT * FROM workloads"
         if where:
             sql += " WHERE " + " AND ".join(where)
