@@ -33,3 +33,7 @@ test-main: install
 # Device-side unit tests under the board's Python.
 test-board310: install310
 	$(PY310) -m pytest -q -m device310
+
+# The whole loop on this machine: queue service, simulated board, submit, results, plot.
+demo: install
+	$(PY) demo/run_demo.py --out demo-out
