@@ -11,6 +11,8 @@ import pytest
 from supervisor.errors import BoardConfigError
 from supervisor.settings import load_settings
 
+pytestmark = pytest.mark.device310  # device-side code: also run under the board's Python 3.10
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -13,6 +13,8 @@ from qickwork.firmware import fingerprint, tproc_version
 from tests.qick.conftest import reference
 from tests.qick.programs import LoopV1, QickSweep1D, SweepV2
 
+pytestmark = pytest.mark.device310  # device-side code: also run under the board's Python 3.10
+
 OPTIONAL = {"tmux_ch"}
 PAIRS = [(zcu216_v2, "soccfg_testbench_zcu216_tprocv2.json"),
          (zcu216_v1, "soccfg_houcklab_zcu216_tprocv1.json")]

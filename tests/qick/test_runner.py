@@ -16,6 +16,8 @@ from qickwork.errors import WorkloadError
 from tests.qick.conftest import reference
 from tests.qick.programs import LoopV1, QickSweep1D, SweepV2
 
+pytestmark = pytest.mark.device310  # device-side code: also run under the board's Python 3.10
+
 
 @pytest.fixture
 def board():

@@ -11,6 +11,8 @@ from executor.simboard import Resonator, SimulatedSoc
 from qickwork.estimate import estimate_dump
 from tests.qick.programs import LoopV1, QickSweep1D, SweepV2
 
+pytestmark = pytest.mark.device310  # device-side code: also run under the board's Python 3.10
+
 
 def test_acquire_shapes_match_qick_for_a_v2_sweep(soc2):
     prog = SweepV2(soc2, reps=20, final_delay=1.0,

@@ -14,6 +14,8 @@ from qickwork import (FirmwareMismatch, InvalidWorkload, TooLarge, check_firmwar
                       write_workload)
 from tests.qick.programs import LoopV1, QickSweep1D, SweepV2
 
+pytestmark = pytest.mark.device310  # device-side code: also run under the board's Python 3.10
+
 
 def _v2_progs(soc, n=3):
     return [SweepV2(soc, reps=5, final_delay=1.0, cfg={"freq": 100.0 + 10 * k}) for k in range(n)]
