@@ -88,7 +88,10 @@ def init_data_dir(root: Path, *, port: int, admin_email: str,
     write_private(data.admin_conf,
                   "# qick-queue admin: a ready userclient config (keep it private)\n"
                   "[service]\n"
-                  f"api_endpoint = http://{host}:{port}\n\n"
+                  f"api_endpoint = http://{host}:{port}\n"
+                  "# devices get their tokens here, the original user client logs in here\n"
+                  f"oauth_endpoint = http://{host}:{port}\n"
+                  f"cognito_url = http://{host}:{port}\n\n"
                   "[user]\n"
                   f"username = {admin_email}\n"
                   f"api_key = {api_key}\n")

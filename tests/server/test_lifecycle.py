@@ -25,6 +25,9 @@ def test_init_writes_private_files_and_refuses_to_reinit(tmp_path):
     assert first.returncode == 0, first.stderr
     conf = (data / "admin.conf").read_text()
     assert "api_endpoint = http://127.0.0.1:9123" in conf
+    # ready for `userclient add-device` (board files) and the original user client's login
+    assert "oauth_endpoint = http://127.0.0.1:9123" in conf
+    assert "cognito_url = http://127.0.0.1:9123" in conf
     assert "username = boss@lab.test" in conf and "api_key = qk_" in conf
     for name in ("admin.conf", "secret"):
         assert stat.S_IMODE(os.stat(data / name).st_mode) == 0o600
