@@ -1,8 +1,9 @@
-"""The supervisor's main loop: children, bus, spool, deadlines, watchdog, health snapshot.
+"""The supervisor's main loop: children, bus, drain, watchdog.
 
 The loop never touches the network (the downloader and uploader do) and signal handlers
 only set flags. One pass: read the bus, reap and restart children, enforce deadlines and
-heartbeats, hand ready work to the executor, publish health, ping the watchdog.
+heartbeats, hand ready work to the executor (``supervisor.dispatch``), publish the health
+snapshot (``supervisor.snapshot``), ping the watchdog.
 """
 from __future__ import annotations
 
@@ -10,32 +11,22 @@ import logging
 import os
 import signal
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Optional
 
 from executor.sandbox import scrubbed_environment
 from supervisor.bus import Heartbeat, SupervisorBus
+from supervisor import exitcodes, snapshot
 from supervisor.children import Child, python_module
+from supervisor.dispatch import OUTCOMES, Dispatcher
 from supervisor.errors import SpoolError
 from supervisor.notify import Notifier
-from supervisor.policy import Backoff, ChildStatus, ChildTracker, RestartIntensity, classify_exit
+from supervisor.policy import Backoff, ChildStatus, ChildTracker, RestartIntensity
 from supervisor.settings import BoardSettings
-from supervisor.spool import RESULTS, WORKLOAD, Spool
+from supervisor.spool import Spool
 
 log = logging.getLogger("qick.supervisor")
 NAMES = ("downloader", "executor", "uploader")
-
-
-@dataclass
-class Job:
-    work_id: str
-    request_id: str
-    started: float
-    deadline: float
-    done: int = 0
-    total: int = 0
-    cancel_at: Optional[float] = None
 
 
 class Supervisor:
@@ -48,21 +39,15 @@ class Supervisor:
         self.run_dir = Path(settings.run_dir)
         self.soccfg_path = self.run_dir / "soccfg.json"
         self.children: Dict[str, Child] = {}
-        self.job: Optional[Job] = None
+        self.work = Dispatcher(settings, self.spool, self.children, self._send)
         self.draining = False
         self.stop_now = False
         self.drain_started: Optional[float] = None
         self.queue: Dict[str, Any] = {"ok": False, "error": "no contact yet", "last_ok_at": None}
-        self.counts = {"DONE": 0, "FAILED": 0, "CANCELLED": 0}
-        self.busy_seconds = 0.0
-        self.snapshot: Dict[str, Any] = {
-            "loop_at": time.monotonic(), "state": "STARTING", "reason": "", "children": {},
-            "current": None, "spool": {}, "queue": dict(self.queue), "firmware": None,
-            "counts": dict(self.counts), "busy_seconds": 0.0, "draining": False,
-            "pid": os.getpid()}
-        self.last_want = None
+        self.counts = {name: 0 for name in OUTCOMES}
+        self.snapshot: Dict[str, Any] = snapshot.initial_snapshot(self.queue, self.counts,
+                                                                  time.monotonic())
         self.bus: Optional[SupervisorBus] = None
-        self._next_scan = 0.0
         self._next_prune = 0.0
         self._next_health_push = 0.0
         self._sigterms = 0
@@ -136,14 +121,14 @@ class Supervisor:
         exec_env = lambda: scrubbed_environment(  # noqa: E731
             parent_env, {"PYTHONPATH": os.pathsep.join(
                 p for p in (code_path, parent_env.get("PYTHONPATH")) if p)})
-        self.children = {
+        self.children.update({  # the dispatcher holds this same table
             "downloader": Child("downloader", self._downloader_argv, child_env,
                                 self._tracker("downloader")),
             "executor": Child("executor", self._executor_argv, exec_env,
                               self._tracker("executor")),
             "uploader": Child("uploader", self._uploader_argv, child_env,
                               self._tracker("uploader")),
-        }
+        })
         return report
 
     def install_signal_handlers(self) -> None:
@@ -174,8 +159,7 @@ class Supervisor:
         now = time.monotonic()
         for child in self.children.values():
             self._supervise(child, now)
-        if self.job is not None:
-            self._enforce_deadline(now)
+        self.work.enforce_deadline(now)
         if self.draining:
             if self.drain_started is None:
                 self.drain_started = now
@@ -184,7 +168,7 @@ class Supervisor:
             if self._drain(now):
                 return True
         else:
-            self._schedule(now)
+            self.work.schedule(now)
         self._housekeeping(now)
         self._publish(now)
         return False
@@ -214,19 +198,18 @@ class Supervisor:
             child.tracker.hello(now)
             log.info("%s is up (pid %s)", child.name, child.pid)
             if child.name == "downloader":
-                self.last_want = None
+                self.work.last_want = None
             if child.name == "executor" and msg.get("network") != "private":
                 log.warning("executor network isolation: %s", msg.get("network"))
-        elif kind == "progress" and self.job and msg.get("work_id") == self.job.work_id:
-            self.job.done, self.job.total = int(msg.get("done", 0)), int(msg.get("total", 0))
+        elif kind == "progress":
+            self.work.progress(msg)
         elif kind == "outcome":
-            self._on_outcome(msg, now)
+            self.work.outcome(msg, now)
         elif kind == "work":
-            self._next_scan = 0.0
-            self.last_want = None  # the downloader paused itself: tell it again
+            self.work.work_arrived()  # the downloader paused itself: tell it again
             self._send("uploader", "kick")
         elif kind == "cancel":
-            self._cancel(msg.get("work_id"), now)
+            self.work.cancel(msg.get("work_id"), now)
         elif kind == "queue":
             self.queue["ok"] = bool(msg.get("ok"))
             self.queue["error"] = msg.get("error")
@@ -236,46 +219,6 @@ class Supervisor:
             outcome = msg.get("outcome")
             if outcome in self.counts:
                 self.counts[outcome] += 1
-
-    def _on_outcome(self, msg: Dict[str, Any], now: float) -> None:
-        job = self.job
-        if job is None or msg.get("work_id") != job.work_id or msg.get("re") != job.request_id:
-            log.debug("dropped a stale outcome for %s", msg.get("work_id"))
-            return
-        if msg.get("status") == "REFUSED":
-            self.spool.move(job.work_id, "running", "ready")
-            self.job = None
-            return
-        meta = self.spool.read_meta("running", job.work_id)
-        status = msg.get("status") if msg.get("status") in self.counts else "FAILED"
-        meta.finish(status, msg.get("error_kind"), msg.get("error_message"),
-                    programs_done=int(msg.get("programs_done") or 0),
-                    programs_total=int(msg.get("programs_total") or 0),
-                    seconds=float(msg.get("seconds") or 0.0),
-                    has_results=bool(msg.get("has_results")))
-        self._finish(meta, now)
-
-    def _finish(self, meta, now: float) -> None:
-        self.busy_seconds += meta.seconds or (now - self.job.started)
-        self.spool.move(meta.work_id, "running", "outgoing", meta)
-        log.info("workload %s %s%s", meta.work_id, meta.outcome,
-                 f": {meta.error_message}" if meta.error_message else "")
-        self.job = None
-        self._send("uploader", "kick")
-        self._next_scan = 0.0
-
-    def _cancel(self, work_id: Optional[str], now: float) -> None:
-        if not work_id:
-            return
-        where = self.spool.find(work_id)
-        if where == "ready":
-            meta = self.spool.read_meta("ready", work_id)
-            meta.finish("CANCELLED", "cancelled", "cancelled before it started")
-            self.spool.move(work_id, "ready", "outgoing", meta)
-            self._send("uploader", "kick")
-        elif self.job is not None and self.job.work_id == work_id and self.job.cancel_at is None:
-            self.job.cancel_at = now
-            self._send("executor", "cancel", work_id=work_id)
 
     def _send(self, name: str, kind: str, **fields: Any) -> None:
         child = self.children.get(name)
@@ -320,80 +263,24 @@ class Supervisor:
     def _on_exit(self, child: Child, rc: int, now: float) -> None:
         wanted = self.draining or child.killed_for == "stop"
         reason = f"exited with {rc}" if rc >= 0 else f"killed by signal {-rc}"
-        meaning = classify_exit(rc, child.killed_for, self.s.deadline_seconds)
-        if child.name == "executor" and self.job is not None:
-            meta = self.spool.read_meta("running", self.job.work_id)
-            if child.killed_for == "cancel" or (self.job.cancel_at is not None and
-                                                child.killed_for is None and rc == 0):
-                meta.finish("CANCELLED", "cancelled", "cancelled on request")
-            else:
-                meta.finish("FAILED", meaning.kind, meaning.message,
-                            programs_done=self.job.done, programs_total=self.job.total)
-            res = self.spool.path("running", self.job.work_id) / RESULTS
-            meta.has_results = res.exists() and meta.outcome == "FAILED" and self.job.done > 0
-            if res.exists() and not meta.has_results:
-                res.unlink()
-            self._finish(meta, now)
-        if child.name == "executor" and rc > 0:
-            from supervisor import exitcodes
-            reason = f"the executor {exitcodes.MEANING.get(rc, reason)}"
+        if child.name == "executor":
+            self.work.executor_died(child, rc, now)
+            if rc > 0:
+                reason = f"the executor {exitcodes.MEANING.get(rc, reason)}"
         state = child.tracker.exited(now, reason, wanted=wanted)
         log.log(logging.INFO if wanted else logging.WARNING, "%s (pid %s) %s -> %s",
                 child.name, child.pid, reason, state.value)
         child.proc = None
         child.identity = None
 
-    def _enforce_deadline(self, now: float) -> None:
-        job, ex = self.job, self.children["executor"]
-        if now >= job.deadline and ex.killed_for is None and ex.alive():
-            log.warning("workload %s passed its deadline (%.0f s): stopping the executor",
-                        job.work_id, self.s.deadline_seconds)
-            ex.terminate(now, "deadline", self.s.grace_seconds)
-        elif job.cancel_at is not None and now - job.cancel_at > self.s.grace_seconds and \
-                ex.killed_for is None and ex.alive():
-            ex.terminate(now, "cancel", self.s.grace_seconds)
-
-    # --- work -------------------------------------------------------------------------------
-    def _schedule(self, now: float) -> None:
-        ex = self.children["executor"]
-        if self.job is not None or ex.status != ChildStatus.RUNNING or ex.identity is None:
-            self._want_work(False)
-            return
-        if now < self._next_scan:
-            return
-        self._next_scan = now + 1.0
-        ready = self.spool.ids("ready")
-        if not ready:
-            self._want_work(self.spool.has_room())
-            return
-        work_id = ready[0]
-        meta = self.spool.read_meta("ready", work_id)
-        if meta is None:
-            from supervisor.spool import WorkMeta
-            meta = WorkMeta(work_id, received_at=time.time())
-        meta.attempts += 1
-        self.spool.move(work_id, "ready", "running", meta)
-        folder = self.spool.path("running", work_id)
-        request = f"run-{work_id}-{meta.attempts}"
-        self.job = Job(work_id, request, now, now + self.s.deadline_seconds)
-        self.bus.send(ex.identity, "run", id=request, work_id=work_id,
-                      workload_path=str(folder / WORKLOAD), results_path=str(folder / RESULTS),
-                      limits=self.s.limits())
-        self._want_work(False)
-        log.info("workload %s started", work_id)
-
-    def _want_work(self, want: bool) -> None:
-        if want != self.last_want and self.children["downloader"].identity is not None:
-            self.last_want = want
-            self._send("downloader", "want_work", want=want)
-
+    # --- drain ------------------------------------------------------------------------------
     def _drain(self, now: float) -> bool:
         """Stop taking work; let the current one finish within the stop timeout; then stop
         the children. Returns True once all are gone."""
-        self._want_work(False)
+        self.work.want_work(False)
         elapsed = now - self.drain_started
         ex = self.children["executor"]
-        if self.job is not None:
+        if self.work.job is not None:
             if self.stop_now or elapsed > self.s.stop_timeout_seconds:
                 ex.terminate(now, "stop", self.s.grace_seconds)
             return False
@@ -411,13 +298,7 @@ class Supervisor:
 
     # --- health -----------------------------------------------------------------------------
     def board_state(self) -> tuple:
-        errors = [f"{c.name}: {c.tracker.reason}" for c in self.children.values()
-                  if c.tracker.in_error]
-        if errors:
-            return "ERROR", "; ".join(errors)
-        if not self.spool.has_room():
-            return "ERROR", "disk full: no new work is taken"
-        return ("BUSY" if self.job else "ONLINE"), ""
+        return snapshot.board_state(self.children, self.spool, self.work.job is not None)
 
     def _housekeeping(self, now: float) -> None:
         if now >= self._next_prune:
@@ -429,27 +310,10 @@ class Supervisor:
 
     def _publish(self, now: float) -> None:
         state, reason = self.board_state()
-        ex = self.children.get("executor")
-        children = {}
-        for name, c in self.children.items():
-            children[name] = {"pid": c.pid if c.alive() else None, "state": c.status.value,
-                              "restarts": c.tracker.restarts, "last_exit": c.tracker.reason,
-                              "heartbeat_age": round(c.beat.age(now), 2) if c.beat and
-                              c.status == ChildStatus.RUNNING else None}
-        job = None
-        if self.job is not None:
-            job = {"work_id": self.job.work_id, "programs_done": self.job.done,
-                   "programs_total": self.job.total,
-                   "seconds": round(now - self.job.started, 2)}
-        firmware = None
-        if ex is not None and ex.hello:
-            firmware = {k: ex.hello.get(k) for k in ("board", "board_kind", "fingerprint", "network")}
-        self.snapshot = {
-            "loop_at": now, "state": state, "reason": reason, "children": children,
-            "current": job, "spool": self.spool.depths(), "queue": dict(self.queue),
-            "firmware": firmware, "counts": dict(self.counts),
-            "busy_seconds": self.busy_seconds + (now - self.job.started if self.job else 0.0),
-            "draining": self.draining, "pid": os.getpid()}
+        self.snapshot = snapshot.build_snapshot(
+            now=now, state=state, reason=reason, children=self.children,
+            current=self.work.current(now), spool=self.spool, queue=self.queue,
+            counts=self.counts, busy_seconds=self.work.busy_total(now), draining=self.draining)
         # a child's heartbeat late by half its timeout stops the pings until it is replaced
         healthy = all(c.status != ChildStatus.RUNNING or c.beat.age(now) <= c.beat.timeout / 2
                       for c in self.children.values())
@@ -465,29 +329,10 @@ class Supervisor:
                        summary=self.health_summary())
 
     def health_summary(self) -> Dict[str, Any]:
-        snap = self.snapshot
-        return {"State": snap["state"], "Reason": snap["reason"],
-                "Processes": {n: {"State": c["state"], "Restarts": c["restarts"]}
-                              for n, c in snap["children"].items()},
-                "Spool": snap["spool"], "CurrentWork": snap["current"],
-                "Firmware": snap["firmware"]}
+        return snapshot.health_summary(self.snapshot)
 
     def status_line(self) -> str:
-        snap = self.snapshot
-        parts = [snap.get("state", "STARTING")]
-        if snap.get("reason"):
-            parts.append(snap["reason"])
-        cur = snap.get("current")
-        if cur:
-            parts.append(f"running {cur['work_id']} ({cur['programs_done']}/"
-                         f"{cur['programs_total']})")
-        spool = snap.get("spool", {})
-        parts.append(f"ready {spool.get('ready', 0)}, to upload {spool.get('outgoing', 0)}")
-        c = snap.get("counts", {})
-        parts.append(f"done {c.get('DONE', 0)}, failed {c.get('FAILED', 0)}")
-        if self.draining:
-            parts.insert(0, "stopping")
-        return "; ".join(parts)
+        return snapshot.status_line(self.snapshot, self.draining)
 
     def shutdown(self) -> None:
         for child in self.children.values():
