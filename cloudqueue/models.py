@@ -111,12 +111,14 @@ class Workload:
     ErrorMessage: str | None = None
     ErrorKind: str | None = None
     CancelRequested: bool | None = None
+    #: ``{"ProgramsDone": n, "ProgramsTotal": m}`` of running (or finished) work
+    Progress: dict | None = None
     extra: dict = field(default_factory=dict)
 
     FIELDS = ("WorkId", "WorkStatus", "DeviceId", "Priority", "UserGivenName", "CreatedAt",
               "ReadyAt", "WorkloadUrl", "WorkloadResultUrl", "QueuePosition",
               "EstimatedStartAt", "StartedAt", "FinishedAt", "Attempts", "DeviceSeconds",
-              "ErrorMessage", "ErrorKind", "CancelRequested")
+              "ErrorMessage", "ErrorKind", "CancelRequested", "Progress")
     TIMES = ("CreatedAt", "ReadyAt", "EstimatedStartAt", "StartedAt", "FinishedAt")
 
     @classmethod
@@ -136,3 +138,14 @@ class Workload:
     @property
     def terminal(self) -> bool:
         return self.status is not None and self.status.terminal
+
+    @property
+    def programs(self) -> tuple[int, int] | None:
+        """``(done, total)`` from ``Progress`` when the service reported it (and it is sane)."""
+        p = self.Progress
+        if not isinstance(p, dict):
+            return None
+        done, total = p.get("ProgramsDone"), p.get("ProgramsTotal")
+        if not (isinstance(done, int) and isinstance(total, int)) or total <= 0:
+            return None
+        return max(0, min(done, total)), total

@@ -69,18 +69,40 @@ def workload_details(work: Workload) -> str:
     lines = []
     for name in ("WorkId", "WorkStatus", "DeviceId", "Priority", "UserGivenName", "CreatedAt",
                  "ReadyAt", "QueuePosition", "EstimatedStartAt", "StartedAt", "FinishedAt",
-                 "Attempts", "DeviceSeconds", "ErrorKind", "ErrorMessage", "CancelRequested"):
+                 "Attempts", "DeviceSeconds", "ErrorKind", "ErrorMessage", "CancelRequested",
+                 "Progress"):
         value = getattr(work, name)
         if value is None:
             continue
+        if name == "Progress":
+            if work.programs is None:
+                continue
+            value = "{}/{} programs".format(*work.programs)
         lines.append(f"{name:18}{_when(value) if isinstance(value, datetime) else value}")
     return "\n".join(lines)
 
 
-def progress_line(work: Workload, elapsed: float) -> str:
-    """``READY  position 2  starts ~12:03:04Z  (waited 42s)``"""
+BAR_WIDTH = 20
+
+
+def progress_bar(done: int, total: int, width: int = BAR_WIDTH) -> str:
+    """``[########------------]``: ``done`` of ``total`` as a bar of ``width`` cells."""
+    filled = width if total <= 0 else min(width, done * width // total)
+    return "[" + "#" * filled + "-" * (width - filled) + "]"
+
+
+def progress_line(work: Workload, elapsed: float, *, bar: bool = False) -> str:
+    """``READY  position 2  starts ~12:03:04Z  (waited 42s)``, or while it runs
+    ``EXECUTING  [######------] 120/201 programs  (waited 42s)`` (``bar``) or
+    ``EXECUTING  120/201 programs ...`` (no bar: logs and pipes)."""
     parts = [work.WorkStatus or "?"]
-    if work.QueuePosition is not None and not work.terminal:
+    programs = work.programs
+    if programs is not None and work.WorkStatus in ("EXECUTING", "UPLOADING", "DONE",
+                                                   "FAILED", "CANCELLED"):
+        done, total = programs
+        counted = f"{done}/{total} programs"
+        parts.append(f"{progress_bar(done, total)} {counted}" if bar else counted)
+    if work.QueuePosition is not None and work.WorkStatus in ("CREATED", "READY"):
         parts.append(f"position {work.QueuePosition}")
     if work.EstimatedStartAt is not None and work.WorkStatus == "READY":
         parts.append(f"starts ~{work.EstimatedStartAt.astimezone(timezone.utc):%H:%M:%S}Z")
@@ -99,9 +121,9 @@ class WaitDisplay:
         self.width = 0
 
     def update(self, work: Workload, elapsed: float) -> None:
-        key = (work.WorkStatus, work.QueuePosition, work.ErrorMessage)
+        key = (work.WorkStatus, work.QueuePosition, work.ErrorMessage, work.programs)
         if self.tty:
-            line = progress_line(work, elapsed)
+            line = progress_line(work, elapsed, bar=True)
             pad = max(0, self.width - len(line))
             self.stream.write("\r" + line + " " * pad)
             self.width = len(line)

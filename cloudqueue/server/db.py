@@ -101,6 +101,12 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (account_id, key)
     );
     """,
+    # 1 -> 2: progress of running work (from the device's health), mock devices
+    """
+    ALTER TABLE workloads ADD COLUMN programs_done INTEGER;   -- last reported progress
+    ALTER TABLE workloads ADD COLUMN programs_total INTEGER;
+    ALTER TABLE devices ADD COLUMN mock TEXT;                 -- JSON {Board} or {MirrorOf}
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -148,3 +148,34 @@ def device_seconds(reported: float | None, started_at: int | None, now: int) -> 
     if started_at is None:
         return None
     return max(0.0, (now - started_at) / 1000)
+
+
+def current_work(health: Mapping[str, Any] | None) -> tuple[str, int, int] | None:
+    """``(work_id, programs_done, programs_total)`` from a heartbeat's Health, as the board
+    daemon sends it (``Health.CurrentWork = {work_id, programs_done, programs_total, ...}``),
+    or None when it carries no usable progress. Hostile input: anything malformed is None."""
+    if not isinstance(health, Mapping):
+        return None
+    cur = health.get("CurrentWork")
+    if not isinstance(cur, Mapping):
+        return None
+    work_id, done, total = cur.get("work_id"), cur.get("programs_done"), cur.get("programs_total")
+    if not isinstance(work_id, str) or not work_id or len(work_id) > 100:
+        return None
+    if not all(isinstance(n, int) and not isinstance(n, bool) for n in (done, total)):
+        return None
+    if total <= 0 or done < 0 or total > 10_000_000:
+        return None
+    return work_id, min(done, total), total
+
+
+def progress_view(status: str, done: int | None, total: int | None) -> dict | None:
+    """``Progress`` of ``GET /workloads/{id}``: the last value the device reported (kept
+    through UPLOADING and a failure), total/total once DONE; None when never reported."""
+    if total is None:
+        return None
+    if status == "DONE":
+        return {"ProgramsDone": total, "ProgramsTotal": total}
+    if status in ("READY", "CREATED"):
+        return None
+    return {"ProgramsDone": done or 0, "ProgramsTotal": total}

@@ -69,6 +69,9 @@ async def heartbeat(request: Request) -> Response:
     now = now_ms()
     await call(svc.workloads.touch_device, device_id, now)
     await call(svc.identities.heartbeat, device_id, status, extension, health, now)
+    progress = policy.current_work(health)
+    if progress is not None:
+        await call(svc.workloads.record_progress, device_id, *progress)
     cancels = await call(svc.workloads.cancel_requested, device_id)
     return json_ok({"DeviceId": device_id,
                     "UploadUrl": svc.presign(request, "PUT", f"configs/{device_id}"),

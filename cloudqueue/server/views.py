@@ -87,4 +87,8 @@ def workload_detail(svc: Service, request: Request, row: Row, active: list[Row],
         "ErrorKind": row["error_kind"],
         "CancelRequested": bool(row["cancel_requested"]),
     })
+    progress = policy.progress_view(row["status"], row.get("programs_done"),
+                                    row.get("programs_total"))
+    if progress is not None:
+        body["Progress"] = progress
     return body

@@ -224,15 +224,30 @@ class WorkloadStore:
             if chosen is None:
                 return None, plan.finalize
             if plan.counts_attempt:
-                started = now if chosen["status"] == "READY" else chosen["started_at"]
+                fresh = chosen["status"] == "READY"
+                started = now if fresh else chosen["started_at"]
                 conn.execute(
                     "UPDATE workloads SET status = 'EXECUTING', attempts = attempts + 1, "
                     "started_at = ? WHERE work_id = ?", (started, chosen["work_id"]))
+                if fresh:  # a new run starts from nothing done
+                    conn.execute("UPDATE workloads SET programs_done = NULL, "
+                                 "programs_total = NULL WHERE work_id = ?",
+                                 (chosen["work_id"],))
             conn.execute("UPDATE workloads SET handed_out_at = ? WHERE work_id = ?",
                          (time.time_ns() // 1000, chosen["work_id"]))
             row = conn.execute("SELECT * FROM workloads WHERE work_id = ?",
                                (chosen["work_id"],)).fetchone()
             return dict(row), plan.finalize
+
+    def record_progress(self, device_id: str, work_id: str, done: int, total: int) -> bool:
+        """The device's health says how far its current work is: keep it on the workload,
+        only when that work is this device's and EXECUTING. Answers whether it was kept."""
+        with self.db.transaction() as conn:
+            cur = conn.execute(
+                "UPDATE workloads SET programs_done = ?, programs_total = ? "
+                "WHERE work_id = ? AND device_id = ? AND status = 'EXECUTING'",
+                (done, total, work_id, device_id))
+            return cur.rowcount > 0
 
     def report(self, device_id: str, work_id: str, *, outcome: str | None,
                error_message: str | None = None, error_kind: str | None = None,

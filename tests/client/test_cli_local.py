@@ -14,7 +14,7 @@ from cloudqueue.config import load_config
 from cloudqueue.models import Workload
 from userclient.cli import exit_code_for
 from userclient.client import WaitTimeout
-from userclient.display import WaitDisplay
+from userclient.display import WaitDisplay, progress_line
 
 
 def cli(*args, stdin="", env_extra=None):
@@ -88,3 +88,32 @@ def test_configure_never_copies_the_board_credentials_into_the_user_config(tmp_p
     assert done.returncode == 0, done.stderr
     assert "board-secret" not in conf.read_text()
     assert load_config(conf, credentials_path=None).get("user", "username") == "ada@example.org"
+
+
+def test_wait_display_shows_a_progress_bar_on_a_tty_and_a_line_per_step_otherwise():
+    def running(done):
+        return Workload.from_json({"WorkId": "w", "WorkStatus": "EXECUTING", "QueuePosition": 0,
+                                   "Progress": {"ProgramsDone": done, "ProgramsTotal": 201}})
+    tty = io.StringIO()
+    display = WaitDisplay(tty, tty=True)
+    for done in (0, 120, 120):
+        display.update(running(done), 5)
+    display.close()
+    assert "EXECUTING  [###########---------] 120/201 programs  (waited 5s)" in tty.getvalue()
+    assert "[--------------------] 0/201 programs" in tty.getvalue()
+    log = io.StringIO()
+    display = WaitDisplay(log, tty=False)
+    for done in (0, 0, 120, 120, 201):
+        display.update(running(done), 5)
+    lines = log.getvalue().splitlines()
+    assert [line.split("  ")[1] for line in lines] == [
+        "0/201 programs", "120/201 programs", "201/201 programs"]
+    assert "[" not in log.getvalue()  # no bar in logs
+
+
+def test_workload_without_sane_progress_shows_none():
+    for progress in (None, {"ProgramsDone": 1}, {"ProgramsDone": 1, "ProgramsTotal": 0}, "x"):
+        work = Workload.from_json({"WorkId": "w", "WorkStatus": "EXECUTING",
+                                   "Progress": progress})
+        assert work.programs is None
+        assert "programs" not in progress_line(work, 1)
