@@ -45,3 +45,13 @@ def describe(soccfg: Any) -> str:
     cfg = _as_dict(soccfg)
     return (f"{cfg.get('board', '?')} tProc v{tproc_version(cfg) or '?'} "
             f"(built {cfg.get('fw_timestamp', '?')}, {fingerprint(cfg)})")
+
+
+def timing_clock(soccfg: Any) -> float | None:
+    """The tProc timing clock in MHz (what a run-time estimate needs), None when unknown."""
+    cfg = _as_dict(soccfg)
+    try:
+        value = float(cfg["tprocs"][0]["f_time"])
+    except (KeyError, IndexError, TypeError, ValueError):
+        return None
+    return value if value > 0 else None

@@ -7,10 +7,12 @@ and ``save_shots``. We add one more key per dump, ``"qickwork"``, that old reade
 
     "qickwork": {"format": 1, "qick_version": "0.2.436",
                  "firmware": "sha256:...", "firmware_name": "ZCU216 tProc v2 (...)",
+                 "f_time": 430.08,
                  "acquire": {"rounds": 1, "threshold": null, "angle": null,
                              "remove_offset": true}}
 
-``firmware`` is ``qickwork.firmware.fingerprint`` of the soccfg the program was compiled
+``f_time`` (MHz) is the timing clock of that firmware's tProc, so a run-time estimate can
+be made from the file alone. ``firmware`` is ``qickwork.firmware.fingerprint`` of the soccfg the program was compiled
 for: a dump compiled for another board of the same tProc version would load silently with
 the wrong channel mapping, so the executor refuses it by name.
 
@@ -37,7 +39,7 @@ from typing import IO, Any, Iterable, Mapping
 import numpy as np
 
 from qickwork.errors import FirmwareMismatch, InvalidWorkload, TooLarge
-from qickwork.firmware import describe, fingerprint, tproc_version
+from qickwork.firmware import describe, fingerprint, timing_clock, tproc_version
 
 FORMAT_VERSION = 1
 META_KEY = "qickwork"
@@ -97,6 +99,7 @@ class ProgramEntry:
     acquire: AcquireArgs = field(default_factory=AcquireArgs)
     firmware: str | None = None          # fingerprint; None in original-format workloads
     firmware_name: str | None = None
+    f_time: float | None = None          # MHz, the tProc timing clock of that firmware
     qick_version: str | None = None
     format_version: int | None = None    # None: original SideQICK format
 
@@ -115,6 +118,7 @@ class ProgramEntry:
         out[META_KEY] = {"format": FORMAT_VERSION,
                          "qick_version": self.qick_version or qick_version(),
                          "firmware": self.firmware, "firmware_name": self.firmware_name,
+                         "f_time": self.f_time,
                          "acquire": self.acquire.to_json()}
         return out
 
@@ -133,7 +137,8 @@ def entry_for(prog: Any, soccfg: Any, acqtype: str = "accumulated", *, rounds: i
                                   "remove_offset": remove_offset}, 0)
     return ProgramEntry(dump=prog.dump_prog(), acqtype=acqtype, save_raw=save_raw,
                         save_shots=save_shots, acquire=args, firmware=fingerprint(soccfg),
-                        firmware_name=describe(soccfg), qick_version=qick_version(),
+                        firmware_name=describe(soccfg), f_time=timing_clock(soccfg),
+                        qick_version=qick_version(),
                         format_version=FORMAT_VERSION)
 
 
@@ -278,7 +283,17 @@ def _parse_entry(item: Any, i: int) -> ProgramEntry:
         save_shots=bool(item.get("save_shots", False)),
         acquire=AcquireArgs.from_json(meta.get("acquire"), i),
         firmware=meta.get("firmware"), firmware_name=meta.get("firmware_name"),
+        f_time=_f_time(meta.get("f_time"), i),
         qick_version=meta.get("qick_version"), format_version=meta.get("format"))
+
+
+def _f_time(value: Any, i: int) -> float | None:
+    if value is None:
+        return None
+    if not _is_number(value) or value <= 0:
+        raise InvalidWorkload(f"program {i}: f_time must be a positive number of MHz, "
+                              f"not {value!r}", program=i)
+    return float(value)
 
 
 def _check_array(value: Any, where: str, i: int) -> None:
@@ -312,8 +327,10 @@ def check_firmware(entries: list[ProgramEntry], soccfg: Any) -> None:
     for i, entry in enumerate(entries):
         if entry.tproc_version != version:
             raise FirmwareMismatch(
-                f"program {i} is a tProc v{entry.tproc_version} program, but this board runs "
-                f"{describe(soccfg)}: compile it against this board's configuration (soccfg)",
+                f"program {i} is a tProc v{entry.tproc_version} program"
+                + (f" compiled for firmware {entry.firmware_name}" if entry.firmware_name
+                   else "")
+                + f", but this board runs {describe(soccfg)}: compile it against this board's configuration (soccfg)",
                 program=i)
         if entry.firmware and entry.firmware != ours:
             raise FirmwareMismatch(

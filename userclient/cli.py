@@ -182,7 +182,43 @@ def cmd_device(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _estimate(args: argparse.Namespace) -> int:
+    """``estimate FILE`` and ``submit FILE --estimate``: never submits."""
+    from userclient.estimate import estimate_file, estimate_text
+    soccfg, source = None, ""
+    if args.soccfg:
+        try:
+            with open(args.soccfg, encoding="utf-8") as f:
+                soccfg = json.load(f)
+        except OSError as exc:
+            raise UsageError(f"cannot read --soccfg {args.soccfg}: {exc.strerror}") from None
+        except ValueError as exc:
+            raise UsageError(f"--soccfg {args.soccfg} is not JSON ({exc}): give the soccfg "
+                             "a board uploaded (userclient device ID --save-soccfg FILE)"
+                             ) from None
+        if not isinstance(soccfg, dict):
+            raise UsageError(f"--soccfg {args.soccfg} is not a JSON object (a QICK soccfg)")
+        source = f"--soccfg {args.soccfg}"
+    elif args.device:
+        soccfg = make_client(args).get_soccfg(args.device)
+        source = f"device {args.device}"
+    est = estimate_file(args.file, soccfg, source=source or "the given soccfg")
+    data = {"File": str(args.file), "Submitted": False, **est.to_json()}
+    emit(args, data, estimate_text(str(args.file), est) + "\nnothing was submitted")
+    return EXIT_OK
+
+
+def cmd_estimate(args: argparse.Namespace) -> int:
+    return _estimate(args)
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
+    if args.estimate:
+        return _estimate(args)
+    if args.soccfg:
+        raise UsageError("--soccfg is for --estimate only")
+    if not args.device:
+        raise UsageError("submit needs --device ID (list them with: userclient devices)")
     work_id = make_client(args).create_work(args.device, args.file, args.priority,
                                             name=args.name)
     emit(args, {"WorkId": work_id}, work_id)
@@ -295,10 +331,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("submit", cmd_submit, "submit a workload file; prints its WorkId")
     p.add_argument("file")
-    p.add_argument("--device", required=True, metavar="ID")
+    p.add_argument("--device", metavar="ID", help="the device to run it (required to submit)")
     p.add_argument("--priority", default="MEDIUM", type=str.upper,
                    choices=["HIGH", "MEDIUM", "LOW"])
     p.add_argument("--name", help="a name for it (default: the file's name)")
+    p.add_argument("--estimate", action="store_true",
+                   help="only print the estimated board time; submit nothing")
+    p.add_argument("--soccfg", metavar="FILE", help="with --estimate: the board's soccfg JSON")
+
+    p = add("estimate", cmd_estimate,
+            "estimated board time of a workload file (per program and total); submits "
+            "nothing")
+    p.add_argument("file")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--device", metavar="ID",
+                       help="use this device's configuration (fetched from the queue)")
+    where.add_argument("--soccfg", metavar="FILE", help="use this soccfg JSON")
 
     p = add("status", cmd_status, "show one workload")
     p.add_argument("work_id", metavar="ID")

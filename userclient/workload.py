@@ -64,11 +64,13 @@ class WorkloadManager:
         return len(self.entries)
 
     def estimate(self) -> Estimate:
-        """Board time of the whole workload (sum of the programs' static estimates)."""
+        """Board time of the whole workload (sum of the programs' static estimates); the
+        same computation as ``userclient estimate FILE`` (``userclient.estimate``)."""
         if not self.entries:
             return Estimate(seconds=0.0, shot_seconds=0.0, shots=0, rounds=0)
+        from userclient.estimate import estimate_entries
         cfg = self.soccfg.get_cfg() if hasattr(self.soccfg, "get_cfg") else self.soccfg
-        parts = [estimate_dump(e.dump, cfg, rounds=e.acquire.rounds) for e in self.entries]
+        parts = estimate_entries(self.entries, cfg).programs
         blind = sorted({b for p in parts for b in p.blind_spots})
         return Estimate(seconds=sum(p.seconds for p in parts),
                         shot_seconds=sum(p.shot_seconds for p in parts),

@@ -77,7 +77,7 @@ def test_firmware_mismatch_names_both_firmwares(soc2, tmp_path):
                        r"tProc v2 \(built simulated zcu216-v2, sha256:\w+\), but this board "
                        r"runs ZCU216 tProc v2 .*compile the programs again"):
         check_firmware(entries, other)
-    with pytest.raises(FirmwareMismatch, match="tProc v2 program, but this board runs .*v1"):
+    with pytest.raises(FirmwareMismatch, match="tProc v2 program compiled for firmware .*tProc v2.*, but this board runs .*v1"):
         check_firmware(entries, zcu216_v1())
 
 
