@@ -152,11 +152,18 @@ class QueueClient:
         return self._call("POST", ("users",), what=f"add user {email}", json_body=body,
                           safe=False) or {}
 
-    def add_device(self, name: str, refresh_timeout: int = 60) -> dict:
-        """``POST /devices`` → ``{DeviceId, DeviceName, ClientId, ClientSecret}``."""
-        return self._call("POST", ("devices",), what=f"add device {name}",
-                          json_body={"DeviceName": name,
-                                     "RefreshTimeout": int(refresh_timeout)}, safe=False)
+    def add_device(self, name: str, refresh_timeout: int = 60, *,
+                   mock: dict | None = None) -> dict:
+        """``POST /devices`` → ``{DeviceId, DeviceName, ClientId, ClientSecret}``.
+
+        ``mock`` (ours): ``{"Board": "zcu216-v2"}`` or ``{"MirrorOf": DeviceId}`` makes a
+        simulated device the service runs itself; the answer then has ``Mock``, no secret."""
+        body: dict[str, Any] = {"DeviceName": name, "RefreshTimeout": int(refresh_timeout)}
+        if mock is not None:
+            self.require("mock-devices", "adding a mock device")
+            body["Mock"] = mock
+        return self._call("POST", ("devices",), what=f"add device {name}", json_body=body,
+                          safe=False)
 
     # --- users --------------------------------------------------------------------------
     def list_devices(self) -> list[Device]:

@@ -141,6 +141,17 @@ def cmd_add_user(args: argparse.Namespace) -> int:
 
 def cmd_add_device(args: argparse.Namespace) -> int:
     client = make_client(args)
+    if args.mock or args.board or args.mirror:
+        if args.config_out or args.credentials_out:
+            raise UsageError("a mock device runs inside the queue service: it has no board "
+                             "files (drop --config-out/--credentials-out)")
+        mock = {"MirrorOf": args.mirror} if args.mirror else {"Board": args.board or "zcu216-v2"}
+        device = client.add_device(args.name, args.refresh_timeout, mock=mock)
+        what = (f"mirrors device {args.mirror}'s firmware" if args.mirror
+                else f"simulates board {mock['Board']}")
+        emit(args, device, f"mock device {device['DeviceName']} created: DeviceId "
+                           f"{device['DeviceId']} ({what}); the queue service runs it")
+        return EXIT_OK
     device = client.add_device(args.name, args.refresh_timeout)
     config_text, credentials_text = client.board_files(device)
     written = []
@@ -323,6 +334,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config-out", metavar="FILE", help="write the board's config here")
     p.add_argument("--credentials-out", metavar="FILE",
                    help="write the board's credentials here (mode 0600)")
+    p.add_argument("--mock", action="store_true",
+                   help="a simulated device the queue service runs (our service only)")
+    mock = p.add_mutually_exclusive_group()
+    mock.add_argument("--board", metavar="NAME", help="with --mock: the simulated board "
+                      "(zcu216-v2 or zcu216-v1; default zcu216-v2)")
+    mock.add_argument("--mirror", metavar="DEVICE_ID", help="with --mock: run on the "
+                      "firmware (soccfg) this real device uploaded")
 
     add("devices", cmd_devices, "list the devices")
     p = add("device", cmd_device, "show one device")

@@ -63,9 +63,12 @@ class UserClient:
         (shown once); the stock service e-mails a temporary password and answers ``{}``."""
         return self.client.add_user(email, full_name, admin=admin)
 
-    def add_device(self, name: str, refresh_timeout: int = 60) -> dict:
-        """Create a device: ``{DeviceId, DeviceName, ClientId, ClientSecret}`` (secret once)."""
-        return self.client.add_device(name, refresh_timeout)
+    def add_device(self, name: str, refresh_timeout: int = 60, *,
+                   mock: dict | None = None) -> dict:
+        """Create a device: ``{DeviceId, DeviceName, ClientId, ClientSecret}`` (secret once).
+        With ``mock`` (``{"Board": ...}`` or ``{"MirrorOf": DeviceId}``) the service runs it
+        as a simulated board (our service only)."""
+        return self.client.add_device(name, refresh_timeout, mock=mock)
 
     def board_files(self, device: dict) -> tuple[str, str]:
         """The board's config and credentials files (INI text) for a new device."""

@@ -29,7 +29,7 @@ log = logging.getLogger("qick_queue")
 VERSION = "0.1.0"
 FEATURES = ["cancel", "failed-state", "long-poll", "leases", "sha256", "idempotency",
             "queue-position", "api-keys", "oauth2-token", "cognito-compat", "device-health",
-            "page-limit", "progress"]
+            "page-limit", "progress", "mock-devices"]
 
 
 async def capabilities(request: Request) -> Response:

@@ -48,6 +48,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-attempts", type=int, default=d.max_attempts)
     serve.add_argument("--upload-ttl-seconds", type=float, default=d.upload_ttl_seconds)
     serve.add_argument("--url-lifetime-seconds", type=int, default=d.url_lifetime_seconds)
+    serve.add_argument("--mock-deadline-seconds", type=float, default=300.0,
+                       help="longest run of one workload on a mock device (default 300)")
+    serve.add_argument("--mock-memory-mb", type=int, default=2048,
+                       help="memory limit of a mock device's run (default 2048)")
     serve.add_argument("--log-level", default="info",
                        choices=["debug", "info", "warning", "error"])
     serve.add_argument("--access-log", action="store_true", help="log every request")
@@ -103,11 +107,33 @@ async def _serve(args: argparse.Namespace) -> None:
             _write_port_file(args.port_file, port)
         log.info("qick-queue listening on http://%s:%d%s (data %s)", args.host, port,
                  args.prefix, args.data)
-        # uvicorn waits for open requests before it stops: end the long polls now.
-        while not server.should_exit and not task.done():
-            await asyncio.sleep(0.05)
-        await app.state.service.notifier.close()
+        fleet = _start_fleet(app, args, port)
+        try:
+            # uvicorn waits for open requests before it stops: end the long polls now.
+            while not server.should_exit and not task.done():
+                await asyncio.sleep(0.05)
+            await app.state.service.notifier.close()
+        finally:
+            await asyncio.get_running_loop().run_in_executor(None, fleet.stop)
     await task
+
+
+def _start_fleet(app, args: argparse.Namespace, port: int):
+    """The mock devices' workers, which reach this service over loopback."""
+    from cloudqueue.server.mockfleet import MockFleet
+    host = args.host
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    root = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    svc = app.state.service
+    fleet = MockFleet(svc.identities, root + svc.prefix, root, Path(args.data) / "mock",
+                      deadline_seconds=args.mock_deadline_seconds,
+                      memory_mb=args.mock_memory_mb)
+    svc.fleet = fleet
+    fleet.start()
+    return fleet
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -156,16 +156,19 @@ class IdentityStore:
         return user
 
     # -- devices -----------------------------------------------------------------------
-    def add_device(self, name: str, refresh_timeout: int, now: int) -> tuple[Row, str]:
-        """A new device and its OAuth2 client: (row, client_secret)."""
+    def add_device(self, name: str, refresh_timeout: int, now: int,
+                   mock: dict | None = None) -> tuple[Row, str]:
+        """A new device and its OAuth2 client: (row, client_secret). ``mock``: the device is
+        a simulated board the service runs itself (``{"Board": ...}`` or ``{"MirrorOf": ...}``)."""
         device_id = str(uuid.uuid4())
         client_id = secrets.token_hex(13)
         secret = secrets.token_urlsafe(40)
         with self.db.transaction() as conn:
             conn.execute(
                 "INSERT INTO devices (device_id, name, client_id, secret_hash, refresh_timeout, "
-                "created_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (device_id, name, client_id, sha256_hex(secret), refresh_timeout, now))
+                "created_at, mock) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (device_id, name, client_id, sha256_hex(secret), refresh_timeout, now,
+                 json.dumps(mock) if mock is not None else None))
             row = dict(conn.execute("SELECT * FROM devices WHERE device_id = ?",
                                     (device_id,)).fetchone())
         return row, secret
@@ -185,6 +188,22 @@ class IdentityStore:
         with self.db.reading() as conn:
             rows = conn.execute("SELECT * FROM devices ORDER BY created_at, device_id").fetchall()
         return [dict(r) for r in rows]
+
+    def mock_devices(self) -> list[Row]:
+        """The devices the service runs itself (simulated boards)."""
+        with self.db.reading() as conn:
+            rows = conn.execute("SELECT * FROM devices WHERE mock IS NOT NULL "
+                                "ORDER BY created_at, device_id").fetchall()
+        return [dict(r) for r in rows]
+
+    def new_secret(self, device_id: str) -> str:
+        """Replace a device's client secret; answers the new one (mock workers get a fresh
+        secret each start, so none is kept anywhere at rest)."""
+        secret = secrets.token_urlsafe(40)
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE devices SET secret_hash = ? WHERE device_id = ?",
+                         (sha256_hex(secret), device_id))
+        return secret
 
     def device_by_client(self, client_id: str, secret: str) -> Row:
         """The device whose OAuth2 client id and secret these are (else AuthError)."""

@@ -7,7 +7,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from cloudqueue.errors import BadRequest, NotFound
-from cloudqueue.server import policy
+from cloudqueue.server import mockspec, policy
 from cloudqueue.server import views
 from cloudqueue.server.web import (admin, call, field, forbidden_unless, json_ok, now_ms,
                                    principal, read_json, service, sha256_field, the_device,
@@ -24,7 +24,21 @@ async def create_device(request: Request) -> Response:
     timeout = field(body, "RefreshTimeout", int, default=60)
     if not 1 <= timeout <= 86400:
         raise BadRequest("RefreshTimeout must be between 1 and 86400 seconds")
-    row, secret = await call(service(request).identities.add_device, name, timeout, now_ms())
+    svc = service(request)
+    mock = mockspec.parse(field(body, "Mock", dict))
+    if mock is not None and "MirrorOf" in mock:
+        mirrored = await call(svc.identities.device, mock["MirrorOf"])
+        if mirrored is None:
+            raise NotFound(f"Mock.MirrorOf: no device {mock['MirrorOf']}: list the devices "
+                           "with GET /devices")
+        if mirrored["mock"] is not None:
+            raise BadRequest("Mock.MirrorOf must be a real device, not another mock device")
+    row, secret = await call(svc.identities.add_device, name, timeout, now_ms(), mock)
+    if mock is not None:  # the service runs it: its secret never leaves the service
+        if svc.fleet is not None:
+            svc.fleet.wake()
+        return json_ok({"DeviceId": row["device_id"], "DeviceName": row["name"],
+                        "ClientId": row["client_id"], "Mock": mock}, 201)
     return json_ok({"DeviceId": row["device_id"], "DeviceName": row["name"],
                     "ClientId": row["client_id"], "ClientSecret": secret}, 201)
 
@@ -51,6 +65,12 @@ async def get_device(request: Request) -> Response:
     body = views.device_detail(svc, request, row, now_ms(),
                                with_health=who.is_admin or who.kind == "device",
                                queue_length=len(active))
+    mirror = mockspec.mirror_of(row)
+    if who.kind == "device" and mirror is not None:
+        # a mock mirror reads the soccfg of the device it stands in for
+        mirrored = await call(svc.identities.device, mirror)
+        if mirrored is not None and mirrored["config_refreshed"] is not None:
+            body["MirrorConfigurationUrl"] = svc.presign(request, "GET", f"configs/{mirror}")
     return json_ok(body)
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from cloudqueue.server import policy
+from cloudqueue.server import mockspec, policy
 from cloudqueue.server.web import Service
 
 Row = dict[str, Any]
@@ -21,6 +21,7 @@ def device_summary(row: Row, now: int) -> dict[str, Any]:
                                              row["refresh_timeout"], now),
         "LastRefreshed": policy.iso(row["last_refreshed"]) or 0,
         "RefreshTimeout": row["refresh_timeout"],
+        **mockspec.device_fields(row),
     }
 
 

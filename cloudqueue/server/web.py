@@ -45,6 +45,8 @@ class Service:
     notifier: Notifier
     prefix: str = ""
     public_url: str | None = None
+    #: the supervisor of the mock devices' workers (``mockfleet.MockFleet``), once serving
+    fleet: Any = None
 
     def root_url(self, request: Request) -> str:
         """The service root that presigned URLs start with (never under the API prefix)."""
