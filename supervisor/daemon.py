@@ -216,6 +216,7 @@ class Supervisor:
             if msg.get("ok"):
                 self.queue["last_ok_at"] = msg.get("at") or time.time()
         elif kind == "uploaded":
+            self.work.uploaded()
             outcome = msg.get("outcome")
             if outcome in self.counts:
                 self.counts[outcome] += 1

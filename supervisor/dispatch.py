@@ -60,7 +60,9 @@ class Dispatcher:
         self.next_scan = now + 1.0
         ready = self.spool.ids("ready")
         if not ready:
-            self.want_work(self.spool.has_room())
+            # the service hands work this board has not reported yet back first (and counts
+            # an attempt each time): ask for more only once outgoing/ is through
+            self.want_work(self.spool.has_room() and not self.spool.ids("outgoing"))
             return
         work_id = ready[0]
         meta = self.spool.read_meta("ready", work_id) or WorkMeta(work_id, received_at=time.time())
@@ -80,6 +82,10 @@ class Dispatcher:
         if want != self.last_want and self.children["downloader"].identity is not None:
             self.last_want = want
             self._send("downloader", "want_work", want=want)
+
+    def uploaded(self) -> None:
+        """The uploader emptied a slot of ``outgoing/``: maybe ask for work now."""
+        self.next_scan = 0.0
 
     def work_arrived(self) -> None:
         """The downloader put work in ``ready/`` (and paused itself): look now."""

@@ -106,8 +106,9 @@ class Downloader:
             where = self.link.spool.find(work_id) if work_id else None
             if where not in (None, "done", "incoming"):
                 # the service hands back work this board already holds (it is EXECUTING or
-                # UPLOADING there): wait for the spool to move on
-                stop.wait(1.0)
+                # UPLOADING there, e.g. its outcome is not reported yet): asking again at
+                # once would count one more attempt each time, so wait for it to move on
+                self.wait_while_held(work_id, where)
                 continue
             try:
                 self.fetch(work_id, work["WorkloadUrl"])
@@ -120,6 +121,17 @@ class Downloader:
                 log.warning("downloading workload %s failed: %s", work_id, exc)
                 self.link.spool.remove("incoming", work_id)
                 stop.wait(backoff.next_delay())
+
+    def wait_while_held(self, work_id: str, where: str, limit: float = 60.0) -> None:
+        """Wait (at most ``limit`` seconds) until held work leaves ``ready/``, ``running/``
+        or ``outgoing/``: the uploader reports it, or the executor finishes it."""
+        log.info("the service handed back workload %s, which this board holds in %s/; "
+                 "waiting for it to move on", work_id, where)
+        deadline = time.monotonic() + limit
+        while not self.link.stop.is_set() and time.monotonic() < deadline:
+            if self.link.spool.find(work_id) != where:
+                return
+            self.link.stop.wait(0.1)
 
     def fetch(self, work_id: str, url: str) -> None:
         from cloudqueue.transfer import download_file

@@ -81,6 +81,7 @@ class BoardDaemon:
         self.port: Optional[int] = None
 
     def start(self, env: Optional[dict] = None, wait_ready: bool = True) -> "BoardDaemon":
+        self._log_from = len(self.log())  # a restart reads only its own lines for the port
         log = open(self.log_path, "a")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "supervisor.cli", "--config", str(self.config),
@@ -98,7 +99,8 @@ class BoardDaemon:
     def _port(self):
         if self.proc.poll() is not None:
             raise AssertionError(f"supervisor exited {self.proc.returncode}:\n{self.log()}")
-        found = re.findall(r"health on http://127\.0\.0\.1:(\d+)/", self.log())
+        found = re.findall(r"health on http://127\.0\.0\.1:(\d+)/",
+                           self.log()[self._log_from:])
         return found[-1] if found and (self.port is None) else None
 
     def log(self) -> str:
