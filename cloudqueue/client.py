@@ -17,7 +17,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 from urllib.parse import quote
 
 import requests
@@ -30,6 +30,7 @@ from cloudqueue.models import Device, Priority, Workload
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_BACKOFF = Backoff(base=0.5, cap=20.0, tries=5)
 MAX_WAIT_SECONDS = 20
+MAX_HOLDING = 100          # the service's limit on ?Holding= (docs/protocol.md)
 
 
 @dataclass(frozen=True)
@@ -258,11 +259,17 @@ class QueueClient:
         answer.setdefault("CancelRequested", [])
         return answer
 
-    def get_work(self, device_id: str, wait_seconds: float = 0) -> dict | None:
+    def get_work(self, device_id: str, wait_seconds: float = 0,
+                 holding: Iterable[str] = ()) -> dict | None:
         """``GET /devices/{id}/workload``: ``{WorkId, WorkloadUrl}`` or None when idle.
 
-        ``wait_seconds`` long-polls on our service; on a stock one it returns at once."""
+        ``wait_seconds`` long-polls on our service; on a stock one it returns at once.
+        ``holding``: work the board already has; our service then hands out the next work
+        instead of handing that back (and counting an attempt each time)."""
         params = {}
+        held = sorted(set(holding))
+        if held and self.supports("holding"):
+            params["Holding"] = ",".join(held[-MAX_HOLDING:])
         wait = max(0, min(int(wait_seconds), MAX_WAIT_SECONDS))
         if wait and self.supports("long-poll"):
             params["WaitSeconds"] = str(wait)

@@ -15,7 +15,7 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from cloudqueue.errors import ConfigError, QueueError
 from supervisor import exitcodes
@@ -90,7 +90,8 @@ class Downloader:
             if not self.want.wait(0.2):
                 continue
             try:
-                work = self.client.get_work(self.device_id, wait_seconds=self.args.long_poll)
+                work = self.client.get_work(self.device_id, wait_seconds=self.args.long_poll,
+                                            holding=self.held())
                 self._contact(True)
                 backoff.reset()
             except QueueError as exc:
@@ -105,9 +106,9 @@ class Downloader:
             work_id = str(work.get("WorkId") or "")
             where = self.link.spool.find(work_id) if work_id else None
             if where not in (None, "done", "incoming"):
-                # the service hands back work this board already holds (it is EXECUTING or
-                # UPLOADING there, e.g. its outcome is not reported yet): asking again at
-                # once would count one more attempt each time, so wait for it to move on
+                # a stock service (no ?Holding=) hands back work this board already holds
+                # (EXECUTING or UPLOADING there, its outcome not reported yet): asking again
+                # at once would count one more attempt each time, so wait for it to move on
                 self.wait_while_held(work_id, where)
                 continue
             try:
@@ -121,6 +122,12 @@ class Downloader:
                 log.warning("downloading workload %s failed: %s", work_id, exc)
                 self.link.spool.remove("incoming", work_id)
                 stop.wait(backoff.next_delay())
+
+    def held(self) -> List[str]:
+        """Work this board has and the service must not hand back (our ``?Holding=``)."""
+        spool = self.link.spool
+        return [w for state in ("incoming", "ready", "running", "outgoing")
+                for w in spool.ids(state)]
 
     def wait_while_held(self, work_id: str, where: str, limit: float = 60.0) -> None:
         """Wait (at most ``limit`` seconds) until held work leaves ``ready/``, ``running/``

@@ -27,7 +27,7 @@ from cloudqueue.server.workloads import WorkloadStore
 
 log = logging.getLogger("qick_queue")
 VERSION = "0.1.0"
-FEATURES = ["cancel", "failed-state", "long-poll", "leases", "sha256", "idempotency",
+FEATURES = ["cancel", "failed-state", "long-poll", "holding", "leases", "sha256", "idempotency",
             "queue-position", "api-keys", "oauth2-token", "cognito-compat", "device-health",
             "page-limit", "progress", "mock-devices"]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Collection, Iterable, Mapping, Sequence
 
 from cloudqueue.models import format_time
 
@@ -60,8 +60,12 @@ class Handout:
 
 
 def plan_handout(rows: Iterable[Row], max_attempts: int,
-                 asked_at: int | None = None) -> Handout:
+                 asked_at: int | None = None, holding: Collection[str] = ()) -> Handout:
     """Pick the work to hand out, ending on the way what must not run again.
+
+    - Work the device says it already holds (``holding``: ours, ``?Holding=``) is skipped
+      without counting an attempt: the board is running or uploading it, and asks for the
+      *next* work. Without it, the stock rule below applies.
 
     - EXECUTING/UPLOADING work is handed back (stock: a restarted device resumes it) only
       when it was handed out before this request was made (``asked_at``); work handed to a
@@ -77,6 +81,8 @@ def plan_handout(rows: Iterable[Row], max_attempts: int,
     """
     ended: list[Finalize] = []
     for row in queue_order(rows):
+        if row["work_id"] in holding:
+            continue
         if (row["status"] != "READY" and asked_at is not None
                 and (row["handed_out_at"] or 0) >= asked_at):
             continue

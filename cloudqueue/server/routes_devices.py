@@ -1,6 +1,7 @@
 """Device endpoints: admin creates, users list and read, the device heartbeats and pulls."""
 from __future__ import annotations
 
+import re
 import time
 
 from starlette.requests import Request
@@ -112,15 +113,31 @@ def _wait_seconds(request: Request) -> float:
     return value
 
 
+MAX_HOLDING = 100
+_WORK_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+
+
+def _holding(request: Request) -> frozenset[str]:
+    """``Holding=id,id,...``: work the device already has, never handed to it again."""
+    raw = request.query_params.get("Holding") or ""
+    ids = [part for part in raw.split(",") if part]
+    if len(ids) > MAX_HOLDING or not all(_WORK_ID.match(i) for i in ids):
+        raise BadRequest(f"Holding must be a comma-separated list of at most {MAX_HOLDING} "
+                         f"WorkIds (the work this device already has)")
+    return frozenset(ids)
+
+
 async def next_work(request: Request) -> Response:
-    """``GET /devices/{id}/workload[?WaitSeconds=N]``: the next work, or ``[]``.
+    """``GET /devices/{id}/workload[?WaitSeconds=N][&Holding=ids]``: the next work, or ``[]``.
 
     With ``WaitSeconds`` the request is held until work is there (woken by an upload, a
-    cancel or a lease expiry through the notifier) or the wait is over.
+    cancel or a lease expiry through the notifier) or the wait is over. Work named in
+    ``Holding`` is skipped: the board has it already and asks for what comes next.
     """
     device_id = request.path_params["device_id"]
     await the_device(request, device_id)
     wait = _wait_seconds(request)
+    holding = _holding(request)
     svc = service(request)
     deadline = time.monotonic() + wait
     asked_at = time.time_ns() // 1000  # microseconds: see policy.plan_handout
@@ -128,7 +145,7 @@ async def next_work(request: Request) -> Response:
         seen = svc.notifier.version(device_id)
         now = now_ms()
         await call(svc.workloads.touch_device, device_id, now)
-        row, ended = await call(svc.workloads.claim, device_id, now, asked_at)
+        row, ended = await call(svc.workloads.claim, device_id, now, asked_at, holding)
         if row is not None:
             return json_ok({"WorkId": row["work_id"],
                             "WorkloadUrl": svc.presign(request, "GET",

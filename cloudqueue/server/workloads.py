@@ -9,7 +9,7 @@ import sqlite3
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Collection, Iterable
 
 from cloudqueue.errors import BadRequest, Conflict, NotFound
 from cloudqueue.server import policy
@@ -201,17 +201,17 @@ class WorkloadStore:
             conn.execute("UPDATE devices SET last_seen = ? WHERE device_id = ?", (now, device_id))
         return changed
 
-    def claim(self, device_id: str, now: int,
-              asked_at: int | None = None) -> tuple[Row | None, list[policy.Finalize]]:
+    def claim(self, device_id: str, now: int, asked_at: int | None = None,
+              holding: Collection[str] = ()) -> tuple[Row | None, list[policy.Finalize]]:
         """Hand the device its next work (atomically), ending on the way what must not run.
 
-        ``asked_at``: when the device's request arrived, in microseconds since the epoch
-        (see ``policy.plan_handout``)."""
+        ``asked_at``: when the device's request arrived, in microseconds since the epoch;
+        ``holding``: work the device already has (see ``policy.plan_handout``)."""
         with self.db.transaction() as conn:
             rows = [dict(r) for r in conn.execute(
                 "SELECT * FROM workloads WHERE device_id = ? AND status IN (?, ?, ?)",
                 (device_id, *policy.ACTIVE)).fetchall()]
-            plan = policy.plan_handout(rows, self.limits.max_attempts, asked_at)
+            plan = policy.plan_handout(rows, self.limits.max_attempts, asked_at, holding)
             by_id = {r["work_id"]: r for r in rows}
             for end in plan.finalize:
                 seconds = policy.device_seconds(None, by_id[end.work_id]["started_at"], now)

@@ -214,3 +214,30 @@ def test_queue_position_and_estimates(world: World):
     running = status(user, first)
     assert running["QueuePosition"] == 0 and running["EstimatedStartAt"] is None
     assert user.get(f"/devices/{device.id}").json()["QueueLength"] == 2
+
+
+def test_holding_hands_out_the_next_work_and_counts_one_attempt(world: World):
+    """A board that names the work it already runs (``?Holding=``) gets the next work, and
+    the held work is neither handed back nor charged another attempt (regression: every
+    poll after a run used to count one, so a slow results upload ended the finished work
+    FAILED/attempts_exhausted)."""
+    device = world.device()
+    user, _ = world.user()
+    first, second = submit(user, device.id), submit(user, device.id)
+    assert device.next_work().json()["WorkId"] == first
+    nxt = device.api.get(f"/devices/{device.id}/workload", params={"Holding": first})
+    assert nxt.status_code == 200 and nxt.json()["WorkId"] == second
+    for _ in range(4):  # more polls than max_attempts, holding both
+        both = device.api.get(f"/devices/{device.id}/workload",
+                              params={"Holding": f"{first},{second}", "WaitSeconds": 0})
+        assert both.status_code == 200 and both.json() == []
+    held = status(user, first)
+    assert held["Attempts"] == 1 and held["WorkStatus"] == "EXECUTING"
+    assert status(user, second)["Attempts"] == 1
+
+
+def test_holding_must_be_a_list_of_work_ids(world: World):
+    device = world.device()
+    for bad in ("../etc", "x" * 65, ",".join(["a"] * 101)):
+        answer = device.api.get(f"/devices/{device.id}/workload", params={"Holding": bad})
+        assert_error(answer, 400, "bad_request")

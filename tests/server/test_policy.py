@@ -73,3 +73,12 @@ def test_queue_position_and_estimate():
     assert policy.device_seconds(2.5, 0, 99_000) == 2.5
     assert policy.device_seconds(None, 1_000, 3_000) == 2.0
     assert policy.iso(0) == "1970-01-01T00:00:00.000Z"
+
+
+def test_work_the_device_holds_is_skipped_without_an_attempt():
+    rows = [row("running", "EXECUTING", attempts=1), row("uploading", "UPLOADING"),
+            row("next")]
+    plan = policy.plan_handout(rows, 3, holding={"running", "uploading"})
+    assert plan.chosen["work_id"] == "next" and plan.finalize == []
+    held_only = policy.plan_handout(rows[:2], 3, holding={"running", "uploading"})
+    assert held_only.chosen is None and held_only.finalize == []
