@@ -150,8 +150,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                                   time_scale=args.time_scale)
         _write_soccfg(board, args.soccfg_out)
     except Exception as exc:
-        log.error("cannot open the %s board %s: %s: %s", args.board, args.board_name,
-                  type(exc).__name__, exc)
+        reason = f"cannot open the {args.board} board {args.board_name}: {exc}"
+        log.error("%s (%s)", reason, type(exc).__name__)
+        _farewell(args, reason)
         return exitcodes.BOARD_OPEN_FAILED
     # 3. only now: hello
     bus = ChildBus(args.bus, "executor", args.heartbeat, args.heartbeat_timeout)
@@ -163,6 +164,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     finally:
         bus.close()
         lock.release()
+
+
+def _farewell(args: argparse.Namespace, reason: str) -> None:
+    """The supervisor reports this reason (ERROR on the heartbeat), not just an exit code."""
+    ChildBus(args.bus, "executor", args.heartbeat, args.heartbeat_timeout).farewell(reason)
 
 
 def _serve(bus: ChildBus, runner: Any, board: Any) -> int:

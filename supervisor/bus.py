@@ -190,6 +190,14 @@ class ChildBus:
             self.send("heartbeat", **status)
         return not self.beat.silent(now)
 
+    def farewell(self, error: str, linger: float = 1.0) -> None:
+        """Tell the supervisor why this child cannot start (before it says hello), then
+        close, waiting up to ``linger`` seconds for the message to leave."""
+        self.send("farewell", name=self.name, pid=os.getpid(), error=error)
+        self._sock.close(int(linger * 1000))
+        self._ctx.term()
+
     def close(self) -> None:
-        self._sock.close(0)
+        if not self._sock.closed:
+            self._sock.close(0)
         self._ctx.term()

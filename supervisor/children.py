@@ -30,6 +30,8 @@ class Child:
     killed_for: Optional[str] = None            # why we signalled it (see policy.classify_exit)
     kill_at: Optional[float] = None             # when to escalate to SIGKILL
     stop_sent_at: Optional[float] = None
+    last_pid: Optional[int] = None              # the pid of the process before this one
+    last_words: str = ""                        # why it could not start (its farewell)
 
     @property
     def pid(self) -> Optional[int]:
@@ -44,7 +46,7 @@ class Child:
         self.proc = subprocess.Popen(self.argv(), env=self.env(), start_new_session=True,
                                      stdin=subprocess.DEVNULL, stderr=stderr, close_fds=True)
         self.identity, self.hello, self.killed_for, self.kill_at = None, {}, None, None
-        self.stop_sent_at = None
+        self.stop_sent_at, self.last_words = None, ""
         self.beat = heartbeat
         self.tracker.spawned(now)
         log.info("started %s (pid %d)", self.name, self.proc.pid)

@@ -177,6 +177,9 @@ class Supervisor:
     def _child_for(self, identity: bytes, msg: Dict[str, Any]) -> Optional[Child]:
         name = identity.decode(errors="replace").rsplit("-", 1)[0]
         child = self.children.get(name)
+        if child is not None and msg["type"] == "farewell":
+            # it may be reaped already: its last words still explain its exit
+            return child if msg.get("pid") in (child.pid, child.last_pid) else None
         if child is None or child.proc is None:
             return None
         if msg["type"] == "hello":
@@ -193,7 +196,13 @@ class Supervisor:
             return
         child.beat.heard(now)
         kind = msg["type"]
-        if kind == "hello":
+        if kind == "farewell":
+            words = str(msg.get("error") or "")[:500]
+            if child.proc is None and words and child.tracker.reason:
+                child.tracker.reason += f": {words}"  # reaped before the message arrived
+            else:
+                child.last_words = words
+        elif kind == "hello":
             child.hello = msg
             child.tracker.hello(now)
             log.info("%s is up (pid %s)", child.name, child.pid)
@@ -268,22 +277,30 @@ class Supervisor:
             self.work.executor_died(child, rc, now)
             if rc > 0:
                 reason = f"the executor {exitcodes.MEANING.get(rc, reason)}"
+        if child.last_words:
+            reason += f": {child.last_words}"
         state = child.tracker.exited(now, reason, wanted=wanted)
         log.log(logging.INFO if wanted else logging.WARNING, "%s (pid %s) %s -> %s",
                 child.name, child.pid, reason, state.value)
-        child.proc = None
-        child.identity = None
+        child.last_pid, child.proc, child.identity = child.pid, None, None
 
     # --- drain ------------------------------------------------------------------------------
     def _drain(self, now: float) -> bool:
-        """Stop taking work; let the current one finish within the stop timeout; then stop
-        the children. Returns True once all are gone."""
+        """Stop taking work; let the current one finish within the stop timeout, and the
+        uploader report what is finished (within the same timeout; what it does not reach
+        stays in outgoing/ for the next start); then stop the children. Returns True once
+        all are gone."""
         self.work.want_work(False)
         elapsed = now - self.drain_started
+        in_time = not self.stop_now and elapsed <= self.s.stop_timeout_seconds
         ex = self.children["executor"]
         if self.work.job is not None:
-            if self.stop_now or elapsed > self.s.stop_timeout_seconds:
+            if not in_time:
                 ex.terminate(now, "stop", self.s.grace_seconds)
+            return False
+        uploader = self.children["uploader"]
+        if in_time and uploader.status == ChildStatus.RUNNING and self.queue.get("ok") and \
+                self.spool.ids("outgoing"):
             return False
         alive = False
         for child in self.children.values():

@@ -120,10 +120,10 @@ def test_supervisor_sigkill_with_work_in_every_spool_folder_ends_each_exactly_on
     assert [final[w].WorkStatus for w in (b, c, d)] == ["DONE"] * 3, final
     # B was handed out again (its partial download was dropped); the others only once
     assert {w: final[w].Attempts for w in (a, b, c, d)} == {a: 1, b: 2, c: 1, d: 1}
-    status = wait_for(lambda: (lambda s: s if s["spool"]["done"] == 4 else None)(
-        board.status()), 15, what="all four in done/")
+    status = wait_for(lambda: (lambda s: s if s["spool"]["done"] == 4 and s["counts"] == {
+        "DONE": 3, "FAILED": 1, "CANCELLED": 0} else None)(board.status()), 15,
+        what="all four in done/ and counted")
     assert sum(status["spool"].values()) == 4
-    assert status["counts"] == {"DONE": 3, "FAILED": 1, "CANCELLED": 0}
     # nothing was uploaded twice: one report per workload in the daemon's log (both runs),
     # no upload was refused as a repeat, and the service holds D's results as the board
     # made them

@@ -1,0 +1,122 @@
+"""Fault tests of the whole daemon against the real queue service: cancel through the
+service, a workload for another firmware, an executor that cannot open the board (restart
+intensity -> ERROR with the reason on the heartbeat), SIGTERM while a workload runs."""
+import json
+import os
+import time
+
+from tests.board.conftest import make_workload
+from tests.board.test_systemd import FakeSystemd
+from tests.helpers import wait_for
+
+SLOW = {"time_scale": "2000"}  # the simulated board runs ~2000x slower than real time
+
+
+def _running(board, work_id):
+    return wait_for(lambda: (board.status()["current"] or {}).get("work_id") == work_id, 20,
+                    what=f"{work_id} to run")
+
+
+def test_cancel_of_ready_and_running_work_through_the_service_and_the_next_one_runs(
+        board_factory, tmp_path):
+    board = board_factory(executor=SLOW).start()
+    running = board.submit(make_workload(tmp_path / "long.gz", programs=3, reps=20000))
+    waiting = board.submit(make_workload(tmp_path / "w.gz"))
+    _running(board, running)
+    # READY at the service: cancelled at once, the board never gets it
+    assert board.admin.cancel_workload(waiting).WorkStatus == "CANCELLED"
+    asked = time.monotonic()
+    board.admin.cancel_workload(running)
+    work = board.wait_terminal(running, 20)
+    assert work.WorkStatus == "CANCELLED", work
+    assert time.monotonic() - asked < 10  # the whole workload would take far longer
+    wait_for(lambda: board.status()["current"] is None, 10, what="the executor to stop")
+    nxt = board.submit(make_workload(tmp_path / "next.gz"))
+    assert board.wait_terminal(nxt, 30).WorkStatus == "DONE"
+    assert board.admin.get_workload(waiting).WorkStatus == "CANCELLED"
+    wait_for(lambda: board.status()["counts"] == {"DONE": 1, "FAILED": 0, "CANCELLED": 1},
+             10, what="both counted")
+    assert board.status()["spool"]["done"] == 2
+    assert "cancel requested" in board.log()
+
+
+def test_a_workload_for_another_firmware_fails_naming_both_and_the_board_stays_online(
+        board_factory, tmp_path):
+    board = board_factory(executor={"board_name": "zcu216-v1"}).start()
+    work = board.wait_terminal(board.submit(make_workload(tmp_path / "v2.gz")))  # for v2
+    assert work.WorkStatus == "FAILED", work
+    assert "zcu216-v2" in work.ErrorMessage and "zcu216-v1" in work.ErrorMessage
+    assert "compile it against this board" in work.ErrorMessage
+    status = board.status()
+    assert status["state"] == "ONLINE"
+    assert status["children"]["executor"]["restarts"] == 0
+    device = board.admin.get_device(board.device_id)
+    assert device.DeviceStatus == "ONLINE"
+
+
+def test_an_executor_that_cannot_open_the_board_reports_error_with_the_reason(
+        board_factory, tmp_path):
+    bad = tmp_path / "soccfg.json"
+    bad.write_text(json.dumps({"board": "nothing useful"}))
+    fake = FakeSystemd()
+    try:
+        board = board_factory(
+            supervisor={"restart_max": "2", "restart_period_seconds": "60",
+                        "restart_slow_seconds": "60"},
+            executor={"soccfg_json": str(bad)})
+        board.start(env=dict(os.environ, NOTIFY_SOCKET=fake.path), wait_ready=False)
+        status = wait_for(lambda: (lambda s: s if s["state"] == "ERROR" else None)(
+            board.status()), 30, what="the board to report ERROR")
+        assert "executor" in status["reason"] and "could not open the board" in \
+            status["reason"] and str(bad) in board.log()
+        assert "cannot open the simulated board" in status["reason"], status["reason"]
+        assert status["children"]["executor"]["state"] == "FATAL"
+        restarts = status["children"]["executor"]["restarts"]
+        assert restarts == 3  # past the limit of 2: no more quick restarts
+        # the service hears it through the heartbeat
+        device = wait_for(lambda: (lambda d: d if d.DeviceStatus == "ERROR" else None)(
+            board.admin.get_device(board.device_id)), 10, what="ERROR at the service")
+        assert device.Health["State"] == "ERROR"
+        assert "cannot open the simulated board" in device.Health["Reason"]
+        # systemd was told READY (the daemon is up, only the board is not) and why
+        wait_for(lambda: fake.has("READY=1"), 10, what="READY=1")
+        assert any("STATUS=ERROR" in m for _, m in fake.drain())
+        # no flapping: it stays FATAL, waiting for the slow retry
+        end = time.monotonic() + 1.5
+        while time.monotonic() < end:  # observing that nothing happens needs a window
+            assert board.status()["children"]["executor"]["restarts"] == restarts
+            time.sleep(0.1)
+        assert board.stop() == 0
+    finally:
+        fake.close()
+
+
+def test_sigterm_while_a_workload_runs_lets_it_finish_then_exits_cleanly(board_factory,
+                                                                           tmp_path):
+    fake = FakeSystemd()
+    try:
+        board = board_factory(executor={"time_scale": "500"})
+        board.start(env=dict(os.environ, NOTIFY_SOCKET=fake.path))
+        work_id = board.submit(make_workload(tmp_path / "w.gz", programs=2, reps=1000))
+        _running(board, work_id)
+        assert board.stop(timeout=20) == 0
+        assert fake.has("STOPPING=1")
+        # it finished, and the uploader reported it before the children were stopped
+        assert board.admin.get_workload(work_id).WorkStatus == "DONE"
+        assert "SIGTERM: draining" in board.log()
+    finally:
+        fake.close()
+
+
+def test_sigterm_past_the_stop_timeout_stops_the_workload_and_reports_it(board_factory,
+                                                                         tmp_path):
+    board = board_factory(supervisor={"stop_timeout_seconds": "0.5"}, executor=SLOW).start()
+    work_id = board.submit(make_workload(tmp_path / "long.gz", programs=1, reps=20000))
+    _running(board, work_id)
+    started = time.monotonic()
+    assert board.stop(timeout=20) == 0
+    assert time.monotonic() - started < 8
+    board.start()
+    work = board.wait_terminal(work_id, 20)
+    assert work.WorkStatus == "FAILED" and work.ErrorKind == "board_restarted"
+    assert "stopped during execution" in work.ErrorMessage
