@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Optional
 
 from executor import sandbox
 from supervisor import exitcodes
-from supervisor.bus import ChildBus
+from supervisor.bus import ChildBus, Waker
 from supervisor.errors import BoardBusy, SandboxError
 
 log = logging.getLogger("qick.executor")
@@ -51,13 +51,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 class Job:
     """One workload running in a worker thread; the main thread keeps the bus alive."""
 
-    def __init__(self, runner: Any, board: Any, msg: Dict[str, Any]):
+    def __init__(self, runner: Any, board: Any, msg: Dict[str, Any], waker: Waker):
         self.work_id: str = msg["work_id"]
         self.request_id: str = msg["id"]
         self.stop = threading.Event()
         self.progress: "queue.Queue[tuple]" = queue.Queue()
         self.outcome: Optional[Dict[str, Any]] = None
-        self._runner, self._board, self._msg = runner, board, msg
+        self._runner, self._board, self._msg, self._waker = runner, board, msg, waker
         self.thread = threading.Thread(target=self._run, name=f"job-{self.work_id}", daemon=True)
 
     def _run(self) -> None:
@@ -67,7 +67,7 @@ class Job:
             result = self._runner.run_workload(
                 msg["workload_path"], msg["results_path"], self._board,
                 _limits(self._runner, msg.get("limits") or {}),
-                lambda done, total: self.progress.put((done, total)),
+                self._progressed,
                 self.stop.is_set, work_id=self.work_id)
             self.outcome = {
                 "status": result.status, "error_kind": result.error_kind,
@@ -83,6 +83,11 @@ class Job:
                             "error_message": f"the executor failed: {type(exc).__name__}: {exc}"}
         self.outcome.setdefault("seconds", time.monotonic() - started)
         self.outcome["has_results"] = os.path.exists(msg["results_path"])
+        self._waker.wake()
+
+    def _progressed(self, done: int, total: int) -> None:
+        self.progress.put((done, total))
+        self._waker.wake()
 
     def start(self) -> None:
         self.thread.start()
@@ -175,15 +180,20 @@ def _serve(bus: ChildBus, runner: Any, board: Any) -> int:
     job: Optional[Job] = None
     stopping = False
     last_progress = None
+    waker = Waker()  # the job's thread pokes it: outcome and progress go out at once
     while True:
-        for msg in bus.recv(0.05):
+        # woken by the job's thread; when its outcome is set, the thread is about to end
+        timeout = min(0.5, bus.beat.interval)
+        if job is not None and job.outcome is not None:
+            timeout = 0.002
+        for msg in bus.recv(timeout, waker):
             kind = msg["type"]
             if kind == "run":
                 if job is not None:
                     bus.send("outcome", re=msg["id"], work_id=msg.get("work_id"),
                              status="REFUSED", error_message="the executor is busy")
                     continue
-                job = Job(runner, board, msg)
+                job = Job(runner, board, msg, waker)
                 last_progress = None
                 job.start()
             elif kind == "cancel" and job is not None and msg.get("work_id") == job.work_id:

@@ -138,6 +138,39 @@ class SupervisorBus:
         self._ctx.term()
 
 
+class Waker:
+    """A self-pipe a worker thread pokes so the bus loop wakes at once (instead of at the
+    end of its poll timeout) to send what the worker posted."""
+
+    def __init__(self) -> None:
+        self._r, self._w = os.pipe()
+        os.set_blocking(self._r, False)
+        os.set_blocking(self._w, False)
+
+    def fileno(self) -> int:
+        return self._r
+
+    def wake(self) -> None:
+        try:
+            os.write(self._w, b"!")
+        except (BlockingIOError, OSError):
+            pass  # already awake (pipe full) or closing
+
+    def clear(self) -> None:
+        try:
+            while os.read(self._r, 4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def close(self) -> None:
+        for fd in (self._r, self._w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
 class ChildBus:
     """A child's end: one DEALER with identity ``<name>-<pid>``."""
 
@@ -165,9 +198,21 @@ class ChildBus:
     def hello(self, **fields: Any) -> str:
         return self.send("hello", name=self.name, pid=os.getpid(), **fields)
 
-    def recv(self, timeout: float) -> List[Dict[str, Any]]:
+    def recv(self, timeout: float, waker: Optional["Waker"] = None) -> List[Dict[str, Any]]:
+        """Messages that arrived within ``timeout`` seconds; returns early (maybe with none)
+        when ``waker`` is poked."""
         out: List[Dict[str, Any]] = []
-        if not self._sock.poll(int(timeout * 1000)):
+        if waker is None:
+            ready = self._sock.poll(int(timeout * 1000))
+        else:
+            poller = zmq.Poller()
+            poller.register(self._sock, zmq.POLLIN)
+            poller.register(waker.fileno(), zmq.POLLIN)
+            events = dict(poller.poll(int(timeout * 1000)))
+            if waker.fileno() in events:
+                waker.clear()
+            ready = self._sock in events
+        if not ready:
             return out
         while True:
             try:

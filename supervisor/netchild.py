@@ -11,7 +11,7 @@ import threading
 from typing import Any, Callable, Dict, List, Optional
 
 from supervisor import exitcodes
-from supervisor.bus import ChildBus
+from supervisor.bus import ChildBus, Waker
 from supervisor.spool import Spool
 
 log = logging.getLogger("qick")
@@ -52,9 +52,11 @@ class Link:
         self.spool = Spool(args.spool)
         self.outbox: "queue.Queue[tuple]" = queue.Queue()
         self.stop = threading.Event()
+        self.waker = Waker()
 
     def post(self, kind: str, **fields: Any) -> None:
         self.outbox.put((kind, fields))
+        self.waker.wake()  # sent now, not at the end of the bus loop's poll
 
     def serve(self, on_message: Callable[[Dict[str, Any]], None], workers: List[threading.Thread],
               **hello: Any) -> int:
@@ -64,7 +66,7 @@ class Link:
             for worker in workers:
                 worker.start()
             while True:
-                for msg in bus.recv(0.05):
+                for msg in bus.recv(min(0.5, bus.beat.interval), self.waker):
                     if msg["type"] == "stop":
                         self.stop.set()
                     else:
@@ -82,6 +84,7 @@ class Link:
                     return exitcodes.PARENT_GONE
         finally:
             bus.close()
+            self.waker.close()
 
 
 def run_main(name: str, body: Callable[[], int]) -> None:
