@@ -53,12 +53,16 @@ class Downloader:
     # --- heartbeat thread ---------------------------------------------------------------
     def heartbeat_loop(self) -> None:
         backoff = Backoff(1.0, 30.0, floor=0.5)
+        failing: Optional[str] = None  # the last error logged: an outage is logged once
         while not self.link.stop.is_set():
             delay = self.args.queue_heartbeat
             try:
                 answer = self.client.heartbeat(self.device_id, self.status, health=self.health)
                 self._contact(True)
                 backoff.reset()
+                if failing is not None:
+                    log.info("the queue service answers again")
+                    failing = None
                 self._upload_soccfg(answer.get("UploadUrl"))
                 for work_id in answer.get("CancelRequested") or []:
                     if work_id not in self._cancels_sent:
@@ -66,7 +70,10 @@ class Downloader:
                         self.link.post("cancel", work_id=work_id)
             except QueueError as exc:
                 self._contact(False, str(exc))
-                log.warning("heartbeat failed: %s", exc)
+                if str(exc) != failing:
+                    log.warning("heartbeat failed: %s (retrying; logged again only if the "
+                                "error changes)", exc)
+                    failing = str(exc)
                 delay = min(delay, backoff.next_delay())
             self.link.stop.wait(delay)
 
