@@ -60,9 +60,9 @@ class Dispatcher:
         self.next_scan = now + 1.0
         ready = self.spool.ids("ready")
         if not ready:
-            # the service hands work this board has not reported yet back first (and counts
-            # an attempt each time): ask for more only once outgoing/ is through
-            self.want_work(self.spool.has_room() and not self.spool.ids("outgoing"))
+            # whether unreported work in outgoing/ must be through first depends on the
+            # service (?Holding=): the downloader, which talks to it, decides
+            self.want_work(self.spool.has_room())
             return
         work_id = ready[0]
         meta = self.spool.read_meta("ready", work_id) or WorkMeta(work_id, received_at=time.time())

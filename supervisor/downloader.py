@@ -97,6 +97,11 @@ class Downloader:
             if not self.want.wait(0.2):
                 continue
             try:
+                if self.link.spool.ids("outgoing") and not self.client.supports("holding"):
+                    # a stock service hands unreported work back first, counting an attempt
+                    # each time: ask once the uploader has reported what outgoing/ holds
+                    stop.wait(0.2)
+                    continue
                 work = self.client.get_work(self.device_id, wait_seconds=self.args.long_poll,
                                             holding=self.held())
                 self._contact(True)
