@@ -64,7 +64,8 @@ class QueueService:
                 str(self.data_dir), "--host", "127.0.0.1", "--port", str(self.port or 0),
                 "--port-file", str(port_file), "--log-level", "warning"]
         for name, value in self.options.items():
-            args += [f"--{name.replace('_', '-')}", str(value)]
+            flag = f"--{name.replace('_', '-')}"
+            args += [flag] if value is True else [flag, str(value)]
         log = open(self.log_path, "a")
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
                                      start_new_session=True)

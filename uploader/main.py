@@ -86,6 +86,16 @@ class Uploader:
                 url = c.results_upload_url(dev, meta.work_id, device_seconds=meta.seconds)
                 upload_file(url, results, what=f"results upload of {meta.work_id}")
                 return
+        if not c.supports("failed-state"):
+            # a stock service has no FAILED (nor CANCELLED): finish the work the only way it
+            # knows, with a results file that records the status and the error for the
+            # user; reporting nothing would have it handed back and run again forever
+            if not results.exists():
+                write_error_results(results, meta)
+            url = c.results_upload_url(dev, meta.work_id)
+            upload_file(url, results, what=f"results upload of {meta.work_id} "
+                                           f"({meta.outcome}: {meta.error_message})")
+            return
         if meta.outcome == "CANCELLED":
             c.report_outcome(dev, meta.work_id, "CANCELLED")
             return
@@ -97,6 +107,16 @@ class Uploader:
         if partial and answer.get("UploadUrl"):
             upload_file(answer["UploadUrl"], results,
                         what=f"partial results upload of {meta.work_id}")
+
+
+def write_error_results(path, meta: WorkMeta) -> None:
+    """A results file holding only the outcome and the error (no program ran to the end)."""
+    from qickwork.results import ResultsWriter
+    with ResultsWriter(path, programs_total=meta.programs_total or 0,
+                       work_id=meta.work_id) as writer:
+        writer.finish(meta.outcome or "FAILED", seconds=meta.seconds or 0.0,
+                      error_kind=meta.error_kind or "device_error",
+                      error_message=meta.error_message or "failed on the board")
 
 
 def main(argv=None) -> int:

@@ -22,7 +22,7 @@ from cloudqueue.server.identities import IdentityStore
 from cloudqueue.server.notify import Notifier
 from cloudqueue.server.settings import Limits
 from cloudqueue.server.tokens import Signer
-from cloudqueue.server.web import Service, call, error_response, now_ms
+from cloudqueue.server.web import Service, call, error_response, now_ms, service
 from cloudqueue.server.workloads import WorkloadStore
 
 log = logging.getLogger("qick_queue")
@@ -33,6 +33,8 @@ FEATURES = ["cancel", "failed-state", "long-poll", "holding", "leases", "sha256"
 
 
 async def capabilities(request: Request) -> Response:
+    if service(request).limits.stock_protocol:
+        return JSONResponse({"message": "Not Found"}, status_code=404)
     return JSONResponse({"Service": "qick-queue", "Version": VERSION, "Features": FEATURES})
 
 

@@ -52,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="longest run of one workload on a mock device (default 300)")
     serve.add_argument("--mock-memory-mb", type=int, default=2048,
                        help="memory limit of a mock device's run (default 2048)")
+    serve.add_argument("--stock-protocol", action="store_true",
+                       help="answer devices as the stock AWS service does (no /capabilities, "
+                            "no long poll): for testing clients against the stock protocol")
     serve.add_argument("--log-level", default="info",
                        choices=["debug", "info", "warning", "error"])
     serve.add_argument("--access-log", action="store_true", help="log every request")
@@ -67,7 +70,8 @@ def _write_port_file(path: Path, port: int) -> None:
 def _limits(args: argparse.Namespace) -> Limits:
     limits = Limits(max_upload_mb=args.max_upload_mb, lease_seconds=args.lease_seconds,
                     max_attempts=args.max_attempts, upload_ttl_seconds=args.upload_ttl_seconds,
-                    url_lifetime_seconds=args.url_lifetime_seconds)
+                    url_lifetime_seconds=args.url_lifetime_seconds,
+                    stock_protocol=args.stock_protocol)
     for name in ("max_upload_mb", "lease_seconds", "max_attempts", "upload_ttl_seconds",
                  "url_lifetime_seconds"):
         if getattr(limits, name) <= 0:

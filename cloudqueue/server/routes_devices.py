@@ -139,6 +139,8 @@ async def next_work(request: Request) -> Response:
     wait = _wait_seconds(request)
     holding = _holding(request)
     svc = service(request)
+    if svc.limits.stock_protocol:
+        wait, holding = 0.0, frozenset()
     deadline = time.monotonic() + wait
     asked_at = time.time_ns() // 1000  # microseconds: see policy.plan_handout
     while True:
