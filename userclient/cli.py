@@ -267,9 +267,28 @@ def cmd_wait(args: argparse.Namespace) -> int:
 
 def cmd_results(args: argparse.Namespace) -> int:
     done = make_client(args).get_results(args.work_id, args.output)
-    emit(args, {"Path": str(done.path), "Size": done.size, "SHA256": done.sha256},
-         f"results saved to {done.path} ({done.size} bytes)")
-    return EXIT_OK
+    status, error = recorded_outcome(done.path)
+    text = f"results saved to {done.path} ({done.size} bytes)"
+    if status not in (None, "DONE"):
+        # partial results of a failed workload; on a stock service (no FAILED state) the
+        # file is the only place the board's error reaches the user
+        text += f"\nthe board recorded {status}: {error}"
+    emit(args, {"Path": str(done.path), "Size": done.size, "SHA256": done.sha256,
+                "RecordedStatus": status, "RecordedError": error}, text)
+    return EXIT_OK if status in (None, "DONE") else EXIT_WORKLOAD_FAILED
+
+
+def recorded_outcome(path: Any) -> tuple[str | None, str]:
+    """The status and error a results file records (None when it is not one of ours)."""
+    try:
+        import h5py
+        with h5py.File(path, "r") as f:
+            status = f.attrs.get("status")
+            error = f.attrs.get("error_message", "")
+    except (ImportError, OSError):
+        return None, ""
+    as_text = (lambda v: v.decode() if isinstance(v, bytes) else str(v))
+    return (as_text(status) if status is not None else None), as_text(error)
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:

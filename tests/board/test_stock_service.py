@@ -4,6 +4,10 @@ each, and a workload that fails on the board is finished with a results file tha
 the error, instead of being handed back and run again forever."""
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import requests
 
 from tests.board.conftest import BoardDaemon
@@ -34,5 +38,15 @@ def test_board_polls_a_stock_service_and_ends_failures_with_their_results(
             assert f.attrs["status"] == "FAILED"
             assert f.attrs["error_kind"] == "invalid_workload"
             assert "gzip" in f.attrs["error_message"]
+
+        # the CLI says what the board recorded, and exits 1 (workload failed)
+        conf = tmp_path / "user.conf"
+        conf.write_text(f"[service]\napi_endpoint = {stock.url}\n[user]\n"
+                        f"api_key = {stock.admin_key}\n")
+        cli = subprocess.run([str(Path(sys.executable).parent / "userclient"), "--config",
+                              str(conf), "results", broken, "-o", str(tmp_path / "r.h5")],
+                             capture_output=True, text=True, timeout=60)
+        assert cli.returncode == 1, cli.stderr
+        assert "the board recorded FAILED" in cli.stdout and "gzip" in cli.stdout
     finally:
         board.cleanup()
