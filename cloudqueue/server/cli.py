@@ -61,6 +61,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class HideFileQueries(logging.Filter):
+    """Drop the query string of ``/files/...`` paths from uvicorn's access log: it carries
+    the signature of a presigned URL, which lets whoever reads the log fetch or replace
+    the file until it expires. Other paths keep theirs (ids and options, no secrets)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            path, _, query = args[2].partition("?")
+            if query and path.startswith("/files/"):
+                record.args = (*args[:2], path, *args[3:])
+        return True
+
+
 def _write_port_file(path: Path, port: int) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(f"{port}\n")
@@ -102,6 +116,7 @@ async def _serve(args: argparse.Namespace) -> None:
                             # the original device client polls every 5 s: keep its connection
                             # open longer than that (uvicorn's default of 5 s races with it)
                             timeout_keep_alive=75)
+    logging.getLogger("uvicorn.access").addFilter(HideFileQueries())
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started and not task.done():
