@@ -4,7 +4,8 @@
   a ``Content-Length``, read in chunks, optionally hashing (SHA-256) on the way; retried
   from the start after a dropped connection or a 5xx.
 - ``download_file(url, dest)``: ``GET`` streamed into a temporary file next to ``dest``,
-  fsynced and renamed, so ``dest`` is either complete or untouched; optional SHA-256 check.
+  fsynced and renamed, so ``dest`` is either complete or untouched; optional SHA-256 check;
+  with ``max_bytes``, reading stops (and nothing is kept) as soon as the file is larger.
 - ``fetch_json(url)``: small JSON documents (the device configuration).
 
 Presigned URLs are passed on exactly as given (query parameters such as
@@ -21,7 +22,7 @@ from typing import IO, Any, Callable
 
 import requests
 
-from cloudqueue.errors import ChecksumMismatch, QueueError, ServiceUnavailable
+from cloudqueue.errors import ChecksumMismatch, FileTooLarge, QueueError, ServiceUnavailable
 from cloudqueue.httpcall import Backoff, call
 
 CHUNK_SIZE = 1 << 16
@@ -121,8 +122,14 @@ def download_file(url: str, dest: str | os.PathLike, *, sha256: bool = False,
                   session: requests.Session | None = None,
                   timeout: float = DEFAULT_TIMEOUT, backoff: Backoff = TRANSFER_BACKOFF,
                   sleep: Callable[[float], None] | None = None,
-                  chunk_size: int = CHUNK_SIZE, what: str = "download") -> Transferred:
-    """GET a presigned URL into ``dest`` (temp file + fsync + rename; retried from scratch)."""
+                  chunk_size: int = CHUNK_SIZE, what: str = "download",
+                  max_bytes: int | None = None) -> Transferred:
+    """GET a presigned URL into ``dest`` (temp file + fsync + rename; retried from scratch).
+
+    ``max_bytes``: refuse a larger file (``FileTooLarge``, whose ``size`` is the announced
+    length or at least ``max_bytes + 1``) before or while reading it, so a huge file never
+    fills the disk; nothing is left behind.
+    """
     session = session or requests.Session()
     target = Path(dest).expanduser()
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -139,12 +146,15 @@ def download_file(url: str, dest: str | os.PathLike, *, sha256: bool = False,
                 answer = call(session, "GET", url, what=what, timeout=timeout,
                               backoff=backoff, safe=True, stream=True, **extra)
                 with answer:
+                    expected_length = answer.headers.get("Content-Length")
+                    _check_size(expected_length, max_bytes, what)
                     for block in answer.iter_content(chunk_size):
-                        out.write(block)
                         size += len(block)
+                        if max_bytes is not None and size > max_bytes:
+                            raise _too_large(what, max_bytes, None)
+                        out.write(block)
                         if digest is not None:
                             digest.update(block)
-                    expected_length = answer.headers.get("Content-Length")
                 if expected_length is not None and int(expected_length) != size:
                     raise requests.ConnectionError(f"got {size} of {expected_length} bytes")
                 out.flush()
@@ -172,6 +182,25 @@ def download_file(url: str, dest: str | os.PathLike, *, sha256: bool = False,
         except BaseException:
             _unlink(tmp_name)
             raise
+
+
+def _check_size(announced: str | None, max_bytes: int | None, what: str) -> None:
+    if max_bytes is None or announced is None:
+        return
+    try:
+        length = int(announced)
+    except ValueError:
+        return  # a nonsense header: the count while reading still applies
+    if length > max_bytes:
+        raise _too_large(what, max_bytes, length)
+
+
+def _too_large(what: str, max_bytes: int, size: int | None) -> FileTooLarge:
+    told = f"{size} bytes" if size is not None else f"more than {max_bytes} bytes"
+    error = FileTooLarge(f"{what}: the file is {told}, over the limit of {max_bytes} bytes; "
+                         "nothing was saved", kind="too_large")
+    error.size = size if size is not None else max_bytes + 1
+    return error
 
 
 def fetch_json(url: str, *, session: requests.Session | None = None,

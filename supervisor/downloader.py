@@ -153,21 +153,27 @@ class Downloader:
             self.link.stop.wait(0.1)
 
     def fetch(self, work_id: str, url: str) -> None:
+        from cloudqueue.errors import FileTooLarge
         from cloudqueue.transfer import download_file
         spool = self.link.spool
         folder = spool.create_incoming(work_id)
         meta = WorkMeta(work_id, received_at=time.time())
-        download_file(url, folder / WORKLOAD, what=f"download of workload {work_id}")
-        meta.size = (folder / WORKLOAD).stat().st_size
-        limit = self.args.max_workload_mb * 2**20
-        if meta.size > limit:
-            meta.finish("FAILED", "invalid_workload",
-                        f"the workload file is {meta.size / 2**20:.1f} MB, over this board's "
-                        f"limit of {self.args.max_workload_mb} MB; split it into smaller "
-                        "workloads")
+        limit_mb = self.args.max_workload_mb
+        try:
+            # stops reading past the limit: a huge workload never fills the disk
+            download_file(url, folder / WORKLOAD, what=f"download of workload {work_id}",
+                          max_bytes=limit_mb * 2**20)
+        except FileTooLarge as exc:
+            size = f"{exc.size / 2**20:.1f} MB" if exc.size and exc.size > limit_mb * 2**20 + 1 \
+                else f"over {limit_mb} MB"
+            meta.finish("FAILED", "too_large",
+                        f"the workload file is {size}, over this board's limit of {limit_mb} MB;"
+                        " split it into smaller workloads (or the board's admin raises "
+                        "[executor] max_workload_mb in /etc/qick/config)")
             spool.move(work_id, "incoming", "outgoing", meta)
-            log.info("workload %s refused: too large", work_id)
+            log.info("workload %s refused: %s", work_id, exc)
         else:
+            meta.size = (folder / WORKLOAD).stat().st_size
             spool.write_meta("incoming", meta)
             spool.move(work_id, "incoming", "ready")
             log.info("workload %s downloaded (%d bytes)", work_id, meta.size)

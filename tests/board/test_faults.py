@@ -49,7 +49,10 @@ def test_a_too_large_workload_is_refused_before_running(board_factory, tmp_path)
     big = tmp_path / "big.gz"
     big.write_bytes(os.urandom(2 * 2**20))
     work = board.wait_terminal(board.submit(big))
-    assert work.WorkStatus == "FAILED" and "over this board's limit of 1 MB" in work.ErrorMessage
+    assert work.WorkStatus == "FAILED" and work.ErrorKind == "too_large"
+    assert "2.0 MB, over this board's limit of 1 MB" in work.ErrorMessage
+    assert "[executor] max_workload_mb" in work.ErrorMessage  # how to change the limit
+    assert "refused: download of workload" in board.log()  # stopped while downloading
     ok = board.wait_terminal(board.submit(make_workload(tmp_path / "ok.gz")))
     assert ok.WorkStatus == "DONE"
 
