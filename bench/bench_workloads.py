@@ -26,6 +26,7 @@ from qick.helpers import progs2json  # noqa: E402
 
 from executor.runner import open_board, run_workload  # noqa: E402
 from qickwork import ResultsWriter, dumps_workload, entry_for  # noqa: E402
+from qickwork.firmware import firmware_info  # noqa: E402
 from tests.qick.programs import SweepV2  # noqa: E402
 
 
@@ -52,12 +53,22 @@ def main() -> None:
     t_plain = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    ours = dumps_workload([entry_for(p, board.soccfg, rounds=1) for p in progs])
+    info = firmware_info(board.soccfg)           # the soccfg is hashed once per workload
+    ours = dumps_workload([entry_for(p, board.soccfg, rounds=1, firmware=info) for p in progs])
     t_ours = time.perf_counter() - t0
+
+    from userclient.workload import WorkloadManager
+    t0 = time.perf_counter()
+    wm = WorkloadManager(board.soccfg)
+    for p in progs:
+        wm.add(p)                                # + the checks against the board
+    managed = dumps_workload(wm.entries)
+    t_wm = time.perf_counter() - t0
     print(f"build {args.programs} programs: {t_build:.2f} s")
     print(f"serialize  progs2json+gzip: {t_plain:.3f} s, {len(plain_bytes) / 1024:.1f} KiB")
     print(f"serialize  qickwork       : {t_ours:.3f} s, {len(ours) / 1024:.1f} KiB "
           f"(+{100 * (len(ours) / len(plain_bytes) - 1):.1f}% for firmware + acquire args)")
+    print(f"serialize  WorkloadManager.add + dumps: {t_wm:.3f} s, {len(managed) / 1024:.1f} KiB")
 
     with tempfile.TemporaryDirectory() as tmp:
         wl = os.path.join(tmp, "w.gz")

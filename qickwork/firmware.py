@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 FINGERPRINT_SECTIONS = ("board", "refclk_freq", "gens", "iqs", "readouts", "tprocs",
@@ -42,9 +43,7 @@ def tproc_version(soccfg: Any) -> int:
 
 def describe(soccfg: Any) -> str:
     """A short human name: ``ZCU216 tProc v2 (built <date>, sha256:...)``."""
-    cfg = _as_dict(soccfg)
-    return (f"{cfg.get('board', '?')} tProc v{tproc_version(cfg) or '?'} "
-            f"(built {cfg.get('fw_timestamp', '?')}, {fingerprint(cfg)})")
+    return firmware_info(soccfg).name
 
 
 def timing_clock(soccfg: Any) -> float | None:
@@ -55,3 +54,21 @@ def timing_clock(soccfg: Any) -> float | None:
     except (KeyError, IndexError, TypeError, ValueError):
         return None
     return value if value > 0 else None
+
+
+@dataclass(frozen=True)
+class FirmwareInfo:
+    """What a workload records about the firmware it was compiled for. Computing it hashes
+    the soccfg, so a workload computes it once, not once per program."""
+    fingerprint: str
+    name: str
+    f_time: float | None
+
+
+def firmware_info(soccfg: Any) -> FirmwareInfo:
+    """The ``FirmwareInfo`` of a soccfg (a dict or a QickConfig): one hash of the soccfg."""
+    cfg = _as_dict(soccfg)
+    mark = fingerprint(cfg)
+    name = (f"{cfg.get('board', '?')} tProc v{tproc_version(cfg) or '?'} "
+            f"(built {cfg.get('fw_timestamp', '?')}, {mark})")
+    return FirmwareInfo(fingerprint=mark, name=name, f_time=timing_clock(cfg))

@@ -39,7 +39,8 @@ from typing import IO, Any, Iterable, Mapping
 import numpy as np
 
 from qickwork.errors import FirmwareMismatch, InvalidWorkload, TooLarge
-from qickwork.firmware import describe, fingerprint, timing_clock, tproc_version
+from qickwork.firmware import (FirmwareInfo, describe, firmware_info, fingerprint,
+                               tproc_version)
 
 FORMAT_VERSION = 1
 META_KEY = "qickwork"
@@ -127,17 +128,22 @@ def entry_for(prog: Any, soccfg: Any, acqtype: str = "accumulated", *, rounds: i
               save_raw: bool = False, save_shots: bool = False,
               threshold: float | list[float] | None = None,
               angle: float | list[float] | None = None,
-              remove_offset: bool = True) -> ProgramEntry:
-    """A ``ProgramEntry`` for a compiled qick program and the soccfg it was compiled for."""
+              remove_offset: bool = True,
+              firmware: FirmwareInfo | None = None) -> ProgramEntry:
+    """A ``ProgramEntry`` for a compiled qick program and the soccfg it was compiled for.
+
+    ``firmware`` is ``firmware_info(soccfg)``: pass it when building many entries for one
+    soccfg (``WorkloadManager`` does), so the soccfg is hashed once, not once per program."""
     if acqtype not in ACQTYPES:
         raise InvalidWorkload(f"acqtype must be one of {ACQTYPES}, not {acqtype!r}")
     if getattr(prog, "binprog", None) is None:
         prog.compile()
     args = AcquireArgs.from_json({"rounds": rounds, "threshold": threshold, "angle": angle,
                                   "remove_offset": remove_offset}, 0)
+    info = firmware or firmware_info(soccfg)
     return ProgramEntry(dump=prog.dump_prog(), acqtype=acqtype, save_raw=save_raw,
-                        save_shots=save_shots, acquire=args, firmware=fingerprint(soccfg),
-                        firmware_name=describe(soccfg), f_time=timing_clock(soccfg),
+                        save_shots=save_shots, acquire=args, firmware=info.fingerprint,
+                        firmware_name=info.name, f_time=info.f_time,
                         qick_version=qick_version(),
                         format_version=FORMAT_VERSION)
 

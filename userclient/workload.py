@@ -27,6 +27,7 @@ from typing import Any, Iterator
 from qickwork import (AcquireArgs, Estimate, FirmwareMismatch, InvalidWorkload, Limits,
                       ProgramEntry, ProgramResult, Results, check_entry, entry_for,
                       estimate_dump, fingerprint, read_results, write_workload)
+from qickwork.firmware import FirmwareInfo, firmware_info
 
 
 class WorkloadManager:
@@ -37,6 +38,25 @@ class WorkloadManager:
         self.limits = limits or Limits()
         self.entries: list[ProgramEntry] = []
         self.progs: list[Any] = []
+        # (soccfg object, its FirmwareInfo), and the last program soccfg seen with its
+        # fingerprint: hashing a soccfg costs about as much as serializing a program, so
+        # a sweep of many programs hashes each soccfg object once (the reference held here
+        # keeps an id from being reused)
+        self._firmware: tuple[Any, FirmwareInfo] | None = None
+        self._prog_cfg: tuple[Any, str] | None = None
+
+    def _firmware_info(self) -> FirmwareInfo:
+        if self._firmware is None or self._firmware[0] is not self.soccfg:
+            self._firmware = (self.soccfg, firmware_info(self.soccfg))
+        return self._firmware[1]
+
+    def _compiled_for(self, soccfg: Any) -> str:
+        """The fingerprint of a program's soccfg (the manager's own: no hashing)."""
+        if soccfg is self.soccfg:
+            return self._firmware_info().fingerprint
+        if self._prog_cfg is None or self._prog_cfg[0] is not soccfg:
+            self._prog_cfg = (soccfg, fingerprint(soccfg))
+        return self._prog_cfg[1]
 
     # ------------------------------------------------------------------ building
     def add(self, prog: Any, acqtype: str = "accumulated", *, rounds: int = 1,
@@ -47,14 +67,15 @@ class WorkloadManager:
         if self.soccfg is None:
             raise InvalidWorkload("WorkloadManager needs the board's soccfg: "
                                   "WorkloadManager(soccfg)")
+        info = self._firmware_info()
         if getattr(prog, "soccfg", None) is not None and \
-                fingerprint(prog.soccfg) != fingerprint(self.soccfg):
+                self._compiled_for(prog.soccfg) != info.fingerprint:
             raise FirmwareMismatch(f"program {len(self.entries)} was compiled for another "
                                    "board configuration than this WorkloadManager's: compile "
                                    "it with the same soccfg")
         entry = entry_for(prog, self.soccfg, acqtype, rounds=rounds, save_raw=save_raw,
                           save_shots=save_shots, threshold=threshold, angle=angle,
-                          remove_offset=remove_offset)
+                          remove_offset=remove_offset, firmware=info)
         check_entry(entry, len(self.entries), self.soccfg, self.limits)
         self.entries.append(entry)
         self.progs.append(prog)

@@ -90,3 +90,33 @@ def test_submit_writes_a_workload_and_hands_it_to_create_work(board):
     assert wm.submit(client, "dev-1", "HIGH", name="sweep") == "work-1"
     assert client.args == ("dev-1", "HIGH", "sweep")
     assert client.entries[0].acquire.rounds == 4
+
+
+def test_a_sweep_hashes_the_boards_soccfg_once_not_per_program(board, monkeypatch):
+    """Regression: each add() hashed the soccfg four times (the firmware check, the
+    fingerprint, and again inside the firmware's name): 0.5 s for a 1001-program sweep."""
+    import hashlib
+
+    import qickwork.firmware as firmware
+    calls = []
+
+    class CountingHashlib:
+        @staticmethod
+        def sha256(data: bytes):
+            calls.append(len(data))
+            return hashlib.sha256(data)
+
+    monkeypatch.setattr(firmware, "hashlib", CountingHashlib)
+    wm = WorkloadManager(board.soccfg)
+    for k in range(20):
+        wm.add(SweepV2(board.soccfg, reps=2, final_delay=1.0, cfg={"freq": 140.0 + k}))
+    assert len(calls) == 1
+    expected = firmware.firmware_info(board.config_dict)
+    assert {(e.firmware, e.firmware_name, e.f_time) for e in wm.entries} == \
+        {(expected.fingerprint, expected.name, expected.f_time)}
+    # a program compiled with another (equal) soccfg object is still compared by firmware
+    other = open_board("simulated", "zcu216-v2", seed=6).soccfg
+    wm.add(SweepV2(other, reps=2, final_delay=1.0, cfg={"freq": 150.0}))
+    v1 = open_board("simulated", "zcu216-v1", seed=6).soccfg
+    with pytest.raises(FirmwareMismatch):
+        wm.add(LoopV1(v1, {"gen": 0, "freq": 300.0, "ro_len": 100, "reps": 2}))
