@@ -7,6 +7,7 @@ import os
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from supervisor.children import Child
+from supervisor.errors import DiskFull
 from supervisor.policy import ChildStatus
 from supervisor.spool import Spool
 
@@ -20,8 +21,10 @@ def board_state(children: Mapping[str, Child], spool: Spool, busy: bool) -> Tupl
     errors = [f"{c.name}: {c.tracker.reason}" for c in children.values() if c.tracker.in_error]
     if errors:
         return "ERROR", "; ".join(errors)
-    if not spool.has_room():
-        return "ERROR", "disk full: no new work is taken"
+    try:
+        spool.check_room()
+    except DiskFull as exc:
+        return "ERROR", f"disk full: {exc}"
     return ("BUSY" if busy else "ONLINE"), ""
 
 

@@ -189,8 +189,9 @@ class Spool:
         free = self.free_bytes()
         if free < self.min_free_bytes:
             raise DiskFull(f"only {free // 2**20} MiB free in {self.root} (need "
-                           f"{self.min_free_bytes // 2**20} MiB): no new work is taken until "
-                           "space is freed; finished results are kept and uploaded")
+                           f"{self.min_free_bytes // 2**20} MiB, [supervisor] min_free_mb): no "
+                           "new work is taken until space is freed; finished results are kept "
+                           "and uploaded")
 
     def prune_done(self, max_age: float, max_bytes: int, now: Optional[float] = None) -> List[str]:
         """Delete ``done/`` entries older than ``max_age`` seconds, then the oldest until the
