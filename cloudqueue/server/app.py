@@ -74,7 +74,8 @@ async def _queue_error(request: Request, exc: Exception) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
-    message = {404: f"no such path {request.url.path}: see docs/protocol.md",
+    message = {404: f"this queue service has no path {request.url.path}: check "
+                        "api_endpoint in your config (with its prefix, e.g. /dev)",
                405: f"{request.method} is not allowed on {request.url.path}"}.get(
                    exc.status_code, str(exc.detail))
     return JSONResponse({"ErrorMessage": message, "ErrorKind": kind},

@@ -18,6 +18,9 @@ from typing import Any
 from cloudqueue.errors import AuthError, BadRequest, Conflict, NotFound
 from cloudqueue.server.db import Database
 
+#: what to do about an unknown DeviceId, in words for CLI and HTTP callers alike
+NO_DEVICE_HINT = "check the DeviceId against the list of devices (`userclient devices`)"
+
 Row = dict[str, Any]
 API_KEY_PREFIX = "qk_"
 KNOWN_GROUPS = ("Admin", "AllDevices")
@@ -181,7 +184,7 @@ class IdentityStore:
     def require_device(self, device_id: str) -> Row:
         row = self.device(device_id)
         if row is None:
-            raise NotFound(f"no device {device_id}: list the devices with GET /devices")
+            raise NotFound(f"no device {device_id}: {NO_DEVICE_HINT}")
         return row
 
     def devices(self) -> list[Row]:

@@ -10,6 +10,7 @@ from starlette.responses import Response
 from cloudqueue.errors import BadRequest, NotFound
 from cloudqueue.server import mockspec, policy
 from cloudqueue.server import views
+from cloudqueue.server.identities import NO_DEVICE_HINT
 from cloudqueue.server.web import (admin, call, field, forbidden_unless, json_ok, now_ms,
                                    principal, read_json, service, sha256_field, the_device,
                                    user)
@@ -30,8 +31,8 @@ async def create_device(request: Request) -> Response:
     if mock is not None and "MirrorOf" in mock:
         mirrored = await call(svc.identities.device, mock["MirrorOf"])
         if mirrored is None:
-            raise NotFound(f"Mock.MirrorOf: no device {mock['MirrorOf']}: list the devices "
-                           "with GET /devices")
+            raise NotFound(f"Mock.MirrorOf: no device {mock['MirrorOf']}: "
+                           f"{NO_DEVICE_HINT}")
         if mirrored["mock"] is not None:
             raise BadRequest("Mock.MirrorOf must be a real device, not another mock device")
     row, secret = await call(svc.identities.add_device, name, timeout, now_ms(), mock)
@@ -61,7 +62,7 @@ async def get_device(request: Request) -> Response:
     svc = service(request)
     row = await call(svc.identities.device, device_id)
     if row is None:
-        raise NotFound(f"no device {device_id}: list the devices with GET /devices")
+        raise NotFound(f"no device {device_id}: {NO_DEVICE_HINT}")
     active = await call(svc.workloads.active_for_device, device_id)
     body = views.device_detail(svc, request, row, now_ms(),
                                with_health=who.is_admin or who.kind == "device",

@@ -11,7 +11,7 @@ from cloudqueue.errors import BadRequest, NotFound
 from cloudqueue.models import WorkStatus, parse_time
 from cloudqueue.server import policy
 from cloudqueue.server import views
-from cloudqueue.server.identities import Principal
+from cloudqueue.server.identities import NO_DEVICE_HINT, Principal
 from cloudqueue.server.web import (call, field, json_ok, now_ms, read_json, service,
                                    sha256_field, user)
 from cloudqueue.server.workloads import PageKey
@@ -38,7 +38,7 @@ async def submit(request: Request) -> Response:
     key = _idempotency_key(request)
     svc = service(request)
     if await call(svc.identities.device, device_id) is None:
-        raise NotFound(f"no device {device_id}: list the devices with GET /devices")
+        raise NotFound(f"no device {device_id}: {NO_DEVICE_HINT}")
     fingerprint = hashlib.sha256(json.dumps([device_id, priority, name, sha]).encode()).hexdigest()
     row, _created = await call(svc.workloads.create, account_id=who.id, device_id=device_id,
                                priority=priority, user_given_name=name, sha256=sha,
@@ -93,7 +93,8 @@ async def _owned(request: Request, who: Principal, work_id: str) -> dict:
     """The workload if the caller owns it or is an admin; 404 otherwise (existence hidden)."""
     row = await call(service(request).workloads.get, work_id)
     if row is None or not (who.is_admin or row["account_id"] == who.id):
-        raise NotFound(f"no workload {work_id} of yours: list yours with GET /workloads")
+        raise NotFound(f"no workload {work_id} of yours: check the WorkId against the list "
+                       "of your workloads (`userclient list`)")
     return row
 
 

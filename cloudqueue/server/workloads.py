@@ -144,7 +144,8 @@ class WorkloadStore:
         """The workload a workload file may be uploaded for (else NotFound / Conflict)."""
         row = self.get(work_id)
         if row is None:
-            raise NotFound(f"no workload {work_id}: create it with POST /workloads first")
+            raise NotFound(f"no workload {work_id}: submit the workload again "
+                           "(`userclient submit`)")
         if row["status"] in policy.TERMINAL:
             raise Conflict(f"workload {work_id} is {row['status']}: its file can no longer "
                            "be replaced; submit a new workload")

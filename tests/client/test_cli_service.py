@@ -160,6 +160,11 @@ def test_errors_map_to_exit_codes_without_tracebacks(lab, tmp_path):
     unknown = str(uuid.uuid4())
     missing = run(lab["ada"], "status", unknown)
     assert missing.returncode == 4 and unknown in missing.stderr
+    # says what to do in the CLI's words, not the HTTP path behind it
+    assert "userclient list" in missing.stderr and "GET /" not in missing.stderr
+    no_device = run(lab["ada"], "submit", str(lab["ada"]), "--device", unknown)
+    assert no_device.returncode == 4 and "userclient devices" in no_device.stderr
+    assert "POST /" not in no_device.stderr and "GET /" not in no_device.stderr
 
     bad_key = write_config(tmp_path / "bad.conf", lab["service"], "qk_" + "x" * 43)
     denied = run(bad_key, "devices")
@@ -188,5 +193,5 @@ def test_errors_map_to_exit_codes_without_tracebacks(lab, tmp_path):
     lab["service"].stop()
     down = run(lab["ada"], "--request-timeout", "2", "devices")
     assert down.returncode == 5 and "cannot reach" in down.stderr
-    for result in (missing, denied, not_admin, no_file, no_config, down):
+    for result in (missing, no_device, denied, not_admin, no_file, no_config, down):
         assert "Traceback" not in result.stderr

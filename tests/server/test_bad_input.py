@@ -165,3 +165,9 @@ def test_file_paths_and_methods_that_do_not_exist(world: World):
                               timeout=10), 404)
     assert_error(requests.get(root + "/files/workloads/../../secret", timeout=10), 404)
     assert_error(requests.delete(world.service.url + "/workloads", timeout=10), 405)
+
+
+def test_an_unknown_path_says_to_check_api_endpoint(world: World):
+    """A wrong api_endpoint (a missing or extra prefix) is the usual cause of a 404 on a path."""
+    body = assert_error(world.admin.get("/dev/workloads"), 404, "not_found")
+    assert "api_endpoint" in body["ErrorMessage"] and "/dev/workloads" in body["ErrorMessage"]
