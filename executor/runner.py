@@ -24,7 +24,8 @@ rounds), writing each program's results as it finishes. A failure writes a valid
 file with the programs done so far and the error, when the failure happened after the
 first program started; a workload refused before running gets no results file unless
 ``results_path`` is wanted anyway (it always is: the file then holds only the error).
-Error kinds: invalid_workload, firmware_mismatch, too_large, device_error.
+Error kinds: invalid_workload, firmware_mismatch, too_large (also a program that runs out
+of the process's memory), device_error.
 """
 from __future__ import annotations
 
@@ -171,6 +172,13 @@ def run_workload(workload_path: str, results_path: str, board: Board,
             result = _run_one(prog, entry, board.soc, should_stop)
         except WorkloadError as exc:
             return outcome("FAILED", exc.kind, exc.message)
+        except MemoryError as exc:  # over the process's memory limit (the program's arrays)
+            return outcome("FAILED", "too_large",
+                           f"program {i} ran out of memory on {board.name} "
+                           f"({exc or 'MemoryError'}); the {done} programs before it "
+                           "completed. Make its results smaller: do not save raw data or "
+                           "shots, use fewer reps or loop steps, or split it into several "
+                           "programs")
         except Exception as exc:  # whatever qick or the board raise while running
             log.warning("program %d failed: %s: %s", i, type(exc).__name__, exc)
             return outcome("FAILED", "device_error",

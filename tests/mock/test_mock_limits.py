@@ -1,0 +1,124 @@
+"""Mock devices under their limits: the deadline, the memory limit (a program over it, and a
+run that cannot even start under it), and cancel while a workload runs. Tiny limits, real
+service, real worker and child processes."""
+from __future__ import annotations
+
+import logging
+
+import psutil
+import pytest
+from qick import QickConfig
+
+from tests.helpers import wait_for
+from tests.mock.test_mock_device import ready, user_client
+from tests.qick.programs import QickSweep1D, SweepV2
+from tests.server.api import World
+from userclient.workload import WorkloadManager
+
+LONG_ROUNDS = 1_000_000      # about 300 s on the simulated board: only a stop ends it
+
+
+@pytest.fixture(autouse=True)
+def _quiet_qick():
+    logging.getLogger("qick").setLevel(logging.ERROR)
+
+
+def mock_device(service, name: str) -> tuple[World, str]:
+    world = World(service)
+    resp = world.admin.post("/devices", json={"DeviceName": name, "RefreshTimeout": 2,
+                                              "Mock": {"Board": "zcu216-v2"}})
+    assert resp.status_code == 201, resp.text
+    device_id = resp.json()["DeviceId"]
+    ready(world.admin, device_id)
+    return world, device_id
+
+
+def long_workload(soccfg: dict, path) -> None:
+    cfg = QickConfig(soccfg)
+    wm = WorkloadManager(cfg)
+    wm.add(SweepV2(cfg, reps=1, final_delay=1.0, cfg={"freq": 150.0}), rounds=LONG_ROUNDS)
+    wm.write(path)
+
+
+def big_workload(soccfg: dict, path) -> None:
+    """Within the per-program result limit, but its raw data needs more than 500 MB."""
+    cfg = QickConfig(soccfg)
+    wm = WorkloadManager(cfg)
+    wm.add(SweepV2(cfg, reps=200_000, final_delay=1.0,
+                   cfg={"freq": QickSweep1D("f", 140, 160), "steps": 100}), save_raw=True)
+    wm.write(path)
+
+
+def run_children(service, work_id: str) -> list[psutil.Process]:
+    found = []
+    for p in psutil.Process(service.proc.pid).children(recursive=True):
+        try:
+            if "mockboard.run" in p.cmdline() and work_id in p.cmdline() \
+                    and p.status() != psutil.STATUS_ZOMBIE:
+                found.append(p)
+        except psutil.Error:  # exited while we looked
+            continue
+    return found
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory):
+    from tests.conftest import start_queue_service
+    svc = start_queue_service(tmp_path_factory.mktemp("mocklimits"),
+                              mock_deadline_seconds=5, mock_memory_mb=500)
+    yield svc
+    svc.stop()
+
+
+def test_a_run_over_the_deadline_is_killed_and_failed_as_deadline(limited, tmp_path):
+    world, device_id = mock_device(limited, "slow")
+    uc = user_client(limited, world)
+    long_workload(uc.get_soccfg(device_id), tmp_path / "long.json.gz")
+    work_id = uc.create_work(device_id, tmp_path / "long.json.gz")
+    work = uc.wait_until_done(work_id, timeout=60, poll_interval=0.2)
+    assert work.WorkStatus == "FAILED" and work.ErrorKind == "deadline", work
+    assert "deadline of 5 s" in work.ErrorMessage
+    assert "make the workload smaller" in work.ErrorMessage
+    assert run_children(limited, work_id) == []
+    # the device is not stuck: it answers its heartbeat as ONLINE again
+    ready(world.admin, device_id)
+
+
+def test_a_program_over_the_memory_limit_fails_as_too_large_not_device_error(limited,
+                                                                            tmp_path):
+    """Regression: a MemoryError was reported as device_error with advice about readout
+    lengths and buffer sizes."""
+    world, device_id = mock_device(limited, "small")
+    uc = user_client(limited, world)
+    big_workload(uc.get_soccfg(device_id), tmp_path / "big.json.gz")
+    work = uc.wait_until_done(uc.create_work(device_id, tmp_path / "big.json.gz"),
+                              timeout=60, poll_interval=0.2)
+    assert work.WorkStatus == "FAILED" and work.ErrorKind == "too_large", work
+    assert "program 0 ran out of memory" in work.ErrorMessage
+    assert "do not save raw data or shots" in work.ErrorMessage
+
+
+def test_a_run_that_dies_under_the_memory_limit_is_reported_as_crashed(queue_service_factory,
+                                                                       tmp_path):
+    service = queue_service_factory(mock_memory_mb=64)  # too small to even import numpy
+    world, device_id = mock_device(service, "tiny")
+    uc = user_client(service, world)
+    long_workload(uc.get_soccfg(device_id), tmp_path / "w.json.gz")
+    work = uc.wait_until_done(uc.create_work(device_id, tmp_path / "w.json.gz"),
+                              timeout=60, poll_interval=0.2)
+    assert work.WorkStatus == "FAILED" and work.ErrorKind == "crashed", work
+    assert "died (exit code 1)" in work.ErrorMessage
+    assert "more than the mock's 64 MB of memory" in work.ErrorMessage
+
+
+def test_cancel_while_running_stops_the_run_and_ends_cancelled(limited, tmp_path):
+    world, device_id = mock_device(limited, "cancel-me")
+    uc = user_client(limited, world)
+    long_workload(uc.get_soccfg(device_id), tmp_path / "long.json.gz")
+    work_id = uc.create_work(device_id, tmp_path / "long.json.gz")
+    wait_for(lambda: run_children(limited, work_id), 20, interval=0.05,
+             what="the run's child process")
+    uc.cancel(work_id)
+    work = uc.wait_until_done(work_id, timeout=30, poll_interval=0.1)
+    assert work.WorkStatus == "CANCELLED", work
+    wait_for(lambda: run_children(limited, work_id) == [], 10, what="the child to be gone")
