@@ -2,9 +2,11 @@
 
     qick-supervisor [--config FILE] [--credentials FILE]      run the daemon
     qick-supervisor status [--config FILE] [--json]           ask the running daemon
+    qick-supervisor check [--config FILE] [--credentials FILE] [--json]
+                                                              preflight of an installation
 
 Exit codes: 0 stopped cleanly; 2 a configuration problem (the message says what to fix);
-1 the daemon is not reachable (``status``).
+1 the daemon is not reachable (``status``) or a preflight check failed (``check``).
 """
 from __future__ import annotations
 
@@ -33,7 +35,18 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command")
     st = sub.add_parser("status", help="print the running daemon's health")
     st.add_argument("--json", action="store_true", help="the raw /status JSON")
+    ck = sub.add_parser("check", help="preflight: config, credentials, queue, device, board, "
+                        "spool; one line per check, exit 0 only when all pass")
+    ck.add_argument("--json", action="store_true", help="the results as JSON")
     return p
+
+
+def check_command(config: str, creds: str, want_json: bool) -> int:
+    from supervisor.check import Preflight, as_json, format_results
+    logging.basicConfig(level=logging.ERROR, stream=sys.stderr)  # the board's own chatter
+    results = Preflight(config, creds).run()
+    print(as_json(results) if want_json else format_results(results))
+    return exitcodes.OK if all(r.ok for r in results) else exitcodes.FAILURE
 
 
 def _paths(args) -> tuple:
@@ -91,6 +104,8 @@ def status_command(settings, as_json: bool) -> int:
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     config, creds = _paths(args)
+    if args.command == "check":
+        return check_command(config, creds, args.json)
     try:
         settings = load_settings(config if os.path.exists(config) or args.config else None)
         if args.command == "status":
