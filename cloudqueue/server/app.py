@@ -29,7 +29,7 @@ log = logging.getLogger("qick_queue")
 VERSION = "0.1.0"
 FEATURES = ["cancel", "failed-state", "long-poll", "holding", "leases", "sha256", "idempotency",
             "queue-position", "api-keys", "oauth2-token", "cognito-compat", "device-health",
-            "page-limit", "progress", "mock-devices"]
+            "page-limit", "progress", "mock-devices", "workload-wait"]
 
 
 async def capabilities(request: Request) -> Response:
@@ -89,25 +89,28 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
                         status_code=500)
 
 
-def housekeep(svc: Service) -> list[str]:
+def housekeep(svc: Service) -> tuple[list[str], list[str]]:
     """One sweep: leases, never-uploaded work, old idempotency keys. Answers the devices
-    whose queue changed."""
+    whose queue changed: (work back in the queue, only never-uploaded work ended)."""
     now = now_ms()
     changed = svc.workloads.expire_leases(now)
     expired = svc.workloads.expire_uploads(now)
     if expired:
         log.info("%d workload(s) never uploaded: FAILED/upload_expired", len(expired))
     svc.workloads.purge_idempotency(now)
-    return changed
+    return changed, sorted({device for _, device in expired} - set(changed))
 
 
 async def _housekeeping_loop(svc: Service) -> None:
     interval = svc.limits.housekeeping_interval
     while True:
         try:
-            for device_id in await call(housekeep, svc):
+            leases, uploads = await call(housekeep, svc)
+            for device_id in leases:
                 log.info("lease ended on device %s: its work is back in the queue", device_id)
-                await svc.notifier.notify(device_id)
+                await svc.queue_changed(device_id)
+            for device_id in uploads:
+                await svc.queue_changed(device_id, devices=False)
         except Exception:  # keep sweeping: one bad sweep must not stop the next
             log.exception("housekeeping failed")
         await asyncio.sleep(interval)
@@ -122,7 +125,8 @@ def open_service(data_dir: Path, limits: Limits, *, prefix: str = "",
     files.create()
     files.clear_tmp()
     svc = Service(limits=limits, identities=IdentityStore(db), workloads=WorkloadStore(db, limits),
-                  files=files, signer=Signer(secret), notifier=Notifier(), prefix=prefix,
+                  files=files, signer=Signer(secret), notifier=Notifier(),
+                  watchers=Notifier(), prefix=prefix,
                   public_url=public_url)
     return svc, db
 

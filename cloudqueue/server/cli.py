@@ -131,7 +131,7 @@ async def _serve(args: argparse.Namespace) -> None:
             # uvicorn waits for open requests before it stops: end the long polls now.
             while not server.should_exit and not task.done():
                 await asyncio.sleep(0.05)
-            await app.state.service.notifier.close()
+            await app.state.service.close_waits()
         finally:
             await asyncio.get_running_loop().run_in_executor(None, fleet.stop)
     await task

@@ -1,7 +1,9 @@
-"""Wake long-polling devices: one asyncio condition and a change counter per device.
+"""Wake long polls: one asyncio condition and a change counter per key (a device id).
 
-A waiter reads the counter, looks for work, and waits only while the counter is unchanged,
-so a wake-up that lands between its look and its wait is never lost.
+A waiter reads the counter, looks (for work, or at its workload), and waits only while the
+counter is unchanged, so a wake-up that lands between its look and its wait is never lost.
+The service keeps two: one wakes devices waiting for work, the other users waiting on a
+workload of that device (``web.Service``).
 """
 from __future__ import annotations
 

@@ -11,9 +11,9 @@ from cloudqueue.errors import BadRequest, NotFound
 from cloudqueue.server import mockspec, policy
 from cloudqueue.server import views
 from cloudqueue.server.identities import NO_DEVICE_HINT
-from cloudqueue.server.web import (admin, call, field, forbidden_unless, json_ok, now_ms,
+from cloudqueue.server.web import (Service, admin, call, field, forbidden_unless, json_ok, now_ms,
                                    principal, read_json, service, sha256_field, the_device,
-                                   user)
+                                   user, wait_seconds)
 
 
 async def create_device(request: Request) -> Response:
@@ -76,6 +76,13 @@ async def get_device(request: Request) -> Response:
     return json_ok(body)
 
 
+async def _touch(svc: Service, device_id: str, now: int) -> None:
+    """Record the device's call; a lease it had already lost ends now (its work goes back
+    to the queue), and whoever waits on that work learns of it."""
+    if await call(svc.workloads.touch_device, device_id, now):
+        await svc.queue_changed(device_id)
+
+
 async def heartbeat(request: Request) -> Response:
     """``PUT /devices/{id}``: the device reports its status (and health)."""
     device_id = request.path_params["device_id"]
@@ -89,29 +96,15 @@ async def heartbeat(request: Request) -> Response:
     health = field(body, "Health", dict)
     svc = service(request)
     now = now_ms()
-    await call(svc.workloads.touch_device, device_id, now)
+    await _touch(svc, device_id, now)
     await call(svc.identities.heartbeat, device_id, status, extension, health, now)
     progress = policy.current_work(health)
-    if progress is not None:
-        await call(svc.workloads.record_progress, device_id, *progress)
+    if progress is not None and await call(svc.workloads.record_progress, device_id, *progress):
+        await svc.queue_changed(device_id, devices=False)
     cancels = await call(svc.workloads.cancel_requested, device_id)
     return json_ok({"DeviceId": device_id,
                     "UploadUrl": svc.presign(request, "PUT", f"configs/{device_id}"),
                     "CancelRequested": cancels})
-
-
-def _wait_seconds(request: Request) -> float:
-    raw = request.query_params.get("WaitSeconds")
-    if raw is None or raw == "":
-        return 0.0
-    limit = service(request).limits.max_wait_seconds
-    try:
-        value = float(raw)
-    except ValueError:
-        raise BadRequest(f"WaitSeconds must be a number of seconds (0..{limit})") from None
-    if not 0 <= value <= limit:
-        raise BadRequest(f"WaitSeconds must be between 0 and {limit}")
-    return value
 
 
 MAX_HOLDING = 100
@@ -137,7 +130,7 @@ async def next_work(request: Request) -> Response:
     """
     device_id = request.path_params["device_id"]
     await the_device(request, device_id)
-    wait = _wait_seconds(request)
+    wait = wait_seconds(request)
     holding = _holding(request)
     svc = service(request)
     if svc.limits.stock_protocol:
@@ -147,8 +140,10 @@ async def next_work(request: Request) -> Response:
     while True:
         seen = svc.notifier.version(device_id)
         now = now_ms()
-        await call(svc.workloads.touch_device, device_id, now)
+        await _touch(svc, device_id, now)
         row, ended = await call(svc.workloads.claim, device_id, now, asked_at, holding)
+        if row is not None or ended:
+            await svc.queue_changed(device_id, devices=False)
         if row is not None:
             return json_ok({"WorkId": row["work_id"],
                             "WorkloadUrl": svc.presign(request, "GET",
@@ -167,7 +162,7 @@ async def work_status(request: Request) -> Response:
     work_id = request.path_params["work_id"]
     await the_device(request, device_id)
     svc = service(request)
-    await call(svc.workloads.touch_device, device_id, now_ms())
+    await _touch(svc, device_id, now_ms())
     row = await call(svc.workloads.get, work_id)
     if row is None or row["device_id"] != device_id:
         raise NotFound(f"workload {work_id} is not this device's work")
@@ -191,8 +186,9 @@ async def report_work(request: Request) -> Response:
         raise BadRequest("DeviceSeconds must not be negative")
     svc = service(request)
     now = now_ms()
-    await call(svc.workloads.touch_device, device_id, now)
+    await _touch(svc, device_id, now)
     await call(svc.workloads.report, device_id, work_id, outcome=outcome, error_message=message,
                error_kind=kind, partial=partial, sha256=sha, device_seconds=seconds, now=now)
+    await svc.queue_changed(device_id, devices=False)
     return json_ok({"WorkId": work_id,
                     "UploadUrl": svc.presign(request, "PUT", f"results/{work_id}")})

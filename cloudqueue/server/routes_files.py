@@ -72,7 +72,7 @@ async def put_file(request: Request) -> Response:
     finally:
         svc.files.discard(staged)  # no-op once committed
     if device_id is not None:
-        await svc.notifier.notify(device_id)
+        await svc.queue_changed(device_id)
     return Response(status_code=200, headers={"ETag": f'"{staged.sha256}"'})
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -12,8 +13,8 @@ from cloudqueue.models import WorkStatus, parse_time
 from cloudqueue.server import policy
 from cloudqueue.server import views
 from cloudqueue.server.identities import NO_DEVICE_HINT, Principal
-from cloudqueue.server.web import (call, field, json_ok, now_ms, read_json, service,
-                                   sha256_field, user)
+from cloudqueue.server.web import (Service, call, field, json_ok, now_ms, read_json,
+                                   service, sha256_field, user, wait_seconds)
 from cloudqueue.server.workloads import PageKey
 
 
@@ -98,17 +99,49 @@ async def _owned(request: Request, who: Principal, work_id: str) -> dict:
     return row
 
 
+def _detail_body(svc: Service, request: Request, work_id: str) -> dict:
+    """The ``GET /workloads/{id}`` body as of now. It reads the database: call it in the
+    thread pool, never on the event loop."""
+    row = svc.workloads.get(work_id)
+    if row is None:
+        raise NotFound(f"no workload {work_id}")
+    active = svc.workloads.active_for_device(row["device_id"])
+    return views.workload_detail(svc, request, row, active, now_ms())
+
+
 async def _detail(request: Request, row: dict) -> Response:
-    svc = service(request)
-    active = await call(svc.workloads.active_for_device, row["device_id"])
-    return json_ok(views.workload_detail(svc, request, row, active, now_ms()))
+    return json_ok(await call(_detail_body, service(request), request, row["work_id"]))
+
+
+def _seen(request: Request) -> str | None:
+    seen = request.query_params.get("Seen") or None
+    if seen is not None and (len(seen) > 64 or not seen.isalnum()):
+        raise BadRequest("Seen must be the ChangeToken of a previous answer, unchanged")
+    return seen
 
 
 async def get_workload(request: Request) -> Response:
-    """``GET /workloads/{WorkId}`` (owner or admin)."""
+    """``GET /workloads/{WorkId}[?WaitSeconds=N&Seen=token]`` (owner or admin).
+
+    With ``WaitSeconds`` and ``Seen`` (the ``ChangeToken`` of a previous answer) the answer
+    waits until the workload's watched fields differ from that answer, it is finished, or
+    the wait is over; woken through ``Service.watchers`` by whatever changes its device's
+    queue (never by polling the database)."""
     who = await user(request)
     row = await _owned(request, who, request.path_params["work_id"])
-    return await _detail(request, row)
+    svc = service(request)
+    wait, seen = wait_seconds(request), _seen(request)
+    if svc.limits.stock_protocol or seen is None:
+        wait = 0.0
+    device_id, deadline = row["device_id"], time.monotonic() + wait
+    while True:
+        version = svc.watchers.version(device_id)
+        body = await call(_detail_body, svc, request, row["work_id"])
+        remaining = deadline - time.monotonic()
+        if (body.get("ChangeToken") != seen or body["WorkStatus"] in policy.TERMINAL
+                or remaining <= 0 or svc.watchers.closing):
+            return json_ok(body)
+        await svc.watchers.wait(device_id, version, remaining)
 
 
 async def cancel(request: Request) -> Response:
@@ -117,5 +150,5 @@ async def cancel(request: Request) -> Response:
     row = await _owned(request, who, request.path_params["work_id"])
     svc = service(request)
     row = await call(svc.workloads.cancel, row["work_id"], now_ms())
-    await svc.notifier.notify(row["device_id"])
+    await svc.queue_changed(row["device_id"])
     return await _detail(request, row)

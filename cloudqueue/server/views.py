@@ -1,6 +1,7 @@
 """The JSON shapes of devices and workloads, as the wire has them (PascalCase)."""
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -92,4 +93,18 @@ def workload_detail(svc: Service, request: Request, row: Row, active: list[Row],
                                     row.get("programs_total"))
     if progress is not None:
         body["Progress"] = progress
+    if not svc.limits.stock_protocol:
+        body["ChangeToken"] = change_token(body)
     return body
+
+
+#: the fields of ``GET /workloads/{id}`` whose change ends a user's long poll on it
+WATCHED = ("WorkStatus", "Progress", "QueuePosition", "Attempts", "CancelRequested",
+           "ErrorKind", "ErrorMessage")
+
+
+def change_token(body: dict[str, Any]) -> str:
+    """``ChangeToken``: a digest of what a waiting user watches (status, progress, queue
+    position, outcome; not the URLs or the estimate, which change with every answer)."""
+    watched = [body.get(name) for name in WATCHED] + ["WorkloadResultUrl" in body]
+    return hashlib.sha256(json.dumps(watched, sort_keys=True).encode()).hexdigest()[:16]

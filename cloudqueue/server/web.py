@@ -43,6 +43,8 @@ class Service:
     files: FileStore
     signer: Signer
     notifier: Notifier
+    #: wakes users long-polling a workload (``GET /workloads/{id}?WaitSeconds=``), per device
+    watchers: Notifier
     prefix: str = ""
     public_url: str | None = None
     #: the supervisor of the mock devices' workers (``mockfleet.MockFleet``), once serving
@@ -54,6 +56,19 @@ class Service:
             return self.public_url.rstrip("/")
         host = request.headers.get("host") or f"{request.url.hostname}:{request.url.port}"
         return f"{request.url.scheme}://{host}"
+
+    async def queue_changed(self, device_id: str, *, devices: bool = True) -> None:
+        """Something changed in this device's queue: wake the users waiting on one of its
+        workloads and (unless ``devices`` is False: nothing for it to pick up) the device's
+        own long poll for work."""
+        if devices:
+            await self.notifier.notify(device_id)
+        await self.watchers.notify(device_id)
+
+    async def close_waits(self) -> None:
+        """The service is stopping: every long poll answers now."""
+        await self.notifier.close()
+        await self.watchers.close()
 
     def presign(self, request: Request, method: str, key: str) -> str:
         return self.signer.presign(self.root_url(request), method, key,
@@ -138,6 +153,21 @@ def field(body: dict, name: str, kind: type | tuple, *, required: bool = False,
                          f"not {json.dumps(value)[:60]}")
     if max_len is not None and isinstance(value, str) and len(value) > max_len:
         raise BadRequest(f"the field {name} is longer than {max_len} characters")
+    return value
+
+
+def wait_seconds(request: Request) -> float:
+    """``?WaitSeconds=N`` of a long poll (0 when absent), at most ``max_wait_seconds``."""
+    raw = request.query_params.get("WaitSeconds")
+    if raw is None or raw == "":
+        return 0.0
+    limit = service(request).limits.max_wait_seconds
+    try:
+        value = float(raw)
+    except ValueError:
+        raise BadRequest(f"WaitSeconds must be a number of seconds (0..{limit})") from None
+    if not 0 <= value <= limit:  # also refuses nan
+        raise BadRequest(f"WaitSeconds must be between 0 and {limit}")
     return value
 
 

@@ -350,19 +350,21 @@ class WorkloadStore:
             changed.add(r["device_id"])
         return sorted(changed)
 
-    def expire_uploads(self, now: int) -> list[str]:
-        """CREATED work never uploaded within the TTL: FAILED/upload_expired."""
+    def expire_uploads(self, now: int) -> list[tuple[str, str]]:
+        """CREATED work never uploaded within the TTL: FAILED/upload_expired. Answers
+        (WorkId, DeviceId) of each."""
         cutoff = now - int(self.limits.upload_ttl_seconds * 1000)
         with self.db.transaction() as conn:
-            rows = conn.execute("SELECT work_id FROM workloads WHERE status = 'CREATED' "
-                                "AND created_at < ?", (cutoff,)).fetchall()
+            rows = conn.execute("SELECT work_id, device_id FROM workloads "
+                                "WHERE status = 'CREATED' AND created_at < ?",
+                                (cutoff,)).fetchall()
             for r in rows:
                 conn.execute(
                     "UPDATE workloads SET status = 'FAILED', error_kind = 'upload_expired', "
                     "error_message = ?, finished_at = ? WHERE work_id = ?",
                     ("the workload file was never uploaded; submit the workload again",
                      now, r["work_id"]))
-        return [r["work_id"] for r in rows]
+        return [(r["work_id"], r["device_id"]) for r in rows]
 
     def purge_idempotency(self, now: int) -> None:
         cutoff = now - self.limits.idempotency_seconds * 1000
