@@ -5,7 +5,9 @@
      │                          a malformed program dump, refused data types)
      ├── FirmwareMismatch       compiled for another firmware than the board's
      ├── TooLarge               over a size, shot or memory limit
-     └── DeviceError            the board (or its simulation) failed while running
+     ├── DeviceError            the board (or its simulation) failed while running
+     └── IncompleteResults      a results file records FAILED, CANCELLED or an unfinished
+                                run, and the reader did not ask for partial results
 
 Messages name the program index when there is one, and say what to change.
 """
@@ -39,3 +41,16 @@ class TooLarge(WorkloadError):
 
 class DeviceError(WorkloadError):
     default_kind = "device_error"
+
+
+class IncompleteResults(WorkloadError):
+    """Raised by ``WorkloadManager.read_results`` so a script does not analyse half a sweep
+    by accident. ``status``, ``programs_done`` and ``programs_total`` are the file's."""
+    default_kind = "incomplete_results"
+
+    def __init__(self, message: str, *, status: str, programs_done: int,
+                 programs_total: int, kind: str | None = None):
+        super().__init__(message, kind=kind)
+        self.status = status
+        self.programs_done = programs_done
+        self.programs_total = programs_total

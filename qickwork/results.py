@@ -173,3 +173,52 @@ def read_results(path: str | os.PathLike) -> Results:
                 dec=_read(g["dec"]) if "dec" in g else None,
                 attrs={k: _plain(v) for k, v in g.attrs.items()}))
     return Results(attrs=attrs, programs=programs)
+
+
+def _datasets(node: Any, prefix: str = "") -> list[dict]:
+    out = []
+    for name in node.keys():
+        item = node[name]
+        if isinstance(item, h5py.Group):
+            out.extend(_datasets(item, f"{prefix}{name}/"))
+        else:
+            out.append({"Name": prefix + name, "Shape": list(item.shape),
+                        "DType": str(item.dtype)})
+    return out
+
+
+def summarize_results(path: str | os.PathLike) -> dict:
+    """What a results file records, without reading its arrays: status, error, firmware,
+    qick version, timings, and per program its datasets with shapes and dtypes. JSON-ready
+    (``userclient show-results FILE --json`` prints it). Attributes a file does not have
+    (the original clients' files have none) are None. Raises ``OSError`` when the file
+    cannot be opened as HDF5."""
+    with h5py.File(path, "r") as f:
+        attrs = {k: _plain(v) for k, v in f.attrs.items()}
+        data = f.get("data")
+        names = [n for n in (data.keys() if isinstance(data, h5py.Group) else [])
+                 if n.isdigit()]
+        programs = []
+        for name in sorted(names, key=int):
+            group = data[name]
+            if not isinstance(group, h5py.Group):
+                continue
+            g_attrs = {k: _plain(v) for k, v in group.attrs.items()}
+            programs.append({
+                "Index": int(name),
+                "AcqType": g_attrs.get("acqtype",
+                                       "decimated" if "dec" in group else "accumulated"),
+                "Seconds": g_attrs.get("seconds"), "Note": g_attrs.get("note") or None,
+                "Datasets": _datasets(group)})
+
+    def get(key: str) -> Any:
+        value = attrs.get(key)
+        return None if value == "" else value
+
+    return {"File": os.fspath(path), "Status": get("status"), "ErrorKind": get("error_kind"),
+            "ErrorMessage": get("error_message"), "WorkId": get("work_id"),
+            "Device": get("device"), "Firmware": get("firmware"),
+            "FirmwareName": get("firmware_name"), "QickVersion": get("qick_version"),
+            "ProgramsDone": get("programs_done"), "ProgramsTotal": get("programs_total"),
+            "Seconds": get("seconds"), "StartedAt": get("started_at"),
+            "FinishedAt": get("finished_at"), "Programs": programs}

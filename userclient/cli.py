@@ -4,7 +4,8 @@ Exit codes (the one table; scripts may rely on it):
 
 ====  =====================================================================
  0    ok (``wait``: the workload is DONE)
- 1    the workload FAILED or was CANCELLED (``wait``)
+ 1    the workload FAILED or was CANCELLED (``wait``; ``results`` and ``show-results``:
+      the file records it)
  2    usage: bad arguments, bad or missing config, a request the service rejected
  3    authentication or permission: bad API key, login refused, not allowed
  4    not found: no such device or workload (or not yours)
@@ -267,28 +268,51 @@ def cmd_wait(args: argparse.Namespace) -> int:
 
 def cmd_results(args: argparse.Namespace) -> int:
     done = make_client(args).get_results(args.work_id, args.output)
-    status, error = recorded_outcome(done.path)
+    try:
+        summary = summarize(done.path)
+    except UsageError:
+        if args.summary:
+            raise
+        summary = None  # not a results file of ours (or no h5py): nothing recorded to say
+    status = summary["Status"] if summary else None
+    error = (summary["ErrorMessage"] or "") if summary else ""
     text = f"results saved to {done.path} ({done.size} bytes)"
     if status not in (None, "DONE"):
         # partial results of a failed workload; on a stock service (no FAILED state) the
         # file is the only place the board's error reaches the user
         text += f"\nthe board recorded {status}: {error}"
-    emit(args, {"Path": str(done.path), "Size": done.size, "SHA256": done.sha256,
-                "RecordedStatus": status, "RecordedError": error}, text)
+    data = {"Path": str(done.path), "Size": done.size, "SHA256": done.sha256,
+            "RecordedStatus": status, "RecordedError": error}
+    if args.summary:
+        from userclient.display import results_summary_text
+        text += "\n\n" + results_summary_text(summary)
+        data["Summary"] = summary
+    emit(args, data, text)
     return EXIT_OK if status in (None, "DONE") else EXIT_WORKLOAD_FAILED
 
 
-def recorded_outcome(path: Any) -> tuple[str | None, str]:
-    """The status and error a results file records (None when it is not one of ours)."""
+def summarize(path: Any) -> dict:
+    """``qickwork.summarize_results`` with the CLI's errors (a missing file, not HDF5)."""
     try:
-        import h5py
-        with h5py.File(path, "r") as f:
-            status = f.attrs.get("status")
-            error = f.attrs.get("error_message", "")
-    except (ImportError, OSError):
-        return None, ""
-    as_text = (lambda v: v.decode() if isinstance(v, bytes) else str(v))
-    return (as_text(status) if status is not None else None), as_text(error)
+        from qickwork.results import summarize_results
+    except ImportError as exc:
+        raise UsageError(f"reading results files needs h5py and numpy ({exc}): install "
+                         "qick-queue[user]") from None
+    try:
+        return summarize_results(path)
+    except FileNotFoundError:
+        raise UsageError(f"no such file: {path} (download results with: userclient "
+                         "results ID -o FILE)") from None
+    except OSError as exc:
+        raise UsageError(f"{path} is not a results file (HDF5) ({exc}): give the file "
+                         "that userclient results ID -o FILE saved") from None
+
+
+def cmd_show_results(args: argparse.Namespace) -> int:
+    from userclient.display import results_summary_text
+    summary = summarize(args.file)
+    emit(args, summary, results_summary_text(summary))
+    return EXIT_OK if summary["Status"] in (None, "DONE") else EXIT_WORKLOAD_FAILED
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
@@ -403,6 +427,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("results", cmd_results, "download a finished workload's results (HDF5)")
     p.add_argument("work_id", metavar="ID")
     p.add_argument("-o", "--output", required=True, metavar="FILE")
+    p.add_argument("--summary", action="store_true",
+                   help="also print what the file holds (as show-results does)")
+
+    p = add("show-results", cmd_show_results,
+            "what a results file holds: status, error, firmware, qick version, timings, "
+            "and each program's datasets with shapes and dtypes (exit 1 when not DONE)")
+    p.add_argument("file")
 
     p = add("cancel", cmd_cancel, "cancel a workload (our service only)")
     p.add_argument("work_id", metavar="ID")

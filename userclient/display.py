@@ -138,3 +138,56 @@ class WaitDisplay:
         if self.tty and self.width:
             self.stream.write("\n")
             self.stream.flush()
+
+
+def _layout(program: dict) -> str:
+    """``avg (1, 21, 2) float64; raw (1, 10, 21, 1, 2) int64``: a program's datasets."""
+    parts = [f"{d['Name']} ({', '.join(str(n) for n in d['Shape'])}) {d['DType']}"
+             for d in program["Datasets"]]
+    text = "; ".join(parts) or "no datasets"
+    return text + (f"  [{program['Note']}]" if program.get("Note") else "")
+
+
+def results_summary_text(summary: dict) -> str:
+    """What ``userclient show-results FILE`` prints for ``qickwork.summarize_results``:
+    the run, then a line per program; consecutive programs with the same acquisition and
+    datasets share a line (``3-1000``), so a 1000-point sweep stays readable."""
+    status = summary["Status"]
+    head = f"{summary['File']}: {status or 'no status recorded (written by another client)'}"
+    if summary["ErrorMessage"]:
+        head += f" ({summary['ErrorKind'] or 'error'}: {summary['ErrorMessage']})"
+    lines = [head]
+    if summary["WorkId"] or summary["Device"]:
+        lines.append(f"{'work':10}{summary['WorkId'] or '-'} on {summary['Device'] or '-'}")
+    if summary["FirmwareName"] or summary["Firmware"]:
+        lines.append(f"{'firmware':10}{summary['FirmwareName'] or summary['Firmware']}")
+    if summary["QickVersion"]:
+        lines.append(f"{'qick':10}{summary['QickVersion']}")
+    total = summary["ProgramsTotal"]
+    count = len(summary["Programs"])
+    lines.append(f"{'programs':10}{count} of {total} completed" if total is not None
+                 else f"{'programs':10}{count}")
+    if summary["Seconds"] is not None:
+        when = ""
+        if summary["StartedAt"]:
+            when = f" (started {summary['StartedAt']}"
+            when += f", finished {summary['FinishedAt']})" if summary["FinishedAt"] else ")"
+        lines.append(f"{'time':10}{summary['Seconds']:.2f} s on the board{when}")
+    groups: list[list[dict]] = []
+    for program in summary["Programs"]:
+        last = groups[-1][-1] if groups else None
+        if last is not None and last["Index"] + 1 == program["Index"] and \
+                (last["AcqType"], _layout(last)) == (program["AcqType"], _layout(program)):
+            groups[-1].append(program)
+        else:
+            groups.append([program])
+    rows = []
+    for group in groups:
+        first, end = group[0]["Index"], group[-1]["Index"]
+        seconds = sum(p["Seconds"] or 0.0 for p in group)
+        rows.append([str(first) if first == end else f"{first}-{end}", group[0]["AcqType"],
+                     f"{seconds:.3f} s", _layout(group[0])])
+    if rows:
+        lines.append("")
+        lines.append(table(rows, ["PROGRAM", "ACQUISITION", "SECONDS", "DATASETS (shape, dtype)"]))
+    return "\n".join(lines)

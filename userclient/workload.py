@@ -10,6 +10,9 @@ Direct use, no subclassing::
         result.avg        # list per readout, shapes as prog.acquire() returns them
         result.raw, result.shots, result.dec       # get_raw(), get_shots(), acquire_decimated()
 
+``read_results`` raises ``IncompleteResults`` when the file records a FAILED or CANCELLED
+run; ``read_results(path, partial=True)`` gives the programs that completed.
+
 The original SideQICK protocol keeps working: a subclass defines ``make_progs()`` (returning
 programs, ``(prog, acqtype, save_raw, save_shots)`` tuples, or calling ``self.add``) and
 optionally ``process_result(index, prog, result)``; then ``do_stuff("make_progs")``,
@@ -24,9 +27,10 @@ import os
 import tempfile
 from typing import Any, Iterator
 
-from qickwork import (AcquireArgs, Estimate, FirmwareMismatch, InvalidWorkload, Limits,
+from qickwork import (AcquireArgs, Estimate, FirmwareMismatch, IncompleteResults,
+                      InvalidWorkload, Limits,
                       ProgramEntry, ProgramResult, Results, check_entry, entry_for,
-                      estimate_dump, fingerprint, read_results, write_workload)
+                      fingerprint, read_results, write_workload)
 from qickwork.firmware import FirmwareInfo, firmware_info
 
 
@@ -114,17 +118,36 @@ class WorkloadManager:
             return client.create_work(device_id, path, priority, name=name)
 
     # ------------------------------------------------------------------ results
-    def read_results(self, path: str | os.PathLike) -> Iterator[tuple[Any, ProgramResult]]:
-        """Pairs (program, its result), by position. A failed workload yields the programs
-        that completed; ``results_info(path)`` tells the status and error."""
+    def read_results(self, path: str | os.PathLike, *,
+                     partial: bool = False) -> Iterator[tuple[Any, ProgramResult]]:
+        """Pairs (program, its result), by position.
+
+        A file that records FAILED, CANCELLED or an unfinished run (RUNNING) raises
+        ``IncompleteResults`` (with its status, the error and how many programs completed),
+        so a script does not analyse half a sweep by accident; ``partial=True`` yields the
+        programs that completed instead. ``results_info(path)`` tells the status and error.
+        Files of the original clients record no status and are read as they are."""
         results = read_results(path)
+        status = results.status
+        if status and status != "DONE" and not partial:
+            done = len(results)
+            total = int(results.attrs.get("programs_total") or done)
+            error = results.attrs.get("error_message") or ""
+            kind = results.attrs.get("error_kind") or ""
+            what = {"RUNNING": "an unfinished run (the board stopped while writing it)"
+                    }.get(status, status)
+            raise IncompleteResults(
+                f"{os.fspath(path)} records {what} after {done} of {total} programs"
+                + (f" ({kind}: {error})" if error else "")
+                + f": its results are partial. Read the {done} programs that completed with "
+                "read_results(path, partial=True), or fix the workload and submit it again",
+                status=status, programs_done=done, programs_total=total)
         if len(results) > len(self.progs) and self.progs:
             raise InvalidWorkload(f"the results hold {len(results)} programs but this "
                                   f"WorkloadManager built {len(self.progs)}: read them with "
                                   "the manager that wrote the workload")
-        for result in results:
-            prog = self.progs[result.index] if result.index < len(self.progs) else None
-            yield prog, result
+        return iter([(self.progs[r.index] if r.index < len(self.progs) else None, r)
+                     for r in results])
 
     @staticmethod
     def results_info(path: str | os.PathLike) -> Results:
@@ -140,8 +163,10 @@ class WorkloadManager:
     def process_result(self, index: int, prog: Any, result: ProgramResult) -> None:
         """Override to analyse each program's result in ``do_stuff("read_results")``."""
 
-    def do_stuff(self, action: str, path: str | os.PathLike | None = None) -> Any:
-        """``make_progs`` | ``write_progs`` (needs path) | ``read_results`` (needs path)."""
+    def do_stuff(self, action: str, path: str | os.PathLike | None = None, *,
+                 partial: bool = False) -> Any:
+        """``make_progs`` | ``write_progs`` (needs path) | ``read_results`` (needs path;
+        ``partial`` as for ``read_results``)."""
         if action == "make_progs":
             self.entries, self.progs = [], []
             made = self.make_progs()
@@ -163,7 +188,7 @@ class WorkloadManager:
         if action == "read_results":
             if not self.progs:
                 self.do_stuff("make_progs")
-            pairs = list(self.read_results(path))
+            pairs = list(self.read_results(path, partial=partial))
             for prog, result in pairs:
                 self.process_result(result.index, prog, result)
             return pairs
@@ -171,4 +196,4 @@ class WorkloadManager:
                               "or 'read_results'")
 
 
-__all__ = ["WorkloadManager", "AcquireArgs"]
+__all__ = ["WorkloadManager", "AcquireArgs", "IncompleteResults"]
