@@ -78,6 +78,14 @@ class Link:
                     for worker in workers:
                         worker.join(timeout=5)
                     return exitcodes.OK
+                dead = [w.name for w in workers if not w.is_alive()]
+                if dead:
+                    # its traceback is in the log (threading.excepthook): a process whose
+                    # worker died must not keep answering heartbeats; exit, be restarted
+                    log.error("%s: the %s thread died; stopping to be restarted", self.name,
+                              ", ".join(dead))
+                    self.stop.set()
+                    return exitcodes.FAILURE
                 if not bus.tick():
                     log.error("%s: no word from the supervisor; stopping", self.name)
                     self.stop.set()

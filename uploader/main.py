@@ -18,6 +18,7 @@ from cloudqueue.errors import (BadRequest, ConfigError, Conflict, NotFound, NotS
 from supervisor import exitcodes
 from supervisor.netchild import Link, base_parser, make_client, run_main
 from supervisor.policy import Backoff
+from supervisor.errors import SpoolError
 from supervisor.spool import RESULTS, WorkMeta
 
 log = logging.getLogger("qick.uploader")
@@ -61,19 +62,37 @@ class Uploader:
             log.warning("workload %s: the service will not take its outcome (%s); keeping it "
                         "in done/", work_id, exc)
         except QueueError as exc:
-            backoff = self.retry.get(work_id, (Backoff(self.args.retry_base,
-                                                       self.args.retry_max),))[0]
-            delay = backoff.next_delay()
-            self.retry[work_id] = (backoff, time.monotonic() + delay)
-            meta.upload_attempts += 1
-            meta.upload_error = str(exc)
-            spool.write_meta("outgoing", meta)
-            log.warning("upload of %s failed (%s); retry in %.1f s", work_id, exc, delay)
+            self._later(meta, f"upload of {work_id} failed ({exc})", str(exc))
+            return
+        except OSError as exc:  # the results file (stock: writing it) or the disk
+            self._later(meta, f"workload {work_id}: {exc.strerror or exc} while preparing "
+                        "its upload", str(exc))
             return
         self.retry.pop(work_id, None)
-        spool.move(work_id, "outgoing", "done", meta)
+        try:
+            spool.move(work_id, "outgoing", "done", meta)
+        except (OSError, SpoolError) as exc:
+            # the service has it; moving it on failed (a full disk?): try again later (the
+            # service answers a repeat with 409, which also moves it to done/)
+            self._later(meta, f"workload {work_id} was reported but cannot be moved to "
+                        f"done/ ({exc})", str(exc))
+            return
         self.link.post("uploaded", work_id=work_id, outcome=meta.outcome)
         log.info("workload %s reported %s", work_id, meta.outcome)
+
+    def _later(self, meta: WorkMeta, what: str, error: str) -> None:
+        """Retry this work after a backoff; one bad entry never stops the others."""
+        backoff = self.retry.get(meta.work_id, (Backoff(self.args.retry_base,
+                                                        self.args.retry_max),))[0]
+        delay = backoff.next_delay()
+        self.retry[meta.work_id] = (backoff, time.monotonic() + delay)
+        meta.upload_attempts += 1
+        meta.upload_error = error
+        try:
+            self.link.spool.write_meta("outgoing", meta)
+        except (OSError, SpoolError) as exc:
+            log.warning("workload %s: cannot record the failed attempt (%s)", meta.work_id, exc)
+        log.warning("%s; retry in %.1f s", what, delay)
 
     def _send(self, meta: WorkMeta, results) -> None:
         from cloudqueue.transfer import upload_file

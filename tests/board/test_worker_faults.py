@@ -1,0 +1,58 @@
+"""A network child's worker thread must never die quietly: one bad spool entry does not stop
+the uploader, and a worker that dies anyway takes its process down (to be restarted)
+instead of leaving it answering heartbeats with nothing working."""
+import argparse
+import tempfile
+import threading
+import time
+
+from supervisor import exitcodes
+from supervisor.bus import SupervisorBus
+from supervisor.netchild import Link
+from supervisor.spool import META, Spool
+from tests.board.conftest import make_workload
+from tests.board.test_recovery import claim_as_the_board, download_into
+from tests.helpers import wait_for
+
+
+def test_an_entry_that_cannot_be_moved_does_not_stop_the_uploads(board_factory, queue_service,
+                                                                   tmp_path):
+    board = board_factory()
+    spool = Spool(board.spool).ensure()
+    (good,), urls = claim_as_the_board(board, queue_service, [make_workload(tmp_path / "g.gz")])
+    download_into(spool, good, urls[good], "outgoing")
+    meta = spool.read_meta("outgoing", good)
+    spool.write_meta("outgoing", meta.finish("FAILED", "device_error", "the test failed it"))
+    # an entry whose meta.json cannot be replaced (a directory): first in line
+    broken = spool.path("outgoing", "broken-entry")
+    (broken / META).mkdir(parents=True)
+    board.start()
+    work = board.wait_terminal(good, 20)
+    assert work.WorkStatus == "FAILED" and work.ErrorMessage == "the test failed it"
+    assert "broken-entry" in board.log() and "retry in" in board.log()
+    assert board.status()["children"]["uploader"]["restarts"] == 0
+
+
+def test_a_dead_worker_thread_stops_its_process(tmp_path):
+    with tempfile.TemporaryDirectory(prefix="qb", dir="/tmp") as run_dir:
+        sup = SupervisorBus(run_dir)
+        try:
+            args = argparse.Namespace(bus=sup.address, heartbeat=0.05, heartbeat_timeout=5.0,
+                                      spool=str(tmp_path / "spool"))
+            link = Link(args, "uploader")
+
+            def worker():
+                raise OSError(28, "No space left on device")
+
+            hook, threading.excepthook = threading.excepthook, lambda info: None
+            try:
+                started = time.monotonic()
+                code = link.serve(lambda msg: None, [threading.Thread(target=worker)])
+            finally:
+                threading.excepthook = hook
+            assert code == exitcodes.FAILURE and link.stop.is_set()
+            assert time.monotonic() - started < 5  # not the heartbeat timeout
+            wait_for(lambda: any(m["type"] == "hello" for _, m in sup.recv(0.05)), 5,
+                     what="its hello")
+        finally:
+            sup.close()
