@@ -233,8 +233,19 @@ class QueueClient:
                 return
             key = page.next_key
 
-    def get_workload(self, work_id: str) -> Workload:
-        body = self._call("GET", ("workloads", work_id), what=f"get workload {work_id}")
+    def get_workload(self, work_id: str, *, wait_seconds: float = 0,
+                     seen: str | None = None) -> Workload:
+        """``GET /workloads/{id}``. With ``seen`` (the ``ChangeToken`` of an earlier answer)
+        and ``wait_seconds`` (at most 20), a service offering ``workload-wait`` holds the
+        answer until the workload changes; any other answers at once."""
+        params = None
+        wait = max(0.0, min(float(wait_seconds), MAX_WAIT_SECONDS))
+        if wait and seen and self.supports("workload-wait"):
+            params = {"WaitSeconds": f"{wait:.1f}", "Seen": seen}
+        else:
+            wait = 0.0
+        body = self._call("GET", ("workloads", work_id), what=f"get workload {work_id}",
+                          params=params, timeout=self.timeout + wait)
         if not body:
             raise NotFound(f"workload {work_id} not found", kind="not_found")
         return Workload.from_json(body)

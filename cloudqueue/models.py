@@ -113,12 +113,14 @@ class Workload:
     CancelRequested: bool | None = None
     #: ``{"ProgramsDone": n, "ProgramsTotal": m}`` of running (or finished) work
     Progress: dict | None = None
+    #: digest of the watched fields, for ``GET /workloads/{id}?Seen=`` (feature workload-wait)
+    ChangeToken: str | None = None
     extra: dict = field(default_factory=dict)
 
     FIELDS = ("WorkId", "WorkStatus", "DeviceId", "Priority", "UserGivenName", "CreatedAt",
               "ReadyAt", "WorkloadUrl", "WorkloadResultUrl", "QueuePosition",
               "EstimatedStartAt", "StartedAt", "FinishedAt", "Attempts", "DeviceSeconds",
-              "ErrorMessage", "ErrorKind", "CancelRequested", "Progress")
+              "ErrorMessage", "ErrorKind", "CancelRequested", "Progress", "ChangeToken")
     TIMES = ("CreatedAt", "ReadyAt", "EstimatedStartAt", "StartedAt", "FinishedAt")
 
     @classmethod

@@ -29,6 +29,8 @@ class WaitTimeout(QueueError):
 # How long to wait between polls: grows from FIRST to MAX while nothing changes.
 POLL_FIRST_SECONDS = 0.5
 POLL_MAX_SECONDS = 10.0
+#: the longest a service holds one waiting request (``workload-wait``)
+MAX_HOLD_SECONDS = 20.0
 
 
 class UserClient:
@@ -170,18 +172,28 @@ class UserClient:
     def wait_until_done(self, work_id: str, *, timeout: float | None = None,
                         poll_interval: float = POLL_MAX_SECONDS,
                         on_progress: Callable[[Workload], Any] | None = None) -> Workload:
-        """Poll until the workload is DONE, FAILED or CANCELLED and return it.
+        """Wait until the workload is DONE, FAILED or CANCELLED and return it.
 
-        Never gives up while the work is queued unless ``timeout`` (seconds) is given, then
-        raises WaitTimeout. Transient service failures are ridden out. ``on_progress`` is
-        called with the workload on every poll (to show position, status, estimate).
+        On a service offering ``workload-wait`` each request is held until the workload
+        changes (so a change is seen at once); elsewhere it polls, every ``poll_interval``
+        seconds at most. Never gives up while the work is queued unless ``timeout``
+        (seconds) is given, then raises WaitTimeout. Transient service failures are ridden
+        out. ``on_progress`` is called with the workload on every answer (to show
+        position, status, progress, estimate).
         """
         deadline = None if timeout is None else self._clock() + timeout
         interval = min(POLL_FIRST_SECONDS, poll_interval)
         last_status = None
+        long_poll = self.client.supports("workload-wait")
+        token: str | None = None
         while True:
+            hold = 0.0
+            if long_poll and token:
+                left = MAX_HOLD_SECONDS if deadline is None else deadline - self._clock()
+                hold = min(MAX_HOLD_SECONDS, left)
+            asked = self._clock()
             try:
-                work = self.client.get_workload(work_id)
+                work = self.client.get_workload(work_id, wait_seconds=hold, seen=token)
             except ServiceUnavailable:
                 work = None  # the service is down for a moment: keep waiting
             if work is not None:
@@ -189,6 +201,13 @@ class UserClient:
                     on_progress(work)
                 if work.terminal:
                     return work
+                if long_poll and work.ChangeToken:
+                    # ask again at once after a change or a full hold; an unchanged answer
+                    # that came back early (a service shutting down) backs off as a poll
+                    fresh = work.ChangeToken != token or self._clock() - asked >= hold / 2
+                    token = work.ChangeToken
+                    if fresh and (deadline is None or deadline - self._clock() > 0.1):
+                        continue  # the next request waits on the service, not here
                 if work.WorkStatus != last_status:
                     interval = min(POLL_FIRST_SECONDS, poll_interval)
                     last_status = work.WorkStatus
