@@ -49,6 +49,15 @@ def big_workload(soccfg: dict, path) -> None:
     wm.write(path)
 
 
+def run_on_mock(service, name: str, build, tmp_path):
+    """Make a mock device, build a workload for its soccfg, submit it, wait for the end."""
+    world, device_id = mock_device(service, name)
+    uc = user_client(service, world)
+    build(uc.get_soccfg(device_id), tmp_path / "w.json.gz")
+    work_id = uc.create_work(device_id, tmp_path / "w.json.gz")
+    return world, device_id, uc.wait_until_done(work_id, timeout=60, poll_interval=0.2)
+
+
 def run_children(service, work_id: str) -> list[psutil.Process]:
     found = []
     for p in psutil.Process(service.proc.pid).children(recursive=True):
@@ -71,15 +80,11 @@ def limited(tmp_path_factory):
 
 
 def test_a_run_over_the_deadline_is_killed_and_failed_as_deadline(limited, tmp_path):
-    world, device_id = mock_device(limited, "slow")
-    uc = user_client(limited, world)
-    long_workload(uc.get_soccfg(device_id), tmp_path / "long.json.gz")
-    work_id = uc.create_work(device_id, tmp_path / "long.json.gz")
-    work = uc.wait_until_done(work_id, timeout=60, poll_interval=0.2)
+    world, device_id, work = run_on_mock(limited, "slow", long_workload, tmp_path)
     assert work.WorkStatus == "FAILED" and work.ErrorKind == "deadline", work
     assert "deadline of 5 s" in work.ErrorMessage
     assert "make the workload smaller" in work.ErrorMessage
-    assert run_children(limited, work_id) == []
+    assert run_children(limited, work.WorkId) == []
     # the device is not stuck: it answers its heartbeat as ONLINE again
     ready(world.admin, device_id)
 
@@ -88,11 +93,7 @@ def test_a_program_over_the_memory_limit_fails_as_too_large_not_device_error(lim
                                                                             tmp_path):
     """Regression: a MemoryError was reported as device_error with advice about readout
     lengths and buffer sizes."""
-    world, device_id = mock_device(limited, "small")
-    uc = user_client(limited, world)
-    big_workload(uc.get_soccfg(device_id), tmp_path / "big.json.gz")
-    work = uc.wait_until_done(uc.create_work(device_id, tmp_path / "big.json.gz"),
-                              timeout=60, poll_interval=0.2)
+    _, _, work = run_on_mock(limited, "small", big_workload, tmp_path)
     assert work.WorkStatus == "FAILED" and work.ErrorKind == "too_large", work
     assert "program 0 ran out of memory" in work.ErrorMessage
     assert "do not save raw data or shots" in work.ErrorMessage
@@ -101,11 +102,7 @@ def test_a_program_over_the_memory_limit_fails_as_too_large_not_device_error(lim
 def test_a_run_that_dies_under_the_memory_limit_is_reported_as_crashed(queue_service_factory,
                                                                        tmp_path):
     service = queue_service_factory(mock_memory_mb=64)  # too small to even import numpy
-    world, device_id = mock_device(service, "tiny")
-    uc = user_client(service, world)
-    long_workload(uc.get_soccfg(device_id), tmp_path / "w.json.gz")
-    work = uc.wait_until_done(uc.create_work(device_id, tmp_path / "w.json.gz"),
-                              timeout=60, poll_interval=0.2)
+    _, _, work = run_on_mock(service, "tiny", long_workload, tmp_path)
     assert work.WorkStatus == "FAILED" and work.ErrorKind == "crashed", work
     assert "died (exit code 1)" in work.ErrorMessage
     assert "more than the mock's 64 MB of memory" in work.ErrorMessage
