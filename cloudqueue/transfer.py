@@ -146,8 +146,10 @@ def download_file(url: str, dest: str | os.PathLike, *, sha256: bool = False,
                 answer = call(session, "GET", url, what=what, timeout=timeout,
                               backoff=backoff, safe=True, stream=True, **extra)
                 with answer:
-                    expected_length = answer.headers.get("Content-Length")
-                    _check_size(expected_length, max_bytes, what)
+                    expected_length = _announced_length(answer.headers)
+                    if (max_bytes is not None and expected_length is not None
+                            and expected_length > max_bytes):
+                        raise _too_large(what, max_bytes, expected_length)
                     for block in answer.iter_content(chunk_size):
                         size += len(block)
                         if max_bytes is not None and size > max_bytes:
@@ -155,7 +157,7 @@ def download_file(url: str, dest: str | os.PathLike, *, sha256: bool = False,
                         out.write(block)
                         if digest is not None:
                             digest.update(block)
-                if expected_length is not None and int(expected_length) != size:
+                if expected_length is not None and expected_length != size:
                     raise requests.ConnectionError(f"got {size} of {expected_length} bytes")
                 out.flush()
                 os.fsync(out.fileno())
@@ -184,15 +186,13 @@ def download_file(url: str, dest: str | os.PathLike, *, sha256: bool = False,
             raise
 
 
-def _check_size(announced: str | None, max_bytes: int | None, what: str) -> None:
-    if max_bytes is None or announced is None:
-        return
+def _announced_length(headers: Any) -> int | None:
+    """The body's announced length; None when absent or nonsense (the count while reading
+    still applies to the size limit)."""
     try:
-        length = int(announced)
-    except ValueError:
-        return  # a nonsense header: the count while reading still applies
-    if length > max_bytes:
-        raise _too_large(what, max_bytes, length)
+        return int(headers["Content-Length"])
+    except (KeyError, ValueError):
+        return None
 
 
 def _too_large(what: str, max_bytes: int, size: int | None) -> FileTooLarge:

@@ -19,6 +19,7 @@ import urllib.error
 import urllib.request
 from typing import List, Optional
 
+from cloudqueue.errors import QueueError
 from supervisor import exitcodes
 from supervisor.errors import BoardError
 from supervisor.settings import load_settings
@@ -114,12 +115,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except BoardError as exc:
         print(f"qick-supervisor: {exc}", file=sys.stderr)
         return exitcodes.USAGE
-    except Exception as exc:  # cloudqueue's ConfigError and friends: a user mistake
-        from cloudqueue.errors import QueueError
-        if isinstance(exc, QueueError):
-            print(f"qick-supervisor: {exc}", file=sys.stderr)
-            return exitcodes.USAGE
-        raise
+    except QueueError as exc:  # cloudqueue's ConfigError and friends: a user mistake
+        print(f"qick-supervisor: {exc}", file=sys.stderr)
+        return exitcodes.USAGE
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="supervisor[%(process)d] %(levelname)s %(message)s")
     from supervisor.daemon import Supervisor

@@ -91,3 +91,10 @@ def test_a_file_at_the_limit_is_kept(tmp_path):
         with Streamer(3 * CHUNK_SIZE, announce=announce) as srv:
             done = download_file(srv.url, dest, max_bytes=3 * CHUNK_SIZE, **NOSLEEP)
         assert done.size == 3 * CHUNK_SIZE == dest.stat().st_size
+
+
+def test_a_nonsense_content_length_is_ignored_not_a_crash():
+    from cloudqueue.transfer import _announced_length
+    assert _announced_length({"Content-Length": "12"}) == 12
+    assert _announced_length({"Content-Length": "twelve"}) is None
+    assert _announced_length({}) is None
