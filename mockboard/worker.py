@@ -61,7 +61,9 @@ class MockWorker:
 
     def heartbeat(self) -> None:
         answer = self.client.heartbeat(self.device_id, self.status, health=self.health())
-        self.cancels.update(answer.get("CancelRequested") or [])
+        # the service lists cancel-requested work until the device reports it: the latest
+        # answer is the whole truth (and the set does not grow for the worker's life)
+        self.cancels = set(answer.get("CancelRequested") or [])
         if self.soccfg is not None and not self.soccfg_sent and answer.get("UploadUrl"):
             upload_file(answer["UploadUrl"], self.workdir / "soccfg.json", what="soccfg upload")
             self.soccfg_sent = True

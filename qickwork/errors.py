@@ -43,6 +43,11 @@ class DeviceError(WorkloadError):
     default_kind = "device_error"
 
 
+class InvalidResults(WorkloadError):
+    """A file that is not a results file of ours or of the original clients."""
+    default_kind = "invalid_results"
+
+
 class IncompleteResults(WorkloadError):
     """Raised by ``WorkloadManager.read_results`` so a script does not analyse half a sweep
     by accident. ``status``, ``programs_done`` and ``programs_total`` are the file's."""

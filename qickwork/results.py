@@ -31,6 +31,8 @@ from typing import Any, Iterator, Sequence
 import h5py
 import numpy as np
 
+from qickwork.errors import InvalidResults
+
 RESULTS_FORMAT = 1
 _LZF = ("raw", "shots")
 
@@ -161,7 +163,13 @@ def read_results(path: str | os.PathLike) -> Results:
         attrs = {k: _plain(v) for k, v in f.attrs.items()}
         programs = []
         data = f.get("data")
-        names = sorted(data.keys(), key=int) if data is not None else []
+        names = list(data.keys()) if data is not None else []
+        strays = [n for n in names if not n.isdigit()]
+        if strays:
+            raise InvalidResults(f"{os.fspath(path)} is not a results file: data/ holds "
+                                 f"{strays[0]!r}, not a program index; open the file the "
+                                 f"queue returned for this workload")
+        names.sort(key=int)
         for name in names:
             g = data[name]
             acqtype = _plain(g.attrs.get("acqtype", "decimated" if "dec" in g else "accumulated"))

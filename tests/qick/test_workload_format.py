@@ -167,3 +167,14 @@ def test_estimate_says_where_it_is_blind(soc2):
     assert not est.exact
     assert "a timeline advance by a register value" in est.blind_spots
     assert "a conditional branch" in est.blind_spots
+
+
+def test_a_file_that_is_not_a_results_file_says_so(tmp_path):
+    import h5py
+
+    from qickwork import InvalidResults, read_results
+    path = tmp_path / "other.h5"
+    with h5py.File(path, "w") as f:
+        f.create_group("data").create_group("calibration")
+    with pytest.raises(InvalidResults, match="not a results file.*'calibration'"):
+        read_results(path)
