@@ -314,7 +314,7 @@ class SimulatedSoc(QickConfig):
         if values is None or len(values) != total:
             try:
                 values = np.full(total, int(prog.waves[wave]["freq"]))
-            except Exception:
+            except (KeyError, IndexError, TypeError, ValueError):
                 return np.full(total, np.nan)
         freqs = _signed32(values) * rocfg["f_dds"] / 2 ** rocfg["b_dds"]
         return np.abs(freqs)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -358,7 +359,7 @@ class Supervisor:
                 child.kill("stop")
                 try:
                     child.proc.wait(5)
-                except Exception:  # noqa: BLE001 - best effort at exit
+                except subprocess.TimeoutExpired:  # best effort at exit: it was SIGKILLed
                     pass
         if self.bus is not None:
             self.bus.close()
