@@ -28,16 +28,26 @@ DEFAULT_CONFIG = "/etc/qick/config"
 DEFAULT_CREDENTIALS = "/etc/qick/credentials"
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="qick-supervisor", description="The QICK board daemon.")
-    p.add_argument("--config", default=None, help=f"config file (default {DEFAULT_CONFIG})")
-    p.add_argument("--credentials", default=None,
+def _files_options(default: object) -> argparse.ArgumentParser:
+    """--config/--credentials, accepted before and after the subcommand."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--config", default=default, help=f"config file (default {DEFAULT_CONFIG})")
+    p.add_argument("--credentials", default=default,
                    help=f"credentials file (default {DEFAULT_CREDENTIALS})")
+    return p
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="qick-supervisor", description="The QICK board daemon.",
+                                parents=[_files_options(None)])
     sub = p.add_subparsers(dest="command")
-    st = sub.add_parser("status", help="print the running daemon's health")
+    # SUPPRESS: a subcommand's own default must not overwrite a value given before it
+    files = _files_options(argparse.SUPPRESS)
+    st = sub.add_parser("status", help="print the running daemon's health", parents=[files])
     st.add_argument("--json", action="store_true", help="the raw /status JSON")
     ck = sub.add_parser("check", help="preflight: config, credentials, queue, device, board, "
-                        "spool; one line per check, exit 0 only when all pass")
+                        "spool; one line per check, exit 0 only when all pass",
+                        parents=[files])
     ck.add_argument("--json", action="store_true", help="the results as JSON")
     return p
 

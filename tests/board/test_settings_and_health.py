@@ -65,3 +65,8 @@ def test_health_endpoints_and_status_command(board_factory):
     assert out.returncode == 0, out.stderr
     assert "board: ONLINE" in out.stdout and "executor" in out.stdout
     assert "queue: reachable" in out.stdout
+    # the options may also follow the subcommand, as people type them
+    after = subprocess.run([sys.executable, "-m", "supervisor.cli", "status", "--config",
+                            str(board.base / "status.conf")], cwd=ROOT,
+                           capture_output=True, text=True, timeout=30)
+    assert after.returncode == 0 and "board: ONLINE" in after.stdout, after.stderr
