@@ -155,7 +155,6 @@ def board_factory(tmp_path, queue_service):
 
     def factory(**sections) -> BoardDaemon:
         daemon = BoardDaemon(tmp_path / f"board{len(made)}", queue_service, **sections)
-        daemon.base.mkdir(parents=True, exist_ok=True)
         made.append(daemon)
         return daemon
 
