@@ -135,9 +135,13 @@ class PasswordLogin:
         if kind in _BUSY or answer.status_code >= 500:
             raise ServiceUnavailable(f"the Cognito endpoint is busy or failing ({kind or message});"
                                      " try again later", status=answer.status_code)
-        raise QueueError(f"the Cognito endpoint {self.url} refused {action}: "
-                         f"{kind or 'error'}: {message}", kind="login_refused",
-                         status=answer.status_code)
+        if not kind:
+            raise ConfigError(f"{self.url} does not answer as a Cognito endpoint (HTTP "
+                              f"{answer.status_code}: {message}): check [service] cognito_url "
+                              f"(on our queue service: the service's root URL)",
+                              kind="not_cognito")
+        raise QueueError(f"the Cognito endpoint {self.url} refused {action}: {kind}: "
+                         f"{message}", kind="login_refused", status=answer.status_code)
 
 
 def cognito_endpoint(config: Config) -> tuple[str, str]:

@@ -127,8 +127,7 @@ class PasswordSource:
                                  f"second line on stdin (nothing was changed)",
                                  kind="new_password_needed")
             return password
-        print(f"Choose a new password for {self.username} (at least 8 characters).",
-              file=sys.stderr)
+        print(f"Choose a new password for {self.username}.", file=sys.stderr)
         first = self.ask("New password: ")
         if self.ask("Repeat the new password: ") != first:
             raise UsageError("the two new passwords differ: nothing was changed; run "

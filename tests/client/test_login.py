@@ -385,3 +385,48 @@ def test_first_login_without_a_terminal_says_to_run_login(stock, monkeypatch, ca
         AuthFlow="USER_PASSWORD_AUTH", ClientId=stock["client_id"],
         AuthParameters={"USERNAME": "ada@example.org", "PASSWORD": "Temp-pass1!"})
     assert answer["ChallengeName"] == "NEW_PASSWORD_REQUIRED"
+
+
+def test_a_url_that_is_not_a_cognito_endpoint_says_to_check_cognito_url(tmp_path):
+    """A stock API gateway answers POST / with 403 "Missing Authentication Token"."""
+    from tests.client.fakes import FakeServer, Reply
+    gateway = FakeServer(lambda seen: Reply(403, {"message": "Missing Authentication Token"}))
+    with gateway as srv:
+        conf = tmp_path / "c.conf"
+        conf.write_text(f"[service]\napi_endpoint = {srv.url}/dev\n"
+                        "[user]\nusername = a@lab.test\n")
+        done = login(conf, "some-password\n")
+    assert done.returncode == 2, done.stderr
+    assert f"{srv.url}/ does not answer as a Cognito endpoint" in done.stderr
+    assert "cognito_url" in done.stderr
+    assert srv.seen[0].path == "/" and srv.seen[0].headers["x-amz-target"] == \
+        "AWSCognitoIdentityProviderService.InitiateAuth"
+    no_traceback(done)
+
+
+@pytest.mark.parametrize("service_keys, expected", [
+    ({"api_endpoint": "http://queue.lab:8080/dev"}, ("http://queue.lab:8080/", "userclient")),
+    ({"api_endpoint": "http://q/dev", "cognito_url": "http://login.lab/"},
+     ("http://login.lab/", "userclient")),
+    ({"cognito_userpool": "eu-west-1_Abc", "clientid": "c1"},
+     ("https://cognito-idp.eu-west-1.amazonaws.com/", "c1")),
+    ({"cognito_userpool": "eu-west-1_Abc", "clientid": "c1", "region": "us-east-2"},
+     ("https://cognito-idp.us-east-2.amazonaws.com/", "c1")),
+    ({"cognito_userpool": "us-east-1_X", "clientid": "c1",
+      "cognito_url": "https://cognito-idp.us-east-1.amazonaws.com"},
+     ("https://cognito-idp.us-east-1.amazonaws.com/", "c1")),
+])
+def test_where_login_posts(service_keys, expected):
+    from cloudqueue.cognito import cognito_endpoint
+    from cloudqueue.config import Config
+    assert cognito_endpoint(Config(None, None, {"service": service_keys})) == expected
+
+
+def test_a_user_pool_without_clientid_is_a_config_error(tmp_path):
+    from cloudqueue.cognito import cognito_endpoint
+    from cloudqueue.config import load_config
+    from cloudqueue.errors import ConfigError
+    conf = tmp_path / "c.conf"
+    conf.write_text("[service]\ncognito_userpool = us-east-1_X\n")
+    with pytest.raises(ConfigError, match="clientid"):
+        cognito_endpoint(load_config(conf))
