@@ -29,7 +29,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TextIO
 
 from cloudqueue import errors
 from cloudqueue.auth import cache_login, temporary_password_message
@@ -97,7 +97,8 @@ class PasswordSource:
     twice), else stdin, one a line: the current (or temporary) password, then the new one
     (read only when it is needed). Never argv."""
 
-    def __init__(self, username: str, stream: Any = None, ask: Any = None):
+    def __init__(self, username: str, stream: TextIO | None = None,
+                 ask: Callable[[str], str] | None = None):
         self.username = username
         self.stream = stream if stream is not None else sys.stdin
         self.ask = ask or getpass.getpass
