@@ -213,6 +213,15 @@ class CognitoUserAuth(Auth):
                 self._tokens["access_token"] = None
         return True
 
+    def remember_login(self, tokens: dict) -> None:
+        """Cache the tokens of a login made elsewhere (``userclient login``'s
+        ``AuthenticationResult``), so the next command needs no password."""
+        with self._lock:
+            self._tokens = {"access_token": tokens.get("AccessToken"),
+                            "id_token": tokens.get("IdToken"),
+                            "refresh_token": tokens.get("RefreshToken")}
+            self._store(self._tokens)
+
     def logout(self) -> None:
         """Forget this user's cached tokens (in memory and on disk)."""
         with self._lock:
@@ -261,7 +270,10 @@ class CognitoUserAuth(Auth):
         except ImportError:
             raise ConfigError("Cognito login needs pycognito: pip install 'qick-queue[user]'",
                               kind="missing_dependency") from None
-        kwargs = {"endpoint_url": self.endpoint_url} if self.endpoint_url else None
+        # pycognito builds the token issuer as endpoint_url + "/" + pool: the stock README's
+        # "https://cognito-idp.<region>.amazonaws.com/" would double the "/" (Invalid issuer)
+        endpoint = self.endpoint_url.rstrip("/") if self.endpoint_url else None
+        kwargs = {"endpoint_url": endpoint} if endpoint else None
         return pycognito.Cognito(self.user_pool_id, self.client_id,
                                  user_pool_region=self.region, username=self.username,
                                  boto3_client_kwargs=kwargs, **tokens)
@@ -297,11 +309,11 @@ class CognitoUserAuth(Auth):
         try:
             self._call(cognito.authenticate, password)
         except ForceChangePasswordException:
-            if self._new_password_prompt is None:
-                raise AuthError(f"{self.username} still has a temporary password: log in "
-                                f"once interactively (`userclient configure --login`) to "
-                                f"choose a new one", kind="new_password_required") from None
-            new_password = self._new_password_prompt(self.username)
+            new_password = (self._new_password_prompt(self.username)
+                            if self._new_password_prompt is not None else "")
+            if not new_password:
+                raise AuthError(temporary_password_message(self.username),
+                                kind="new_password_required") from None
             self._call(cognito.new_password_challenge, password, new_password)
         self.logins += 1
         self._remember(cognito)
@@ -335,6 +347,26 @@ class CognitoUserAuth(Auth):
 
     def __repr__(self) -> str:
         return f"CognitoUserAuth({self.user_pool_id!r}, user={self.username!r})"
+
+
+def temporary_password_message(username: str) -> str:
+    """What to tell a user who still has a temporary password."""
+    return (f"{username} still has a temporary password: run `userclient login` to choose "
+            f"a new one (in a terminal, or with the temporary and the new password as two "
+            f"lines on stdin)")
+
+
+def cache_login(config: Config, username: str, tokens: dict) -> Path | None:
+    """Keep the tokens of ``userclient login`` where this config's Cognito login looks for
+    them; None when the config logs in otherwise (an API key) or as another user."""
+    if (os.environ.get("QICK_API_KEY") or config.get("user", "api_key")
+            or not config.get("service", "cognito_userpool")
+            or config.get("user", "username") != username):
+        return None
+    auth = user_auth_from_config(config)
+    assert isinstance(auth, CognitoUserAuth)
+    auth.remember_login(tokens)
+    return auth.cache_path
 
 
 def token_cache_path(config: Config) -> Path:

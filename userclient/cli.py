@@ -29,10 +29,12 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TextIO
 
 from cloudqueue import errors
-from cloudqueue.config import USER_CONFIG, read_ini, render_ini, write_private
+from cloudqueue.auth import cache_login, temporary_password_message
+from cloudqueue.cognito import PasswordLogin, cognito_endpoint
+from cloudqueue.config import USER_CONFIG, load_config, read_ini, render_ini, write_private
 from userclient.client import UserClient, WaitTimeout
 from userclient.display import (WaitDisplay, device_details, devices_table, plain,
                                 workload_details, workloads_table)
@@ -82,11 +84,56 @@ def password_prompt(username: str) -> str:
 
 def new_password_prompt(username: str) -> str:
     if not sys.stdin.isatty():
-        return ""
+        raise errors.AuthError(temporary_password_message(username),
+                               kind="new_password_required")
     first = getpass.getpass(f"{username} must choose a new password: ")
     if getpass.getpass("Repeat it: ") != first:
         raise UsageError("the two passwords differ; run the command again")
     return first
+
+
+class PasswordSource:
+    """Where ``userclient login`` gets passwords: getpass on a terminal (a new one asked
+    twice), else stdin, one a line: the current (or temporary) password, then the new one
+    (read only when it is needed). Never argv."""
+
+    def __init__(self, username: str, stream: TextIO | None = None,
+                 ask: Callable[[str], str] | None = None):
+        self.username = username
+        self.stream = stream if stream is not None else sys.stdin
+        self.ask = ask or getpass.getpass
+        self.terminal = self.stream.isatty()
+
+    def _line(self) -> str:
+        return self.stream.readline().rstrip("\r\n")
+
+    def current(self) -> str:
+        if self.terminal:
+            password = self.ask(f"Password for {self.username} (at the first login: the "
+                                f"temporary one): ")
+        else:
+            password = self._line()
+        if not password:
+            raise UsageError("no password was given" + ("" if self.terminal else
+                             " on stdin: pipe the current (or temporary) password as the "
+                             "first line, and the new password as the second line"),
+                             kind="password_needed")
+        return password
+
+    def new(self) -> str:
+        if not self.terminal:
+            password = self._line()
+            if not password:
+                raise UsageError(f"{self.username} needs a new password: give it as the "
+                                 f"second line on stdin (nothing was changed)",
+                                 kind="new_password_needed")
+            return password
+        print(f"Choose a new password for {self.username}.", file=sys.stderr)
+        first = self.ask("New password: ")
+        if self.ask("Repeat the new password: ") != first:
+            raise UsageError("the two new passwords differ: nothing was changed; run "
+                             "`userclient login` again", kind="password_mismatch")
+        return first
 
 
 def make_client(args: argparse.Namespace) -> UserClient:
@@ -126,6 +173,30 @@ def cmd_configure(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_login(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    username = args.username or config.get("user", "username")
+    if not username:
+        raise UsageError(f"whose login? give --username EMAIL (the e-mail your admin used "
+                         f"in add-user) or add `username = EMAIL` to [user] in "
+                         f"{config.path or 'your config'}")
+    url, client_id = cognito_endpoint(config)
+    source = PasswordSource(username)
+    result = PasswordLogin(url, client_id, username, timeout=args.request_timeout).login(
+        source.current(), source.new, change_password=args.change_password)
+    cached = cache_login(config, username, result.tokens)
+    lines = [f"password of {username} changed" if result.changed
+             else f"logged in as {username}: the password is good"]
+    if cached:
+        lines.append(f"tokens cached in {cached}")
+    if config.get("user", "username") != username:
+        lines.append(f"the original SideQICK client logs in with `username = {username}` in "
+                     f"[user] and `cognito_url = {url}` in [service]")
+    emit(args, {"Username": username, "PasswordChanged": result.changed, "CognitoUrl": url,
+                "TokenCache": str(cached) if cached else None}, "\n".join(lines))
+    return EXIT_OK
+
+
 def cmd_add_user(args: argparse.Namespace) -> int:
     answer = make_client(args).add_user(args.email, args.name, admin=args.admin)
     if args.json:
@@ -133,10 +204,12 @@ def cmd_add_user(args: argparse.Namespace) -> int:
     elif answer.get("ApiKey"):
         print(f"user {args.email} created (UserId {answer.get('UserId')})\n"
               f"API key (shown once):            {answer['ApiKey']}\n"
-              f"temporary password (shown once): {answer.get('TemporaryPassword')}")
+              f"temporary password (shown once): {answer.get('TemporaryPassword')}\n"
+              f"they choose their own password with: userclient login --username "
+              f"{args.email}")
     else:
         print(f"user {args.email} created; they will receive an e-mail with a temporary "
-              f"password")
+              f"password and choose their own with: userclient login --username {args.email}")
     return EXIT_OK
 
 
@@ -364,6 +437,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--" + key.replace("_", "-"), dest=key)
     p.add_argument("--api-key-stdin", action="store_true",
                    help="read your API key from stdin (or set QICK_API_KEY); never an argument")
+
+    p = add("login", cmd_login,
+            "log in with your password; at the first login choose a new one (replacing the "
+            "temporary password). Passwords: asked on a terminal, else read from stdin, one a "
+            "line: the current (or temporary) password, then the new one")
+    p.add_argument("--username", metavar="EMAIL",
+                   help="your e-mail (default: [user] username in the config)")
+    p.add_argument("--change-password", action="store_true",
+                   help="change your password (asks for a new one after the current one)")
 
     p = add("add-user", cmd_add_user, "admin: create a user (prints their API key once)")
     p.add_argument("email")

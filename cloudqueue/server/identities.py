@@ -58,6 +58,12 @@ def temporary_password() -> str:
     return "Tmp-" + secrets.token_urlsafe(12) + "a7!"
 
 
+def password_fingerprint(stored: str | None) -> str:
+    """A short digest of a stored password hash: what a NEW_PASSWORD_REQUIRED ``Session``
+    is bound to, so it dies with the password it was issued for."""
+    return sha256_hex(stored or "")[:16]
+
+
 @dataclass(frozen=True)
 class Principal:
     """Who is calling: a user (``kind='user'``) or a device (``kind='device'``)."""
@@ -135,9 +141,27 @@ class IdentityStore:
         return dict(r)
 
     def set_password(self, user_id: str, password: str) -> None:
+        """Set a user's password unconditionally; ends their refresh tokens too."""
         with self.db.transaction() as conn:
             conn.execute("UPDATE users SET password_hash = ?, password_temporary = 0 "
                          "WHERE user_id = ?", (hash_password(password), user_id))
+            conn.execute("DELETE FROM refresh_tokens WHERE user_id = ?", (user_id,))
+
+    def change_password(self, user_id: str, password: str, previous_hash: str | None) -> bool:
+        """Set a user's (permanent) password if the stored hash is still ``previous_hash``,
+        and end every refresh token issued before: True when changed.
+
+        The compare-and-set makes a challenge ``Session`` (bound to the hash it was issued
+        for, ``password_fingerprint``) single-use, even for two answers racing each other.
+        """
+        with self.db.transaction() as conn:
+            changed = conn.execute(
+                "UPDATE users SET password_hash = ?, password_temporary = 0 "
+                "WHERE user_id = ? AND password_hash IS ?",
+                (hash_password(password), user_id, previous_hash)).rowcount
+            if changed:
+                conn.execute("DELETE FROM refresh_tokens WHERE user_id = ?", (user_id,))
+        return bool(changed)
 
     def new_refresh_token(self, user_id: str, now: int, lifetime_s: int) -> str:
         token = secrets.token_urlsafe(48)

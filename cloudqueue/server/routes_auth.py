@@ -12,11 +12,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from cloudqueue.errors import AuthError, BadRequest, QueueError
+from cloudqueue.server.identities import check_password, password_fingerprint
 from cloudqueue.server.web import (admin, call, field, json_ok, now_ms, read_body, read_json,
                                    service)
 
 TARGET_PREFIX = "AWSCognitoIdentityProviderService."
 MIN_PASSWORD = 8
+MAX_PASSWORD = 256  # Cognito's limit
+SESSION_USED = "Invalid session for the user, session can only be used once."
+SESSION_EXPIRED = "Invalid session for the user, session is expired."
 
 
 async def add_user(request: Request) -> Response:
@@ -113,7 +117,8 @@ def _initiate_auth(request: Request, body: dict) -> dict[str, Any]:
         except AuthError:
             raise CognitoError("NotAuthorizedException", "Incorrect username or password.") from None
         if user["password_temporary"]:
-            session = svc.signer.issue({"sub": user["user_id"], "token_use": "session"}, 300)
+            session = svc.signer.issue({"sub": user["user_id"], "token_use": "session",
+                                        "pwh": password_fingerprint(user["password_hash"])}, 300)
             return {"ChallengeName": "NEW_PASSWORD_REQUIRED", "Session": session,
                     "ChallengeParameters": {
                         "USER_ID_FOR_SRP": user["email"], "requiredAttributes": "[]",
@@ -133,34 +138,92 @@ def _initiate_auth(request: Request, body: dict) -> dict[str, Any]:
                        "USER_PASSWORD_AUTH or REFRESH_TOKEN_AUTH")
 
 
+def password_policy_error(password: str) -> str | None:
+    """What is wrong with a proposed password under our policy (None: acceptable)."""
+    if len(password) < MIN_PASSWORD:
+        return (f"Password did not conform with policy: Password not long enough (at least "
+                f"{MIN_PASSWORD} characters)")
+    if len(password) > MAX_PASSWORD:
+        return (f"Password did not conform with policy: Password too long (at most "
+                f"{MAX_PASSWORD} characters)")
+    if password != password.strip():
+        return "Password did not conform with policy: it must not begin or end with a space"
+    return None
+
+
+def _proposed_password(value: Any, name: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise CognitoError("InvalidParameterException", f"{name} is required")
+    problem = password_policy_error(value)
+    if problem:
+        raise CognitoError("InvalidPasswordException", problem)
+    return value
+
+
+def _challenge_user(svc: Any, session: Any, username: Any) -> dict:
+    """The user a NEW_PASSWORD_REQUIRED ``Session`` was issued to, if it is still unused."""
+    try:
+        claims = svc.signer.verify(session) if isinstance(session, str) else {}
+    except AuthError:
+        claims = {}
+    if claims.get("token_use") != "session":
+        raise CognitoError("NotAuthorizedException", SESSION_EXPIRED)
+    user = svc.identities.user(claims["sub"])
+    if user is None or username not in (user["email"], user["user_id"]):
+        raise CognitoError("NotAuthorizedException", "the session is not this user's")
+    # bound to the password it was issued for: once that changed, the session is spent
+    if not user["password_temporary"] or claims.get("pwh") != password_fingerprint(
+            user["password_hash"]):
+        raise CognitoError("NotAuthorizedException", SESSION_USED)
+    return user
+
+
 def _respond_to_challenge(request: Request, body: dict) -> dict[str, Any]:
     svc = service(request)
     if body.get("ChallengeName") != "NEW_PASSWORD_REQUIRED":
         raise CognitoError("InvalidParameterException",
                            "only the NEW_PASSWORD_REQUIRED challenge is supported")
     answers = _params(body, "ChallengeResponses")
-    session = body.get("Session")
-    password = answers.get("NEW_PASSWORD")
-    try:
-        claims = svc.signer.verify(session) if isinstance(session, str) else {}
-    except AuthError:
-        claims = {}
-    if claims.get("token_use") != "session":
-        raise CognitoError("NotAuthorizedException", "Invalid session for the user, session "
-                                                     "is expired.")
-    user = svc.identities.user(claims["sub"])
-    if user is None or answers.get("USERNAME") not in (user["email"], user["user_id"]):
-        raise CognitoError("NotAuthorizedException", "the session is not this user's")
-    if not isinstance(password, str) or len(password) < MIN_PASSWORD:
-        raise CognitoError("InvalidPasswordException",
-                           f"Password does not conform to policy: at least {MIN_PASSWORD} "
-                           "characters")
-    svc.identities.set_password(user["user_id"], password)
+    user = _challenge_user(svc, body.get("Session"), answers.get("USERNAME"))
+    password = _proposed_password(answers.get("NEW_PASSWORD"), "NEW_PASSWORD")
+    if not svc.identities.change_password(user["user_id"], password, user["password_hash"]):
+        raise CognitoError("NotAuthorizedException", SESSION_USED)  # a racing answer won
     user = svc.identities.user(user["user_id"])
     return _auth_result(request, user, with_refresh=True)
 
 
-ACTIONS = {"InitiateAuth": _initiate_auth, "RespondToAuthChallenge": _respond_to_challenge}
+def _access_token_user(svc: Any, token: str) -> dict:
+    """The user whose (unexpired) access token this is."""
+    try:
+        claims = svc.signer.verify(token)
+    except AuthError:
+        claims = {}
+    user = (svc.identities.user(claims["sub"])
+            if claims.get("token_use") == "access" and "scope" not in claims else None)
+    if user is None:
+        raise CognitoError("NotAuthorizedException",
+                           "Invalid or expired Access Token: log in again")
+    return user
+
+
+def _change_password(request: Request, body: dict) -> dict[str, Any]:
+    """``ChangePassword`` (AccessToken, PreviousPassword, ProposedPassword) → ``{}``; ends the
+    user's refresh tokens, as a challenge answer does."""
+    svc = service(request)
+    token, previous = body.get("AccessToken"), body.get("PreviousPassword")
+    if not isinstance(token, str) or not isinstance(previous, str):
+        raise CognitoError("InvalidParameterException",
+                           "AccessToken, PreviousPassword and ProposedPassword are required")
+    user = _access_token_user(svc, token)
+    proposed = _proposed_password(body.get("ProposedPassword"), "ProposedPassword")
+    if not check_password(previous, user["password_hash"]) or not \
+            svc.identities.change_password(user["user_id"], proposed, user["password_hash"]):
+        raise CognitoError("NotAuthorizedException", "Incorrect username or password.")
+    return {}
+
+
+ACTIONS = {"InitiateAuth": _initiate_auth, "RespondToAuthChallenge": _respond_to_challenge,
+           "ChangePassword": _change_password}
 
 
 async def cognito(request: Request) -> Response:
@@ -171,7 +234,7 @@ async def cognito(request: Request) -> Response:
         if action is None:
             raise CognitoError("UnknownOperationException",
                                f"unknown X-Amz-Target {target!r}: qick-queue answers "
-                               "InitiateAuth and RespondToAuthChallenge")
+                               "InitiateAuth, RespondToAuthChallenge and ChangePassword")
         try:
             body = await read_json(request)
         except BadRequest as exc:

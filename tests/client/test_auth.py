@@ -241,3 +241,43 @@ def test_the_board_side_imports_stay_light():
     done = subprocess.run([sys.executable, "-m", "tests.client.import_probe"], cwd=root,
                           capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.strip() == "[]"
+
+
+# --- stock item 1: the stock README's cognito_url ends with "/" ---------------------------
+@pytest.mark.parametrize("url", ["https://cognito-idp.us-east-1.amazonaws.com/",
+                                 "https://cognito-idp.us-east-1.amazonaws.com"])
+def test_cognito_url_with_or_without_final_slash_gives_the_issuer(cognito, tmp_path, url):
+    """pycognito checks the token issuer against endpoint_url + "/" + pool: a final "/" in
+    cognito_url made it "...amazonaws.com//<pool>" and every login "Invalid issuer"."""
+    auth = make_auth(cognito, tmp_path / "t", endpoint_url=url,
+                     password_prompt=lambda user: "Real-pass1!")
+    assert auth.token() and auth.logins == 1
+    auth.invalidate()
+    assert auth.token() and auth.refreshes == 1
+
+
+def test_stock_readme_cognito_url_from_the_config(cognito, tmp_path, monkeypatch):
+    monkeypatch.delenv("QICK_API_KEY", raising=False)
+    monkeypatch.setenv("QICK_TOKEN_CACHE", str(tmp_path / "tc"))
+    conf = tmp_path / "c.conf"
+    conf.write_text(f"[service]\ncognito_userpool = {cognito['pool']}\n"
+                    f"cognito_url = https://cognito-idp.us-east-1.amazonaws.com/\n"
+                    f"clientid = {cognito['client_id']}\napi_endpoint = http://h/dev\n"
+                    "[user]\nusername = ada@example.org\n")
+    auth = user_auth_from_config(load_config(conf), password_prompt=lambda u: "Real-pass1!")
+    assert auth.token() and auth.logins == 1
+
+
+# --- stock item 5: a first login with nobody to choose a new password ---------------------
+@pytest.mark.parametrize("prompt", [None, lambda user: ""])
+def test_temporary_password_without_a_new_one_says_to_run_login(cognito, tmp_path, prompt):
+    cognito["idp"].admin_create_user(UserPoolId=cognito["pool"], Username="new@example.org",
+                                     TemporaryPassword="Temp-pass1!", MessageAction="SUPPRESS")
+    auth = CognitoUserAuth(cognito["pool"], cognito["client_id"], "new@example.org",
+                           cache_path=tmp_path / "t", password_prompt=lambda u: "Temp-pass1!",
+                           new_password_prompt=prompt)
+    with pytest.raises(AuthError) as err:
+        auth.token()
+    assert err.value.kind == "new_password_required"
+    assert "temporary password" in str(err.value) and "`userclient login`" in str(err.value)
+    assert "configure --login" not in str(err.value)
