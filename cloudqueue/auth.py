@@ -27,7 +27,9 @@ import requests
 from cloudqueue.config import Config, write_private
 from cloudqueue.errors import AuthError, ConfigError, ServiceUnavailable
 
-DEFAULT_TOKEN_CACHE = Path("~/.cache/qick.tokens")
+# Not the original client's ~/.cache/qick.tokens: that file holds one AuthenticationResult
+# in its own format, and a person running both clients on one machine keeps both logins.
+DEFAULT_TOKEN_CACHE = Path("~/.cache/qick-queue.tokens")
 # Refresh a token this long before it expires (capped at a tenth of its lifetime).
 EXPIRY_MARGIN_SECONDS = 60.0
 
