@@ -188,7 +188,7 @@ class QueueClient:
         priority = Priority(priority.upper() if isinstance(priority, str) else priority)
         body: dict[str, Any] = {"DeviceId": device_id, "Priority": priority.value}
         if name:
-            body["UserGivenName"] = name
+            body["WorkloadName"] = name
         headers = {}
         if sha256 and self.supports("sha256"):
             body["ContentSHA256"] = sha256

@@ -19,7 +19,7 @@ def test_board_polls_a_stock_service_and_ends_failures_with_their_results(
     from cloudqueue.transfer import download_file
 
     stock = queue_service_factory(stock_protocol=True)
-    assert requests.get(stock.url + "/capabilities", timeout=10).status_code == 404
+    assert requests.get(stock.url + "/capabilities", timeout=10).status_code == 403
     board = BoardDaemon(tmp_path / "board", stock, supervisor={"poll_seconds": "0.3"})
     try:
         board.start()
