@@ -116,7 +116,7 @@ def test_supervisor_sigkill_with_work_in_every_spool_folder_ends_each_exactly_on
     board.start()
     final = {w: board.wait_terminal(w, 40) for w in (a, b, c, d)}
     assert final[a].WorkStatus == "FAILED" and final[a].ErrorKind == "board_restarted"
-    assert "restarted during execution" in final[a].ErrorMessage
+    assert "restarted while this workload was running" in final[a].ErrorMessage
     assert [final[w].WorkStatus for w in (b, c, d)] == ["DONE"] * 3, final
     # B was handed out again (its partial download was dropped); the others only once
     assert {w: final[w].Attempts for w in (a, b, c, d)} == {a: 1, b: 2, c: 1, d: 1}
