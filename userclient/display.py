@@ -81,6 +81,8 @@ def workload_details(work: Workload) -> str:
                 continue
             value = "{}/{} programs".format(*work.programs)
         lines.append(f"{name:18}{_when(value) if isinstance(value, datetime) else value}")
+    if work.extra.get("StatusFrom") == "results":
+        lines.append(f"{'StatusFrom':18}the results file (the stock service shows DONE)")
     return "\n".join(lines)
 
 
