@@ -129,6 +129,7 @@ def stock_missing_item(item: str, first_field: str) -> QueueError:
     return QueueError(f"Cannot destructure property '{first_field}' of '{item}' as it is "
                       f"undefined.", kind=STOCK_HANDLER, status=500)
 
+
 #: The request models of the stock API Gateway (``--stock-protocol`` checks them first):
 #: name -> (required fields, {field: (JSON type, allowed values or None)}). Other fields pass.
 STOCK_MODELS: dict[str, tuple[tuple[str, ...], dict[str, tuple[type, tuple | None]]]] = {
@@ -145,14 +146,15 @@ def check_stock_model(body: Any, model: str) -> None:
     """Refuse, as the stock gateway does (400 ``Invalid request body``), a body that its
     model ``model`` refuses: not an object, a required field missing, a wrong type or value."""
     required, fields = STOCK_MODELS[model]
-    ok = isinstance(body, dict) and all(name in body for name in required)
-    for name, (kind, allowed) in fields.items():
-        if not ok or name not in body:
-            continue
+
+    def fits(name: str) -> bool:
+        kind, allowed = fields[name]
         value = body[name]
-        ok = isinstance(value, kind) and not isinstance(value, bool) and (
+        return isinstance(value, kind) and not isinstance(value, bool) and (
             allowed is None or value in allowed)
-    if not ok:
+
+    if not (isinstance(body, dict) and all(name in body for name in required)
+            and all(fits(name) for name in fields if name in body)):
         raise BadRequest("Invalid request body", kind=GATEWAY_MODEL)
 
 
