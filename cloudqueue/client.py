@@ -13,6 +13,7 @@ This module is imported on the board: it needs ``requests`` only.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 import uuid
@@ -23,7 +24,8 @@ from urllib.parse import quote
 import requests
 
 from cloudqueue.auth import Auth, NoAuth
-from cloudqueue.errors import BadRequest, Forbidden, NotFound, NotSupported, QueueError
+from cloudqueue.errors import (BadRequest, Forbidden, NotFound, NotSupported, QueueError,
+                               ServiceUnavailable)
 from cloudqueue.httpcall import Backoff, call
 from cloudqueue.models import Device, Priority, Workload
 
@@ -31,6 +33,13 @@ DEFAULT_TIMEOUT = 30.0
 DEFAULT_BACKOFF = Backoff(base=0.5, cap=20.0, tries=5)
 MAX_WAIT_SECONDS = 20
 MAX_HOLDING = 100          # the service's limit on ?Holding= (docs/protocol.md)
+#: the heartbeat ``DeviceStatus`` values the stock gateway's model allows
+STOCK_DEVICE_STATUSES = ("ONLINE", "BUSY", "OFFLINE")
+#: A stock handler's 500 for a WorkId or DeviceId with no item: it reads the fields of the
+#: missing DynamoDB item and Node.js fails with this TypeError (the wording of Node 14 and
+#: later; Node 12's is the second form). See docs/protocol.md, "Unknown ids on a stock service".
+STOCK_MISSING_ITEM = re.compile(r"^Cannot destructure property \S+ of "
+                                r"(.+ as it is undefined|'undefined' or 'null')\.?$")
 
 
 @dataclass(frozen=True)
@@ -171,8 +180,21 @@ class QueueClient:
         body = self._call("GET", ("devices",), what="list devices") or []
         return [Device.from_json(d) for d in body]
 
+    def missing_on_stock(self, error: QueueError) -> bool:
+        """Whether ``error`` is how a stock service says an id has no item (its handler's
+        500 ``STOCK_MISSING_ITEM``), on a service that is stock (capabilities 403/404)."""
+        return (isinstance(error, ServiceUnavailable) and error.status == 500
+                and bool(STOCK_MISSING_ITEM.match(error.detail or ""))
+                and self.capabilities().stock)
+
     def get_device(self, device_id: str) -> Device:
-        body = self._call("GET", ("devices", device_id), what=f"get device {device_id}")
+        try:
+            body = self._call("GET", ("devices", device_id), what=f"get device {device_id}")
+        except ServiceUnavailable as exc:
+            if self.missing_on_stock(exc):
+                raise NotFound(f"no such device {device_id}: check the id against "
+                               f"`userclient devices`", kind="not_found") from None
+            raise
         if not body:
             raise NotFound(f"device {device_id} not found", kind="not_found")
         return Device.from_json(body)
@@ -188,7 +210,7 @@ class QueueClient:
         priority = Priority(priority.upper() if isinstance(priority, str) else priority)
         body: dict[str, Any] = {"DeviceId": device_id, "Priority": priority.value}
         if name:
-            body["UserGivenName"] = name
+            body["WorkloadName"] = name
         headers = {}
         if sha256 and self.supports("sha256"):
             body["ContentSHA256"] = sha256
@@ -244,8 +266,14 @@ class QueueClient:
             params = {"WaitSeconds": f"{wait:.1f}", "Seen": seen}
         else:
             wait = 0.0
-        body = self._call("GET", ("workloads", work_id), what=f"get workload {work_id}",
-                          params=params, timeout=self.timeout + wait)
+        try:
+            body = self._call("GET", ("workloads", work_id), what=f"get workload {work_id}",
+                              params=params, timeout=self.timeout + wait)
+        except ServiceUnavailable as exc:
+            if self.missing_on_stock(exc):
+                raise NotFound(f"no such workload {work_id} (or not visible to you)",
+                               kind="not_found") from None
+            raise
         if not body:
             raise NotFound(f"workload {work_id} not found", kind="not_found")
         return Workload.from_json(body)
@@ -260,7 +288,12 @@ class QueueClient:
     # --- devices (the board) ------------------------------------------------------------
     def heartbeat(self, device_id: str, status: str = "ONLINE", *,
                   config_extension: str = "json", health: dict | None = None) -> dict:
-        """``PUT /devices/{id}`` → ``{DeviceId, UploadUrl, CancelRequested?}``."""
+        """``PUT /devices/{id}`` → ``{DeviceId, UploadUrl, CancelRequested?}``.
+
+        The stock gateway takes only ``STOCK_DEVICE_STATUSES`` (any other is a 400, the
+        heartbeat lost): there a board that cannot take work (our ``ERROR``) says OFFLINE."""
+        if status not in STOCK_DEVICE_STATUSES and self.capabilities().stock:
+            status = "OFFLINE"
         body: dict[str, Any] = {"DeviceStatus": status,
                                 "DeviceConfigurationFileExtension": config_extension}
         if health is not None and self.supports("device-health"):

@@ -23,6 +23,8 @@ class QueueError(Exception):
 
     default_kind = "error"
     status: int | None = None
+    #: the error message of the service's answer, as sent (None when it sent none)
+    detail: str | None = None
 
     def __init__(self, message: str, *, kind: str | None = None, status: int | None = None):
         super().__init__(message)

@@ -88,7 +88,9 @@ def error_from_response(answer: requests.Response, what: str) -> QueueError:
         409: "the current state does not allow it",
         413: "the file is larger than the service accepts",
     }.get(status, "try again later" if status >= 500 else "check the request")
-    return error_for_status(status, f"{what}: {detail} (HTTP {status}; {hint})", kind)
+    error = error_for_status(status, f"{what}: {detail} (HTTP {status}; {hint})", kind)
+    error.detail = message
+    return error
 
 
 def call(session: requests.Session, method: str, url: str, *, what: str,

@@ -96,6 +96,7 @@ class Workload:
     WorkStatus: str | None = None
     DeviceId: str | None = None
     Priority: str | None = None
+    #: the submitter's given name (Cognito ``given_name``, the ``FullName`` of ``POST /users``)
     UserGivenName: str | None = None
     CreatedAt: datetime | None = None
     ReadyAt: datetime | None = None
@@ -115,12 +116,15 @@ class Workload:
     Progress: dict | None = None
     #: digest of the watched fields, for ``GET /workloads/{id}?Seen=`` (feature workload-wait)
     ChangeToken: str | None = None
+    #: the workload's own name, given at submit (ours; the stock service has none)
+    WorkloadName: str | None = None
     extra: dict = field(default_factory=dict)
 
     FIELDS = ("WorkId", "WorkStatus", "DeviceId", "Priority", "UserGivenName", "CreatedAt",
               "ReadyAt", "WorkloadUrl", "WorkloadResultUrl", "QueuePosition",
               "EstimatedStartAt", "StartedAt", "FinishedAt", "Attempts", "DeviceSeconds",
-              "ErrorMessage", "ErrorKind", "CancelRequested", "Progress", "ChangeToken")
+              "ErrorMessage", "ErrorKind", "CancelRequested", "Progress", "ChangeToken",
+              "WorkloadName")
     TIMES = ("CreatedAt", "ReadyAt", "EstimatedStartAt", "StartedAt", "FinishedAt")
 
     @classmethod

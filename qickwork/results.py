@@ -183,6 +183,34 @@ def read_results(path: str | os.PathLike) -> Results:
     return Results(attrs=attrs, programs=programs)
 
 
+def recorded_outcome(path: str | os.PathLike) -> dict:
+    """What the board recorded of the run, from the file's attributes only (no arrays are
+    read): ``{Status, ErrorKind, ErrorMessage, ProgramsDone, ProgramsTotal}``, None where the
+    file has no such attribute (the original clients' files have none). Raises ``OSError``
+    when the file cannot be opened as HDF5."""
+    with h5py.File(path, "r") as f:
+        attrs = {k: _plain(v) for k, v in f.attrs.items()}
+    names = {"Status": "status", "ErrorKind": "error_kind", "ErrorMessage": "error_message",
+             "ProgramsDone": "programs_done", "ProgramsTotal": "programs_total"}
+    return {key: (None if attrs.get(attr) in (None, "") else attrs[attr])
+            for key, attr in names.items()}
+
+
+def record_interruption(path: str | os.PathLike, status: str, error_kind: str,
+                        error_message: str) -> bool:
+    """Finish a results file whose run was cut short (still ``RUNNING``: its writer died)
+    with ``status`` and the reason, keeping the programs it holds. Answers whether the file
+    changed (a file that already records an outcome is left as it is). Raises ``OSError``
+    when the file cannot be opened as HDF5 (e.g. cut in the middle of a write)."""
+    with h5py.File(path, "r+") as f:
+        if _plain(f.attrs.get("status", "RUNNING")) != "RUNNING":
+            return False
+        f.attrs.update({"status": status, "error_kind": error_kind,
+                        "error_message": error_message, "finished_at": _utc()})
+        f.flush()
+    return True
+
+
 def _datasets(node: Any, prefix: str = "") -> list[dict]:
     out = []
     for name in node.keys():

@@ -24,10 +24,39 @@ from supervisor.errors import SpoolError
 from supervisor.notify import Notifier
 from supervisor.policy import Backoff, ChildStatus, ChildTracker, RestartIntensity
 from supervisor.settings import BoardSettings
-from supervisor.spool import Spool
+from supervisor.spool import INTERRUPTED, RESULTS, Spool
 
 log = logging.getLogger("qick.supervisor")
 NAMES = ("downloader", "executor", "uploader")
+
+
+def explain_interrupted(spool: Spool, work_id: str) -> None:
+    """Work the daemon was running when it died, filed FAILED (``board_restarted``) in
+    ``outgoing/`` by ``Spool.recover``: say how far it got, and finish its half-written
+    results file with that reason (it still says RUNNING), keeping the programs it holds as
+    partial results. On a stock service that file is the only place a user reads why."""
+    meta = spool.read_meta("outgoing", work_id)
+    results = spool.path("outgoing", work_id) / RESULTS
+    if meta is None or not results.exists():
+        return
+    try:
+        from qickwork.results import record_interruption, recorded_outcome
+        seen = recorded_outcome(results)
+        done, total = int(seen["ProgramsDone"] or 0), int(seen["ProgramsTotal"] or 0)
+        meta.programs_done, meta.programs_total = done, total
+        meta.error_message = (f"{INTERRUPTED} (programs done {done} of {total}); submit it "
+                              f"again")
+        if done > 0:
+            record_interruption(results, meta.outcome or "FAILED",
+                                meta.error_kind or "board_restarted", meta.error_message)
+        meta.has_results = done > 0
+    except (ImportError, OSError, ValueError, TypeError) as exc:
+        log.warning("workload %s: its results file cannot be read (%s); reporting the "
+                    "failure without results", work_id, exc)
+        meta.has_results = False
+    if not meta.has_results:
+        results.unlink()  # nothing worth keeping: the uploader reports the failure alone
+    spool.write_meta("outgoing", meta)
 
 
 class Supervisor:
@@ -113,6 +142,8 @@ class Supervisor:
         for key, ids in report.items():
             if ids:
                 log.warning("spool recovery: %s %s", key, ", ".join(ids))
+        for work_id in report["failed"]:
+            explain_interrupted(self.spool, work_id)
         if self.soccfg_path.exists():
             self.soccfg_path.unlink()
         self.bus = SupervisorBus(self.run_dir)

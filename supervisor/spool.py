@@ -29,6 +29,8 @@ META = "meta.json"
 WORKLOAD = "workload.gz"
 RESULTS = "results.h5"
 TMP_SUFFIX = ".tmp"
+#: why work that was running when the daemon died ended (``Spool.recover``)
+INTERRUPTED = "the board daemon restarted while this workload was running"
 
 
 def fsync_dir(path: Path) -> None:
@@ -222,8 +224,8 @@ class Spool:
 
         - temporary files and directories are removed;
         - ``incoming/``: partial downloads are dropped (the service hands the work out again);
-        - ``running/``: interrupted work becomes FAILED ("board restarted during execution")
-          and goes to ``outgoing/``; or, with ``rerun_interrupted``, back to ``ready/`` until
+        - ``running/``: interrupted work becomes FAILED (``board_restarted``) and goes to
+          ``outgoing/`` (``supervisor.daemon.explain_interrupted`` then says how far it got); or, with ``rerun_interrupted``, back to ``ready/`` until
           it was tried ``max_attempts`` times.
         ``ready/`` and ``outgoing/`` are kept as they are (run, upload).
         """
@@ -247,9 +249,7 @@ class Spool:
                 self.move(work_id, "running", "ready", meta)
                 report["rerun"].append(work_id)
             else:
-                meta.finish("FAILED", "board_restarted",
-                            "the board restarted during execution; submit the workload again",
-                            has_results=False)
+                meta.finish("FAILED", "board_restarted", INTERRUPTED, has_results=False)
                 self.move(work_id, "running", "outgoing", meta)
                 report["failed"].append(work_id)
         return report

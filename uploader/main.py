@@ -109,7 +109,9 @@ class Uploader:
             # a stock service has no FAILED (nor CANCELLED): finish the work the only way it
             # knows, with a results file that records the status and the error for the
             # user; reporting nothing would have it handed back and run again forever
-            if not results.exists():
+            if results.exists():
+                record_outcome(results, meta)
+            else:
                 write_error_results(results, meta)
             url = c.results_upload_url(dev, meta.work_id)
             upload_file(url, results, what=f"results upload of {meta.work_id} "
@@ -136,6 +138,22 @@ def write_error_results(path, meta: WorkMeta) -> None:
         writer.finish(meta.outcome or "FAILED", seconds=meta.seconds or 0.0,
                       error_kind=meta.error_kind or "device_error",
                       error_message=meta.error_message or "failed on the board")
+
+
+def record_outcome(path, meta: WorkMeta) -> None:
+    """Make partial results record the outcome: a file whose writer died (an executor
+    crash, a deadline) still says RUNNING. One that cannot be opened is replaced by a file
+    holding only the outcome."""
+    from qickwork.results import record_interruption
+    try:
+        record_interruption(path, meta.outcome or "FAILED",
+                            meta.error_kind or "device_error",
+                            meta.error_message or "failed on the board")
+    except OSError as exc:
+        log.warning("workload %s: its partial results cannot be read (%s); uploading the "
+                    "outcome alone", meta.work_id, exc)
+        path.unlink()
+        write_error_results(path, meta)
 
 
 def main(argv=None) -> int:

@@ -4,8 +4,9 @@ Exit codes (the one table; scripts may rely on it):
 
 ====  =====================================================================
  0    ok (``wait``: the workload is DONE)
- 1    the workload FAILED or was CANCELLED (``wait``; ``results`` and ``show-results``:
-      the file records it)
+ 1    the workload FAILED or was CANCELLED (``wait``, ``status``; ``results`` and
+      ``show-results``: the file records it; on a stock service ``wait`` and ``status``
+      read it from the results file too)
  2    usage: bad arguments, bad or missing config, a request the service rejected
  3    authentication or permission: bad API key, login refused, not allowed
  4    not found: no such device or workload (or not yours)
@@ -311,9 +312,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    work = make_client(args).get_work(args.work_id)
+    client = make_client(args)
+    work = client.final_status(client.get_work(args.work_id))
     emit(args, work, workload_details(work))
-    return EXIT_OK
+    return EXIT_WORKLOAD_FAILED if work.WorkStatus in ("FAILED", "CANCELLED") else EXIT_OK
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -335,6 +337,7 @@ def cmd_wait(args: argparse.Namespace) -> int:
     finally:
         if display:
             display.close()
+    work = client.final_status(work)
     emit(args, work, workload_details(work))
     return EXIT_OK if work.WorkStatus == "DONE" else EXIT_WORKLOAD_FAILED
 
@@ -491,7 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="use this device's configuration (fetched from the queue)")
     where.add_argument("--soccfg", metavar="FILE", help="use this soccfg JSON")
 
-    p = add("status", cmd_status, "show one workload")
+    p = add("status", cmd_status, "show one workload (exit 1 when it FAILED or was "
+                                  "CANCELLED)")
     p.add_argument("work_id", metavar="ID")
 
     p = add("list", cmd_list, "list workloads (all pages), newest first")

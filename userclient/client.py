@@ -5,8 +5,10 @@ prints nothing; the CLI is a thin layer over it.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -15,7 +17,8 @@ from typing import Any, Callable
 from cloudqueue.auth import Auth, user_auth_from_config
 from cloudqueue.client import QueueClient
 from cloudqueue.config import Config, load_config, write_private
-from cloudqueue.errors import BadRequest, Conflict, NotFound, QueueError, ServiceUnavailable
+from cloudqueue.errors import (BadRequest, ConfigError, Conflict, NotFound, QueueError,
+                               ServiceUnavailable)
 from cloudqueue.models import Device, Priority, Workload, WorkStatus
 from cloudqueue.transfer import Transferred, download_file, fetch_json, file_sha256, upload_file
 
@@ -222,6 +225,49 @@ class UserClient:
             else:
                 self._sleep(interval)
             interval = min(interval * 2, poll_interval)
+
+    def final_status(self, work: Workload) -> Workload:
+        """``work`` with the outcome its board recorded, where the service cannot show it.
+
+        A stock service has no FAILED or CANCELLED: a board finishes such work by uploading
+        a results file that records the status and the reason (``qickwork.results``), and
+        the service shows DONE. For DONE work on a stock service this downloads the results
+        to a temporary file, reads only its attributes, and answers a copy of ``work`` with
+        the recorded ``WorkStatus``, ``ErrorKind`` and ``ErrorMessage`` (``extra`` says
+        ``StatusFrom: results``). A file that records no status (the original device
+        client's) or DONE, and every other workload, are answered unchanged. A file still
+        saying RUNNING (a board that died mid-run, before it could say why) is FAILED."""
+        if (work.status is not WorkStatus.DONE or not work.WorkloadResultUrl
+                or not self.client.capabilities().stock):
+            return work
+        try:
+            from qickwork.results import recorded_outcome
+        except ImportError as exc:
+            raise ConfigError(f"workload {work.WorkId} is DONE on a stock service, where only "
+                              f"its results file says whether it failed; reading it needs "
+                              f"h5py ({exc}): install qick-queue[user]") from None
+        with tempfile.TemporaryDirectory(prefix="qick-status-") as folder:
+            path = Path(folder) / "results.h5"
+            download_file(work.WorkloadResultUrl, path, session=self.client.session,
+                          what=f"download the results of {work.WorkId} (for its outcome)")
+            try:
+                seen = recorded_outcome(path)
+            except OSError:
+                return work  # not a results file of ours: nothing recorded to say otherwise
+        status = seen["Status"]
+        if status in (None, "DONE"):
+            return work
+        kind, message = seen["ErrorKind"], seen["ErrorMessage"]
+        if status not in ("FAILED", "CANCELLED"):
+            kind = kind or "unfinished"
+            message = message or (
+                f"the results file says {status}: the board stopped before it could finish "
+                f"the workload (programs done {seen['ProgramsDone']} of "
+                f"{seen['ProgramsTotal']}); submit it again")
+            status = "FAILED"
+        return dataclasses.replace(work, WorkStatus=status, ErrorKind=kind,
+                                   ErrorMessage=message,
+                                   extra={**work.extra, "StatusFrom": "results"})
 
     def get_results(self, work_id: str, path: str | os.PathLike) -> Transferred:
         """Download the results (HDF5) of a finished workload to ``path``."""

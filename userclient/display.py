@@ -47,8 +47,9 @@ def workloads_table(items: list[Workload]) -> str:
     if not items:
         return "no workloads"
     return table([[w.WorkId, w.WorkStatus or "-", w.Priority or "-", w.DeviceId or "-",
-                   _when(w.CreatedAt), w.UserGivenName or ""] for w in items],
-                 ["WORK ID", "STATUS", "PRIORITY", "DEVICE", "CREATED", "NAME"])
+                   _when(w.CreatedAt), w.UserGivenName or "", w.WorkloadName or ""]
+                  for w in items],
+                 ["WORK ID", "STATUS", "PRIORITY", "DEVICE", "CREATED", "SUBMITTED BY", "NAME"])
 
 
 def device_details(device: Device) -> str:
@@ -67,7 +68,8 @@ def device_details(device: Device) -> str:
 
 def workload_details(work: Workload) -> str:
     lines = []
-    for name in ("WorkId", "WorkStatus", "DeviceId", "Priority", "UserGivenName", "CreatedAt",
+    for name in ("WorkId", "WorkloadName", "WorkStatus", "DeviceId", "Priority",
+                 "UserGivenName", "CreatedAt",
                  "ReadyAt", "QueuePosition", "EstimatedStartAt", "StartedAt", "FinishedAt",
                  "Attempts", "DeviceSeconds", "ErrorKind", "ErrorMessage", "CancelRequested",
                  "Progress"):
@@ -79,6 +81,8 @@ def workload_details(work: Workload) -> str:
                 continue
             value = "{}/{} programs".format(*work.programs)
         lines.append(f"{name:18}{_when(value) if isinstance(value, datetime) else value}")
+    if work.extra.get("StatusFrom") == "results":
+        lines.append(f"{'StatusFrom':18}the results file (the stock service shows DONE)")
     return "\n".join(lines)
 
 

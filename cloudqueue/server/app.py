@@ -32,15 +32,24 @@ FEATURES = ["cancel", "failed-state", "long-poll", "holding", "leases", "sha256"
             "page-limit", "progress", "mock-devices", "workload-wait"]
 
 
+#: what the stock API Gateway answers for a path (or a method on it) it does not know
+MISSING_TOKEN = {"message": "Missing Authentication Token"}
+
+
 async def capabilities(request: Request) -> Response:
-    if service(request).limits.stock_protocol:
-        return JSONResponse({"message": "Not Found"}, status_code=404)
     return JSONResponse({"Service": "qick-queue", "Version": VERSION, "Features": FEATURES})
 
 
-def api_routes() -> list[BaseRoute]:
+#: our own API routes (Part 2), absent under ``--stock-protocol``: (path, method)
+OWN_ROUTES = {("/capabilities", "GET"), ("/workloads/{work_id}/cancel", "POST"),
+              ("/devices/{device_id}/workloads/{work_id}", "GET")}
+
+
+def api_routes(*, stock: bool = False) -> list[BaseRoute]:
+    """The API's routes; ``stock``: only the stock application's (``--stock-protocol``), so
+    that our own paths answer as the stock gateway does (403 ``MISSING_TOKEN``)."""
     d, w = routes_devices, routes_workloads
-    return [
+    routes = [
         Route("/capabilities", capabilities, methods=["GET"]),
         Route("/users", routes_auth.add_user, methods=["POST"]),
         Route("/devices", d.create_device, methods=["POST"]),
@@ -55,6 +64,10 @@ def api_routes() -> list[BaseRoute]:
         Route("/workloads/{work_id}", w.get_workload, methods=["GET"]),
         Route("/workloads/{work_id}/cancel", w.cancel, methods=["POST"]),
     ]
+    if stock:
+        routes = [r for r in routes
+                  if not any((r.path, m) in OWN_ROUTES for m in r.methods or ())]
+    return routes
 
 
 def root_routes() -> list[BaseRoute]:
@@ -73,6 +86,8 @@ async def _queue_error(request: Request, exc: Exception) -> Response:
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    if exc.status_code in (404, 405) and service(request).limits.stock_protocol:
+        return JSONResponse(MISSING_TOKEN, status_code=403)
     kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
     message = {404: f"this queue service has no path {request.url.path}: check "
                         "api_endpoint in your config (with its prefix, e.g. /dev)",
@@ -151,10 +166,11 @@ def create_app(data_dir: Path, limits: Limits | None = None, *, prefix: str = ""
             db.close()
 
     routes: list[BaseRoute] = []
+    api = api_routes(stock=limits.stock_protocol)
     if prefix:
-        routes.append(Mount(prefix, routes=api_routes()))
+        routes.append(Mount(prefix, routes=api))
     else:
-        routes.extend(api_routes())
+        routes.extend(api)
     routes.extend(root_routes())
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
         QueueError: _queue_error, HTTPException: _http_error, Exception: _internal_error})

@@ -53,8 +53,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--mock-memory-mb", type=int, default=2048,
                        help="memory limit of a mock device's run (default 2048)")
     serve.add_argument("--stock-protocol", action="store_true",
-                       help="answer devices as the stock AWS service does (no /capabilities, "
-                            "no long poll): for testing clients against the stock protocol")
+                       help="answer as the stock AWS service does (403 on our own paths such as "
+                            "/capabilities, its request models, 500 for unknown ids, no long "
+                            "poll): for testing clients against the stock protocol")
     serve.add_argument("--log-level", default="info",
                        choices=["debug", "info", "warning", "error"])
     serve.add_argument("--access-log", action="store_true", help="log every request")

@@ -107,6 +107,14 @@ MIGRATIONS: list[str] = [
     ALTER TABLE workloads ADD COLUMN programs_total INTEGER;
     ALTER TABLE devices ADD COLUMN mock TEXT;                 -- JSON {Board} or {MirrorOf}
     """,
+    # 2 -> 3: UserGivenName is the submitter's name again (as on the stock service); the
+    # workload's own name, kept until now in user_given_name, moves to workload_name
+    """
+    ALTER TABLE workloads ADD COLUMN workload_name TEXT;
+    UPDATE workloads SET workload_name = user_given_name;
+    UPDATE workloads SET user_given_name =
+        (SELECT NULLIF(full_name, '') FROM users WHERE users.user_id = workloads.account_id);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

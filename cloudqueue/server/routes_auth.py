@@ -26,7 +26,7 @@ SESSION_EXPIRED = "Invalid session for the user, session is expired."
 async def add_user(request: Request) -> Response:
     """``POST /users`` (admin): 200 ``{UserId, Email, ApiKey, TemporaryPassword}``, shown once."""
     await admin(request)
-    body = await read_json(request)
+    body = await read_json(request, model="AddUser")
     email = field(body, "Email", str, required=True, max_len=254).strip()
     if "@" not in email or " " in email:
         raise BadRequest(f"Email {email!r} is not an e-mail address")

@@ -12,14 +12,14 @@ from cloudqueue.server import mockspec, policy
 from cloudqueue.server import views
 from cloudqueue.server.identities import NO_DEVICE_HINT
 from cloudqueue.server.web import (Service, admin, call, field, forbidden_unless, json_ok, now_ms,
-                                   principal, read_json, service, sha256_field, the_device,
-                                   user, wait_seconds)
+                                   principal, read_json, service, sha256_field,
+                                   stock_missing_item, the_device, user, wait_seconds)
 
 
 async def create_device(request: Request) -> Response:
     """``POST /devices`` (admin): 201 with the OAuth2 client id and secret (shown once)."""
     await admin(request)
-    body = await read_json(request)
+    body = await read_json(request, model="AddDevice")
     name = field(body, "DeviceName", str, required=True, max_len=200)
     if not name.strip():
         raise BadRequest("DeviceName must not be empty")
@@ -61,6 +61,8 @@ async def get_device(request: Request) -> Response:
         forbidden_unless(who.id == device_id, "a device may only read its own record")
     svc = service(request)
     row = await call(svc.identities.device, device_id)
+    if row is None and svc.limits.stock_protocol:
+        raise stock_missing_item("Device", "DeviceName")
     if row is None:
         raise NotFound(f"no device {device_id}: {NO_DEVICE_HINT}")
     active = await call(svc.workloads.active_for_device, device_id)
@@ -87,7 +89,7 @@ async def heartbeat(request: Request) -> Response:
     """``PUT /devices/{id}``: the device reports its status (and health)."""
     device_id = request.path_params["device_id"]
     await the_device(request, device_id)
-    body = await read_json(request)
+    body = await read_json(request, model="UpdateDevice")
     status = field(body, "DeviceStatus", str, required=True, choices=policy.DEVICE_STATUSES)
     extension = field(body, "DeviceConfigurationFileExtension", str, required=True, max_len=16)
     if not extension.replace(".", "").isalnum():

@@ -14,7 +14,8 @@ from cloudqueue.server import policy
 from cloudqueue.server import views
 from cloudqueue.server.identities import NO_DEVICE_HINT, Principal
 from cloudqueue.server.web import (Service, call, field, json_ok, now_ms, read_json,
-                                   service, sha256_field, user, wait_seconds)
+                                   service, sha256_field, stock_missing_item, user,
+                                   wait_seconds)
 from cloudqueue.server.workloads import PageKey
 
 
@@ -30,20 +31,24 @@ def _idempotency_key(request: Request) -> str | None:
 async def submit(request: Request) -> Response:
     """``POST /workloads``: 201 ``{WorkId, UploadUrl}``; the file's arrival makes it READY."""
     who = await user(request)
-    body = await read_json(request)
+    body = await read_json(request, model="CreateWork")
     device_id = field(body, "DeviceId", str, required=True, max_len=100)
     priority = field(body, "Priority", str, default="MEDIUM",
                      choices=tuple(policy.PRIORITY_RANK))
-    name = field(body, "UserGivenName", str, max_len=200)
+    # UserGivenName is never taken from the body: it is the submitter's name (stock meaning)
+    name = field(body, "WorkloadName", str, max_len=200)
     sha = sha256_field(body)
     key = _idempotency_key(request)
     svc = service(request)
     if await call(svc.identities.device, device_id) is None:
         raise NotFound(f"no device {device_id}: {NO_DEVICE_HINT}")
+    submitter = await call(svc.identities.user, who.id)
+    given_name = (submitter or {}).get("full_name") or None
     fingerprint = hashlib.sha256(json.dumps([device_id, priority, name, sha]).encode()).hexdigest()
     row, _created = await call(svc.workloads.create, account_id=who.id, device_id=device_id,
-                               priority=priority, user_given_name=name, sha256=sha,
-                               now=now_ms(), idempotency_key=key, body_hash=fingerprint)
+                               priority=priority, user_given_name=given_name,
+                               workload_name=name, sha256=sha, now=now_ms(),
+                               idempotency_key=key, body_hash=fingerprint)
     return json_ok({"WorkId": row["work_id"],
                     "UploadUrl": svc.presign(request, "PUT", f"workloads/{row['work_id']}")}, 201)
 
@@ -92,8 +97,11 @@ async def list_workloads(request: Request) -> Response:
 
 async def _owned(request: Request, who: Principal, work_id: str) -> dict:
     """The workload if the caller owns it or is an admin; 404 otherwise (existence hidden)."""
-    row = await call(service(request).workloads.get, work_id)
+    svc = service(request)
+    row = await call(svc.workloads.get, work_id)
     if row is None or not (who.is_admin or row["account_id"] == who.id):
+        if svc.limits.stock_protocol:  # a stranger's work looks missing there too
+            raise stock_missing_item("Work", "WorkBucket")
         raise NotFound(f"no workload {work_id} of yours: check the WorkId against the list "
                        "of your workloads (`userclient list`)")
     return row

@@ -33,8 +33,9 @@ class Limits:
     idempotency_seconds: int = 86400
     #: what a run is assumed to take when a device has no finished work yet (estimates)
     default_run_seconds: float = 60.0
-    #: answer devices as the stock AWS service does (``/capabilities`` 404, no long poll,
-    #: no ``Holding``), so clients can be tested against the stock protocol
+    #: answer as the stock AWS service does (docs/protocol.md, "--stock-protocol"): our own
+    #: paths answer the gateway's 403, its request models are checked (400), unknown ids are
+    #: a handler's 500, no long poll, no ``Holding``; so clients can be tested against it
     stock_protocol: bool = False
 
     @property

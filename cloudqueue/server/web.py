@@ -84,6 +84,10 @@ def error_response(exc: QueueError) -> JSONResponse:
     """``{ErrorMessage, ErrorKind}`` with the error's status; the stock gateway's own keys
     (``message`` on 401, ``Message`` on 403) are added so stock clients read them too."""
     status = exc.status or 500
+    if exc.kind == GATEWAY_MODEL:  # --stock-protocol: the gateway's own answer
+        return JSONResponse({"message": "Invalid request body"}, status_code=status)
+    if exc.kind == STOCK_HANDLER:  # --stock-protocol: a stock Lambda's catch-all answer
+        return JSONResponse({"ErrorMessage": exc.message}, status_code=status)
     body: dict[str, Any] = {"ErrorMessage": exc.message, "ErrorKind": exc.kind}
     if status == 401:
         body["message"] = "Unauthorized"
@@ -112,9 +116,59 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def read_json(request: Request, *, allow_empty: bool = False) -> dict[str, Any]:
-    """The body as a JSON object; 400 ``invalid_json`` for anything else."""
+#: ``ErrorKind`` of a body the stock gateway's model refuses (answered as the gateway does)
+GATEWAY_MODEL = "gateway_model"
+#: ``ErrorKind`` of a stock handler's failure, answered ``500 {ErrorMessage}`` only
+STOCK_HANDLER = "stock_handler"
+
+
+def stock_missing_item(item: str, first_field: str) -> QueueError:
+    """Under ``--stock-protocol``: what a stock handler answers for an id with no item. It
+    reads the missing DynamoDB item's fields and fails; Node.js (14 and later, the
+    application's runtime is nodejs16.x) words the TypeError as below."""
+    return QueueError(f"Cannot destructure property '{first_field}' of '{item}' as it is "
+                      f"undefined.", kind=STOCK_HANDLER, status=500)
+
+
+#: The request models of the stock API Gateway (``--stock-protocol`` checks them first):
+#: name -> (required fields, {field: (JSON type, allowed values or None)}). Other fields pass.
+STOCK_MODELS: dict[str, tuple[tuple[str, ...], dict[str, tuple[type, tuple | None]]]] = {
+    "AddUser": (("Email", "FullName"), {"Email": (str, None), "FullName": (str, None)}),
+    "AddDevice": (("DeviceName",), {"DeviceName": (str, None), "RefreshTimeout": (int, None)}),
+    "UpdateDevice": (("DeviceStatus", "DeviceConfigurationFileExtension"),
+                     {"DeviceStatus": (str, ("BUSY", "ONLINE", "OFFLINE"))}),
+    "CreateWork": (("DeviceId", "Priority"),
+                   {"DeviceId": (str, None), "Priority": (str, ("LOW", "MEDIUM", "HIGH"))}),
+}
+
+
+def check_stock_model(body: Any, model: str) -> None:
+    """Refuse, as the stock gateway does (400 ``Invalid request body``), a body that its
+    model ``model`` refuses: not an object, a required field missing, a wrong type or value."""
+    required, fields = STOCK_MODELS[model]
+
+    def fits(name: str) -> bool:
+        kind, allowed = fields[name]
+        value = body[name]
+        return isinstance(value, kind) and not isinstance(value, bool) and (
+            allowed is None or value in allowed)
+
+    if not (isinstance(body, dict) and all(name in body for name in required)
+            and all(fits(name) for name in fields if name in body)):
+        raise BadRequest("Invalid request body", kind=GATEWAY_MODEL)
+
+
+async def read_json(request: Request, *, allow_empty: bool = False,
+                    model: str | None = None) -> dict[str, Any]:
+    """The body as a JSON object; 400 ``invalid_json`` for anything else. ``model``: the
+    stock gateway's model of this request, checked first under ``--stock-protocol``."""
     raw = await read_body(request, service(request).limits.max_json_bytes)
+    if model is not None and service(request).limits.stock_protocol:
+        try:
+            parsed = json.loads(raw) if raw.strip() else None
+        except (ValueError, UnicodeDecodeError):
+            parsed = None
+        check_stock_model(parsed, model)
     if not raw.strip():
         if allow_empty:
             return {}

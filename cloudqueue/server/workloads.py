@@ -92,8 +92,10 @@ class WorkloadStore:
     # -- submit ------------------------------------------------------------------------
     def create(self, *, account_id: str, device_id: str, priority: str,
                user_given_name: str | None, sha256: str | None, now: int,
+               workload_name: str | None = None,
                idempotency_key: str | None = None, body_hash: str = "") -> tuple[Row, bool]:
         """A new CREATED workload; with an Idempotency-Key, a retry answers the first one.
+        ``user_given_name``: the submitter's name (stock meaning); ``workload_name``: its own.
 
         Answers (row, created). Raises ``Conflict`` when the key was used with another body.
         """
@@ -116,9 +118,10 @@ class WorkloadStore:
             work_id = str(uuid.uuid4())
             conn.execute(
                 "INSERT INTO workloads (work_id, device_id, account_id, user_given_name, "
-                "priority, status, created_at, workload_sha256) "
-                "VALUES (?, ?, ?, ?, ?, 'CREATED', ?, ?)",
-                (work_id, device_id, account_id, user_given_name, priority, now, sha256))
+                "workload_name, priority, status, created_at, workload_sha256) "
+                "VALUES (?, ?, ?, ?, ?, ?, 'CREATED', ?, ?)",
+                (work_id, device_id, account_id, user_given_name, workload_name, priority,
+                 now, sha256))
             if idempotency_key is not None:
                 conn.execute(
                     "INSERT OR REPLACE INTO idempotency (account_id, key, body_hash, work_id, "

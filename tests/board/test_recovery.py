@@ -116,7 +116,7 @@ def test_supervisor_sigkill_with_work_in_every_spool_folder_ends_each_exactly_on
     board.start()
     final = {w: board.wait_terminal(w, 40) for w in (a, b, c, d)}
     assert final[a].WorkStatus == "FAILED" and final[a].ErrorKind == "board_restarted"
-    assert "restarted during execution" in final[a].ErrorMessage
+    assert "restarted while this workload was running" in final[a].ErrorMessage
     assert [final[w].WorkStatus for w in (b, c, d)] == ["DONE"] * 3, final
     # B was handed out again (its partial download was dropped); the others only once
     assert {w: final[w].Attempts for w in (a, b, c, d)} == {a: 1, b: 2, c: 1, d: 1}
@@ -135,3 +135,69 @@ def test_supervisor_sigkill_with_work_in_every_spool_folder_ends_each_exactly_on
     download_file(final[d].WorkloadResultUrl, tmp_path / "d.h5")
     assert (tmp_path / "d.h5").read_bytes() == d_results
     assert board.stop() == 0
+
+
+def test_recovery_finishes_a_half_written_results_file_with_how_far_it_got(tmp_path):
+    """``explain_interrupted``: partial results are kept and say FAILED/board_restarted with
+    the programs done; a file with no program done, or one that cannot be opened (cut in
+    the middle of a write), is dropped and the failure is reported alone."""
+    import h5py
+    import numpy as np
+    from qickwork.results import ResultsWriter
+    from supervisor.daemon import explain_interrupted
+
+    spool = Spool(tmp_path / "spool").ensure()
+    for work_id, programs in (("partial", 2), ("nothing", 0), ("torn", None)):
+        folder = spool.path("running", work_id)
+        folder.mkdir()
+        spool.write_meta("running", WorkMeta(work_id, attempts=1))
+        if programs is None:
+            (folder / RESULTS).write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
+            continue
+        writer = ResultsWriter(folder / RESULTS, programs_total=3, work_id=work_id)
+        for i in range(programs):
+            writer.add(i, acqtype="accumulated", seconds=0.1, avg=[np.zeros((1, 2))])
+        writer.close()  # never finished: it still says RUNNING
+    report = spool.recover()
+    assert sorted(report["failed"]) == ["nothing", "partial", "torn"]
+    for work_id in report["failed"]:
+        explain_interrupted(spool, work_id)
+
+    meta = spool.read_meta("outgoing", "partial")
+    assert (meta.outcome, meta.error_kind, meta.has_results) == ("FAILED", "board_restarted",
+                                                                 True)
+    assert meta.error_message.startswith("the board daemon restarted while this workload "
+                                          "was running (programs done 2 of 3)")
+    with h5py.File(spool.path("outgoing", "partial") / RESULTS) as f:
+        assert f.attrs["status"] == "FAILED" and f.attrs["error_kind"] == "board_restarted"
+        assert f.attrs["error_message"] == meta.error_message
+        assert list(f["data"].keys()) == ["0", "1"]
+    for work_id in ("nothing", "torn"):
+        meta = spool.read_meta("outgoing", work_id)
+        assert meta.outcome == "FAILED" and not meta.has_results
+        assert "restarted while this workload was running" in meta.error_message
+        assert not (spool.path("outgoing", work_id) / RESULTS).exists()
+
+
+def test_the_stock_upload_makes_partial_results_record_the_outcome(tmp_path):
+    """On a stock service the results file is the only record: partial results of an
+    executor that died (still RUNNING) are finished with the outcome before the upload; a
+    torn file is replaced by one that holds only the outcome."""
+    import numpy as np
+    from qickwork.results import ResultsWriter, recorded_outcome
+    from uploader.main import record_outcome
+
+    meta = WorkMeta("w", outcome="FAILED", error_kind="deadline",
+                    error_message="passed its deadline of 60 s", programs_total=3)
+    partial = tmp_path / "partial.h5"
+    with ResultsWriter(partial, programs_total=3) as writer:
+        writer.add(0, acqtype="accumulated", seconds=0.1, avg=[np.zeros((1, 2))])
+    record_outcome(partial, meta)
+    assert recorded_outcome(partial) == {
+        "Status": "FAILED", "ErrorKind": "deadline", "ErrorMessage": "passed its deadline of 60 s",
+        "ProgramsDone": 1, "ProgramsTotal": 3}
+    torn = tmp_path / "torn.h5"
+    torn.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
+    record_outcome(torn, meta)
+    assert recorded_outcome(torn)["Status"] == "FAILED"
+    assert recorded_outcome(torn)["ProgramsDone"] == 0

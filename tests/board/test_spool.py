@@ -85,7 +85,7 @@ def test_recover_with_work_in_every_folder(tmp_path):
     assert spool.depths() == {"incoming": 0, "ready": 1, "running": 0, "outgoing": 2, "done": 1}
     failed = spool.read_meta("outgoing", "interrupted")
     assert failed.outcome == "FAILED" and failed.error_kind == "board_restarted"
-    assert "restarted during execution" in failed.error_message
+    assert "restarted while this workload was running" in failed.error_message
     assert not (tmp_path / "ready" / "junk.tmp").exists()
     assert not list(spool.path("outgoing", "finished").glob("*.tmp"))
     # recovering twice changes nothing: every workload is in exactly one folder

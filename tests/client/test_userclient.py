@@ -102,7 +102,8 @@ def test_submit_announces_sha256_and_retries_with_the_same_idempotency_key(tmp_p
     assert len(keys) == 1
     body = json.loads(posts[1].body)
     assert body["ContentSHA256"] == hashlib.sha256(b"workload bytes").hexdigest()
-    assert body["UserGivenName"] == "t1" and body["Priority"] == "HIGH"
+    assert body["WorkloadName"] == "t1" and body["Priority"] == "HIGH"
+    assert "UserGivenName" not in body  # the submitter's name: the service knows it
     assert upload.method == "PUT" and upload.body == b"workload bytes"
 
 

@@ -36,7 +36,7 @@ def test_bad_json_bodies_are_400_and_create_nothing(world: World):
     assert_error(user.post("/workloads", json={"DeviceId": device.id, "Priority": "URGENT"}), 400)
     assert_error(user.post("/workloads", json={"DeviceId": device.id, "Priority": 1}), 400)
     assert_error(user.post("/workloads", json={"DeviceId": device.id, "ContentSHA256": "abc"}), 400)
-    assert_error(user.post("/workloads", json={"DeviceId": device.id, "UserGivenName": ["x"]}), 400)
+    assert_error(user.post("/workloads", json={"DeviceId": device.id, "WorkloadName": ["x"]}), 400)
     unknown = user.post("/workloads", json={"DeviceId": "no-such-device", "Priority": "HIGH"})
     assert_error(unknown, 404, "not_found")
     assert count_workloads(world) == before

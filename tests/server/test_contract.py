@@ -154,13 +154,15 @@ def test_queue_order_is_status_then_priority_then_ready_time(world: World):
 def test_list_workloads_newest_first_paged_by_five(world: World):
     device = world.device()
     user, user_id = world.user()
-    ids = [submit(user, device.id, data=None, UserGivenName=f"w{i}") for i in range(7)]
+    ids = [submit(user, device.id, data=None, WorkloadName=f"w{i}") for i in range(7)]
     page1 = user.get("/workloads", params={"DeviceId": device.id})
     assert page1.status_code == 200
     body = page1.json()
     assert len(body["Items"]) == 5
+    # the stock item's fields, and ours: the workload's own name
     assert set(body["Items"][0]) == {"WorkId", "UserGivenName", "Priority", "DeviceId",
-                                     "ReadyAt", "WorkStatus", "CreatedAt"}
+                                     "ReadyAt", "WorkStatus", "CreatedAt", "WorkloadName"}
+    assert [i["WorkloadName"] for i in body["Items"]] == ["w6", "w5", "w4", "w3", "w2"]
     assert set(body["LastEvaluatedKey"]) == {"WorkId", "DeviceId", "CreatedAt"}
     page2 = user.get("/workloads", params={
         "DeviceId": device.id,

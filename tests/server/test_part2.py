@@ -185,7 +185,7 @@ def test_idempotent_submit(world: World):
     device = world.device()
     user, _ = world.user()
     other_user, _ = world.user()
-    body = {"DeviceId": device.id, "Priority": "HIGH", "UserGivenName": "t1"}
+    body = {"DeviceId": device.id, "Priority": "HIGH", "WorkloadName": "t1"}
     first = user.post("/workloads", json=body, headers={"Idempotency-Key": "k-1"})
     second = user.post("/workloads", json=body, headers={"Idempotency-Key": "k-1"})
     assert first.status_code == second.status_code == 201

@@ -184,7 +184,7 @@ def test_stock_protocol_hides_the_wait(queue_service_factory):
     device = world.device()
     user, _ = world.user()
     work_id = submit(user, device.id)
-    assert requests.get(world.service.url + "/capabilities", timeout=10).status_code == 404
+    assert requests.get(world.service.url + "/capabilities", timeout=10).status_code == 403
     body = status(user, work_id)
     assert "ChangeToken" not in body
     started = time.monotonic()

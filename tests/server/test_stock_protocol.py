@@ -1,0 +1,156 @@
+"""``qick-queue serve --stock-protocol`` answers as the stock AWS service does (the facts of
+API.md, "Observed behaviour"): the gateway's 403 on paths it does not know, its request
+models (400 ``Invalid request body``), a handler's 500 for unknown ids, and ``UserGivenName``
+as the submitter's name. ``UserGivenName`` means the same on our own service, where the
+workload's own name is ``WorkloadName``; old databases are migrated."""
+from __future__ import annotations
+
+import sqlite3
+import uuid
+
+import pytest
+import requests
+
+from cloudqueue.server.db import MIGRATIONS, SCHEMA_VERSION, Database, _statements
+from tests.server.api import Api, World, assert_error, submit
+
+MISSING_TOKEN = {"message": "Missing Authentication Token"}
+INVALID_BODY = {"message": "Invalid request body"}
+
+
+@pytest.fixture
+def stock(queue_service_factory):
+    return World(queue_service_factory(stock_protocol=True, prefix="/dev"))
+
+
+def named_user(world: World, full_name: str) -> Api:
+    answer = world.admin.post("/users", json={"Email": f"{uuid.uuid4().hex[:8]}@lab.test",
+                                              "FullName": full_name})
+    assert answer.status_code == 200, answer.text
+    return Api(world.service.url, answer.json()["ApiKey"])
+
+
+def test_paths_the_gateway_does_not_know_answer_403_missing_authentication_token(stock):
+    device = stock.device()
+    user, _ = stock.user()
+    work_id = submit(user, device.id)
+    url, root = stock.service.url, stock.service.root
+    answers = {
+        "capabilities, no auth": requests.get(url + "/capabilities", timeout=10),
+        "capabilities, a user": user.get("/capabilities"),
+        "cancel": user.post(f"/workloads/{work_id}/cancel"),
+        "the device's cancel check": device.api.get(f"/devices/{device.id}/workloads/{work_id}"),
+        "an unknown path": user.get("/no/such/path"),
+        "a method the path lacks": user.call("DELETE", "/workloads"),
+        "outside the stage": requests.get(root + "/workloads", timeout=10),
+    }
+    for what, answer in answers.items():
+        assert (answer.status_code, answer.json()) == (403, MISSING_TOKEN), what
+    # the stock paths themselves still answer
+    assert user.get(f"/workloads/{work_id}").json()["WorkStatus"] == "READY"
+
+
+def test_our_own_service_keeps_its_paths(queue_service):
+    world = World(queue_service)
+    assert requests.get(queue_service.url + "/capabilities", timeout=10).status_code == 200
+    assert_error(world.admin.get("/no/such/path"), 404, "not_found")
+
+
+def test_bodies_the_gateways_models_refuse_are_400_invalid_request_body(stock):
+    device = stock.device()
+    user, _ = stock.user()
+    refused = {
+        "DeviceStatus ERROR": device.heartbeat("ERROR"),
+        "DeviceStatus lower case": device.heartbeat("online"),
+        "no DeviceConfigurationFileExtension": device.api.put(
+            f"/devices/{device.id}", json={"DeviceStatus": "ONLINE"}),
+        "RefreshTimeout as a string": stock.admin.post(
+            "/devices", json={"DeviceName": "d", "RefreshTimeout": "60"}),
+        "no DeviceName": stock.admin.post("/devices", json={"RefreshTimeout": 60}),
+        "an unknown Priority": user.post("/workloads", json={"DeviceId": device.id,
+                                                             "Priority": "URGENT"}),
+        "no Priority": user.post("/workloads", json={"DeviceId": device.id}),
+        "no FullName": stock.admin.post("/users", json={"Email": "x@lab.test"}),
+        "not JSON": user.post("/workloads", data=b"{nope",
+                              headers={"Content-Type": "application/json"}),
+    }
+    for what, answer in refused.items():
+        assert (answer.status_code, answer.json()) == (400, INVALID_BODY), what
+    for status in ("ONLINE", "BUSY", "OFFLINE"):
+        assert device.heartbeat(status).status_code == 200, status
+    listed = user.get("/devices").json()
+    assert [d["DeviceStatus"] for d in listed if d["DeviceId"] == device.id] == ["OFFLINE"]
+
+
+def test_our_own_service_takes_error_and_answers_its_own_400s(queue_service):
+    world = World(queue_service)
+    device = world.device()
+    assert device.heartbeat("ERROR").status_code == 200
+    assert_error(device.heartbeat("SLEEPY"), 400, "bad_request")
+
+
+def test_unknown_ids_answer_the_stock_handlers_500(stock):
+    user, _ = stock.user()
+    other, _ = stock.user()
+    device = stock.device()
+    theirs = submit(other, device.id)
+    for work_id in (str(uuid.uuid4()), theirs):  # a stranger's work looks missing too
+        answer = user.get(f"/workloads/{work_id}")
+        assert (answer.status_code, answer.json()) == (500, {
+            "ErrorMessage": "Cannot destructure property 'WorkBucket' of 'Work' as it is "
+                            "undefined."})
+    answer = user.get(f"/devices/{uuid.uuid4()}")
+    assert (answer.status_code, answer.json()) == (500, {
+        "ErrorMessage": "Cannot destructure property 'DeviceName' of 'Device' as it is "
+                        "undefined."})
+
+
+def test_our_own_service_answers_404_for_unknown_ids(queue_service):
+    user, _ = World(queue_service).user()
+    assert_error(user.get(f"/workloads/{uuid.uuid4()}"), 404, "not_found")
+    assert_error(user.get(f"/devices/{uuid.uuid4()}"), 404, "not_found")
+
+
+@pytest.mark.parametrize("stock_protocol", [True, False])
+def test_user_given_name_is_the_submitters_full_name(queue_service_factory, stock_protocol):
+    world = World(queue_service_factory(**({"stock_protocol": True} if stock_protocol else {})))
+    device = world.device()
+    ada = named_user(world, "Ada Lovelace")
+    # a body cannot claim another submitter; a workload's own name is WorkloadName (ours)
+    work_id = submit(ada, device.id, UserGivenName="Mallory", WorkloadName="sweep-7.gz")
+    item, = ada.get("/workloads", params={"DeviceId": device.id}).json()["Items"]
+    assert item["WorkId"] == work_id and item["UserGivenName"] == "Ada Lovelace"
+    detail = ada.get(f"/workloads/{work_id}").json()
+    assert detail["UserGivenName"] == "Ada Lovelace"
+    if not stock_protocol:
+        assert item["WorkloadName"] == detail["WorkloadName"] == "sweep-7.gz"
+
+
+def test_a_schema_2_database_moves_workload_names_to_workload_name(tmp_path):
+    path = tmp_path / "queue.db"
+    old = sqlite3.connect(str(path), isolation_level=None)
+    old.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    for script in MIGRATIONS[:2]:
+        for statement in _statements(script):
+            old.execute(statement)
+    old.execute("INSERT INTO schema_version (version) VALUES (2)")
+    old.execute("INSERT INTO users (user_id, email, full_name, created_at) "
+                "VALUES ('u1', 'ada@lab.test', 'Ada Lovelace', 0), "
+                "('u2', 'nn@lab.test', '', 0)")
+    for work_id, account, name in (("w1", "u1", "sweep.gz"), ("w2", "u2", None),
+                                   ("w3", "gone", "x.gz")):
+        old.execute("INSERT INTO workloads (work_id, device_id, account_id, user_given_name, "
+                    "priority, status, created_at) VALUES (?, 'd', ?, ?, 'LOW', 'READY', 0)",
+                    (work_id, account, name))
+    old.close()
+
+    db = Database(path)
+    try:
+        assert SCHEMA_VERSION >= 3
+        with db.reading() as conn:
+            rows = {r["work_id"]: (r["user_given_name"], r["workload_name"]) for r in
+                    conn.execute("SELECT * FROM workloads")}
+    finally:
+        db.close()
+    assert rows == {"w1": ("Ada Lovelace", "sweep.gz"), "w2": (None, None),
+                    "w3": (None, "x.gz")}
