@@ -77,7 +77,8 @@ class Principal:
         return self.kind == "user"
 
 
-def _user_principal(row: Row) -> Principal:
+def user_principal_of(row: Row) -> Principal:
+    """The Principal of a user row (``web.principal`` checks it is enabled first)."""
     return Principal("user", row["user_id"], row["email"], tuple(json.loads(row["groups"])))
 
 
@@ -90,11 +91,6 @@ def require_enabled(user: Row) -> None:
     if user.get("disabled_at") is not None:
         raise Forbidden(f"the account {user['email']} is disabled: ask an admin to enable it",
                         kind="user_disabled")
-
-
-def user_principal_of(user: Row) -> Principal:
-    """The Principal of an (enabled) user row."""
-    return _user_principal(user)
 
 
 def insert_api_key(conn: Any, api_key: str, user_id: str, now: int, label: str | None) -> str:
@@ -149,7 +145,7 @@ class IdentityStore:
             return None
         require_enabled(dict(r))
         self._note_key_use(r["key_hash"], r["key_last_used"])
-        return _user_principal(dict(r))
+        return user_principal_of(dict(r))
 
     def _note_key_use(self, key_hash: str, last_used: int | None) -> None:
         """Record an API key's use, at most once a minute (one write, not one per request)."""

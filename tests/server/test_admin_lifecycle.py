@@ -312,3 +312,18 @@ def test_hostile_input_gets_4xx_with_error_kind(world: World):
     for resp, code, kind in cases:
         assert_error(resp, code, kind)
     assert device.heartbeat().status_code == 200
+
+
+def test_a_stock_protocol_service_has_none_of_these_paths(queue_service_factory):
+    world = World(queue_service_factory(stock_protocol=True))
+    device = world.device()
+    admin = world.admin
+    for resp in (admin.get("/users"), admin.post(f"/users/{world.service.admin_email}/disable"),
+                 admin.get("/api-keys"), admin.post("/api-keys"),
+                 admin.post(f"/devices/{device.id}/rotate-secret"),
+                 admin.call("PATCH", f"/devices/{device.id}", json={"DeviceName": "x"}),
+                 admin.call("DELETE", f"/devices/{device.id}")):
+        assert resp.status_code in (403, 404), resp.text  # as any path the stock one lacks
+        assert "Email" not in resp.text and "KeyId" not in resp.text
+    assert device.heartbeat().status_code == 200
+    assert admin.get(f"/devices/{device.id}").json()["DeviceName"] == "qick"
