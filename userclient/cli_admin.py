@@ -172,8 +172,8 @@ def add_commands(add: Callable[[str, Any, str], argparse.ArgumentParser]) -> Non
     p = add("rename-device", cmd_rename_device, "admin: rename a device")
     p.add_argument("device_id", metavar="ID")
     p.add_argument("name")
-    p = add("delete-device", cmd_delete_device, "admin: delete a device (refused while it has "
-            "queued or running work unless --cancel-work)")
+    p = add("delete-device", cmd_delete_device, "admin: delete a device for good (refused "
+            "while it has queued or running work unless --cancel-work)")
     p.add_argument("device_id", metavar="ID")
     p.add_argument("--cancel-work", action="store_true",
                    help="cancel its queued and running work, then delete it")
