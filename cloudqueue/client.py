@@ -175,6 +175,72 @@ class QueueClient:
         return self._call("POST", ("devices",), what=f"add device {name}", json_body=body,
                           safe=False)
 
+    # --- admin lifecycle (ours: feature ``admin-lifecycle``) -----------------------------
+    def list_users(self) -> list[dict]:
+        """``GET /users`` (admin): ``[{UserId, Email, FullName, Groups, Disabled, ...}]``."""
+        self.require("admin-lifecycle", "listing users")
+        return self._call("GET", ("users",), what="list users") or []
+
+    def disable_user(self, user: str) -> dict:
+        """``POST /users/{user}/disable`` (admin; ``user``: UserId or e-mail): every
+        credential of theirs is refused from the next request on."""
+        self.require("admin-lifecycle", "disabling a user")
+        return self._call("POST", ("users", user, "disable"), what=f"disable user {user}",
+                          safe=True)
+
+    def enable_user(self, user: str) -> dict:
+        """``POST /users/{user}/enable`` (admin): undoes ``disable_user``."""
+        self.require("admin-lifecycle", "enabling a user")
+        return self._call("POST", ("users", user, "enable"), what=f"enable user {user}",
+                          safe=True)
+
+    def create_api_key(self, *, label: str | None = None, user: str | None = None) -> dict:
+        """``POST /api-keys``: ``{KeyId, Label, ..., ApiKey}``, the key shown once. ``user``
+        (admins): make it for another user. Not retried: a retry could make a second key."""
+        self.require("admin-lifecycle", "creating an API key")
+        body: dict[str, Any] = {}
+        if label is not None:
+            body["Label"] = label
+        if user is not None:
+            body["UserId"] = user
+        return self._call("POST", ("api-keys",), what="create an API key", json_body=body,
+                          safe=False)
+
+    def list_api_keys(self, *, user: str | None = None) -> list[dict]:
+        """``GET /api-keys``: your working keys (never the keys themselves); ``user``
+        (admins): another user's."""
+        self.require("admin-lifecycle", "listing API keys")
+        params = {"UserId": user} if user else None
+        return self._call("GET", ("api-keys",), what="list API keys", params=params) or []
+
+    def revoke_api_key(self, key_id: str) -> dict:
+        """``POST /api-keys/{KeyId}/revoke`` (its owner or an admin); doing it twice is fine."""
+        self.require("admin-lifecycle", "revoking an API key")
+        return self._call("POST", ("api-keys", key_id, "revoke"),
+                          what=f"revoke API key {key_id}", safe=True)
+
+    def rotate_device_secret(self, device_id: str) -> dict:
+        """``POST /devices/{id}/rotate-secret`` (admin): ``{DeviceId, DeviceName, ClientId,
+        ClientSecret}``, the secret shown once; the old one and its tokens stop at once."""
+        self.require("admin-lifecycle", "rotating a device's secret")
+        return self._call("POST", ("devices", device_id, "rotate-secret"),
+                          what=f"rotate the secret of device {device_id}", safe=False)
+
+    def rename_device(self, device_id: str, name: str) -> Device:
+        """``PATCH /devices/{id} {DeviceName}`` (admin)."""
+        self.require("admin-lifecycle", "renaming a device")
+        body = self._call("PATCH", ("devices", device_id), what=f"rename device {device_id}",
+                          json_body={"DeviceName": name}, safe=True)
+        return Device.from_json(body)
+
+    def delete_device(self, device_id: str, *, cancel_work: bool = False) -> dict:
+        """``DELETE /devices/{id}`` (admin): ``{DeviceId, DeviceName, Deleted, CancelledWork}``.
+        Conflict while it has unfinished work, unless ``cancel_work`` cancels it."""
+        self.require("admin-lifecycle", "deleting a device")
+        params = {"CancelWork": "true"} if cancel_work else None
+        return self._call("DELETE", ("devices", device_id), what=f"delete device {device_id}",
+                          params=params, safe=False)
+
     # --- users --------------------------------------------------------------------------
     def list_devices(self) -> list[Device]:
         body = self._call("GET", ("devices",), what="list devices") or []

@@ -523,6 +523,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("cancel", cmd_cancel, "cancel a workload (our service only)")
     p.add_argument("work_id", metavar="ID")
+
+    from userclient import cli_admin  # users, API keys, device secret/name/delete
+    cli_admin.add_commands(add)
     return parser
 
 

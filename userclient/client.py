@@ -94,6 +94,46 @@ class UserClient:
                                                   "secret": device["ClientSecret"]}})
         return config, credentials
 
+    # --- admin lifecycle (our service) ----------------------------------------------------
+    def get_users(self) -> list[dict]:
+        """Every user (admin): UserId, Email, FullName, Groups, Disabled, CreatedAt,
+        LastLogin, LastKeyUse."""
+        return self.client.list_users()
+
+    def disable_user(self, user: str) -> dict:
+        """Disable a user (admin; UserId or e-mail): their API keys, tokens and refresh
+        tokens are refused from the next request on. Undo with ``enable_user``."""
+        return self.client.disable_user(user)
+
+    def enable_user(self, user: str) -> dict:
+        """Enable a disabled user again (admin): their API keys work again; they log in
+        again for new tokens."""
+        return self.client.enable_user(user)
+
+    def create_api_key(self, *, label: str | None = None, user: str | None = None) -> dict:
+        """A new API key (``ApiKey``, shown once) for you, or (admins) for ``user``."""
+        return self.client.create_api_key(label=label, user=user)
+
+    def get_api_keys(self, *, user: str | None = None) -> list[dict]:
+        """Your working API keys (KeyId, Label, CreatedAt, LastUsed), or (admins) ``user``'s."""
+        return self.client.list_api_keys(user=user)
+
+    def revoke_api_key(self, key_id: str) -> dict:
+        """Revoke one of your API keys (admins: anyone's); refused from the next request on."""
+        return self.client.revoke_api_key(key_id)
+
+    def rotate_device_secret(self, device_id: str) -> dict:
+        """A new client secret for a device (admin), shown once; the old one stops now."""
+        return self.client.rotate_device_secret(device_id)
+
+    def rename_device(self, device_id: str, name: str) -> Device:
+        return self.client.rename_device(device_id, name)
+
+    def delete_device(self, device_id: str, *, cancel_work: bool = False) -> dict:
+        """Delete a device (admin); refused (Conflict) while it has unfinished work unless
+        ``cancel_work``. Its finished work stays readable by its owners."""
+        return self.client.delete_device(device_id, cancel_work=cancel_work)
+
     # --- devices ------------------------------------------------------------------------
     def get_devices(self) -> list[Device]:
         return self.client.list_devices()

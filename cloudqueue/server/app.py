@@ -14,7 +14,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from cloudqueue.errors import QueueError
-from cloudqueue.server import routes_auth, routes_devices, routes_files, routes_workloads
+from cloudqueue.server import (routes_admin, routes_auth, routes_devices, routes_files,
+                                routes_workloads)
 from cloudqueue.server.datadir import DataDir
 from cloudqueue.server.db import Database
 from cloudqueue.server.files import FileStore
@@ -29,7 +30,7 @@ log = logging.getLogger("qick_queue")
 VERSION = "0.1.0"
 FEATURES = ["cancel", "failed-state", "long-poll", "holding", "leases", "sha256", "idempotency",
             "queue-position", "api-keys", "oauth2-token", "cognito-compat", "device-health",
-            "page-limit", "progress", "mock-devices", "workload-wait"]
+            "page-limit", "progress", "mock-devices", "workload-wait", "admin-lifecycle"]
 
 
 #: what the stock API Gateway answers for a path (or a method on it) it does not know
@@ -63,6 +64,23 @@ def api_routes(*, stock: bool = False) -> list[BaseRoute]:
         Route("/workloads", w.list_workloads, methods=["GET"]),
         Route("/workloads/{work_id}", w.get_workload, methods=["GET"]),
         Route("/workloads/{work_id}/cancel", w.cancel, methods=["POST"]),
+        *admin_routes(),
+    ]
+
+
+def admin_routes() -> list[BaseRoute]:
+    """The admin lifecycle (``routes_admin``): users, API keys, device secret/name/delete."""
+    a = routes_admin
+    return [
+        Route("/users", a.list_users, methods=["GET"]),
+        Route("/users/{user}/disable", a.disable_user, methods=["POST"]),
+        Route("/users/{user}/enable", a.enable_user, methods=["POST"]),
+        Route("/api-keys", a.list_api_keys, methods=["GET"]),
+        Route("/api-keys", a.create_api_key, methods=["POST"]),
+        Route("/api-keys/{key_id}/revoke", a.revoke_api_key, methods=["POST"]),
+        Route("/devices/{device_id}/rotate-secret", a.rotate_secret, methods=["POST"]),
+        Route("/devices/{device_id}", a.rename_device, methods=["PATCH"]),
+        Route("/devices/{device_id}", a.delete_device, methods=["DELETE"]),
     ]
     if stock:
         routes = [r for r in routes

@@ -115,6 +115,21 @@ MIGRATIONS: list[str] = [
     UPDATE workloads SET user_given_name =
         (SELECT NULLIF(full_name, '') FROM users WHERE users.user_id = workloads.account_id);
     """,
+    # 3 -> 4: the admin lifecycle: disabled users, named API keys, token revocation.
+    # A JWT carries the token generation of its user or device when it was issued; raising
+    # the generation refuses every token issued before (admin.py, web.principal).
+    """
+    ALTER TABLE users ADD COLUMN disabled_at INTEGER;         -- NULL: enabled
+    ALTER TABLE users ADD COLUMN last_login INTEGER;          -- last password login
+    ALTER TABLE users ADD COLUMN token_generation INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE devices ADD COLUMN token_generation INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE api_keys ADD COLUMN key_id TEXT;              -- public id (never the key)
+    ALTER TABLE api_keys ADD COLUMN label TEXT;
+    ALTER TABLE api_keys ADD COLUMN last_used INTEGER;        -- to the minute
+    UPDATE api_keys SET key_id = lower(hex(randomblob(8))) WHERE key_id IS NULL;
+    CREATE UNIQUE INDEX api_keys_key_id ON api_keys(key_id);
+    CREATE INDEX refresh_tokens_user ON refresh_tokens(user_id);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -11,11 +11,12 @@ import hashlib
 import hmac
 import json
 import secrets
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from cloudqueue.errors import AuthError, BadRequest, Conflict, NotFound
+from cloudqueue.errors import AuthError, BadRequest, Conflict, Forbidden, NotFound
 from cloudqueue.server.db import Database
 
 #: what to do about an unknown DeviceId, in words for CLI and HTTP callers alike
@@ -82,8 +83,28 @@ class Principal:
         return self.kind == "user"
 
 
-def _user_principal(row: Row) -> Principal:
+def user_principal_of(row: Row) -> Principal:
+    """The Principal of a user row (``web.principal`` checks it is enabled first)."""
     return Principal("user", row["user_id"], row["email"], tuple(json.loads(row["groups"])))
+
+
+#: ``api_keys.last_used`` is written at most once in this many milliseconds per key
+KEY_USE_RESOLUTION_MS = 60_000
+
+
+def require_enabled(user: Row) -> None:
+    """Forbidden (403) when an admin disabled this user: every credential of theirs stops."""
+    if user.get("disabled_at") is not None:
+        raise Forbidden(f"the account {user['email']} is disabled: ask an admin to enable it",
+                        kind="user_disabled")
+
+
+def insert_api_key(conn: Any, api_key: str, user_id: str, now: int, label: str | None) -> str:
+    """Store a new API key (its SHA-256 only) in an open transaction; answers its KeyId."""
+    key_id = secrets.token_hex(8)
+    conn.execute("INSERT INTO api_keys (key_hash, user_id, created_at, key_id, label) "
+                 "VALUES (?, ?, ?, ?, ?)", (sha256_hex(api_key), user_id, now, key_id, label))
+    return key_id
 
 
 class IdentityStore:
@@ -109,8 +130,7 @@ class IdentityStore:
                 "password_temporary, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (user_id, email, full_name, json.dumps(groups),
                  hash_password(password) if password else None, 1 if password else 0, now))
-            conn.execute("INSERT INTO api_keys (key_hash, user_id, created_at) VALUES (?, ?, ?)",
-                         (sha256_hex(api_key), user_id, now))
+            insert_api_key(conn, api_key, user_id, now, "created with the user")
             row = dict(conn.execute("SELECT * FROM users WHERE user_id = ?",
                                     (user_id,)).fetchone())
         return row, api_key, password
@@ -120,16 +140,26 @@ class IdentityStore:
             r = conn.execute("SELECT * FROM users WHERE user_id = ?", (user_id,)).fetchone()
         return dict(r) if r else None
 
-    def user_principal(self, user_id: str) -> Principal | None:
-        row = self.user(user_id)
-        return _user_principal(row) if row else None
-
     def by_api_key(self, api_key: str) -> Principal | None:
+        """The user of a valid API key (None: unknown or revoked; Forbidden: disabled)."""
         with self.db.reading() as conn:
             r = conn.execute(
-                "SELECT u.* FROM api_keys k JOIN users u ON u.user_id = k.user_id "
+                "SELECT u.*, k.key_hash, k.last_used AS key_last_used FROM api_keys k "
+                "JOIN users u ON u.user_id = k.user_id "
                 "WHERE k.key_hash = ? AND k.revoked_at IS NULL", (sha256_hex(api_key),)).fetchone()
-        return _user_principal(dict(r)) if r else None
+        if r is None:
+            return None
+        require_enabled(dict(r))
+        self._note_key_use(r["key_hash"], r["key_last_used"])
+        return user_principal_of(dict(r))
+
+    def _note_key_use(self, key_hash: str, last_used: int | None) -> None:
+        """Record an API key's use, at most once a minute (one write, not one per request)."""
+        now = int(time.time() * 1000)
+        if last_used is not None and now - last_used < KEY_USE_RESOLUTION_MS:
+            return
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE api_keys SET last_used = ? WHERE key_hash = ?", (now, key_hash))
 
     def login(self, email: str, password: str) -> Row:
         """Check a password login; answers the user row (``password_temporary`` may be 1)."""
@@ -138,7 +168,15 @@ class IdentityStore:
         stored = r["password_hash"] if r else None
         if not check_password(password, stored) or r is None:
             raise AuthError("Incorrect username or password.")
+        if r["disabled_at"] is not None:
+            raise AuthError("User is disabled.")  # Cognito's words, after a right password
+        self._note_login(r["user_id"])
         return dict(r)
+
+    def _note_login(self, user_id: str) -> None:
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE users SET last_login = ? WHERE user_id = ?",
+                         (int(time.time() * 1000), user_id))
 
     def set_password(self, user_id: str, password: str) -> None:
         """Set a user's password unconditionally; ends their refresh tokens too."""

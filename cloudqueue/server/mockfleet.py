@@ -100,8 +100,11 @@ class MockFleet:
             self._wake.clear()
 
     def sweep(self, now: float) -> None:
-        """Start workers of new mock devices; restart the ones that exited (with backoff)."""
-        for row in self.identities.mock_devices():
+        """Start workers of new mock devices; restart the ones that exited (with backoff);
+        stop the workers of deleted ones."""
+        rows = self.identities.mock_devices()
+        self._retire(set(self.workers) - {row["device_id"] for row in rows})
+        for row in rows:
             with self._lock:
                 worker = self.workers.setdefault(row["device_id"], _Worker(row["device_id"]))
             proc = worker.proc
@@ -118,6 +121,22 @@ class MockFleet:
             if now < worker.not_before or self._stop.is_set():
                 continue
             self._spawn(worker, row, now)
+
+    def _retire(self, device_ids: set[str], timeout: float = 5.0) -> None:
+        """Stop the workers of these (deleted) devices: SIGTERM, then SIGKILL."""
+        for device_id in device_ids:
+            with self._lock:
+                worker = self.workers.pop(device_id)
+            proc = worker.proc
+            if proc is None or proc.poll() is not None:
+                continue
+            _signal_group(proc, signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                _signal_group(proc, signal.SIGKILL)
+                proc.wait()
+            log.info("mock device %s deleted: its worker stopped", device_id)
 
     def _spawn(self, worker: _Worker, row: dict, now: float) -> None:
         secret = self.identities.new_secret(worker.device_id)

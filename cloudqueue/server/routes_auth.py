@@ -114,8 +114,8 @@ def _initiate_auth(request: Request, body: dict) -> dict[str, Any]:
             raise CognitoError("InvalidParameterException", "USERNAME and PASSWORD are required")
         try:
             user = svc.identities.login(username, password)
-        except AuthError:
-            raise CognitoError("NotAuthorizedException", "Incorrect username or password.") from None
+        except AuthError as exc:  # a wrong password, or (after a right one) a disabled user
+            raise CognitoError("NotAuthorizedException", exc.message) from None
         if user["password_temporary"]:
             session = svc.signer.issue({"sub": user["user_id"], "token_use": "session",
                                         "pwh": password_fingerprint(user["password_hash"])}, 300)

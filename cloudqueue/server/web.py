@@ -13,10 +13,11 @@ from starlette.responses import JSONResponse, Response
 
 from cloudqueue.errors import AuthError, BadRequest, Forbidden, QueueError
 from cloudqueue.server.files import FileStore, TooLarge
-from cloudqueue.server.identities import API_KEY_PREFIX, IdentityStore, Principal
+from cloudqueue.server.identities import (API_KEY_PREFIX, IdentityStore, Principal,
+                                         require_enabled, user_principal_of)
 from cloudqueue.server.notify import Notifier
 from cloudqueue.server.settings import Limits
-from cloudqueue.server.tokens import Signer
+from cloudqueue.server.tokens import Signer, revoked
 from cloudqueue.server.workloads import WorkloadStore
 
 log = logging.getLogger("qick_queue")
@@ -259,11 +260,17 @@ async def principal(request: Request) -> Principal:
         device = await call(svc.identities.device, claims["sub"])
         if device is None or device["client_id"] != claims.get("client_id"):
             raise Forbidden("this device no longer exists", kind="unauthorized")
+        if revoked(claims, device):
+            raise Forbidden("this device token was revoked (the device's secret was rotated): "
+                            "get a new token with the new secret", kind="token_revoked")
         return Principal("device", device["device_id"])
-    who = await call(svc.identities.user_principal, claims["sub"])
-    if who is None:
+    row = await call(svc.identities.user, claims["sub"])
+    if row is None:
         raise Forbidden("this user no longer exists", kind="unauthorized")
-    return who
+    require_enabled(row)
+    if revoked(claims, row):
+        raise Forbidden("this token was revoked: log in again", kind="token_revoked")
+    return user_principal_of(row)
 
 
 async def user(request: Request) -> Principal:

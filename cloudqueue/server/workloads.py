@@ -14,6 +14,7 @@ from typing import Any, Collection, Iterable
 from cloudqueue.errors import BadRequest, Conflict, NotFound
 from cloudqueue.server import policy
 from cloudqueue.server.db import Database
+from cloudqueue.server.identities import NO_DEVICE_HINT
 from cloudqueue.server.settings import Limits
 
 Row = dict[str, Any]
@@ -100,6 +101,10 @@ class WorkloadStore:
         Answers (row, created). Raises ``Conflict`` when the key was used with another body.
         """
         with self.db.transaction() as conn:
+            # checked again here: an admin may have deleted the device since the route did
+            if conn.execute("SELECT 1 FROM devices WHERE device_id = ?",
+                            (device_id,)).fetchone() is None:
+                raise NotFound(f"no device {device_id}: {NO_DEVICE_HINT}")
             if idempotency_key is not None:
                 seen = conn.execute(
                     "SELECT body_hash, work_id, created_at FROM idempotency "
