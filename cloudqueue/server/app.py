@@ -64,8 +64,10 @@ def api_routes(*, stock: bool = False) -> list[BaseRoute]:
         Route("/workloads", w.list_workloads, methods=["GET"]),
         Route("/workloads/{work_id}", w.get_workload, methods=["GET"]),
         Route("/workloads/{work_id}/cancel", w.cancel, methods=["POST"]),
-        *admin_routes(),
     ]
+    if stock:
+        return [r for r in routes if not any((r.path, m) in OWN_ROUTES for m in r.methods or ())]
+    return routes + admin_routes()
 
 
 def admin_routes() -> list[BaseRoute]:
@@ -82,10 +84,6 @@ def admin_routes() -> list[BaseRoute]:
         Route("/devices/{device_id}", a.rename_device, methods=["PATCH"]),
         Route("/devices/{device_id}", a.delete_device, methods=["DELETE"]),
     ]
-    if stock:
-        routes = [r for r in routes
-                  if not any((r.path, m) in OWN_ROUTES for m in r.methods or ())]
-    return routes
 
 
 def root_routes() -> list[BaseRoute]:
