@@ -55,7 +55,7 @@ class MockWorker:
             from qickwork.firmware import describe, fingerprint
             firmware = {"board": describe(self.soccfg), "board_kind": "simulated",
                         "fingerprint": fingerprint(self.soccfg), "network": False}
-        return {"State": self.status, "Reason": self.reason, "Mock": True,
+        return {"State": self.status, "Reason": self.reason, "Mock": True, "Simulated": True,
                 "CurrentWork": dict(self.current) if self.current else None,
                 "Firmware": firmware}
 

@@ -13,8 +13,24 @@ from cloudqueue.server.web import Service
 Row = dict[str, Any]
 
 
+def _health(row: Row) -> dict | None:
+    try:
+        health = json.loads(row["health"]) if row["health"] else None
+    except ValueError:
+        return None
+    return health if isinstance(health, dict) else None
+
+
+def simulated(row: Row) -> bool:
+    """A mock device, or a board daemon whose heartbeat said ``Health.Simulated``."""
+    health = _health(row) or {}
+    return mockspec.spec(row) is not None or health.get("Simulated") is True
+
+
 def device_summary(row: Row, now: int) -> dict[str, Any]:
-    """``GET /devices`` items."""
+    """``GET /devices`` items; ``Simulated: true`` added for a simulated board (a real
+    board keeps the stock shape)."""
+    extra = {"Simulated": True} if simulated(row) else {}
     return {
         "DeviceId": row["device_id"],
         "DeviceName": row["name"],
@@ -23,6 +39,7 @@ def device_summary(row: Row, now: int) -> dict[str, Any]:
         "LastRefreshed": policy.iso(row["last_refreshed"]) or 0,
         "RefreshTimeout": row["refresh_timeout"],
         **mockspec.device_fields(row),
+        **extra,
     }
 
 
@@ -36,7 +53,7 @@ def device_detail(svc: Service, request: Request, row: Row, now: int, *,
                                                      f"configs/{row['device_id']}")
     body["QueueLength"] = queue_length
     if with_health:
-        body["Health"] = json.loads(row["health"]) if row["health"] else None
+        body["Health"] = _health(row)
     return body
 
 
