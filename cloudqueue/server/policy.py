@@ -102,6 +102,16 @@ def plan_handout(rows: Iterable[Row], max_attempts: int,
     return Handout(None, False, ended)
 
 
+def takes_results(row: Row) -> bool:
+    """Whether a results file may arrive for this workload now: running or finished work
+    (a re-upload of DONE/FAILED replaces the file: an uploader retrying), and CANCELLED
+    work that ran on its device, once (the programs done before the stop)."""
+    if row["status"] in ("EXECUTING", "UPLOADING", "DONE", "FAILED"):
+        return True
+    return (row["status"] == "CANCELLED" and row["started_at"] is not None
+            and not row["has_result"])
+
+
 def lease_expired(last_seen: int | None, now: int, lease_seconds: float) -> bool:
     """A device silent for longer than the lease has lost its EXECUTING/UPLOADING work."""
     return last_seen is None or now - last_seen > lease_seconds * 1000

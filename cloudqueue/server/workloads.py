@@ -170,18 +170,20 @@ class WorkloadStore:
         row = self.get(work_id)
         if row is None:
             raise NotFound(f"no workload {work_id}")
-        if row["status"] not in ("EXECUTING", "UPLOADING", "DONE", "FAILED"):
+        if not policy.takes_results(row):
             raise Conflict(f"workload {work_id} is {row['status']}: it takes no results")
         return row
 
     def results_uploaded(self, work_id: str, now: int) -> Row:
-        """The results file arrived: DONE, or FAILED when the device reported a failure."""
+        """The results file arrived: DONE, or FAILED/CANCELLED when the device reported
+        that outcome with partial results. CANCELLED work takes its partial results once."""
         with self.db.transaction() as conn:
             row = conn.execute("SELECT * FROM workloads WHERE work_id = ?", (work_id,)).fetchone()
-            if row is None or row["status"] not in ("EXECUTING", "UPLOADING", "DONE", "FAILED"):
+            if row is None or not policy.takes_results(row):
                 raise Conflict(f"workload {work_id} takes no results now")
             if row["status"] in ("EXECUTING", "UPLOADING"):
-                status = "FAILED" if row["pending_outcome"] == "FAILED" else "DONE"
+                status = row["pending_outcome"] if row["pending_outcome"] in (
+                    "FAILED", "CANCELLED") else "DONE"
                 seconds = row["device_seconds"]
                 if seconds is None:
                     seconds = policy.device_seconds(None, row["started_at"], now)
@@ -253,7 +255,8 @@ class WorkloadStore:
     def report(self, device_id: str, work_id: str, *, outcome: str | None,
                error_message: str | None = None, error_kind: str | None = None,
                partial: bool = False, sha256: str | None = None,
-               device_seconds: float | None = None, now: int) -> Row:
+               device_seconds: float | None = None, programs_done: int | None = None,
+               now: int) -> Row:
         """``PUT /devices/{id}/workloads/{WorkId}``: the device's outcome for its work.
 
         Transitions happen only from EXECUTING/UPLOADING (stock: READY or finished work
@@ -272,6 +275,11 @@ class WorkloadStore:
                 conn.execute("UPDATE workloads SET device_seconds = ? WHERE work_id = ?",
                              (device_seconds, work_id))
             seconds = policy.device_seconds(device_seconds, row["started_at"], now)
+            if programs_done is not None and outcome in ("FAILED", "CANCELLED") and \
+                    row["status"] in ("EXECUTING", "UPLOADING") and row["programs_total"]:
+                # the last count, which the heartbeats' progress may not have caught up with
+                conn.execute("UPDATE workloads SET programs_done = ? WHERE work_id = ?",
+                             (min(programs_done, row["programs_total"]), work_id))
             if row["status"] in ("EXECUTING", "UPLOADING"):
                 if outcome in (None, "DONE"):
                     if row["status"] == "EXECUTING":
@@ -291,6 +299,12 @@ class WorkloadStore:
                             "error_kind = ?, finished_at = ?, device_seconds = ?, "
                             "pending_outcome = NULL WHERE work_id = ?",
                             (message, kind, now, seconds, work_id))
+                elif outcome == "CANCELLED" and partial:
+                    # the programs done before the stop: CANCELLED once they arrive
+                    conn.execute(
+                        "UPDATE workloads SET status = 'UPLOADING', pending_outcome = "
+                        "'CANCELLED', error_message = ?, error_kind = ? WHERE work_id = ?",
+                        (error_message, error_kind, work_id))
                 elif outcome == "CANCELLED":
                     conn.execute(
                         "UPDATE workloads SET status = 'CANCELLED', finished_at = ?, "

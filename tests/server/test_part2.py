@@ -135,6 +135,57 @@ def test_failed_outcome_with_partial_results(world: World):
     assert status(user, work)["WorkStatus"] == "FAILED"
 
 
+def test_cancelled_running_work_keeps_its_partial_results(world: World):
+    """A cancel of running work keeps the programs done: the device reports CANCELLED with
+    PartialResults, the upload makes it CANCELLED with WorkloadResultUrl and the final
+    ProgramsDone; a second upload is refused (the file is taken once)."""
+    device = world.device()
+    user, _ = world.user()
+    work = submit(user, device.id)
+    device.next_work()
+    device.heartbeat(Health={"CurrentWork": {"work_id": work, "programs_done": 2,
+                                             "programs_total": 10}})
+    user.post(f"/workloads/{work}/cancel")
+    url = device.report(work, {"Outcome": "CANCELLED", "PartialResults": True,
+                               "ErrorMessage": "cancelled after 3 of 10 programs",
+                               "ProgramsDone": 3}).json()["UploadUrl"]
+    waiting = status(user, work)
+    assert waiting["WorkStatus"] == "UPLOADING" and "WorkloadResultUrl" not in waiting
+    assert put_file(url, b"three programs").status_code == 200
+    body = status(user, work)
+    assert body["WorkStatus"] == "CANCELLED", body
+    assert body["Progress"] == {"ProgramsDone": 3, "ProgramsTotal": 10}
+    assert body["ErrorMessage"] == "cancelled after 3 of 10 programs"
+    assert requests.get(body["WorkloadResultUrl"], timeout=10).content == b"three programs"
+    assert_error(put_file(url, b"replaced"), 409)  # only the first upload
+    assert requests.get(body["WorkloadResultUrl"], timeout=10).content == b"three programs"
+    assert device.next_work().json() == []
+
+
+def test_results_for_cancelled_work_only_from_its_device_and_once(world: World):
+    """A device that reported a plain CANCELLED may still upload the partial results once;
+    another device cannot get an upload URL for it; work cancelled before it ever ran
+    takes no results."""
+    device, other = world.device(), world.device()
+    user, _ = world.user()
+    work = submit(user, device.id)
+    device.next_work()
+    user.post(f"/workloads/{work}/cancel")
+    assert device.report(work, {"Outcome": "CANCELLED"}).status_code == 200
+    assert status(user, work)["WorkStatus"] == "CANCELLED"
+    assert_error(other.report(work, {"Outcome": "CANCELLED"}), 404)
+    url = device.report(work, {"Outcome": "CANCELLED"}).json()["UploadUrl"]
+    assert put_file(url, b"partial").status_code == 200
+    assert status(user, work)["WorkStatus"] == "CANCELLED"
+    assert "WorkloadResultUrl" in status(user, work)
+    assert_error(put_file(url, b"again"), 409)
+    never = submit(user, device.id)
+    user.post(f"/workloads/{never}/cancel")
+    late = device.report(never, {"Outcome": "CANCELLED"}).json()["UploadUrl"]
+    assert_error(put_file(late, b"nothing ran"), 409)
+    assert "WorkloadResultUrl" not in status(user, never)
+
+
 def test_attempt_limit_ends_a_poison_pill(queue_service_factory):
     service = queue_service_factory(max_attempts=2)
     world = World(service)
