@@ -46,7 +46,8 @@ def board_note(device: Device) -> str:
 def devices_table(devices: list[Device]) -> str:
     if not devices:
         return "no devices"
-    return table([[d.DeviceId, d.DeviceName or "-", (d.DeviceStatus or "-") + board_note(d),
+    return table([[d.DeviceId, d.DeviceName or "-", (d.DeviceStatus or "-") + board_note(d)
+                   + (f": {d.extra['StatusReason']}" if d.extra.get("StatusReason") else ""),
                    _when(d.LastRefreshed)] for d in devices],
                  ["DEVICE ID", "NAME", "STATUS", "LAST SEEN"])
 
@@ -87,6 +88,9 @@ def workload_details(work: Workload) -> str:
                 continue
             value = "{}/{} programs".format(*work.programs)
         lines.append(f"{name:18}{_when(value) if isinstance(value, datetime) else value}")
+    for name in ("EstimatedStartReason", "EstimatedSeconds"):  # ours, kept in extra
+        if work.extra.get(name) is not None:
+            lines.append(f"{name:17} {work.extra[name]}")
     return "\n".join(lines)
 
 
@@ -114,6 +118,8 @@ def progress_line(work: Workload, elapsed: float, *, bar: bool = False) -> str:
         parts.append(f"position {work.QueuePosition}")
     if work.EstimatedStartAt is not None and work.WorkStatus == "READY":
         parts.append(f"starts ~{work.EstimatedStartAt.astimezone(timezone.utc):%H:%M:%S}Z")
+    elif work.extra.get("EstimatedStartReason") and work.WorkStatus == "READY":
+        parts.append(str(work.extra["EstimatedStartReason"]))
     if work.ErrorMessage and work.terminal:
         parts.append(work.ErrorMessage)
     return "  ".join(parts) + f"  (waited {int(elapsed)}s)"

@@ -107,6 +107,10 @@ MIGRATIONS: list[str] = [
     ALTER TABLE workloads ADD COLUMN programs_total INTEGER;
     ALTER TABLE devices ADD COLUMN mock TEXT;                 -- JSON {Board} or {MirrorOf}
     """,
+    # 2 -> 3: a workload's own board-time estimate, made from its file at upload
+    """
+    ALTER TABLE workloads ADD COLUMN estimated_seconds REAL;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -28,14 +28,19 @@ def simulated(row: Row) -> bool:
 
 
 def device_summary(row: Row, now: int) -> dict[str, Any]:
-    """``GET /devices`` items; ``Simulated: true`` added for a simulated board (a real
-    board keeps the stock shape)."""
-    extra = {"Simulated": True} if simulated(row) else {}
+    """``GET /devices`` items; ``Simulated: true`` added for a simulated board, and
+    ``StatusReason`` (from the heartbeat's health) for a device in ERROR; a real board that
+    works keeps the stock shape."""
+    extra: dict[str, Any] = {"Simulated": True} if simulated(row) else {}
+    status = policy.device_status(row["reported_status"], row["last_refreshed"],
+                                  row["refresh_timeout"], now)
+    reason = (_health(row) or {}).get("Reason")
+    if status == "ERROR" and isinstance(reason, str) and reason:
+        extra["StatusReason"] = reason[:300]  # why it takes no work (users see this much)
     return {
         "DeviceId": row["device_id"],
         "DeviceName": row["name"],
-        "DeviceStatus": policy.device_status(row["reported_status"], row["last_refreshed"],
-                                             row["refresh_timeout"], now),
+        "DeviceStatus": status,
         "LastRefreshed": policy.iso(row["last_refreshed"]) or 0,
         "RefreshTimeout": row["refresh_timeout"],
         **mockspec.device_fields(row),
@@ -70,6 +75,19 @@ def workload_item(row: Row) -> dict[str, Any]:
     }
 
 
+def start_estimate(svc: Service, row: Row, active: list[Row], now: int) -> policy.StartEstimate:
+    """``EstimatedStartAt`` of READY work, from the device's queue and its state."""
+    if row["status"] != "READY":
+        return policy.StartEstimate(None)
+    device = svc.identities.device(row["device_id"]) or {}
+    state = policy.device_status(device.get("reported_status"), device.get("last_refreshed"),
+                                 device.get("refresh_timeout") or 60, now)
+    reason = ((_health(device) or {}).get("Reason") or None) if device else None
+    return policy.estimated_start(active, row["work_id"], now,
+                                  svc.workloads.run_estimate_seconds(row["device_id"]),
+                                  state, reason if isinstance(reason, str) else None)
+
+
 def workload_detail(svc: Service, request: Request, row: Row, active: list[Row],
                     now: int) -> dict[str, Any]:
     """``GET /workloads/{id}``: stock fields and the queue insight of Part 2.
@@ -77,10 +95,7 @@ def workload_detail(svc: Service, request: Request, row: Row, active: list[Row],
     ``active`` is the device's active work, for QueuePosition and EstimatedStartAt.
     """
     position = policy.queue_position(active, row["work_id"])
-    estimate = None
-    if row["status"] == "READY":
-        run_ms = svc.workloads.run_estimate_ms(row["device_id"])
-        estimate = policy.iso(policy.estimated_start(position, active, now, run_ms))
+    start = start_estimate(svc, row, active, now)
     body: dict[str, Any] = {
         "WorkId": row["work_id"],
         "CreatedAt": policy.iso(row["created_at"]),
@@ -97,7 +112,7 @@ def workload_detail(svc: Service, request: Request, row: Row, active: list[Row],
         "Priority": row["priority"],
         "UserGivenName": row["user_given_name"],
         "QueuePosition": position,
-        "EstimatedStartAt": estimate,
+        "EstimatedStartAt": policy.iso(start.at),
         "StartedAt": policy.iso(row["started_at"]),
         "FinishedAt": policy.iso(row["finished_at"]),
         "Attempts": row["attempts"],
@@ -106,6 +121,10 @@ def workload_detail(svc: Service, request: Request, row: Row, active: list[Row],
         "ErrorKind": row["error_kind"],
         "CancelRequested": bool(row["cancel_requested"]),
     })
+    if start.reason:
+        body["EstimatedStartReason"] = start.reason
+    if row.get("estimated_seconds") is not None:
+        body["EstimatedSeconds"] = round(row["estimated_seconds"], 6)
     progress = policy.progress_view(row["status"], row.get("programs_done"),
                                     row.get("programs_total"))
     if progress is not None:

@@ -54,15 +54,16 @@ class WorkloadStore:
         return sorted(r["work_id"] for r in self.active_for_device(device_id)
                       if r["cancel_requested"])
 
-    def run_estimate_ms(self, device_id: str) -> float:
-        """Mean board time of the device's last 20 finished runs (the default if none)."""
+    def run_estimate_seconds(self, device_id: str) -> float:
+        """Mean board time of the device's last 20 finished runs (the default if none):
+        what a workload without its own estimate is expected to take."""
         with self.db.reading() as conn:
             row = conn.execute(
                 "SELECT AVG(device_seconds) FROM (SELECT device_seconds FROM workloads "
                 "WHERE device_id = ? AND status = 'DONE' AND device_seconds IS NOT NULL "
                 "ORDER BY finished_at DESC LIMIT 20)", (device_id,)).fetchone()
         seconds = row[0] if row and row[0] is not None else self.limits.default_run_seconds
-        return float(seconds) * 1000
+        return float(seconds)
 
     def list(self, *, account_id: str | None = None, device_id: str | None = None,
              status: str | None = None, limit: int = 5,
@@ -151,8 +152,10 @@ class WorkloadStore:
                            "be replaced; submit a new workload")
         return row
 
-    def workload_uploaded(self, work_id: str, now: int) -> Row:
-        """The workload file arrived: READY (again), ReadyAt = now. A re-upload resets."""
+    def workload_uploaded(self, work_id: str, now: int,
+                          estimated_seconds: float | None = None) -> Row:
+        """The workload file arrived: READY (again), ReadyAt = now, with the board time
+        estimated from the file (None: unknown). A re-upload resets."""
         with self.db.transaction() as conn:
             row = conn.execute("SELECT * FROM workloads WHERE work_id = ?", (work_id,)).fetchone()
             if row is None or row["status"] in policy.TERMINAL:
@@ -162,7 +165,8 @@ class WorkloadStore:
             conn.execute(
                 "UPDATE workloads SET status = ?, ready_at = ?, has_workload = 1, "
                 "pending_outcome = NULL, error_message = NULL, error_kind = NULL, "
-                "finished_at = ? WHERE work_id = ?", (status, now, finished, work_id))
+                "finished_at = ?, estimated_seconds = ? WHERE work_id = ?",
+                (status, now, finished, estimated_seconds, work_id))
             return dict(conn.execute("SELECT * FROM workloads WHERE work_id = ?",
                                      (work_id,)).fetchone())
 
