@@ -35,13 +35,25 @@ from cloudqueue.transfer import download_file, fetch_json, upload_file
 log = logging.getLogger("mockboard")
 
 
+def runtime_missing() -> str | None:
+    """Why this Python cannot run the simulated board (qick, numpy, h5py missing or
+    broken), or None when it can."""
+    try:
+        import executor.runner  # noqa: F401  (simboard: numpy, qick; qickwork: h5py)
+    except ImportError as exc:
+        return (f"the mock board cannot run in the service's Python: {exc}. Install the "
+                "service with what mock devices need: pip install 'qick-queue[server]'")
+    return None
+
+
 class MockWorker:
     def __init__(self, client: QueueClient, device_id: str, workdir: Path,
                  args: argparse.Namespace):
         self.client, self.device_id, self.workdir, self.args = client, device_id, workdir, args
         self.stop = threading.Event()
         self.beat_now = threading.Event()  # progress moved: tell the service soon
-        self.status, self.reason = "ONLINE", ""
+        # not ONLINE before the board is loaded: a worker that cannot run takes no work
+        self.status, self.reason = "OFFLINE", "starting"
         self.current: dict | None = None
         self.cancels: set[str] = set()
         self.soccfg: dict | None = None
@@ -85,7 +97,12 @@ class MockWorker:
 
     # -- the board ---------------------------------------------------------------------
     def load_board(self) -> bool:
-        """Find this mock's soccfg; False (and ERROR with a reason) while it is not there."""
+        """Find this mock's soccfg; False (and ERROR with a reason) while it is not there
+        or this Python cannot run the simulated board."""
+        missing = runtime_missing()
+        if missing:
+            self.status, self.reason = "ERROR", missing
+            return False
         device = self.client.get_device(self.device_id)
         board, mirror = device.extra.get("MockBoard"), device.extra.get("MirrorOf")
         if mirror:
