@@ -33,6 +33,8 @@ from cloudqueue.errors import QueueError
 from cloudqueue.transfer import download_file, fetch_json, upload_file
 
 log = logging.getLogger("mockboard")
+#: a cancelled run stops between rounds; one that does not within this is killed
+CANCEL_GRACE_SECONDS = 5.0
 
 
 def runtime_missing() -> str | None:
@@ -193,6 +195,14 @@ class MockWorker:
                 ended = "cancelled"
             elif self.stop.is_set():
                 ended = "stopping"
+            if ended == "cancelled":
+                # asked to stop: the run ends between rounds and keeps the programs done
+                proc.terminate()
+                try:
+                    proc.wait(CANCEL_GRACE_SECONDS)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                break
             if ended != "exited":
                 proc.kill()
                 break
@@ -218,8 +228,18 @@ class MockWorker:
             self.heartbeat()  # the last progress, before the outcome ends EXECUTING
         except QueueError as exc:
             log.warning("heartbeat failed: %s", exc)
-        if ended == "cancelled":
-            c.report_outcome(self.device_id, work_id, "CANCELLED")
+        if ended == "cancelled" or (outcome or {}).get("status") == "CANCELLED":
+            kept = (outcome or {}).get("status") == "CANCELLED" and \
+                (outcome or {}).get("programs_done", 0) > 0 and results.exists()
+            if not kept:
+                c.report_outcome(self.device_id, work_id, "CANCELLED")
+                return
+            answer = c.report_outcome(self.device_id, work_id, "CANCELLED",
+                                      error_message=outcome.get("error_message"),
+                                      partial_results=True, device_seconds=seconds,
+                                      programs_done=outcome["programs_done"])
+            upload_file(answer["UploadUrl"], results, session=c.session,
+                        what=f"upload partial results {work_id} (CANCELLED)")
             return
         if ended == "deadline":
             c.report_outcome(self.device_id, work_id, "FAILED", error_kind="deadline",
@@ -237,9 +257,6 @@ class MockWorker:
         if status == "DONE":
             url = c.results_upload_url(self.device_id, work_id, device_seconds=seconds)
             upload_file(url, results, session=c.session, what=f"upload results {work_id}")
-            return
-        if status == "CANCELLED":
-            c.report_outcome(self.device_id, work_id, "CANCELLED")
             return
         partial = outcome.get("programs_done", 0) > 0 and results.exists()
         answer = c.report_outcome(self.device_id, work_id, "FAILED",
