@@ -3,8 +3,14 @@ service, a workload for another firmware, an executor that cannot open the board
 intensity -> ERROR with the reason on the heartbeat), SIGTERM while a workload runs."""
 import json
 import os
+import subprocess
+import sys
 import time
 
+import pytest
+
+from qickwork.errors import IncompleteResults
+from userclient.workload import WorkloadManager
 from tests.board.conftest import make_workload
 from tests.board.test_systemd import FakeSystemd
 from tests.helpers import wait_for
@@ -126,11 +132,6 @@ def test_cancel_of_running_work_keeps_the_programs_already_done(board_factory, t
     """Regression: a cancel threw away the programs that had completed. The board stops
     the run, uploads a results file recording CANCELLED with the programs done, and the
     user downloads and reads them (partial=True); `userclient results` exits 1 saying so."""
-    import subprocess
-    import sys
-    import pytest
-    from qickwork.errors import IncompleteResults
-    from userclient.workload import WorkloadManager
     board = board_factory(executor=SLOW).start()
     total = 40
     work_id = board.submit(make_workload(tmp_path / "sweep.gz", programs=total, reps=300))

@@ -9,8 +9,6 @@ import time
 import tomllib
 from pathlib import Path
 
-import pytest
-
 from tests.helpers import wait_for
 from tests.server.api import World, status, submit
 
