@@ -402,11 +402,13 @@ class QueueClient:
     def report_outcome(self, device_id: str, work_id: str, outcome: str = "DONE", *,
                        error_message: str | None = None, error_kind: str | None = None,
                        partial_results: bool | None = None, sha256: str | None = None,
-                       device_seconds: float | None = None) -> dict:
+                       device_seconds: float | None = None,
+                       programs_done: int | None = None) -> dict:
         """``PUT /devices/{id}/workloads/{WorkId}`` → ``{WorkId, UploadUrl}``.
 
         ``DONE`` with no extras is the stock call (an empty body). ``FAILED`` and
-        ``CANCELLED`` need our service."""
+        ``CANCELLED`` need our service (``programs_done``: how many programs the partial
+        results hold)."""
         outcome = outcome.upper()
         body: dict[str, Any] = {}
         caps = self.capabilities()
@@ -420,6 +422,8 @@ class QueueClient:
                 body["ErrorKind"] = error_kind
             if partial_results is not None:
                 body["PartialResults"] = bool(partial_results)
+            if programs_done is not None:
+                body["ProgramsDone"] = int(programs_done)
         elif outcome != "DONE":
             raise BadRequest(f"unknown outcome {outcome!r}: use DONE, FAILED or CANCELLED")
         if not caps.stock:

@@ -33,7 +33,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="qick-executor", description=__doc__.splitlines()[0])
     p.add_argument("--bus", required=True, help="the supervisor's bus address (ipc://...)")
     p.add_argument("--parent", type=int, default=None, help="the supervisor's pid")
-    p.add_argument("--board", default="simulated", choices=("simulated", "qick"))
+    p.add_argument("--board", default="qick", choices=("simulated", "qick"))
     p.add_argument("--board-name", default="zcu216-v2")
     p.add_argument("--soccfg-json", default=None, help="simulated board: its soccfg JSON")
     p.add_argument("--seed", type=int, default=None)

@@ -207,6 +207,6 @@ def _open_writer(path: str, total: int, board: Board, work_id: str,
         return ResultsWriter(path, programs_total=total, work_id=work_id,
                              device=device or board.name, firmware=board.fingerprint,
                              firmware_name=describe(board.config_dict),
-                             qick_version=qick_version())
+                             qick_version=qick_version(), board=board.kind)
     except OSError:
         return None

@@ -4,7 +4,8 @@
 
 Limits its own address space first, then runs ``executor.runner.run_workload``. Writes
 ``progress <done> <total>`` lines while it runs and one final ``outcome <json>`` line on
-stdout. Stops (CANCELLED) when its parent is gone.
+stdout. Stops (CANCELLED, with the programs done so far in the results file) on SIGTERM
+or when its parent is gone.
 """
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import json
 import logging
 import os
 import resource
+import signal
 import sys
+import threading
 
 
 def _limit_memory(megabytes: int) -> None:
@@ -38,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     logging.getLogger("qick").setLevel(logging.ERROR)
     parent = os.getppid()
+    stop = threading.Event()  # SIGTERM: stop between rounds, keep what is done
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
 
     from executor.runner import open_board, run_workload
     from qickwork.errors import WorkloadError
@@ -55,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     outcome = run_workload(args.workload, args.results, board,
                            progress=lambda done, total: say(f"progress {done} {total}"),
-                           should_stop=lambda: os.getppid() != parent,
+                           should_stop=lambda: stop.is_set() or os.getppid() != parent,
                            work_id=args.work_id, device=args.device)
     say("outcome " + json.dumps({"status": outcome.status, "error_kind": outcome.error_kind,
                                  "error_message": outcome.error_message,

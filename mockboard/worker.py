@@ -33,6 +33,19 @@ from cloudqueue.errors import QueueError
 from cloudqueue.transfer import download_file, fetch_json, upload_file
 
 log = logging.getLogger("mockboard")
+#: a cancelled run stops between rounds; one that does not within this is killed
+CANCEL_GRACE_SECONDS = 5.0
+
+
+def runtime_missing() -> str | None:
+    """Why this Python cannot run the simulated board (qick, numpy, h5py missing or
+    broken), or None when it can."""
+    try:
+        import executor.runner  # noqa: F401  (simboard: numpy, qick; qickwork: h5py)
+    except ImportError as exc:
+        return (f"the mock board cannot run in the service's Python: {exc}. Install the "
+                "service with what mock devices need: pip install 'qick-queue[server]'")
+    return None
 
 
 class MockWorker:
@@ -41,7 +54,8 @@ class MockWorker:
         self.client, self.device_id, self.workdir, self.args = client, device_id, workdir, args
         self.stop = threading.Event()
         self.beat_now = threading.Event()  # progress moved: tell the service soon
-        self.status, self.reason = "ONLINE", ""
+        # not ONLINE before the board is loaded: a worker that cannot run takes no work
+        self.status, self.reason = "OFFLINE", "starting"
         self.current: dict | None = None
         self.cancels: set[str] = set()
         self.soccfg: dict | None = None
@@ -55,7 +69,7 @@ class MockWorker:
             from qickwork.firmware import describe, fingerprint
             firmware = {"board": describe(self.soccfg), "board_kind": "simulated",
                         "fingerprint": fingerprint(self.soccfg), "network": False}
-        return {"State": self.status, "Reason": self.reason, "Mock": True,
+        return {"State": self.status, "Reason": self.reason, "Mock": True, "Simulated": True,
                 "CurrentWork": dict(self.current) if self.current else None,
                 "Firmware": firmware}
 
@@ -85,7 +99,12 @@ class MockWorker:
 
     # -- the board ---------------------------------------------------------------------
     def load_board(self) -> bool:
-        """Find this mock's soccfg; False (and ERROR with a reason) while it is not there."""
+        """Find this mock's soccfg; False (and ERROR with a reason) while it is not there
+        or this Python cannot run the simulated board."""
+        missing = runtime_missing()
+        if missing:
+            self.status, self.reason = "ERROR", missing
+            return False
         device = self.client.get_device(self.device_id)
         board, mirror = device.extra.get("MockBoard"), device.extra.get("MirrorOf")
         if mirror:
@@ -176,6 +195,14 @@ class MockWorker:
                 ended = "cancelled"
             elif self.stop.is_set():
                 ended = "stopping"
+            if ended == "cancelled":
+                # asked to stop: the run ends between rounds and keeps the programs done
+                proc.terminate()
+                try:
+                    proc.wait(CANCEL_GRACE_SECONDS)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                break
             if ended != "exited":
                 proc.kill()
                 break
@@ -201,8 +228,18 @@ class MockWorker:
             self.heartbeat()  # the last progress, before the outcome ends EXECUTING
         except QueueError as exc:
             log.warning("heartbeat failed: %s", exc)
-        if ended == "cancelled":
-            c.report_outcome(self.device_id, work_id, "CANCELLED")
+        if ended == "cancelled" or (outcome or {}).get("status") == "CANCELLED":
+            kept = (outcome or {}).get("status") == "CANCELLED" and \
+                (outcome or {}).get("programs_done", 0) > 0 and results.exists()
+            if not kept:
+                c.report_outcome(self.device_id, work_id, "CANCELLED")
+                return
+            answer = c.report_outcome(self.device_id, work_id, "CANCELLED",
+                                      error_message=outcome.get("error_message"),
+                                      partial_results=True, device_seconds=seconds,
+                                      programs_done=outcome["programs_done"])
+            upload_file(answer["UploadUrl"], results, session=c.session,
+                        what=f"upload partial results {work_id} (CANCELLED)")
             return
         if ended == "deadline":
             c.report_outcome(self.device_id, work_id, "FAILED", error_kind="deadline",
@@ -220,9 +257,6 @@ class MockWorker:
         if status == "DONE":
             url = c.results_upload_url(self.device_id, work_id, device_seconds=seconds)
             upload_file(url, results, session=c.session, what=f"upload results {work_id}")
-            return
-        if status == "CANCELLED":
-            c.report_outcome(self.device_id, work_id, "CANCELLED")
             return
         partial = outcome.get("programs_done", 0) > 0 and results.exists()
         answer = c.report_outcome(self.device_id, work_id, "FAILED",

@@ -2,7 +2,8 @@
 
 Layout (the original's, plus attributes)::
 
-    /                     attrs: format, work_id, device, firmware, firmware_name,
+    /                     attrs: format, work_id, device, board ("qick" or "simulated":
+                                 a simulated board's data is modelled), firmware, firmware_name,
                                  qick_version, status (RUNNING|DONE|FAILED|CANCELLED),
                                  error_kind, error_message, programs_total, programs_done,
                                  seconds, started_at, finished_at
@@ -46,13 +47,14 @@ class ResultsWriter:
 
     def __init__(self, path: str | os.PathLike, *, programs_total: int, work_id: str = "",
                  device: str = "", firmware: str = "", firmware_name: str = "",
-                 qick_version: str = ""):
+                 qick_version: str = "", board: str = ""):
         self.path = os.fspath(path)
         self._file = h5py.File(self.path, "w", track_order=True)
         self._data = self._file.create_group("data", track_order=True)
         self.programs_done = 0
         attrs = self._file.attrs
         attrs.update({"format": RESULTS_FORMAT, "work_id": work_id, "device": device,
+                      "board": board,
                       "firmware": firmware, "firmware_name": firmware_name,
                       "qick_version": qick_version, "status": "RUNNING", "error_kind": "",
                       "error_message": "", "programs_total": programs_total,
@@ -253,7 +255,7 @@ def summarize_results(path: str | os.PathLike) -> dict:
 
     return {"File": os.fspath(path), "Status": get("status"), "ErrorKind": get("error_kind"),
             "ErrorMessage": get("error_message"), "WorkId": get("work_id"),
-            "Device": get("device"), "Firmware": get("firmware"),
+            "Device": get("device"), "Board": get("board"), "Firmware": get("firmware"),
             "FirmwareName": get("firmware_name"), "QickVersion": get("qick_version"),
             "ProgramsDone": get("programs_done"), "ProgramsTotal": get("programs_total"),
             "Seconds": get("seconds"), "StartedAt": get("started_at"),

@@ -78,6 +78,8 @@ def _check_queue_config(config: str, creds: str) -> None:
 def format_status(status: dict) -> str:
     lines = [f"board: {status.get('state')}" + (f" ({status['reason']})"
                                                   if status.get("reason") else "")]
+    if status.get("simulated"):
+        lines[0] += "  [SIMULATED board: no RFSoC; [executor] board = simulated]"
     for name, c in sorted(status.get("children", {}).items()):
         lines.append(f"  {name:<10} {c.get('state'):<9} pid {c.get('pid') or '-':<7} "
                      f"restarts {c.get('restarts', 0)}"
@@ -133,6 +135,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     from supervisor.daemon import Supervisor
     from supervisor.health import HealthServer
     sup = Supervisor(settings, config, creds)
+    if sup.simulated:
+        logging.getLogger("qick.supervisor").warning(
+            "SIMULATED board (%s): no RFSoC is used and results are modelled data; set "
+            "[executor] board = qick in %s for the real board", settings.board_name, config)
     health = None
     if settings.health_enabled:
         try:

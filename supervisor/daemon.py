@@ -75,12 +75,17 @@ class Supervisor:
         self.drain_started: Optional[float] = None
         self.queue: Dict[str, Any] = {"ok": False, "error": "no contact yet", "last_ok_at": None}
         self.counts = {name: 0 for name in OUTCOMES}
-        self.snapshot: Dict[str, Any] = snapshot.initial_snapshot(self.queue, self.counts,
-                                                                  time.monotonic())
+        self.snapshot: Dict[str, Any] = snapshot.initial_snapshot(
+            self.queue, self.counts, time.monotonic(), simulated=self.simulated)
         self.bus: Optional[SupervisorBus] = None
         self._next_prune = 0.0
         self._next_health_push = 0.0
         self._sigterms = 0
+
+    @property
+    def simulated(self) -> bool:
+        """``[executor] board = simulated``: no RFSoC; said everywhere people look."""
+        return self.s.board == "simulated"
 
     # --- set-up -----------------------------------------------------------------------------
     def _tracker(self, name: str) -> ChildTracker:
@@ -363,7 +368,8 @@ class Supervisor:
         self.snapshot = snapshot.build_snapshot(
             now=now, state=state, reason=reason, children=self.children,
             current=self.work.current(now), spool=self.spool, queue=self.queue,
-            counts=self.counts, busy_seconds=self.work.busy_total(now), draining=self.draining)
+            counts=self.counts, busy_seconds=self.work.busy_total(now), draining=self.draining,
+            simulated=self.simulated)
         # a child's heartbeat late by half its timeout stops the pings until it is replaced
         healthy = all(c.status != ChildStatus.RUNNING or c.beat.age(now) <= c.beat.timeout / 2
                       for c in self.children.values())

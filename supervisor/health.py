@@ -54,6 +54,8 @@ def metrics_text(snapshot: Dict[str, Any]) -> str:
     counts = snapshot.get("counts", {})
     metric("qick_workloads_total", "counter", "workloads finished on this board, by outcome",
            [({"outcome": k}, v) for k, v in counts.items()])
+    metric("qick_board_simulated", "gauge", "1 when the board is simulated (no RFSoC)",
+           [({}, int(bool(snapshot.get("simulated"))))])
     metric("qick_board_error", "gauge", "1 while the board reports ERROR",
            [({}, int(snapshot.get("state") == "ERROR"))])
     queue = snapshot.get("queue", {})

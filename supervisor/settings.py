@@ -46,7 +46,7 @@ class BoardSettings:
     long_poll_seconds: int = 20              # GET .../workload?WaitSeconds=
     poll_seconds: float = 5.0                # stock service: poll interval when idle
     # [executor]
-    board: str = "simulated"                 # simulated | qick
+    board: str = "qick"                      # qick (the real RFSoC) | simulated
     board_name: str = "zcu216-v2"
     soccfg_json: Optional[str] = None
     seed: Optional[int] = None

@@ -47,17 +47,20 @@ def firmware_of(executor: Optional[Child]) -> Optional[Dict[str, Any]]:
 
 def build_snapshot(*, now: float, state: str, reason: str, children: Mapping[str, Child],
                    current: Optional[Dict[str, Any]], spool: Spool, queue: Dict[str, Any],
-                   counts: Dict[str, int], busy_seconds: float, draining: bool) -> Dict[str, Any]:
+                   counts: Dict[str, int], busy_seconds: float, draining: bool,
+                   simulated: bool = False) -> Dict[str, Any]:
     return {
-        "loop_at": now, "state": state, "reason": reason,
+        "loop_at": now, "state": state, "reason": reason, "simulated": simulated,
         "children": children_view(children, now), "current": current,
         "spool": spool.depths(), "queue": dict(queue), "firmware": firmware_of(
             children.get("executor")), "counts": dict(counts),
         "busy_seconds": busy_seconds, "draining": draining, "pid": os.getpid()}
 
 
-def initial_snapshot(queue: Dict[str, Any], counts: Dict[str, int], now: float) -> Dict[str, Any]:
-    return {"loop_at": now, "state": "STARTING", "reason": "", "children": {},
+def initial_snapshot(queue: Dict[str, Any], counts: Dict[str, int], now: float,
+                     simulated: bool = False) -> Dict[str, Any]:
+    return {"loop_at": now, "state": "STARTING", "reason": "", "simulated": simulated,
+            "children": {},
             "current": None, "spool": {}, "queue": dict(queue), "firmware": None,
             "counts": dict(counts), "busy_seconds": 0.0, "draining": False, "pid": os.getpid()}
 
@@ -72,12 +75,14 @@ def health_summary(snap: Dict[str, Any]) -> Dict[str, Any]:
             "Processes": {n: {"State": c["state"], "Restarts": c["restarts"]}
                           for n, c in snap["children"].items()},
             "Spool": snap["spool"], "CurrentWork": snap["current"],
-            "Firmware": snap["firmware"]}
+            "Firmware": snap["firmware"], "Simulated": bool(snap.get("simulated"))}
 
 
 def status_line(snap: Dict[str, Any], draining: bool) -> str:
     """systemd's STATUS=: state, reason, current work, counts, in one line."""
     parts = [snap.get("state", "STARTING")]
+    if snap.get("simulated"):
+        parts.append("SIMULATED board")
     if snap.get("reason"):
         parts.append(snap["reason"])
     cur = snap.get("current")

@@ -118,13 +118,23 @@ class Uploader:
                                            f"({meta.outcome}: {meta.error_message})")
             return
         if meta.outcome == "CANCELLED":
-            c.report_outcome(dev, meta.work_id, "CANCELLED")
+            # the programs done before the stop are kept: uploaded as partial results
+            partial = bool(meta.has_results and meta.programs_done > 0 and results.exists())
+            answer = c.report_outcome(dev, meta.work_id, "CANCELLED",
+                                      error_message=meta.error_message if partial else None,
+                                      partial_results=True if partial else None,
+                                      device_seconds=meta.seconds if partial else None,
+                                      programs_done=meta.programs_done if partial else None)
+            if partial and answer.get("UploadUrl"):
+                upload_file(answer["UploadUrl"], results,
+                            what=f"partial results upload of {meta.work_id} (CANCELLED)")
             return
         partial = bool(meta.has_results and results.exists())
         answer = c.report_outcome(dev, meta.work_id, "FAILED",
                                   error_message=meta.error_message or "failed on the board",
                                   error_kind=meta.error_kind or "device_error",
-                                  partial_results=partial, device_seconds=meta.seconds)
+                                  partial_results=partial, device_seconds=meta.seconds,
+                                  programs_done=meta.programs_done if partial else None)
         if partial and answer.get("UploadUrl"):
             upload_file(answer["UploadUrl"], results,
                         what=f"partial results upload of {meta.work_id}")

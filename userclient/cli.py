@@ -354,9 +354,11 @@ def cmd_results(args: argparse.Namespace) -> int:
     error = (summary["ErrorMessage"] or "") if summary else ""
     text = f"results saved to {done.path} ({done.size} bytes)"
     if status not in (None, "DONE"):
-        # partial results of a failed workload; on a stock service (no FAILED state) the
-        # file is the only place the board's error reaches the user
+        # partial results of a failed or cancelled workload; on a stock service (no FAILED
+        # state) the file is the only place the board's error reaches the user
         text += f"\nthe board recorded {status}: {error}"
+        text += (f"\n{len(summary['Programs'])} of {summary['ProgramsTotal']} programs "
+                 "completed: read them with read_results(path, partial=True)")
     data = {"Path": str(done.path), "Size": done.size, "SHA256": done.sha256,
             "RecordedStatus": status, "RecordedError": error}
     if args.summary:

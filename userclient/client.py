@@ -314,7 +314,7 @@ class UserClient:
         work = self.client.get_workload(work_id)
         # The stock service may show a results URL before the results exist: trust the status.
         has_results = bool(work.WorkloadResultUrl) and work.status in (
-            WorkStatus.DONE, WorkStatus.FAILED, None)
+            WorkStatus.DONE, WorkStatus.FAILED, WorkStatus.CANCELLED, None)
         if not has_results:
             if work.status is WorkStatus.FAILED:
                 raise Conflict(f"workload {work_id} FAILED without results: "

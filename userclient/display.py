@@ -35,10 +35,19 @@ def table(rows: list[list[str]], headers: list[str]) -> str:
     return "\n".join(lines)
 
 
+def board_note(device: Device) -> str:
+    """`` (mock)`` for a mock device the service runs, `` (simulated)`` for a board daemon
+    on a simulated board (its heartbeat says so), else nothing: a real board."""
+    if device.extra.get("Mock"):
+        return " (mock)"
+    return " (simulated)" if device.extra.get("Simulated") else ""
+
+
 def devices_table(devices: list[Device]) -> str:
     if not devices:
         return "no devices"
-    return table([[d.DeviceId, d.DeviceName or "-", d.DeviceStatus or "-",
+    return table([[d.DeviceId, d.DeviceName or "-", (d.DeviceStatus or "-") + board_note(d)
+                   + (f": {d.extra['StatusReason']}" if d.extra.get("StatusReason") else ""),
                    _when(d.LastRefreshed)] for d in devices],
                  ["DEVICE ID", "NAME", "STATUS", "LAST SEEN"])
 
@@ -55,7 +64,7 @@ def workloads_table(items: list[Workload]) -> str:
 def device_details(device: Device) -> str:
     lines = [f"{'DeviceId':28}{device.DeviceId}",
              f"{'DeviceName':28}{device.DeviceName or '-'}",
-             f"{'DeviceStatus':28}{device.DeviceStatus or '-'}",
+             f"{'DeviceStatus':28}{device.DeviceStatus or '-'}{board_note(device)}",
              f"{'LastRefreshed':28}{_when(device.LastRefreshed)}",
              f"{'RefreshTimeout':28}{device.RefreshTimeout}",
              f"{'ConfigurationLastRefreshed':28}{_when(device.ConfigurationLastRefreshed)}"]
@@ -83,6 +92,9 @@ def workload_details(work: Workload) -> str:
         lines.append(f"{name:18}{_when(value) if isinstance(value, datetime) else value}")
     if work.extra.get("StatusFrom") == "results":
         lines.append(f"{'StatusFrom':18}the results file (the stock service shows DONE)")
+    for name in ("EstimatedStartReason", "EstimatedSeconds"):  # ours, kept in extra
+        if work.extra.get(name) is not None:
+            lines.append(f"{name:17} {work.extra[name]}")
     return "\n".join(lines)
 
 
@@ -110,6 +122,8 @@ def progress_line(work: Workload, elapsed: float, *, bar: bool = False) -> str:
         parts.append(f"position {work.QueuePosition}")
     if work.EstimatedStartAt is not None and work.WorkStatus == "READY":
         parts.append(f"starts ~{work.EstimatedStartAt.astimezone(timezone.utc):%H:%M:%S}Z")
+    elif work.extra.get("EstimatedStartReason") and work.WorkStatus == "READY":
+        parts.append(str(work.extra["EstimatedStartReason"]))
     if work.ErrorMessage and work.terminal:
         parts.append(work.ErrorMessage)
     return "  ".join(parts) + f"  (waited {int(elapsed)}s)"
@@ -163,6 +177,10 @@ def results_summary_text(summary: dict) -> str:
     lines = [head]
     if summary["WorkId"] or summary["Device"]:
         lines.append(f"{'work':10}{summary['WorkId'] or '-'} on {summary['Device'] or '-'}")
+    if summary.get("Board") == "simulated":
+        lines.append(f"{'board':10}SIMULATED (modelled data, not a real QICK board)")
+    elif summary.get("Board"):
+        lines.append(f"{'board':10}{summary['Board']}")
     if summary["FirmwareName"] or summary["Firmware"]:
         lines.append(f"{'firmware':10}{summary['FirmwareName'] or summary['Firmware']}")
     if summary["QickVersion"]:

@@ -14,8 +14,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from cloudqueue.errors import QueueError
-from cloudqueue.server import (routes_admin, routes_auth, routes_devices, routes_files,
-                                routes_workloads)
+from cloudqueue.server import (health, routes_admin, routes_auth, routes_devices,
+                               routes_files, routes_workloads)
 from cloudqueue.server.datadir import DataDir
 from cloudqueue.server.db import Database
 from cloudqueue.server.files import FileStore
@@ -88,6 +88,8 @@ def admin_routes() -> list[BaseRoute]:
 
 def root_routes() -> list[BaseRoute]:
     return [
+        Route("/healthz", health.healthz, methods=["GET"]),
+        Route("/metrics", health.metrics, methods=["GET"]),
         Route("/oauth2/token", routes_auth.oauth2_token, methods=["POST"]),
         Route("/", routes_auth.cognito, methods=["POST"]),
         Route("/files/{key:path}", routes_files.put_file, methods=["PUT"]),
@@ -190,5 +192,6 @@ def create_app(data_dir: Path, limits: Limits | None = None, *, prefix: str = ""
     routes.extend(root_routes())
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
         QueueError: _queue_error, HTTPException: _http_error, Exception: _internal_error})
+    app.add_middleware(health.RequestCounter, counts=svc.requests)
     app.state.service = svc
     return app

@@ -130,6 +130,10 @@ MIGRATIONS: list[str] = [
     CREATE UNIQUE INDEX api_keys_key_id ON api_keys(key_id);
     CREATE INDEX refresh_tokens_user ON refresh_tokens(user_id);
     """,
+    # 4 -> 5: a workload's own board-time estimate, made from its file at upload
+    """
+    ALTER TABLE workloads ADD COLUMN estimated_seconds REAL;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

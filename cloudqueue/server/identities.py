@@ -289,6 +289,14 @@ class IdentityStore:
                 (status, now, now, extension,
                  json.dumps(health) if health is not None else None, device_id))
 
+    def mark_status(self, device_id: str, status: str, health: dict, now: int) -> None:
+        """The service's own word on a device it runs (a mock whose worker cannot start):
+        shown as a heartbeat would be, without counting as the device's call (leases)."""
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE devices SET reported_status = ?, last_refreshed = ?, "
+                         "health = ? WHERE device_id = ?",
+                         (status, now, json.dumps(health), device_id))
+
     def config_uploaded(self, device_id: str, now: int) -> None:
         with self.db.transaction() as conn:
             conn.execute("UPDATE devices SET config_refreshed = ? WHERE device_id = ?",

@@ -8,6 +8,12 @@ spawns, watches and stops; it never imports qick.
 
 - a worker that exits is started again after a backoff (0.5 s doubling to 30 s; back to
   0.5 s once a worker stayed up 30 s);
+- a worker that exits at once (within ``QUICK_EXIT_SECONDS``) ``QUICK_EXITS`` times in a
+  row cannot run here (a broken install, say): the device is marked ``ERROR`` with the
+  reason (the exit and the last line of its log) for as long as that lasts, so users see
+  why their work waits instead of an ``ONLINE`` device that never takes it. A worker that
+  starts but lacks what a run needs (qick, h5py, numpy) stays up and heartbeats ``ERROR``
+  itself (``mockboard.worker``);
 - a new mock device is picked up at once (``wake()``) or by the next sweep (1 s);
 - ``stop()`` sends SIGTERM to each worker's process group (the worker and its run), waits,
   then SIGKILL.
@@ -30,6 +36,8 @@ BACKOFF_FIRST = 0.5
 BACKOFF_CAP = 30.0
 STABLE_SECONDS = 30.0
 SWEEP_SECONDS = 1.0
+QUICK_EXIT_SECONDS = 5.0
+QUICK_EXITS = 3
 
 
 @dataclass
@@ -40,6 +48,9 @@ class _Worker:
     not_before: float = 0.0
     backoff: float = BACKOFF_FIRST
     starts: int = 0
+    quick_exits: int = 0            # exits within QUICK_EXIT_SECONDS of the start, in a row
+    error: str | None = None        # why the device is marked ERROR (None: it is not)
+    marked_at: float | None = None  # when the ERROR mark was last written
 
 
 class MockFleet:
@@ -111,6 +122,8 @@ class MockFleet:
             if proc is not None and proc.poll() is None:
                 if now - worker.started >= STABLE_SECONDS:
                     worker.backoff = BACKOFF_FIRST
+                if now - worker.started >= QUICK_EXIT_SECONDS:
+                    worker.quick_exits, worker.error = 0, None  # it runs: it says the rest
                 continue
             if proc is not None and worker.not_before == 0.0:
                 # it just exited: say why, and wait before starting it again
@@ -118,6 +131,18 @@ class MockFleet:
                             worker.device_id, _exit_reason(proc.returncode), worker.backoff)
                 worker.not_before = now + worker.backoff
                 worker.backoff = min(BACKOFF_CAP, worker.backoff * 2)
+                quick = now - worker.started < QUICK_EXIT_SECONDS
+                worker.quick_exits = worker.quick_exits + 1 if quick else 0
+                if worker.quick_exits >= QUICK_EXITS:
+                    worker.error = (
+                        f"the mock board's worker cannot start: it exited at once "
+                        f"{worker.quick_exits} times in a row ({_exit_reason(proc.returncode)})"
+                        f"{_last_words(self.log_dir / f'{worker.device_id}.log')}; the admin "
+                        "finds its log in the service's data folder (mock/)")
+                    worker.marked_at = None
+            if worker.error and (worker.marked_at is None or now - worker.marked_at >=
+                                 max(1.0, row["refresh_timeout"] / 3)):
+                self._mark_error(worker, now)
             if now < worker.not_before or self._stop.is_set():
                 continue
             self._spawn(worker, row, now)
@@ -137,6 +162,14 @@ class MockFleet:
                 _signal_group(proc, signal.SIGKILL)
                 proc.wait()
             log.info("mock device %s deleted: its worker stopped", device_id)
+
+    def _mark_error(self, worker: _Worker, now: float) -> None:
+        """Show the device as ERROR with the reason (kept fresh while it lasts)."""
+        worker.marked_at = now
+        self.identities.mark_status(
+            worker.device_id, "ERROR",
+            {"State": "ERROR", "Reason": worker.error, "Mock": True, "Simulated": True,
+             "CurrentWork": None}, int(time.time() * 1000))
 
     def _spawn(self, worker: _Worker, row: dict, now: float) -> None:
         secret = self.identities.new_secret(worker.device_id)
@@ -179,6 +212,18 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
         os.killpg(proc.pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def _last_words(path: Path) -> str:
+    """``: <the last line of the worker's log>`` (what a crash printed last), or ""."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(max(0, fh.seek(0, os.SEEK_END) - 4096))
+            lines = [ln.strip() for ln in fh.read().decode(errors="replace").splitlines()]
+    except OSError:
+        return ""
+    lines = [ln for ln in lines if ln]
+    return f": {lines[-1][:200]}" if lines else ""
 
 
 def _exit_reason(code: int | None) -> str:

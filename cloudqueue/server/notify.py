@@ -16,6 +16,8 @@ class Notifier:
         self._conditions: dict[str, asyncio.Condition] = {}
         #: set when the service stops: long polls answer at once instead of waiting
         self.closing = False
+        #: long polls waiting now (``/metrics``)
+        self.waiting = 0
 
     async def close(self) -> None:
         """The service is stopping: wake every waiter (they see ``closing`` and answer)."""
@@ -44,6 +46,7 @@ class Notifier:
         if timeout <= 0 or self.closing:
             return self.version(device_id) != seen
         cond = self._condition(device_id)
+        self.waiting += 1
         try:
             async with cond:
                 await asyncio.wait_for(
@@ -51,3 +54,5 @@ class Notifier:
             return True
         except asyncio.TimeoutError:
             return False
+        finally:
+            self.waiting -= 1

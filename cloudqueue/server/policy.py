@@ -102,6 +102,16 @@ def plan_handout(rows: Iterable[Row], max_attempts: int,
     return Handout(None, False, ended)
 
 
+def takes_results(row: Row) -> bool:
+    """Whether a results file may arrive for this workload now: running or finished work
+    (a re-upload of DONE/FAILED replaces the file: an uploader retrying), and CANCELLED
+    work that ran on its device, once (the programs done before the stop)."""
+    if row["status"] in ("EXECUTING", "UPLOADING", "DONE", "FAILED"):
+        return True
+    return (row["status"] == "CANCELLED" and row["started_at"] is not None
+            and not row["has_result"])
+
+
 def lease_expired(last_seen: int | None, now: int, lease_seconds: float) -> bool:
     """A device silent for longer than the lease has lost its EXECUTING/UPLOADING work."""
     return last_seen is None or now - last_seen > lease_seconds * 1000
@@ -126,25 +136,66 @@ def device_status(reported: str | None, last_refreshed: int | None, refresh_time
 
 
 def queue_position(rows: Sequence[Row], work_id: str) -> int | None:
-    """How many active workloads come before this one on its device (0: next or running)."""
-    for index, row in enumerate(queue_order(rows)):
+    """Where READY work stands in its device's queue: 1 runs next, 2 after that, ...;
+    0 for work the device already has (running or uploading); None when not queued
+    (CREATED, finished, or another device's)."""
+    ready = 0
+    for row in queue_order(rows):
+        if row["status"] == "READY":
+            ready += 1
         if row["work_id"] == work_id:
-            return index
+            return ready if row["status"] == "READY" else 0
     return None
 
 
-def estimated_start(position: int | None, rows: Sequence[Row], now: int,
-                    run_ms: float) -> int | None:
-    """When READY work may start: each workload ahead takes ``run_ms`` (a running one, the rest)."""
-    if position is None:
-        return None
-    total = 0.0
-    for row in queue_order(rows)[:position]:
-        if row["status"] == "READY" or row["started_at"] is None:
-            total += run_ms
-        else:
-            total += max(0.0, run_ms - (now - row["started_at"]))
-    return int(now + total)
+def run_seconds(row: Row, fallback_seconds: float) -> float:
+    """Board time a workload is expected to take: its own estimate (made from its file's
+    programs at upload, ``estimated_seconds``) where known, else ``fallback_seconds`` (the
+    device's recent measured mean)."""
+    own = row.get("estimated_seconds")
+    return float(own) if own is not None and own >= 0 else fallback_seconds
+
+
+def remaining_seconds(row: Row, now: int, fallback_seconds: float) -> float:
+    """What is left of active work: all of READY work; for running work the pace measured
+    so far (elapsed per program done) when the device reported progress, else its
+    expected time less the time since it started; nothing of work being uploaded."""
+    if row["status"] == "UPLOADING":
+        return 0.0
+    expected = run_seconds(row, fallback_seconds)
+    if row["status"] == "READY" or row["started_at"] is None:
+        return expected
+    elapsed = max(0.0, (now - row["started_at"]) / 1000)
+    done, total = row.get("programs_done"), row.get("programs_total")
+    if done and total and 0 < done < total:
+        return elapsed / done * (total - done)
+    return max(0.0, expected - elapsed)
+
+
+@dataclass(frozen=True)
+class StartEstimate:
+    """``EstimatedStartAt`` (ms, or None) and, when there is none for READY work, why."""
+
+    at: int | None
+    reason: str | None = None
+
+
+def estimated_start(rows: Sequence[Row], work_id: str, now: int, fallback_seconds: float,
+                    device_state: str, device_reason: str | None = None) -> StartEstimate:
+    """When READY work may start: now plus what is left of each workload ahead of it
+    (``remaining_seconds``). A device that is OFFLINE or in ERROR runs nothing: no
+    estimate, with the reason. Work that is not READY has no estimate and no reason."""
+    order = queue_order(rows)
+    index = next((i for i, r in enumerate(order) if r["work_id"] == work_id), None)
+    if index is None or order[index]["status"] != "READY":
+        return StartEstimate(None)
+    if device_state == "OFFLINE":
+        return StartEstimate(None, "device offline: no estimate")
+    if device_state == "ERROR":
+        why = f" ({device_reason})" if device_reason else ""
+        return StartEstimate(None, f"device in ERROR{why}: no estimate")
+    ahead = sum(remaining_seconds(r, now, fallback_seconds) for r in order[:index])
+    return StartEstimate(int(now + ahead * 1000))
 
 
 def device_seconds(reported: float | None, started_at: int | None, now: int) -> float | None:

@@ -186,11 +186,15 @@ async def report_work(request: Request) -> Response:
     seconds = field(body, "DeviceSeconds", (int, float))
     if seconds is not None and seconds < 0:
         raise BadRequest("DeviceSeconds must not be negative")
+    programs_done = field(body, "ProgramsDone", int)
+    if programs_done is not None and programs_done < 0:
+        raise BadRequest("ProgramsDone must not be negative")
     svc = service(request)
     now = now_ms()
     await _touch(svc, device_id, now)
     await call(svc.workloads.report, device_id, work_id, outcome=outcome, error_message=message,
-               error_kind=kind, partial=partial, sha256=sha, device_seconds=seconds, now=now)
+               error_kind=kind, partial=partial, sha256=sha, device_seconds=seconds,
+               programs_done=programs_done, now=now)
     await svc.queue_changed(device_id, devices=False)
     return json_ok({"WorkId": work_id,
                     "UploadUrl": svc.presign(request, "PUT", f"results/{work_id}")})

@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
 from cloudqueue.errors import ChecksumMismatch, NotFound
+from cloudqueue.server import estimates
 from cloudqueue.server.files import TooLarge, parse_key
 from cloudqueue.server.web import Service, call, now_ms, service
 
@@ -34,15 +35,17 @@ def _precheck(svc: Service, kind: str, ident: str) -> str | None:
 
 
 def _arrive(svc: Service, staged, key: str, kind: str, ident: str) -> str | None:
-    """Rename the file into place and apply its state change, as one step under the lock.
+    """Rename the file into place and apply its state change, as one step under the lock
+    (a workload's board time is estimated from the file first, outside the lock).
 
     Answers the device whose queue changed (to wake its long-polls)."""
+    estimate = estimates.workload_seconds(staged.path) if kind == "workloads" else None
     now = now_ms()
     with svc.workloads.db.lock:
         if kind == "workloads":
             svc.workloads.check_workload_upload(ident)
             svc.files.commit(staged, key)
-            return svc.workloads.workload_uploaded(ident, now)["device_id"]
+            return svc.workloads.workload_uploaded(ident, now, estimate)["device_id"]
         if kind == "results":
             svc.workloads.check_results_upload(ident)
             svc.files.commit(staged, key)

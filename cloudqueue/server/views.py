@@ -13,16 +13,38 @@ from cloudqueue.server.web import Service
 Row = dict[str, Any]
 
 
+def _health(row: Row) -> dict | None:
+    try:
+        health = json.loads(row["health"]) if row["health"] else None
+    except ValueError:
+        return None
+    return health if isinstance(health, dict) else None
+
+
+def simulated(row: Row) -> bool:
+    """A mock device, or a board daemon whose heartbeat said ``Health.Simulated``."""
+    health = _health(row) or {}
+    return mockspec.spec(row) is not None or health.get("Simulated") is True
+
+
 def device_summary(row: Row, now: int) -> dict[str, Any]:
-    """``GET /devices`` items."""
+    """``GET /devices`` items; ``Simulated: true`` added for a simulated board, and
+    ``StatusReason`` (from the heartbeat's health) for a device in ERROR; a real board that
+    works keeps the stock shape."""
+    extra: dict[str, Any] = {"Simulated": True} if simulated(row) else {}
+    status = policy.device_status(row["reported_status"], row["last_refreshed"],
+                                  row["refresh_timeout"], now)
+    reason = (_health(row) or {}).get("Reason")
+    if status == "ERROR" and isinstance(reason, str) and reason:
+        extra["StatusReason"] = reason[:300]  # why it takes no work (users see this much)
     return {
         "DeviceId": row["device_id"],
         "DeviceName": row["name"],
-        "DeviceStatus": policy.device_status(row["reported_status"], row["last_refreshed"],
-                                             row["refresh_timeout"], now),
+        "DeviceStatus": status,
         "LastRefreshed": policy.iso(row["last_refreshed"]) or 0,
         "RefreshTimeout": row["refresh_timeout"],
         **mockspec.device_fields(row),
+        **extra,
     }
 
 
@@ -36,7 +58,7 @@ def device_detail(svc: Service, request: Request, row: Row, now: int, *,
                                                      f"configs/{row['device_id']}")
     body["QueueLength"] = queue_length
     if with_health:
-        body["Health"] = json.loads(row["health"]) if row["health"] else None
+        body["Health"] = _health(row)
     return body
 
 
@@ -54,6 +76,19 @@ def workload_item(row: Row) -> dict[str, Any]:
     }
 
 
+def start_estimate(svc: Service, row: Row, active: list[Row], now: int) -> policy.StartEstimate:
+    """``EstimatedStartAt`` of READY work, from the device's queue and its state."""
+    if row["status"] != "READY":
+        return policy.StartEstimate(None)
+    device = svc.identities.device(row["device_id"]) or {}
+    state = policy.device_status(device.get("reported_status"), device.get("last_refreshed"),
+                                 device.get("refresh_timeout") or 60, now)
+    reason = ((_health(device) or {}).get("Reason") or None) if device else None
+    return policy.estimated_start(active, row["work_id"], now,
+                                  svc.workloads.run_estimate_seconds(row["device_id"]),
+                                  state, reason if isinstance(reason, str) else None)
+
+
 def workload_detail(svc: Service, request: Request, row: Row, active: list[Row],
                     now: int) -> dict[str, Any]:
     """``GET /workloads/{id}``: stock fields and the queue insight of Part 2.
@@ -61,10 +96,7 @@ def workload_detail(svc: Service, request: Request, row: Row, active: list[Row],
     ``active`` is the device's active work, for QueuePosition and EstimatedStartAt.
     """
     position = policy.queue_position(active, row["work_id"])
-    estimate = None
-    if row["status"] == "READY":
-        run_ms = svc.workloads.run_estimate_ms(row["device_id"])
-        estimate = policy.iso(policy.estimated_start(position, active, now, run_ms))
+    start = start_estimate(svc, row, active, now)
     body: dict[str, Any] = {
         "WorkId": row["work_id"],
         "CreatedAt": policy.iso(row["created_at"]),
@@ -82,7 +114,7 @@ def workload_detail(svc: Service, request: Request, row: Row, active: list[Row],
         "UserGivenName": row["user_given_name"],
         "WorkloadName": row["workload_name"],
         "QueuePosition": position,
-        "EstimatedStartAt": estimate,
+        "EstimatedStartAt": policy.iso(start.at),
         "StartedAt": policy.iso(row["started_at"]),
         "FinishedAt": policy.iso(row["finished_at"]),
         "Attempts": row["attempts"],
@@ -91,6 +123,10 @@ def workload_detail(svc: Service, request: Request, row: Row, active: list[Row],
         "ErrorKind": row["error_kind"],
         "CancelRequested": bool(row["cancel_requested"]),
     })
+    if start.reason:
+        body["EstimatedStartReason"] = start.reason
+    if row.get("estimated_seconds") is not None:
+        body["EstimatedSeconds"] = round(row["estimated_seconds"], 6)
     progress = policy.progress_view(row["status"], row.get("programs_done"),
                                     row.get("programs_total"))
     if progress is not None:

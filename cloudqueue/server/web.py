@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import logging
 import time
+import dataclasses
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
@@ -50,6 +52,10 @@ class Service:
     public_url: str | None = None
     #: the supervisor of the mock devices' workers (``mockfleet.MockFleet``), once serving
     fleet: Any = None
+    #: HTTP answers by status class, for ``/metrics`` (``health.RequestCounter``)
+    requests: Counter = dataclasses.field(default_factory=Counter)
+    #: when this process started (unix time), for ``/metrics``
+    started_at: float = dataclasses.field(default_factory=time.time)
 
     def root_url(self, request: Request) -> str:
         """The service root that presigned URLs start with (never under the API prefix)."""

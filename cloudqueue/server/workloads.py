@@ -55,15 +55,16 @@ class WorkloadStore:
         return sorted(r["work_id"] for r in self.active_for_device(device_id)
                       if r["cancel_requested"])
 
-    def run_estimate_ms(self, device_id: str) -> float:
-        """Mean board time of the device's last 20 finished runs (the default if none)."""
+    def run_estimate_seconds(self, device_id: str) -> float:
+        """Mean board time of the device's last 20 finished runs (the default if none):
+        what a workload without its own estimate is expected to take."""
         with self.db.reading() as conn:
             row = conn.execute(
                 "SELECT AVG(device_seconds) FROM (SELECT device_seconds FROM workloads "
                 "WHERE device_id = ? AND status = 'DONE' AND device_seconds IS NOT NULL "
                 "ORDER BY finished_at DESC LIMIT 20)", (device_id,)).fetchone()
         seconds = row[0] if row and row[0] is not None else self.limits.default_run_seconds
-        return float(seconds) * 1000
+        return float(seconds)
 
     def list(self, *, account_id: str | None = None, device_id: str | None = None,
              status: str | None = None, limit: int = 5,
@@ -159,8 +160,10 @@ class WorkloadStore:
                            "be replaced; submit a new workload")
         return row
 
-    def workload_uploaded(self, work_id: str, now: int) -> Row:
-        """The workload file arrived: READY (again), ReadyAt = now. A re-upload resets."""
+    def workload_uploaded(self, work_id: str, now: int,
+                          estimated_seconds: float | None = None) -> Row:
+        """The workload file arrived: READY (again), ReadyAt = now, with the board time
+        estimated from the file (None: unknown). A re-upload resets."""
         with self.db.transaction() as conn:
             row = conn.execute("SELECT * FROM workloads WHERE work_id = ?", (work_id,)).fetchone()
             if row is None or row["status"] in policy.TERMINAL:
@@ -170,7 +173,8 @@ class WorkloadStore:
             conn.execute(
                 "UPDATE workloads SET status = ?, ready_at = ?, has_workload = 1, "
                 "pending_outcome = NULL, error_message = NULL, error_kind = NULL, "
-                "finished_at = ? WHERE work_id = ?", (status, now, finished, work_id))
+                "finished_at = ?, estimated_seconds = ? WHERE work_id = ?",
+                (status, now, finished, estimated_seconds, work_id))
             return dict(conn.execute("SELECT * FROM workloads WHERE work_id = ?",
                                      (work_id,)).fetchone())
 
@@ -178,18 +182,20 @@ class WorkloadStore:
         row = self.get(work_id)
         if row is None:
             raise NotFound(f"no workload {work_id}")
-        if row["status"] not in ("EXECUTING", "UPLOADING", "DONE", "FAILED"):
+        if not policy.takes_results(row):
             raise Conflict(f"workload {work_id} is {row['status']}: it takes no results")
         return row
 
     def results_uploaded(self, work_id: str, now: int) -> Row:
-        """The results file arrived: DONE, or FAILED when the device reported a failure."""
+        """The results file arrived: DONE, or FAILED/CANCELLED when the device reported
+        that outcome with partial results. CANCELLED work takes its partial results once."""
         with self.db.transaction() as conn:
             row = conn.execute("SELECT * FROM workloads WHERE work_id = ?", (work_id,)).fetchone()
-            if row is None or row["status"] not in ("EXECUTING", "UPLOADING", "DONE", "FAILED"):
+            if row is None or not policy.takes_results(row):
                 raise Conflict(f"workload {work_id} takes no results now")
             if row["status"] in ("EXECUTING", "UPLOADING"):
-                status = "FAILED" if row["pending_outcome"] == "FAILED" else "DONE"
+                status = row["pending_outcome"] if row["pending_outcome"] in (
+                    "FAILED", "CANCELLED") else "DONE"
                 seconds = row["device_seconds"]
                 if seconds is None:
                     seconds = policy.device_seconds(None, row["started_at"], now)
@@ -261,7 +267,8 @@ class WorkloadStore:
     def report(self, device_id: str, work_id: str, *, outcome: str | None,
                error_message: str | None = None, error_kind: str | None = None,
                partial: bool = False, sha256: str | None = None,
-               device_seconds: float | None = None, now: int) -> Row:
+               device_seconds: float | None = None, programs_done: int | None = None,
+               now: int) -> Row:
         """``PUT /devices/{id}/workloads/{WorkId}``: the device's outcome for its work.
 
         Transitions happen only from EXECUTING/UPLOADING (stock: READY or finished work
@@ -280,6 +287,11 @@ class WorkloadStore:
                 conn.execute("UPDATE workloads SET device_seconds = ? WHERE work_id = ?",
                              (device_seconds, work_id))
             seconds = policy.device_seconds(device_seconds, row["started_at"], now)
+            if programs_done is not None and outcome in ("FAILED", "CANCELLED") and \
+                    row["status"] in ("EXECUTING", "UPLOADING") and row["programs_total"]:
+                # the last count, which the heartbeats' progress may not have caught up with
+                conn.execute("UPDATE workloads SET programs_done = ? WHERE work_id = ?",
+                             (min(programs_done, row["programs_total"]), work_id))
             if row["status"] in ("EXECUTING", "UPLOADING"):
                 if outcome in (None, "DONE"):
                     if row["status"] == "EXECUTING":
@@ -299,6 +311,12 @@ class WorkloadStore:
                             "error_kind = ?, finished_at = ?, device_seconds = ?, "
                             "pending_outcome = NULL WHERE work_id = ?",
                             (message, kind, now, seconds, work_id))
+                elif outcome == "CANCELLED" and partial:
+                    # the programs done before the stop: CANCELLED once they arrive
+                    conn.execute(
+                        "UPDATE workloads SET status = 'UPLOADING', pending_outcome = "
+                        "'CANCELLED', error_message = ?, error_kind = ? WHERE work_id = ?",
+                        (error_message, error_kind, work_id))
                 elif outcome == "CANCELLED":
                     conn.execute(
                         "UPDATE workloads SET status = 'CANCELLED', finished_at = ?, "

@@ -3,8 +3,14 @@ service, a workload for another firmware, an executor that cannot open the board
 intensity -> ERROR with the reason on the heartbeat), SIGTERM while a workload runs."""
 import json
 import os
+import subprocess
+import sys
 import time
 
+import pytest
+
+from qickwork.errors import IncompleteResults
+from userclient.workload import WorkloadManager
 from tests.board.conftest import make_workload
 from tests.board.test_systemd import FakeSystemd
 from tests.helpers import wait_for
@@ -120,3 +126,38 @@ def test_sigterm_past_the_stop_timeout_stops_the_workload_and_reports_it(board_f
     work = board.wait_terminal(work_id, 20)
     assert work.WorkStatus == "FAILED" and work.ErrorKind == "board_restarted"
     assert "stopped during execution" in work.ErrorMessage
+
+
+def test_cancel_of_running_work_keeps_the_programs_already_done(board_factory, tmp_path):
+    """Regression: a cancel threw away the programs that had completed. The board stops
+    the run, uploads a results file recording CANCELLED with the programs done, and the
+    user downloads and reads them (partial=True); `userclient results` exits 1 saying so."""
+    board = board_factory(executor=SLOW).start()
+    total = 40
+    work_id = board.submit(make_workload(tmp_path / "sweep.gz", programs=total, reps=300))
+    # cancel once some programs completed: wait on the progress the service shows
+    wait_for(lambda: (board.admin.get_workload(work_id).programs or (0, 0))[0] >= 2, 60,
+             what="two programs done")
+    board.admin.cancel_workload(work_id)
+    work = board.wait_terminal(work_id, 30)
+    assert work.WorkStatus == "CANCELLED", work
+    assert work.WorkloadResultUrl, "the partial results were not kept"
+    done, of = work.programs
+    assert 2 <= done < total and of == total
+    assert f"{done} of {total}" in work.ErrorMessage
+    conf = tmp_path / "user.conf"
+    conf.write_text(f"[service]\napi_endpoint = {board.service.url}\noauth_endpoint = "
+                    f"{board.service.root}\n[user]\napi_key = {board.service.admin_key}\n")
+    out = subprocess.run([sys.executable, "-m", "userclient.cli", "--config", str(conf),
+                          "results", work_id, "-o", str(tmp_path / "r.h5")],
+                         capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert out.returncode == 1, out.stderr
+    assert "the board recorded CANCELLED" in out.stdout
+    assert f"{done} of {total} programs completed" in out.stdout
+    wm = WorkloadManager(None)  # reading needs no soccfg
+    with pytest.raises(IncompleteResults, match="CANCELLED"):
+        wm.read_results(tmp_path / "r.h5")
+    kept = list(wm.read_results(tmp_path / "r.h5", partial=True))
+    assert [r.index for _, r in kept] == list(range(done))
+    # the service took that file once: the board's work is in done/, counted as CANCELLED
+    wait_for(lambda: board.status()["counts"]["CANCELLED"] == 1, 10, what="counted")

@@ -22,6 +22,14 @@ def test_the_template_parses_with_its_documented_defaults():
     assert s.restart_max == 5 and s.deadline_seconds == 3600
 
 
+def test_a_config_without_executor_section_means_the_real_board(tmp_path):
+    """Regression: a board config without [executor] silently ran a simulated board."""
+    path = tmp_path / "config"
+    path.write_text("[service]\napi_endpoint = http://127.0.0.1:9\n")
+    assert load_settings(path).board == "qick"
+    assert load_settings(None).board == "qick"
+
+
 @pytest.mark.parametrize("text,words", [
     ("[executor]\nboard = fpga\n", "use `qick`"),
     ("[supervisor]\nrestart_max = many\n", "`restart_max = many` is not valid"),
@@ -54,6 +62,10 @@ def test_health_endpoints_and_status_command(board_factory):
     assert status["firmware"]["board"] and status["queue"]["last_ok_at"]
     code, metrics = board.get("/metrics")
     assert 'qick_child_up{child="executor"} 1' in metrics
+    # a simulated board says so: /status, /metrics, the startup log, `status`
+    assert status["simulated"] is True
+    assert "qick_board_simulated 1" in metrics
+    assert "SIMULATED board" in board.log() and "board = qick" in board.log()
     assert "# TYPE qick_spool_depth gauge" in metrics
     with pytest.raises(urllib.error.HTTPError):
         board.get("/nope")
@@ -64,6 +76,7 @@ def test_health_endpoints_and_status_command(board_factory):
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     assert "board: ONLINE" in out.stdout and "executor" in out.stdout
+    assert "SIMULATED board" in out.stdout.splitlines()[0]
     assert "queue: reachable" in out.stdout
     # the options may also follow the subcommand, as people type them
     after = subprocess.run([sys.executable, "-m", "supervisor.cli", "status", "--config",

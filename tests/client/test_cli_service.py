@@ -195,3 +195,21 @@ def test_errors_map_to_exit_codes_without_tracebacks(lab, tmp_path):
     assert down.returncode == 5 and "cannot reach" in down.stderr
     for result in (missing, no_device, denied, not_admin, no_file, no_config, down):
         assert "Traceback" not in result.stderr
+
+
+def test_status_shows_position_one_for_the_next_and_why_there_is_no_estimate(lab):
+    """Regression: QueuePosition was 0-based and an OFFLINE device still got an estimate."""
+    ada = load_config(lab["ada"])
+    client = QueueClient(ada.api_endpoint, ApiKeyAuth(lab["user"]["ApiKey"]), timeout=10)
+    made = client.create_workload(lab["device_id"])
+    upload_file(made["UploadUrl"], lab["ada"])  # any bytes: the board never heartbeated
+    out = run(lab["ada"], "status", made["WorkId"])
+    assert out.returncode == 0, out.stderr
+    lines = dict(line.split(None, 1) for line in out.stdout.splitlines())
+    assert lines["QueuePosition"] == "1"
+    assert lines["EstimatedStartReason"] == "device offline: no estimate"
+    assert "EstimatedStartAt" not in lines
+    lab["board"].heartbeat(lab["device_id"], "ONLINE")
+    online = dict(line.split(None, 1) for line in run(lab["ada"], "status", made["WorkId"])
+                  .stdout.splitlines())
+    assert "EstimatedStartAt" in online and "EstimatedStartReason" not in online

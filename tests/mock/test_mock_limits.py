@@ -119,3 +119,29 @@ def test_cancel_while_running_stops_the_run_and_ends_cancelled(limited, tmp_path
     work = uc.wait_until_done(work_id, timeout=30, poll_interval=0.1)
     assert work.WorkStatus == "CANCELLED", work
     wait_for(lambda: run_children(limited, work_id) == [], 10, what="the child to be gone")
+
+
+def test_cancel_of_a_mock_run_keeps_the_programs_done(queue_service_factory, tmp_path):
+    """As on a board: the run stops between rounds and its results file, recording
+    CANCELLED with the programs done, is kept and readable with partial=True."""
+    service = queue_service_factory(mock_deadline_seconds=120)
+    world, device_id = mock_device(service, "cancel-keeps")
+    uc = user_client(service, world)
+    cfg = QickConfig(uc.get_soccfg(device_id))
+    wm = WorkloadManager(cfg)
+    total = 200
+    for i in range(total):
+        wm.add(SweepV2(cfg, reps=1, final_delay=1.0, cfg={"freq": 150.0 + i}), rounds=2000)
+    wm.write(tmp_path / "many.json.gz")
+    work_id = uc.create_work(device_id, tmp_path / "many.json.gz")
+    wait_for(lambda: (uc.client.get_workload(work_id).programs or (0, 0))[0] >= 2, 60,
+             interval=0.05, what="two programs done")
+    uc.cancel(work_id)
+    work = uc.wait_until_done(work_id, timeout=30, poll_interval=0.1)
+    assert work.WorkStatus == "CANCELLED" and work.WorkloadResultUrl, work
+    done = work.programs[0]
+    assert 2 <= done < total
+    from cloudqueue.transfer import download_file
+    download_file(work.WorkloadResultUrl, tmp_path / "r.h5")
+    kept = list(wm.read_results(tmp_path / "r.h5", partial=True))
+    assert [r.index for _, r in kept] == list(range(done))

@@ -135,6 +135,57 @@ def test_failed_outcome_with_partial_results(world: World):
     assert status(user, work)["WorkStatus"] == "FAILED"
 
 
+def test_cancelled_running_work_keeps_its_partial_results(world: World):
+    """A cancel of running work keeps the programs done: the device reports CANCELLED with
+    PartialResults, the upload makes it CANCELLED with WorkloadResultUrl and the final
+    ProgramsDone; a second upload is refused (the file is taken once)."""
+    device = world.device()
+    user, _ = world.user()
+    work = submit(user, device.id)
+    device.next_work()
+    device.heartbeat(Health={"CurrentWork": {"work_id": work, "programs_done": 2,
+                                             "programs_total": 10}})
+    user.post(f"/workloads/{work}/cancel")
+    url = device.report(work, {"Outcome": "CANCELLED", "PartialResults": True,
+                               "ErrorMessage": "cancelled after 3 of 10 programs",
+                               "ProgramsDone": 3}).json()["UploadUrl"]
+    waiting = status(user, work)
+    assert waiting["WorkStatus"] == "UPLOADING" and "WorkloadResultUrl" not in waiting
+    assert put_file(url, b"three programs").status_code == 200
+    body = status(user, work)
+    assert body["WorkStatus"] == "CANCELLED", body
+    assert body["Progress"] == {"ProgramsDone": 3, "ProgramsTotal": 10}
+    assert body["ErrorMessage"] == "cancelled after 3 of 10 programs"
+    assert requests.get(body["WorkloadResultUrl"], timeout=10).content == b"three programs"
+    assert_error(put_file(url, b"replaced"), 409)  # only the first upload
+    assert requests.get(body["WorkloadResultUrl"], timeout=10).content == b"three programs"
+    assert device.next_work().json() == []
+
+
+def test_results_for_cancelled_work_only_from_its_device_and_once(world: World):
+    """A device that reported a plain CANCELLED may still upload the partial results once;
+    another device cannot get an upload URL for it; work cancelled before it ever ran
+    takes no results."""
+    device, other = world.device(), world.device()
+    user, _ = world.user()
+    work = submit(user, device.id)
+    device.next_work()
+    user.post(f"/workloads/{work}/cancel")
+    assert device.report(work, {"Outcome": "CANCELLED"}).status_code == 200
+    assert status(user, work)["WorkStatus"] == "CANCELLED"
+    assert_error(other.report(work, {"Outcome": "CANCELLED"}), 404)
+    url = device.report(work, {"Outcome": "CANCELLED"}).json()["UploadUrl"]
+    assert put_file(url, b"partial").status_code == 200
+    assert status(user, work)["WorkStatus"] == "CANCELLED"
+    assert "WorkloadResultUrl" in status(user, work)
+    assert_error(put_file(url, b"again"), 409)
+    never = submit(user, device.id)
+    user.post(f"/workloads/{never}/cancel")
+    late = device.report(never, {"Outcome": "CANCELLED"}).json()["UploadUrl"]
+    assert_error(put_file(late, b"nothing ran"), 409)
+    assert "WorkloadResultUrl" not in status(user, never)
+
+
 def test_attempt_limit_ends_a_poison_pill(queue_service_factory):
     service = queue_service_factory(max_attempts=2)
     world = World(service)
@@ -160,7 +211,7 @@ def test_lease_expiry_puts_work_back_and_wakes_the_poll(queue_service_factory):
     wait_for(lambda: status(user, work)["WorkStatus"] == "READY", 10, interval=0.1,
              what="the lease to end")
     body = status(user, work)
-    assert body["Attempts"] == 1 and body["QueuePosition"] == 0
+    assert body["Attempts"] == 1 and body["QueuePosition"] == 1
     assert device.next_work().json()["WorkId"] == work
     assert status(user, work)["Attempts"] == 2
     # a cancel requested on leased work ends CANCELLED when the lease ends
@@ -206,14 +257,47 @@ def test_queue_position_and_estimates(world: World):
     first = submit(user, device.id, priority="HIGH")
     second = submit(user, device.id, priority="LOW")
     created = submit(user, device.id, data=None)
+    # a device that never heartbeated is OFFLINE: no estimate, and the reason
+    offline = status(user, first)
+    assert offline["QueuePosition"] == 1 and offline["EstimatedStartAt"] is None
+    assert offline["EstimatedStartReason"] == "device offline: no estimate"
+    device.heartbeat()
     a, b = status(user, first), status(user, second)
-    assert (a["QueuePosition"], b["QueuePosition"]) == (0, 1)
+    assert (a["QueuePosition"], b["QueuePosition"]) == (1, 2)  # 1 runs next
     assert ISO.match(a["EstimatedStartAt"]) and b["EstimatedStartAt"] > a["EstimatedStartAt"]
+    assert "EstimatedStartReason" not in a
     assert status(user, created)["QueuePosition"] is None
     device.next_work()
     running = status(user, first)
     assert running["QueuePosition"] == 0 and running["EstimatedStartAt"] is None
+    assert status(user, second)["QueuePosition"] == 1
     assert user.get(f"/devices/{device.id}").json()["QueueLength"] == 2
+    device.heartbeat("ERROR", Health={"State": "ERROR", "Reason": "disk full"})
+    failing = status(user, second)
+    assert failing["EstimatedStartAt"] is None
+    assert failing["EstimatedStartReason"] == "device in ERROR (disk full): no estimate"
+    listed = {d["DeviceId"]: d for d in user.get("/devices").json()}
+    assert listed[device.id]["StatusReason"] == "disk full"
+
+
+def test_estimated_start_uses_each_workloads_own_estimate(world: World, tmp_path):
+    """The file's programs give the workload its own board time (EstimatedSeconds, as
+    `userclient estimate` computes it), and the work behind waits for exactly that."""
+    from tests.board.conftest import make_workload
+    from userclient.estimate import estimate_file
+    device = world.device()
+    device.heartbeat()
+    user, _ = world.user()
+    path = make_workload(tmp_path / "w.gz", programs=3, reps=50)
+    expected = estimate_file(path).seconds
+    first = submit(user, device.id, data=path.read_bytes())
+    second = submit(user, device.id, data=b"not a workload")  # no estimate of its own
+    a, b = status(user, first), status(user, second)
+    assert abs(a["EstimatedSeconds"] - expected) < 1e-6 and "EstimatedSeconds" not in b
+    from cloudqueue.models import parse_time
+    gap = (parse_time(b["EstimatedStartAt"]) - parse_time(a["EstimatedStartAt"])).total_seconds()
+    # b starts after a's own estimate, not after a default 60 s (plus the time between reads)
+    assert expected - 0.002 <= gap < 59
 
 
 def test_holding_hands_out_the_next_work_and_counts_one_attempt(world: World):

@@ -64,15 +64,48 @@ def test_device_status_offline_after_refresh_timeout():
     assert policy.device_status("BUSY", 1_000, 60, 61_001) == "OFFLINE"
 
 
-def test_queue_position_and_estimate():
+def test_queue_position_counts_from_one_for_the_next_to_run():
     rows = [row("a", "EXECUTING", started_at=0), row("b", ready_at=1), row("c", ready_at=2)]
+    assert policy.queue_position(rows, "b") == 1  # runs next
     assert policy.queue_position(rows, "c") == 2
+    assert policy.queue_position(rows, "a") == 0  # the device has it already
     assert policy.queue_position(rows, "zz") is None
-    # the running one has 4 s of its 10 s left, b takes 10 s
-    assert policy.estimated_start(2, rows, 6_000, 10_000) == 6_000 + 4_000 + 10_000
     assert policy.device_seconds(2.5, 0, 99_000) == 2.5
     assert policy.device_seconds(None, 1_000, 3_000) == 2.0
     assert policy.iso(0) == "1970-01-01T00:00:00.000Z"
+
+
+def test_estimated_start_sums_each_workloads_own_estimate_ahead():
+    """Regression: every workload ahead counted as 60 s whatever it held."""
+    rows = [dict(row("a", "EXECUTING", started_at=0), estimated_seconds=10.0),
+            dict(row("b", ready_at=1), estimated_seconds=2.5),
+            row("c", ready_at=2),                      # no own estimate: the fallback (30 s)
+            dict(row("d", ready_at=3), estimated_seconds=1.0)]
+    start = policy.estimated_start(rows, "d", 6_000, 30.0, "BUSY")
+    # a has 4 s of its 10 s left, b its own 2.5 s, c the device's measured 30 s
+    assert start == policy.StartEstimate(6_000 + 4_000 + 2_500 + 30_000)
+    assert policy.estimated_start(rows, "b", 6_000, 30.0, "BUSY").at == 6_000 + 4_000
+    # running work has no start estimate (it started)
+    assert policy.estimated_start(rows, "a", 6_000, 30.0, "BUSY") == policy.StartEstimate(None)
+
+
+def test_running_work_left_is_its_measured_pace_when_progress_is_known():
+    running = dict(row("a", "EXECUTING", started_at=0), estimated_seconds=1.0,
+                   programs_done=2, programs_total=10)
+    # 2 programs in 8 s: 8 more programs take 32 s (its 1 s estimate is long past)
+    assert policy.remaining_seconds(running, 8_000, 60.0) == 32.0
+    assert policy.remaining_seconds(row("u", "UPLOADING", started_at=0), 8_000, 60.0) == 0.0
+    late = dict(row("l", "EXECUTING", started_at=0), estimated_seconds=5.0)
+    assert policy.remaining_seconds(late, 9_000, 60.0) == 0.0  # overdue: not negative
+
+
+def test_no_start_estimate_on_an_offline_or_failing_device_says_why():
+    rows = [row("a", ready_at=1)]
+    assert policy.estimated_start(rows, "a", 0, 60.0, "OFFLINE") == policy.StartEstimate(
+        None, "device offline: no estimate")
+    err = policy.estimated_start(rows, "a", 0, 60.0, "ERROR", "disk full")
+    assert err.at is None and err.reason == "device in ERROR (disk full): no estimate"
+    assert policy.estimated_start(rows, "a", 5, 60.0, "ONLINE").at == 5
 
 
 def test_work_the_device_holds_is_skipped_without_an_attempt():

@@ -108,12 +108,12 @@ def test_queue_position_change_ends_the_wait_of_the_work_behind(world: World):
     user, _ = world.user()
     first, second = submit(user, device.id), submit(user, device.id)
     before = status(user, second)
-    assert before["QueuePosition"] == 1
+    assert before["QueuePosition"] == 2
     waiter = Waiter(user, second, before["ChangeToken"])
     waiter.assert_still_waiting(world, user)
     cancelled = time.monotonic()
     assert user.post(f"/workloads/{first}/cancel").status_code == 200
-    assert waiter.result()["QueuePosition"] == 0
+    assert waiter.result()["QueuePosition"] == 1
     assert waiter.answered_at - cancelled < 1.0
 
 

@@ -1,0 +1,120 @@
+"""A mock device that cannot run says so: ERROR with the reason, never an ONLINE device
+that takes no work. And the server's install has what mock devices need."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+from tests.helpers import wait_for
+from tests.server.api import World, status, submit
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _requirement_names(reqs: list[str]) -> set[str]:
+    names = set()
+    for req in reqs:
+        name = req.split(";")[0]
+        for stop in "<>=![ ":
+            name = name.split(stop)[0]
+        names.add(name.strip().lower())
+    return names
+
+
+def test_the_server_extra_can_run_mock_devices_and_the_board_extra_stays_lean():
+    """Regression: `pip install '.[server]'` lacked h5py and qick, so mock workers died."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    extras = {k: _requirement_names(v) for k, v in project["optional-dependencies"].items()}
+    base = _requirement_names(project["dependencies"])
+    # what a mock run imports: the simulated board (numpy, qick), results files (h5py),
+    # and the device client (requests)
+    assert {"numpy", "qick", "h5py"} <= extras["server"] and "requests" in base
+    assert not extras["board"] & {"starlette", "uvicorn", "pyjwt"}
+
+
+def _hide(tmp_path: Path, module: str) -> str:
+    """A folder that, first on PYTHONPATH, makes ``import <module>`` fail as a missing
+    install does: the interpreter setting of a broken server install."""
+    folder = tmp_path / f"without-{module}"
+    (folder / module).mkdir(parents=True)
+    (folder / module / "__init__.py").write_text(
+        f"raise ImportError(\"No module named '{module}' (hidden by the test)\")\n")
+    return str(folder)
+
+
+def _with_path(monkeypatch, folder: str) -> None:
+    old = os.environ.get("PYTHONPATH")
+    monkeypatch.setenv("PYTHONPATH", folder + (os.pathsep + old if old else ""))
+
+
+def test_a_mock_whose_worker_cannot_import_h5py_shows_error_with_the_reason(
+        queue_service_factory, tmp_path, monkeypatch):
+    _with_path(monkeypatch, _hide(tmp_path, "h5py"))
+    service = queue_service_factory()
+    world = World(service)
+    made = world.admin.post("/devices", json={"DeviceName": "mock", "Mock": {}}).json()
+    device_id = made["DeviceId"]
+    user, _ = world.user()
+
+    def error_listed():
+        item = next(d for d in user.get("/devices").json() if d["DeviceId"] == device_id)
+        return item if item["DeviceStatus"] == "ERROR" else None
+
+    item = wait_for(error_listed, 30, interval=0.1, what="the mock listed as ERROR")
+    assert "h5py" in item["StatusReason"] and "qick-queue[server]" in item["StatusReason"]
+    assert item["Mock"] is True and item["Simulated"] is True
+    # work waits, and says why it has no start time
+    work = submit(user, device_id)
+    body = status(user, work)
+    assert body["WorkStatus"] == "READY" and body["EstimatedStartAt"] is None
+    assert body["EstimatedStartReason"].startswith("device in ERROR (the mock board cannot")
+    # the CLI: `devices` and `device` show it
+    conf = tmp_path / "user.conf"
+    conf.write_text(f"[service]\napi_endpoint = {service.url}\n[user]\napi_key = "
+                    f"{service.admin_key}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QICK_")}
+    env.pop("PYTHONPATH")  # the CLI runs on a complete install
+    env["PYTHONPATH"] = str(ROOT)
+    for args in (["devices"], ["device", device_id]):
+        out = subprocess.run([sys.executable, "-m", "userclient.cli", "--config", str(conf),
+                              *args], capture_output=True, text=True, timeout=60, env=env)
+        assert out.returncode == 0, out.stderr
+        assert "ERROR (mock)" in out.stdout and "h5py" in out.stdout, out.stdout
+    # the worker stays up reporting ERROR: no restart loop
+    assert "worker exited" not in service.log_path.read_text()
+
+
+def test_a_mock_worker_that_exits_at_once_marks_its_device_error(tmp_path, monkeypatch):
+    """The fleet itself (real worker processes, real SQLite): a worker that cannot even
+    start its device client exits at once; after a few times the device shows ERROR with
+    the exit and the worker's last words, kept while it lasts; ONLINE never."""
+    from cloudqueue.server import views
+    from cloudqueue.server.db import Database
+    from cloudqueue.server.identities import IdentityStore
+    from cloudqueue.server.mockfleet import QUICK_EXITS, MockFleet
+    _with_path(monkeypatch, _hide(tmp_path, "requests"))
+    identities = IdentityStore(Database(tmp_path / "q.db"))
+    row, _ = identities.add_device("mock", 60, int(time.time() * 1000), {"Board": "zcu216-v2"})
+    fleet = MockFleet(identities, "http://127.0.0.1:9", "http://127.0.0.1:9", tmp_path / "logs")
+    fleet.log_dir.mkdir()
+    clock = 0.0
+    for start in range(QUICK_EXITS):
+        fleet.sweep(clock)  # starts the worker
+        worker = fleet.workers[row["device_id"]]
+        assert worker.starts == start + 1
+        worker.proc.wait(30)  # it dies at once
+        assert identities.device(row["device_id"])["reported_status"] != "ONLINE"
+        clock += 0.1
+        fleet.sweep(clock)  # notices the exit; restarts after the backoff
+        clock = worker.not_before
+    device = identities.device(row["device_id"])
+    assert device["reported_status"] == "ERROR"
+    listed = views.device_summary(device, int(time.time() * 1000))
+    assert listed["DeviceStatus"] == "ERROR"
+    assert f"exited at once {QUICK_EXITS} times in a row (exit code 1)" in listed["StatusReason"]
+    assert "requests" in listed["StatusReason"]  # its last words
+    fleet.stop()
