@@ -220,13 +220,13 @@ def run(out: Path, points: int) -> int:
         print(f"    work {work_id}")
         display = WaitDisplay(sys.stdout, sys.stdout.isatty())
         final = researcher.wait_until_done(
-            work_id, timeout=300, poll_interval=1,
+            work_id, timeout=300, interval=1,
             on_progress=lambda w: display.update(w, time.monotonic() - started))
         display.close()
         if final.WorkStatus != "DONE":
             raise DemoError(f"the workload ended {final.WorkStatus}: {final.ErrorMessage}")
         results_path = out / "results.h5"
-        researcher.get_results(work_id, results_path)
+        researcher.download_results(work_id, results_path)
         elapsed = time.monotonic() - started
 
         step("results")
