@@ -51,6 +51,11 @@ class WorkNotDone(Conflict, RuntimeError):
 STDOUT: Any = object()
 
 
+def _block(ini_text: str) -> str:
+    """INI text as the original prints it: no blank lines between sections."""
+    return "\n".join(line for line in ini_text.splitlines() if line.strip())
+
+
 def getpass_prompt(username: str) -> str:
     """Ask for the password on the terminal (or the notebook), as the original does."""
     return getpass.getpass(f"Password for {username}: ")
@@ -148,7 +153,7 @@ class UserClient:
         if answer.get("ApiKey"):
             lines.append(f"API key: {answer['ApiKey']} (it is also in the config below)")
         lines += ["", "They should put the following in ~/.config/qick.conf:",
-                  render_ini({"service": service, "user": user}).strip()]
+                  _block(render_ini({"service": service, "user": user}))]
         self._write("\n".join(lines) + "\n")
         return answer
 
@@ -166,11 +171,11 @@ class UserClient:
         else:
             config_text, credentials_text = self._board_texts(device)
             lines += ["Put the following in the config file /etc/qick/config:",
-                      config_text.strip(), "",
+                      _block(config_text), "",
                       "If using UserClient for workload submission, the [device] block is "
                       "needed in the client config as well.", "",
                       "Put the following in the device credentials file "
-                      "/etc/qick/credentials:", credentials_text.strip()]
+                      "/etc/qick/credentials:", _block(credentials_text)]
             if not (self.config and self.config.get("service", "oauth_endpoint")):
                 lines += ["", "Your config has no [service] oauth_endpoint: add the "
                               "service's OAuth endpoint to the board's config."]
