@@ -86,9 +86,10 @@ class UserClient:
                  clock: Callable[[], float] = time.monotonic):
         if client is None:
             config = config or load_config()
+            endpoint = config.api_endpoint  # first: no config at all says where it looked
             auth = user_auth_from_config(config, password_prompt=password_prompt,
                                          new_password_prompt=new_password_prompt)
-            client = QueueClient(config.api_endpoint, auth, timeout=timeout)
+            client = QueueClient(endpoint, auth, timeout=timeout)
         self.client = client
         self.config = config
         self.out = out
