@@ -9,9 +9,11 @@ readouts 0 and 1 (our own loopback program, of the notebook's kind), a
 ``create_work(f, priority="LOW")``, ``wait_until_done(progress=True)``,
 ``get_results()`` as a context manager, ``read_results(f)``, and the 4-panel figure.
 
-It runs against the embedded queue service and a board daemon (``qick-supervisor``) on a
+It runs against the embedded queue service, as itself and as the stock protocol
+(``qick-queue serve --stock-protocol``), and a board daemon (``qick-supervisor``) on a
 simulated board with the real tProc v1 board's soccfg; the board runs with the files that
-``add_device`` printed, the user with the config that ``add_user`` printed.
+``add_device`` printed, the user with the config that ``add_user`` printed (an API key: a
+Cognito password login of the user is left to the login tests).
 """
 from __future__ import annotations
 
@@ -144,6 +146,14 @@ def printed_block(text: str, heading: str) -> configparser.ConfigParser:
     return parser
 
 
+@pytest.fixture(params=["ours", "stock"])
+def queue_service(request, queue_service_factory):
+    """Our embedded service, and the same speaking only the stock protocol (no
+    ``/capabilities``, no long poll: the client and the board poll)."""
+    return queue_service_factory(**({"stock_protocol": True} if request.param == "stock"
+                                    else {}))
+
+
 @pytest.fixture
 def admin_home(home, queue_service):
     """``cp ~/.config/qick.conf.admin ~/.config/qick.conf``: the admin's config."""
@@ -154,7 +164,7 @@ def admin_home(home, queue_service):
     return home
 
 
-def test_the_demo_notebook_runs_unchanged_against_our_service(
+def test_the_demo_notebook_runs_unchanged(
         admin_home, queue_service, tproc_v1_soccfg, tmp_path, capsys):
     home = admin_home
     # ---- admin cells ------------------------------------------------------------------
@@ -188,7 +198,8 @@ def test_the_demo_notebook_runs_unchanged_against_our_service(
                                 "ClientId": board_credentials["credentials"]["id"],
                                 "ClientSecret": board_credentials["credentials"]["secret"]},
                         executor={"board": "simulated", "soccfg_json": str(tproc_v1_soccfg),
-                                  "seed": "7"})
+                                  "seed": "7"},
+                        supervisor={"poll_seconds": "0.3"})
     try:
         board.start()
         wait_for(lambda: client.get_device(device["DeviceId"]).DeviceConfigurationUrl, 30,
