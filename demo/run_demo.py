@@ -102,7 +102,7 @@ def client_for(url: str, api_key: str, conf: Path):
     from userclient import UserClient
     write_private(conf, f"[service]\napi_endpoint = {url}\noauth_endpoint = {url}\n"
                         f"cognito_url = {url}\n\n[user]\napi_key = {api_key}\n")
-    return UserClient.from_config(conf)
+    return UserClient.from_config(conf, out=None)  # the demo prints its own lines
 
 
 def start_board(procs: Processes, work: Path, admin, run_dir: Path) -> str:
