@@ -102,11 +102,12 @@ class UserClient:
                     password_prompt: Callable[[str], str] | None = None,
                     new_password_prompt: Callable[[str], str] | None = None,
                     timeout: float = 30.0, out: TextIO | None = STDOUT) -> "UserClient":
+        """``UserClient()`` with the config at ``path`` (None: where ``UserClient()`` looks),
+        or logged in with a ready ``auth``; no password prompt unless one is given."""
         config = load_config(path)
-        auth = auth or user_auth_from_config(config, password_prompt=password_prompt,
-                                             new_password_prompt=new_password_prompt)
-        return cls(client=QueueClient(config.api_endpoint, auth, timeout=timeout),
-                   config=config, out=out)
+        client = QueueClient(config.api_endpoint, auth, timeout=timeout) if auth else None
+        return cls(client=client, config=config, out=out, password_prompt=password_prompt,
+                   new_password_prompt=new_password_prompt, timeout=timeout)
 
     # --- output (what the original prints) -------------------------------------------------
     def _write(self, text: str) -> None:
@@ -184,8 +185,8 @@ class UserClient:
         return device
 
     def _board_texts(self, device: dict) -> tuple[str, str]:
-        service_keys = ("cognito_userpool", "cognito_url", "clientid", "oauth_endpoint",
-                        "api_endpoint", "region")
+        service_keys = ("api_endpoint", "oauth_endpoint", "cognito_userpool", "cognito_url",
+                        "clientid", "region")
         service = {k: self.config.get("service", k) if self.config else None
                    for k in service_keys}
         service["api_endpoint"] = self.client.api_endpoint
