@@ -100,7 +100,7 @@ def outcome_latency(world: World, samples: int, long_poll: bool) -> list[float]:
         caps = client.capabilities()
         client._capabilities = Capabilities(caps.service, caps.version,
                                             caps.features - {"workload-wait"})
-    waiter = UserClient(client)
+    waiter = UserClient(client=client, out=None)
     latencies = []
     for _ in range(samples):
         created = user.post("/workloads", json={"DeviceId": device.id}).json()

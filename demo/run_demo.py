@@ -102,7 +102,7 @@ def client_for(url: str, api_key: str, conf: Path):
     from userclient import UserClient
     write_private(conf, f"[service]\napi_endpoint = {url}\noauth_endpoint = {url}\n"
                         f"cognito_url = {url}\n\n[user]\napi_key = {api_key}\n")
-    return UserClient.from_config(conf)
+    return UserClient.from_config(conf, out=None)  # the demo prints its own lines
 
 
 def start_board(procs: Processes, work: Path, admin, run_dir: Path) -> str:
@@ -220,13 +220,13 @@ def run(out: Path, points: int) -> int:
         print(f"    work {work_id}")
         display = WaitDisplay(sys.stdout, sys.stdout.isatty())
         final = researcher.wait_until_done(
-            work_id, timeout=300, poll_interval=1,
+            work_id, timeout=300, interval=1,
             on_progress=lambda w: display.update(w, time.monotonic() - started))
         display.close()
         if final.WorkStatus != "DONE":
             raise DemoError(f"the workload ended {final.WorkStatus}: {final.ErrorMessage}")
         results_path = out / "results.h5"
-        researcher.get_results(work_id, results_path)
+        researcher.download_results(work_id, results_path)
         elapsed = time.monotonic() - started
 
         step("results")

@@ -11,12 +11,22 @@ Layout (the original's, plus attributes)::
     /data/<i>             one group per program, "0", "1", ... (attrs: acqtype, seconds)
         avg               acquire() result, readouts stacked on the first axis:
                           (n_ro, n_reads, *loop_dims without the averaged axis, 2)
-        raw               get_raw(): (n_ro, *loop_dims, n_reads, 2) int64, lzf
-        shots             get_shots(): (n_ro, *loop_dims, n_reads), lzf
+        raw               get_raw(), one row per shot and read, as the original device
+                          client stored it: (n_ro, shots * n_reads, 2) int64, lzf;
+                          attr qick_shape = get_raw()'s shape per readout
+                          (*loop_dims, n_reads, 2)
+        shots             get_shots(), likewise: (n_ro, shots * n_reads), lzf;
+                          attr qick_shape = (*loop_dims, n_reads)
         dec               acquire_decimated() result, readouts stacked, float64
 
+This is the layout the original SideQICK device client wrote and its readers (the demo
+notebook's analysis: ``res["raw"][...]`` as (n_ro, shots, 2)) expect, so the files read the
+original way; ``read_results`` reshapes ``raw`` and ``shots`` back to qick's own shapes
+with ``qick_shape`` (a file without it, the original's, is read as it is).
+
 When the readouts of one program give different shapes (different trigger counts), the
-dataset becomes a group with one dataset per readout ("0", "1", ...).
+dataset becomes a group with one dataset per readout ("0", "1", ...), each with its own
+``qick_shape``.
 
 Written program by program (each group written and flushed, then the program's arrays are
 dropped), so memory stays bounded by one program. A failure halfway still finishes the
@@ -27,7 +37,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import IO, Any, Iterator, Sequence
 
 import h5py
 import numpy as np
@@ -81,15 +91,22 @@ class ResultsWriter:
     @staticmethod
     def _write(group: h5py.Group, name: str, arrays: list[np.ndarray]) -> None:
         opts = {"compression": "lzf"} if name in _LZF else {}
-        if len({a.shape for a in arrays}) <= 1 and len({a.dtype for a in arrays}) <= 1:
+        shapes = [a.shape for a in arrays]
+        if name in _LZF:  # one row per shot and read, as the original client stored them
+            arrays = [a.reshape((-1, 2) if name == "raw" else (-1,)) for a in arrays]
+        if len(set(shapes)) <= 1 and len({a.dtype for a in arrays}) <= 1:
             stacked = np.stack(arrays) if arrays else np.zeros((0,))
             if stacked.size == 0:
                 opts = {}
-            group.create_dataset(name, data=stacked, **opts)
+            dataset = group.create_dataset(name, data=stacked, **opts)
+            if name in _LZF and shapes:
+                dataset.attrs["qick_shape"] = shapes[0]
         else:
             sub = group.create_group(name, track_order=True)
-            for k, a in enumerate(arrays):
-                sub.create_dataset(str(k), data=a, **(opts if a.size else {}))
+            for k, (a, shape) in enumerate(zip(arrays, shapes)):
+                dataset = sub.create_dataset(str(k), data=a, **(opts if a.size else {}))
+                if name in _LZF:
+                    dataset.attrs["qick_shape"] = shape
 
     def finish(self, status: str, *, seconds: float, error_kind: str = "",
                error_message: str = "") -> None:
@@ -145,10 +162,22 @@ class Results:
         return len(self.programs)
 
 
+def _qick_shaped(array: np.ndarray, dataset: Any) -> np.ndarray:
+    shape = dataset.attrs.get("qick_shape")
+    return array if shape is None else array.reshape(tuple(int(n) for n in shape))
+
+
 def _read(node: Any) -> list[np.ndarray]:
     if isinstance(node, h5py.Group):
-        return [node[k][()] for k in sorted(node.keys(), key=int)]
-    return list(node[()])
+        return [_qick_shaped(node[k][()], node[k]) for k in sorted(node.keys(), key=int)]
+    return [_qick_shaped(a, node) for a in node[()]]
+
+
+def _source_name(source: Any) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    return str(getattr(source, "filename", None) or getattr(source, "name", None)
+               or "the results file")
 
 
 def _plain(value: Any) -> Any:
@@ -159,29 +188,36 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def read_results(path: str | os.PathLike) -> Results:
-    """Read a results file (ours, or the original's: attributes are then empty)."""
-    with h5py.File(path, "r") as f:
-        attrs = {k: _plain(v) for k, v in f.attrs.items()}
-        programs = []
-        data = f.get("data")
-        names = list(data.keys()) if data is not None else []
-        strays = [n for n in names if not n.isdigit()]
-        if strays:
-            raise InvalidResults(f"{os.fspath(path)} is not a results file: data/ holds "
-                                 f"{strays[0]!r}, not a program index; open the file the "
-                                 f"queue returned for this workload")
-        names.sort(key=int)
-        for name in names:
-            g = data[name]
-            acqtype = _plain(g.attrs.get("acqtype", "decimated" if "dec" in g else "accumulated"))
-            programs.append(ProgramResult(
-                index=int(name), acqtype=acqtype, seconds=float(g.attrs.get("seconds", 0.0)),
-                avg=_read(g["avg"]) if "avg" in g else None,
-                raw=_read(g["raw"]) if "raw" in g else None,
-                shots=_read(g["shots"]) if "shots" in g else None,
-                dec=_read(g["dec"]) if "dec" in g else None,
-                attrs={k: _plain(v) for k, v in g.attrs.items()}))
+def read_results(source: str | os.PathLike | IO[bytes] | h5py.File) -> Results:
+    """Read a results file (ours, or the original's: attributes are then empty): a path, an
+    open binary file object, or an open ``h5py.File`` (left open)."""
+    if isinstance(source, h5py.File):
+        return _read_file(source, _source_name(source))
+    with h5py.File(source, "r") as f:
+        return _read_file(f, _source_name(source))
+
+
+def _read_file(f: h5py.File, source: str) -> Results:
+    attrs = {k: _plain(v) for k, v in f.attrs.items()}
+    programs = []
+    data = f.get("data")
+    names = list(data.keys()) if data is not None else []
+    strays = [n for n in names if not n.isdigit()]
+    if strays:
+        raise InvalidResults(f"{source} is not a results file: data/ holds {strays[0]!r}, "
+                             f"not a program index; open the file the queue returned for "
+                             f"this workload")
+    names.sort(key=int)
+    for name in names:
+        g = data[name]
+        acqtype = _plain(g.attrs.get("acqtype", "decimated" if "dec" in g else "accumulated"))
+        programs.append(ProgramResult(
+            index=int(name), acqtype=acqtype, seconds=float(g.attrs.get("seconds", 0.0)),
+            avg=_read(g["avg"]) if "avg" in g else None,
+            raw=_read(g["raw"]) if "raw" in g else None,
+            shots=_read(g["shots"]) if "shots" in g else None,
+            dec=_read(g["dec"]) if "dec" in g else None,
+            attrs={k: _plain(v) for k, v in g.attrs.items()}))
     return Results(attrs=attrs, programs=programs)
 
 

@@ -1,8 +1,19 @@
-"""The user's side of the queue: ``UserClient`` (library) and the ``userclient`` CLI.
+"""The user's side of the queue: ``UserClient`` (library), ``WorkloadManager`` (building
+workloads from QICK programs, reading results) and the ``userclient`` CLI.
 
-``WorkloadManager`` (building workloads from QICK programs, reading results) lives in
-``userclient.workload``.
+A SideQICK user changes one line: ``from user_client import UserClient, WorkloadManager``
+becomes ``from userclient import UserClient, WorkloadManager``. ``WorkloadManager`` is
+imported on first use, so ``UserClient`` alone needs neither qick, numpy nor h5py.
 """
-from userclient.client import UserClient, WaitTimeout
+from typing import Any
 
-__all__ = ["UserClient", "WaitTimeout"]
+from userclient.client import UserClient, WaitTimeout, WorkNotDone
+
+__all__ = ["UserClient", "WaitTimeout", "WorkNotDone", "WorkloadManager"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "WorkloadManager":
+        from userclient.workload import WorkloadManager
+        return WorkloadManager
+    raise AttributeError(f"module 'userclient' has no attribute {name!r}")

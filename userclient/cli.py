@@ -140,7 +140,7 @@ class PasswordSource:
 def make_client(args: argparse.Namespace) -> UserClient:
     return UserClient.from_config(args.config, password_prompt=password_prompt,
                                   new_password_prompt=new_password_prompt,
-                                  timeout=args.request_timeout)
+                                  timeout=args.request_timeout, out=None)
 
 
 # --- commands ---------------------------------------------------------------------------
@@ -251,7 +251,7 @@ def cmd_add_device(args: argparse.Namespace) -> int:
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
-    devices = make_client(args).get_devices()
+    devices = make_client(args).list_devices()
     emit(args, devices, devices_table(devices))
     return EXIT_OK
 
@@ -305,7 +305,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         raise UsageError("--soccfg is for --estimate only")
     if not args.device:
         raise UsageError("submit needs --device ID (list them with: userclient devices)")
-    work_id = make_client(args).create_work(args.device, args.file, args.priority,
+    work_id = make_client(args).create_work(args.file, args.device, args.priority,
                                             name=args.name)
     emit(args, {"WorkId": work_id}, work_id)
     return EXIT_OK
@@ -313,7 +313,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     client = make_client(args)
-    work = client.final_status(client.get_work(args.work_id))
+    work = client.final_status(client.status(args.work_id))
     emit(args, work, workload_details(work))
     return EXIT_WORKLOAD_FAILED if work.WorkStatus in ("FAILED", "CANCELLED") else EXIT_OK
 
@@ -331,19 +331,18 @@ def cmd_wait(args: argparse.Namespace) -> int:
     display = None if args.json else WaitDisplay(sys.stderr, sys.stderr.isatty())
     try:
         work = client.wait_until_done(
-            args.work_id, timeout=args.timeout, poll_interval=args.interval,
+            args.work_id, interval=args.interval, progress=False, timeout=args.timeout,
             on_progress=(lambda w: display.update(w, time.monotonic() - started))
             if display else None)
     finally:
         if display:
             display.close()
-    work = client.final_status(work)
     emit(args, work, workload_details(work))
     return EXIT_OK if work.WorkStatus == "DONE" else EXIT_WORKLOAD_FAILED
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    done = make_client(args).get_results(args.work_id, args.output)
+    done = make_client(args).download_results(args.work_id, args.output)
     try:
         summary = summarize(done.path)
     except UsageError:

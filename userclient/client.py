@@ -1,32 +1,65 @@
-"""The user's library: admin and queue operations with the original SideQICK method names.
+"""The user's library: admin and queue operations with the original SideQICK signatures.
 
-``UserClient`` raises ``cloudqueue.errors`` exceptions (never logs and returns None) and
-prints nothing; the CLI is a thin layer over it.
+``UserClient()`` is a drop-in for the original ``user_client.UserClient()``: it reads the
+config (``$QICK_CONFIG``, else ``~/.config/qick.conf``, else ``/etc/qick/config``) and logs
+in at the first request; every original method keeps its signature and return type
+(``create_work`` takes an open file, ``get_results`` returns one). What we add is
+keyword-only.
+
+``UserClient`` raises ``cloudqueue.errors`` exceptions (never logs and returns None). The
+few calls that print in the original (``add_user``, ``add_device``,
+``wait_until_done(progress=True)``) write to one stream, ``out`` (``sys.stdout`` unless
+given; ``out=None`` is silent, as the CLI uses it); nothing else is ever printed.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
+import getpass
+import hashlib
 import os
+import shutil
+import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import IO, Any, Callable, TextIO
 
 from cloudqueue.auth import Auth, user_auth_from_config
 from cloudqueue.client import QueueClient
-from cloudqueue.config import Config, load_config, write_private
+from cloudqueue.config import Config, load_config, render_ini, write_private
 from cloudqueue.errors import (BadRequest, ConfigError, Conflict, NotFound, QueueError,
                                ServiceUnavailable)
 from cloudqueue.models import Device, Priority, Workload, WorkStatus
-from cloudqueue.transfer import Transferred, download_file, fetch_json, file_sha256, upload_file
+from cloudqueue.transfer import Transferred, download_file, fetch_json, upload_file
 
 
 class WaitTimeout(QueueError):
     """``wait_until_done`` reached its timeout; the workload goes on in the queue."""
 
     default_kind = "timeout"
+
+
+class WorkNotDone(Conflict, RuntimeError):
+    """``get_results`` of a workload that is not DONE. A ``RuntimeError`` too, as the
+    original client raised, so code written for it catches it unchanged."""
+
+    default_kind = "not_done"
+
+
+#: ``out``'s default: whatever ``sys.stdout`` is when something is written (a notebook's,
+#: pytest's capture), not the one at import time
+STDOUT: Any = object()
+
+
+def _block(ini_text: str) -> str:
+    """INI text as the original prints it: no blank lines between sections."""
+    return "\n".join(line for line in ini_text.splitlines() if line.strip())
+
+
+def getpass_prompt(username: str) -> str:
+    """Ask for the password on the terminal (or the notebook), as the original does."""
+    return getpass.getpass(f"Password for {username}: ")
 
 
 # How long to wait between polls: grows from FIRST to MAX while nothing changes.
@@ -39,15 +72,28 @@ MAX_HOLD_SECONDS = 20.0
 class UserClient:
     """Talk to the queue as a person (or an admin).
 
-    Build it from the config file (``UserClient.from_config()``) or from a ready
-    ``QueueClient``. ``password_prompt`` is asked for a Cognito password when one is needed.
+    ``UserClient()`` reads the config file and logs in lazily (a password is asked with
+    ``password_prompt``, by default ``getpass``, unless the config holds an API key or
+    ``QICK_PASSWORD`` is set). Tests and programs may pass a ready ``client`` (a
+    ``QueueClient``) and ``config`` instead. ``out`` receives what the original prints.
     """
 
-    def __init__(self, client: QueueClient, config: Config | None = None, *,
+    def __init__(self, *, client: QueueClient | None = None, config: Config | None = None,
+                 out: TextIO | None = STDOUT,
+                 password_prompt: Callable[[str], str] | None = getpass_prompt,
+                 new_password_prompt: Callable[[str], str] | None = None,
+                 timeout: float = 30.0,
                  sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.monotonic):
+        if client is None:
+            config = config or load_config()
+            endpoint = config.api_endpoint  # first: no config at all says where it looked
+            auth = user_auth_from_config(config, password_prompt=password_prompt,
+                                         new_password_prompt=new_password_prompt)
+            client = QueueClient(endpoint, auth, timeout=timeout)
         self.client = client
         self.config = config
+        self.out = out
         self._sleep = sleep
         self._clock = clock
 
@@ -56,43 +102,109 @@ class UserClient:
                     auth: Auth | None = None,
                     password_prompt: Callable[[str], str] | None = None,
                     new_password_prompt: Callable[[str], str] | None = None,
-                    timeout: float = 30.0) -> "UserClient":
+                    timeout: float = 30.0, out: TextIO | None = STDOUT) -> "UserClient":
+        """``UserClient()`` with the config at ``path`` (None: where ``UserClient()`` looks),
+        or logged in with a ready ``auth``; no password prompt unless one is given."""
         config = load_config(path)
-        auth = auth or user_auth_from_config(config, password_prompt=password_prompt,
-                                             new_password_prompt=new_password_prompt)
-        return cls(QueueClient(config.api_endpoint, auth, timeout=timeout), config)
+        client = QueueClient(config.api_endpoint, auth, timeout=timeout) if auth else None
+        return cls(client=client, config=config, out=out, password_prompt=password_prompt,
+                   new_password_prompt=new_password_prompt, timeout=timeout)
+
+    # --- output (what the original prints) -------------------------------------------------
+    def _write(self, text: str) -> None:
+        out = sys.stdout if self.out is STDOUT else self.out
+        if out is not None:
+            out.write(text)
+            out.flush()
+
+    def _device_id(self, device_id: str | None) -> str:
+        """``device_id``, or the config's ``[device] id`` as the original defaults it."""
+        if device_id:
+            return device_id
+        if self.config is None:
+            raise ConfigError("no device given and no config to take [device] id from: "
+                              "pass device_id, or add [device] id to your config",
+                              kind="config_key_missing")
+        try:
+            return self.config.require("device", "id")
+        except ConfigError as exc:
+            exc.message = (f"no device given: {exc.message} (or pass device_id; list the "
+                           f"devices with `userclient devices`)")
+            exc.args = (exc.message,)
+            raise
 
     # --- admin --------------------------------------------------------------------------
-    def add_user(self, email: str, full_name: str, *, admin: bool = False) -> dict:
-        """Create a user. Ours answers ``{UserId, Email, ApiKey, TemporaryPassword}``
-        (shown once); the stock service e-mails a temporary password and answers ``{}``."""
-        return self.client.add_user(email, full_name, admin=admin)
+    def add_user(self, email: str, fullname: str, *, admin: bool = False) -> dict:
+        """Create a user, and write what to send them (as the original prints it).
 
-    def add_device(self, name: str, refresh_timeout: int = 60, *,
+        Ours answers ``{UserId, Email, ApiKey, TemporaryPassword}`` (shown once); the stock
+        service e-mails a temporary password and answers ``{}``."""
+        answer = self.client.add_user(email, fullname, admin=admin)
+        service = {key: self.config.get("service", key) if self.config else None
+                   for key in ("api_endpoint", "cognito_url", "clientid", "cognito_userpool",
+                               "region")}
+        service["api_endpoint"] = self.client.api_endpoint
+        user = {"username": email, "api_key": answer.get("ApiKey")}
+        lines = ["User successfully added! " + (
+            "They should check their e-mail for a temporary password."
+            if not answer.get("TemporaryPassword") else
+            "Send them these, shown once:")]
+        if answer.get("TemporaryPassword"):
+            lines.append(f"temporary password: {answer['TemporaryPassword']}")
+            lines.append("They should run `userclient login` to choose their own password "
+                         "before their first use.")
+        if answer.get("ApiKey"):
+            lines.append(f"API key: {answer['ApiKey']} (it is also in the config below)")
+        lines += ["", "They should put the following in ~/.config/qick.conf:",
+                  _block(render_ini({"service": service, "user": user}))]
+        self._write("\n".join(lines) + "\n")
+        return answer
+
+    def add_device(self, device_name: str, refresh_timeout: int = 60, *,
                    mock: dict | None = None) -> dict:
-        """Create a device: ``{DeviceId, DeviceName, ClientId, ClientSecret}`` (secret once).
-        With ``mock`` (``{"Board": ...}`` or ``{"MirrorOf": DeviceId}``) the service runs it
-        as a simulated board (our service only)."""
-        return self.client.add_device(name, refresh_timeout, mock=mock)
+        """Create a device: ``{DeviceId, DeviceName, ClientId, ClientSecret}`` (secret once),
+        and write the board's two files (as the original prints them). With ``mock``
+        (``{"Board": ...}`` or ``{"MirrorOf": DeviceId}``) the service runs it as a
+        simulated board (our service only)."""
+        device = self.client.add_device(device_name, refresh_timeout, mock=mock)
+        lines = ["Device successfully added!", ""]
+        if not device.get("ClientSecret"):
+            lines.append(f"DeviceId {device['DeviceId']}: the queue service runs this mock "
+                         "device itself; it has no board files.")
+        else:
+            config_text, credentials_text = self._board_texts(device)
+            lines += ["Put the following in the config file /etc/qick/config:",
+                      _block(config_text), "",
+                      "If using UserClient for workload submission, the [device] block is "
+                      "needed in the client config as well.", "",
+                      "Put the following in the device credentials file "
+                      "/etc/qick/credentials:", _block(credentials_text)]
+            if not (self.config and self.config.get("service", "oauth_endpoint")):
+                lines += ["", "Your config has no [service] oauth_endpoint: add the "
+                              "service's OAuth endpoint to the board's config."]
+        self._write("\n".join(lines) + "\n")
+        return device
 
-    def board_files(self, device: dict) -> tuple[str, str]:
-        """The board's config and credentials files (INI text) for a new device."""
-        from cloudqueue.config import render_ini
-        service_keys = ("cognito_userpool", "cognito_url", "clientid", "oauth_endpoint",
-                        "api_endpoint", "region")
+    def _board_texts(self, device: dict) -> tuple[str, str]:
+        service_keys = ("api_endpoint", "oauth_endpoint", "cognito_userpool", "cognito_url",
+                        "clientid", "region")
         service = {k: self.config.get("service", k) if self.config else None
                    for k in service_keys}
         service["api_endpoint"] = self.client.api_endpoint
-        if not service.get("oauth_endpoint"):
-            raise BadRequest("cannot write the board's config: [service] oauth_endpoint is "
-                             "not set in your config; add it (the service root on our queue "
-                             "service) and try again", kind="config")
         config = render_ini({"service": service,
-                             "device": {"id": device["DeviceId"],
-                                        "name": device.get("DeviceName")}})
+                             "device": {"name": device.get("DeviceName"),
+                                        "id": device["DeviceId"]}})
         credentials = render_ini({"credentials": {"id": device["ClientId"],
                                                   "secret": device["ClientSecret"]}})
         return config, credentials
+
+    def board_files(self, device: dict) -> tuple[str, str]:
+        """The board's config and credentials files (INI text) for a new device."""
+        if not (self.config and self.config.get("service", "oauth_endpoint")):
+            raise BadRequest("cannot write the board's config: [service] oauth_endpoint is "
+                             "not set in your config; add it (the service root on our queue "
+                             "service) and try again", kind="config")
+        return self._board_texts(device)
 
     # --- admin lifecycle (our service) ----------------------------------------------------
     def get_users(self) -> list[dict]:
@@ -135,14 +247,22 @@ class UserClient:
         return self.client.delete_device(device_id, cancel_work=cancel_work)
 
     # --- devices ------------------------------------------------------------------------
-    def get_devices(self) -> list[Device]:
+    def get_devices(self) -> list[dict]:
+        """Every device, as the service's JSON (the original's return)."""
+        from userclient.display import plain
+        return plain(self.client.list_devices())
+
+    def list_devices(self) -> list[Device]:
         return self.client.list_devices()
 
     def get_device(self, device_id: str) -> Device:
         return self.client.get_device(device_id)
 
-    def get_soccfg(self, device_id: str, save_to: str | os.PathLike | None = None) -> dict:
-        """The board's QICK configuration (soccfg) as a dict; optionally saved as JSON."""
+    def get_soccfg(self, device_id: str | None = None, *,
+                   save_to: str | os.PathLike | None = None) -> dict:
+        """The board's QICK configuration (soccfg) as a dict (what ``QickConfig`` takes);
+        ``device_id`` defaults to the config's ``[device] id``. Optionally saved as JSON."""
+        device_id = self._device_id(device_id)
         device = self.client.get_device(device_id)
         if not device.DeviceConfigurationUrl:
             raise NotFound(f"device {device_id} has not uploaded its configuration yet: is "
@@ -154,36 +274,68 @@ class UserClient:
             raise QueueError(f"the configuration of device {device_id} is not a JSON object",
                              kind="invalid_json")
         if save_to is not None:
+            import json
             write_private(save_to, json.dumps(soccfg, indent=1), mode=0o644)
         return soccfg
 
     # --- workloads ----------------------------------------------------------------------
-    def create_work(self, device_id: str, path: str | os.PathLike,
-                    priority: str | Priority = Priority.MEDIUM, *, name: str | None = None,
-                    idempotency_key: str | None = None) -> str:
-        """Announce and upload a workload file; return its WorkId.
+    def create_work(self, workloadfile: IO[bytes] | str | os.PathLike,
+                    device_id: str | None = None, priority: str | Priority = "LOW", *,
+                    name: str | None = None, idempotency_key: str | None = None) -> str:
+        """Announce and upload a workload; return its WorkId.
 
-        With a service that supports them, the file's SHA-256 is announced (checked on
-        arrival) and an Idempotency-Key makes a retried submit return the same WorkId.
+        ``workloadfile`` is an open binary file (read from its start, closed after the
+        upload, as the original does) or a path. ``device_id`` defaults to the config's
+        ``[device] id``. With a service that supports them, the file's SHA-256 is announced
+        (checked on arrival) and an Idempotency-Key makes a retried submit return the same
+        WorkId.
         """
-        source = Path(path).expanduser()
-        if not source.is_file():
-            raise BadRequest(f"{source}: no such workload file", kind="no_such_file")
+        if isinstance(workloadfile, (str, os.PathLike)):
+            source = Path(workloadfile).expanduser()
+            if not source.is_file():
+                raise BadRequest(f"{source}: no such workload file", kind="no_such_file")
+            with open(source, "rb") as handle:
+                return self._create_work(handle, device_id, priority, source.name, name,
+                                         idempotency_key)
+        if not hasattr(workloadfile, "read"):
+            raise BadRequest(f"create_work needs an open binary file or a path, not "
+                             f"{type(workloadfile).__name__}", kind="bad_request")
+        try:
+            label = os.path.basename(workloadfile.name)  # type: ignore[union-attr]
+        except (AttributeError, TypeError):
+            label = None  # a temporary file's name is a number
+        try:
+            return self._create_work(workloadfile, device_id, priority, label, name,
+                                     idempotency_key)
+        finally:
+            workloadfile.close()
+
+    def _create_work(self, handle: IO[bytes], device_id: str | None,
+                     priority: str | Priority, label: str | None, name: str | None,
+                     idempotency_key: str | None) -> str:
+        device_id = self._device_id(device_id)
         try:
             Priority(priority.upper() if isinstance(priority, str) else priority)
         except ValueError:
             raise BadRequest(f"priority {priority!r} is not one of HIGH, MEDIUM, LOW",
                              kind="bad_request") from None
         caps = self.client.capabilities()
-        sha256 = file_sha256(source) if "sha256" in caps else None
+        sha256 = None
+        if "sha256" in caps:
+            handle.seek(0)
+            digest = hashlib.sha256()
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+            sha256 = digest.hexdigest()
+        handle.seek(0)
         if name is None and not caps.stock:  # the stock body stays as the stock clients send it
-            name = source.name
+            name = label
         answer = self.client.create_workload(
             device_id, priority, name=name, sha256=sha256,
             idempotency_key=idempotency_key or str(uuid.uuid4()))
         work_id = answer["WorkId"]
         try:
-            upload_file(answer["UploadUrl"], source, session=self.client.session,
+            upload_file(answer["UploadUrl"], handle, session=self.client.session,
                         what=f"upload workload {work_id}")
         except QueueError as exc:
             exc.message = (f"{exc.message}; workload {work_id} was announced but its file "
@@ -192,10 +344,14 @@ class UserClient:
             raise
         return work_id
 
-    def get_work(self, work_id: str) -> Workload:
-        return self.client.get_workload(work_id)
+    def get_work(self, work_id: str) -> dict:
+        """The workload as the service's JSON (the original's return); ``status`` gives
+        it typed."""
+        from userclient.display import plain
+        return plain(self.client.get_workload(work_id))
 
-    status = get_work
+    def status(self, work_id: str) -> Workload:
+        return self.client.get_workload(work_id)
 
     def list_work(self, device_id: str | None = None, *, status: str | None = None,
                   account_id: str | None = None, limit: int | None = None) -> list[Workload]:
@@ -212,18 +368,44 @@ class UserClient:
     def cancel(self, work_id: str) -> Workload:
         return self.client.cancel_workload(work_id)
 
-    def wait_until_done(self, work_id: str, *, timeout: float | None = None,
-                        poll_interval: float = POLL_MAX_SECONDS,
+    def wait_until_done(self, work_id: str, interval: float = 1.0, progress: bool = True, *,
+                        timeout: float | None = None,
                         on_progress: Callable[[Workload], Any] | None = None) -> Workload:
         """Wait until the workload is DONE, FAILED or CANCELLED and return it.
 
+        With ``progress`` it writes what the original prints: ``workload is READY``, a dot
+        per answer that brings no change, a new line per state change.
+
         On a service offering ``workload-wait`` each request is held until the workload
-        changes (so a change is seen at once); elsewhere it polls, every ``poll_interval``
+        changes (so a change is seen at once); elsewhere it polls, every ``interval``
         seconds at most. Never gives up while the work is queued unless ``timeout``
         (seconds) is given, then raises WaitTimeout. Transient service failures are ridden
         out. ``on_progress`` is called with the workload on every answer (to show
-        position, status, progress, estimate).
+        position, status, progress, estimate). On a stock service, DONE work is answered
+        with the outcome its board recorded in the results file (``final_status``).
         """
+        shown: list[str] = []
+
+        def show(work: Workload) -> None:
+            if not progress:
+                return
+            if shown and work.WorkStatus == shown[-1]:
+                self._write(".")
+                return
+            reason = f": {work.ErrorMessage}" if work.ErrorMessage and work.terminal else ""
+            self._write(("\n" if shown else "") + f"workload is {work.WorkStatus}{reason}"
+                        + ("\n" if work.terminal else ""))
+            shown.append(str(work.WorkStatus))
+
+        def answered(work: Workload) -> None:
+            show(work)
+            if on_progress is not None:
+                on_progress(work)
+
+        return self.final_status(self._wait(work_id, interval, timeout, answered))
+
+    def _wait(self, work_id: str, poll_interval: float, timeout: float | None,
+              on_answer: Callable[[Workload], Any]) -> Workload:
         deadline = None if timeout is None else self._clock() + timeout
         interval = min(POLL_FIRST_SECONDS, poll_interval)
         last_status = None
@@ -240,8 +422,7 @@ class UserClient:
             except ServiceUnavailable:
                 work = None  # the service is down for a moment: keep waiting
             if work is not None:
-                if on_progress is not None:
-                    on_progress(work)
+                on_answer(work)
                 if work.terminal:
                     return work
                 if long_poll and work.ChangeToken:
@@ -309,8 +490,31 @@ class UserClient:
                                    ErrorMessage=message,
                                    extra={**work.extra, "StatusFrom": "results"})
 
-    def get_results(self, work_id: str, path: str | os.PathLike) -> Transferred:
-        """Download the results (HDF5) of a finished workload to ``path``."""
+    def get_results(self, work_id: str) -> IO[bytes]:
+        """The results (HDF5) of a DONE workload as an open temporary file, at its start
+        (deleted when closed): ``with client.get_results(wid) as f: expt.read_results(f)``.
+        A workload that is not DONE raises ``WorkNotDone`` (a ``RuntimeError`` too); the
+        partial results of a FAILED one are saved with ``download_results``."""
+        work = self.client.get_workload(work_id)
+        if work.status is not WorkStatus.DONE or not work.WorkloadResultUrl:
+            reason = f": {work.ErrorMessage}" if work.ErrorMessage else ""
+            raise WorkNotDone(f"workload {work_id} is not DONE (it is {work.WorkStatus}"
+                              f"{reason}); wait for it with wait_until_done, or save partial "
+                              f"results with download_results", kind="not_done")
+        directory = tempfile.mkdtemp(prefix="qick-results-")
+        try:
+            path = os.path.join(directory, f"{work_id}.h5")
+            download_file(work.WorkloadResultUrl, path, sha256=True,
+                          session=self.client.session,
+                          what=f"download the results of {work_id}")
+            handle = open(path, "rb")  # the open file outlives its name
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+        return handle
+
+    def download_results(self, work_id: str, path: str | os.PathLike) -> Transferred:
+        """Download the results (HDF5) of a finished workload to ``path``; a FAILED one's
+        too when its board uploaded partial results."""
         work = self.client.get_workload(work_id)
         # The stock service may show a results URL before the results exist: trust the status.
         has_results = bool(work.WorkloadResultUrl) and work.status in (

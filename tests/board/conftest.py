@@ -41,14 +41,17 @@ def make_workload(path: Path, programs: int = 1, reps: int = 1) -> Path:
 class BoardDaemon:
     """``qick-supervisor`` in a subprocess, with its config, spool and log."""
 
-    def __init__(self, base: Path, service: Any, **sections: Dict[str, Any]):
+    def __init__(self, base: Path, service: Any, device: Optional[dict] = None,
+                 **sections: Dict[str, Any]):
+        """``device``: an added device (``{DeviceId, ClientId, ClientSecret}``) to run as;
+        by default a new one is added."""
         from cloudqueue.auth import ApiKeyAuth
         from cloudqueue.client import QueueClient
         self.base = base
         base.mkdir(parents=True, exist_ok=True)
         self.service = service
         self.admin = QueueClient(service.url, ApiKeyAuth(service.admin_key))
-        dev = self.admin.add_device("board-under-test", refresh_timeout=60)
+        dev = device or self.admin.add_device("board-under-test", refresh_timeout=60)
         self.device_id = dev["DeviceId"]
         self.run_dir = Path(tempfile.mkdtemp(prefix="qb", dir="/tmp"))
         self.spool = base / "spool"

@@ -94,10 +94,10 @@ def test_cancel_and_other_extras_say_they_are_not_supported(stock):
 
 def test_submit_on_stock_sends_the_stock_body_and_is_not_retried(stock, tmp_path):
     srv, handler = stock
-    user = UserClient(client_for(srv))
+    user = UserClient(client=client_for(srv))
     path = tmp_path / "w.gz"
     path.write_bytes(b"abc")
-    assert user.create_work(DEVICE, path, "low") == WORK
+    assert user.create_work(path, DEVICE, "low") == WORK
     post = [s for s in srv.seen if s.method == "POST"][0]
     body = json.loads(post.body)
     assert body == {"DeviceId": DEVICE, "Priority": "LOW"}
@@ -107,7 +107,7 @@ def test_submit_on_stock_sends_the_stock_body_and_is_not_retried(stock, tmp_path
     # Without an idempotency key a 502 could hide a created workload: no blind retry.
     handler.fail_next_post = 1
     with pytest.raises(ServiceUnavailable):
-        user.create_work(DEVICE, path, "LOW")
+        user.create_work(path, DEVICE, "LOW")
     assert len([s for s in srv.seen if s.method == "POST"]) == 2
 
 

@@ -53,7 +53,8 @@ def test_an_unknown_workload_or_device_is_not_found_and_wait_stops(stock):
     device = cli(conf, "device", unknown)
     assert device.returncode == 4 and f"no such device {unknown}" in device.stderr
     with pytest.raises(NotFound):
-        UserClient(QueueClient(world.service.url, ApiKeyAuth(key))).wait_until_done(unknown)
+        user = UserClient(client=QueueClient(world.service.url, ApiKeyAuth(key)), out=None)
+        user.wait_until_done(unknown)
 
 
 @pytest.mark.parametrize("capabilities", [
@@ -120,13 +121,13 @@ def test_status_and_wait_show_what_the_board_recorded(stock, tmp_path, recorded,
                                                       exit_code):
     world, key, conf = stock
     device = world.device()
-    user = UserClient(QueueClient(world.service.url, ApiKeyAuth(key)))
+    user = UserClient(client=QueueClient(world.service.url, ApiKeyAuth(key)), out=None)
     work_id = submit(Api(world.service.url, key), device.id)
     finish_as_a_stock_board(world, device, work_id,
                             results_file(tmp_path / "r.h5", *recorded))
-    assert user.get_work(work_id).WorkStatus == "DONE"  # all the stock service knows
+    assert user.status(work_id).WorkStatus == "DONE"  # all the stock service knows
 
-    final = user.final_status(user.wait_until_done(work_id, timeout=20))
+    final = user.wait_until_done(work_id, progress=False, timeout=20)
     status, kind, message = shown
     assert (final.WorkStatus, final.ErrorKind) == (status, kind)
     if message is not None:
@@ -147,6 +148,7 @@ def test_our_own_service_shows_its_status_without_downloading(queue_service, tmp
     board.get_work(device.id)
     upload_file(board.results_upload_url(device.id, work_id),
                 results_file(tmp_path / "r.h5", "FAILED", "x", "recorded only in the file"))
-    user = UserClient(QueueClient(queue_service.url, ApiKeyAuth(queue_service.admin_key)))
-    work = user.get_work(work_id)
+    user = UserClient(client=QueueClient(queue_service.url, ApiKeyAuth(queue_service.admin_key)),
+                      out=None)
+    work = user.status(work_id)
     assert user.final_status(work) is work  # our service says it itself: no download

@@ -35,7 +35,7 @@ class Clock:
 def user_for(srv, clock):
     client = QueueClient(srv.url, ApiKeyAuth("qk_t"), sleep=clock.sleep,
                          backoff=Backoff(base=0.01, cap=0.02, tries=3))
-    return UserClient(client, sleep=clock.sleep, clock=clock)
+    return UserClient(client=client, sleep=clock.sleep, clock=clock)
 
 
 def test_wait_reports_progress_rides_out_an_outage_and_returns_the_final_state():
@@ -52,7 +52,7 @@ def test_wait_reports_progress_rides_out_an_outage_and_returns_the_final_state()
     clock = Clock()
     seen = []
     with FakeServer(handler) as srv:
-        work = user_for(srv, clock).wait_until_done("w1", poll_interval=4,
+        work = user_for(srv, clock).wait_until_done("w1", interval=4,
                                                     on_progress=lambda w: seen.append(w.WorkStatus))
     assert work.WorkStatus == "DONE"
     assert seen == ["READY", "READY", "EXECUTING", "DONE"]
@@ -68,7 +68,7 @@ def test_wait_never_gives_up_without_a_timeout_and_raises_with_one():
 
     clock = Clock()
     with FakeServer(handler) as srv:
-        assert user_for(srv, clock).wait_until_done("w1").WorkStatus == "DONE"
+        assert user_for(srv, clock).wait_until_done("w1", interval=10).WorkStatus == "DONE"
         assert len(polls) == 40 and clock.now > 300  # waited on, with a growing pause
         polls.clear()
         clock2 = Clock()
@@ -95,7 +95,7 @@ def test_submit_announces_sha256_and_retries_with_the_same_idempotency_key(tmp_p
     path.write_bytes(b"workload bytes")
     with FakeServer(handler) as srv:
         root[0] = srv.url
-        assert user_for(srv, Clock()).create_work("dev1", path, "HIGH", name="t1") == "w9"
+        assert user_for(srv, Clock()).create_work(path, "dev1", "HIGH", name="t1") == "w9"
         upload = srv.seen[-1]
     assert len(posts) == 2
     keys = {p.headers["idempotency-key"] for p in posts}
@@ -111,7 +111,7 @@ def test_results_of_unfinished_work_say_to_wait(tmp_path):
     with FakeServer(lambda seen: Reply(200, {"WorkId": "w1", "WorkStatus": "EXECUTING",
                                              "WorkloadResultUrl": "http://x/r"})) as srv:
         with pytest.raises(Conflict, match="not finished yet"):
-            user_for(srv, Clock()).get_results("w1", tmp_path / "r")
+            user_for(srv, Clock()).download_results("w1", tmp_path / "r")
     assert not (tmp_path / "r").exists()
 
 

@@ -23,7 +23,7 @@ class Waiting(threading.Thread):
 
     def __init__(self, service, api_key: str, work_id: str, **kwargs):
         super().__init__(daemon=True)
-        self.user = UserClient(QueueClient(service.url, ApiKeyAuth(api_key), timeout=10))
+        self.user = UserClient(client=QueueClient(service.url, ApiKeyAuth(api_key), timeout=10))
         self.work_id, self.kwargs = work_id, kwargs
         self.seen: list[tuple[float, Workload]] = []
         self.result: Workload | None = None
@@ -77,7 +77,7 @@ def test_wait_still_works_on_a_stock_protocol_service(queue_service_factory):
     service = queue_service_factory(stock_protocol=True)
     assert not QueueClient(service.url).supports("workload-wait")
     # polling: answers come at the poll interval, and the wait still ends DONE
-    _run_to_the_end(service, quiet=0.1, poll_interval=0.2)
+    _run_to_the_end(service, quiet=0.1, interval=0.2)
 
 
 def test_requests_carry_wait_and_seen_only_when_offered_and_back_off_on_early_answers():

@@ -47,7 +47,7 @@ def cli(conf, *args):
 
 def user_client(service, world: World) -> UserClient:
     api, _ = world.user()
-    return UserClient(QueueClient(service.url, ApiKeyAuth(api.token), timeout=30))
+    return UserClient(client=QueueClient(service.url, ApiKeyAuth(api.token), timeout=30))
 
 
 def ready(admin: Api, device_id: str) -> dict:
@@ -91,11 +91,11 @@ def test_a_workload_on_a_mock_device_comes_back_done_with_results(service, tmp_p
     soccfg = uc.get_soccfg(created["DeviceId"])
     assert soccfg["fw_timestamp"] == zcu216_v2()["fw_timestamp"]
     wm, path = sweep_workload(soccfg, tmp_path)
-    work_id = uc.create_work(created["DeviceId"], path)
-    work = uc.wait_until_done(work_id, timeout=60, poll_interval=0.2)
+    work_id = uc.create_work(path, created["DeviceId"])
+    work = uc.wait_until_done(work_id, timeout=60, interval=0.2)
     assert work.WorkStatus == "DONE", work.ErrorMessage
     assert work.Progress == {"ProgramsDone": 2, "ProgramsTotal": 2}
-    uc.get_results(work_id, tmp_path / "r.h5")
+    uc.download_results(work_id, tmp_path / "r.h5")
     (_, r0), (_, r1) = list(wm.read_results(tmp_path / "r.h5"))
     assert [a.shape for a in r0.avg] == [(1, 11, 2)]
     assert [a.shape for a in r0.raw] == [(5, 11, 1, 2)]
@@ -126,8 +126,8 @@ def test_a_mirror_refuses_a_workload_of_another_firmware_naming_both(service, tm
     wm = WorkloadManager(cfg)
     wm.add(LoopV1(cfg, {"gen": 0, "freq": 300.0, "ro_len": 100, "reps": 5}))
     wm.write(tmp_path / "v1.json.gz")
-    work = uc.wait_until_done(uc.create_work(mirror, tmp_path / "v1.json.gz"), timeout=60,
-                              poll_interval=0.2)
+    work = uc.wait_until_done(uc.create_work(tmp_path / "v1.json.gz", mirror), timeout=60,
+                              interval=0.2)
     assert work.WorkStatus == "FAILED" and work.ErrorKind == "firmware_mismatch"
     assert describe(zcu216_v1()) in work.ErrorMessage
     assert describe(other) in work.ErrorMessage
@@ -171,7 +171,7 @@ def test_a_killed_mock_worker_is_restarted_and_the_queue_still_works(service, tm
              what="a new worker")
     uc = user_client(service, world)
     wm, path = sweep_workload(uc.get_soccfg(device_id), tmp_path)
-    work = uc.wait_until_done(uc.create_work(device_id, path), timeout=60, poll_interval=0.2)
+    work = uc.wait_until_done(uc.create_work(path, device_id), timeout=60, interval=0.2)
     assert work.WorkStatus == "DONE", work.ErrorMessage
     assert "exited (killed by SIGKILL)" in service.log_path.read_text()
 

@@ -54,8 +54,8 @@ def run_on_mock(service, name: str, build, tmp_path):
     world, device_id = mock_device(service, name)
     uc = user_client(service, world)
     build(uc.get_soccfg(device_id), tmp_path / "w.json.gz")
-    work_id = uc.create_work(device_id, tmp_path / "w.json.gz")
-    return world, device_id, uc.wait_until_done(work_id, timeout=60, poll_interval=0.2)
+    work_id = uc.create_work(tmp_path / "w.json.gz", device_id)
+    return world, device_id, uc.wait_until_done(work_id, timeout=60, interval=0.2)
 
 
 def run_children(service, work_id: str) -> list[psutil.Process]:
@@ -112,11 +112,11 @@ def test_cancel_while_running_stops_the_run_and_ends_cancelled(limited, tmp_path
     world, device_id = mock_device(limited, "cancel-me")
     uc = user_client(limited, world)
     long_workload(uc.get_soccfg(device_id), tmp_path / "long.json.gz")
-    work_id = uc.create_work(device_id, tmp_path / "long.json.gz")
+    work_id = uc.create_work(tmp_path / "long.json.gz", device_id)
     wait_for(lambda: run_children(limited, work_id), 20, interval=0.05,
              what="the run's child process")
     uc.cancel(work_id)
-    work = uc.wait_until_done(work_id, timeout=30, poll_interval=0.1)
+    work = uc.wait_until_done(work_id, timeout=30, interval=0.1)
     assert work.WorkStatus == "CANCELLED", work
     wait_for(lambda: run_children(limited, work_id) == [], 10, what="the child to be gone")
 
@@ -133,11 +133,11 @@ def test_cancel_of_a_mock_run_keeps_the_programs_done(queue_service_factory, tmp
     for i in range(total):
         wm.add(SweepV2(cfg, reps=1, final_delay=1.0, cfg={"freq": 150.0 + i}), rounds=2000)
     wm.write(tmp_path / "many.json.gz")
-    work_id = uc.create_work(device_id, tmp_path / "many.json.gz")
+    work_id = uc.create_work(tmp_path / "many.json.gz", device_id)
     wait_for(lambda: (uc.client.get_workload(work_id).programs or (0, 0))[0] >= 2, 60,
              interval=0.05, what="two programs done")
     uc.cancel(work_id)
-    work = uc.wait_until_done(work_id, timeout=30, poll_interval=0.1)
+    work = uc.wait_until_done(work_id, 0.1, False, timeout=30)
     assert work.WorkStatus == "CANCELLED" and work.WorkloadResultUrl, work
     done = work.programs[0]
     assert 2 <= done < total

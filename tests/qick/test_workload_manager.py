@@ -38,49 +38,74 @@ def test_direct_api_round_trip_with_qick_shapes(board, tmp_path):
 
 
 def test_original_do_stuff_protocol_with_v1_programs(tmp_path):
+    """The original SideQICK protocol: attributes set before super().__init__, which calls
+    do_stuff(make_progs=True); write_progs and read_results call it again with their flag."""
     board = open_board("simulated", "zcu216-v1", seed=1, resonator=Resonator(f0=300.0))
-    seen = []
+    calls = []
 
     class Sweep(WorkloadManager):
-        def make_progs(self):
-            return [(LoopV1(self.soccfg, {"gen": 1, "ro_len": 100, "freq": f, "reps": 5}),
-                     "accumulated", True, False) for f in (290.0, 300.0, 310.0)]
+        def __init__(self, soccfg, freqs):
+            self.freqs = freqs
+            self.seen = []
+            super().__init__(soccfg)
 
-        def process_result(self, index, prog, result):
-            seen.append((index, prog.cfg["freq"], result.avg[0].shape))
+        def do_stuff(self, make_progs=False, write_progs=False, read_results=False):
+            calls.append((make_progs, write_progs, read_results))
+            for f in self.freqs:
+                if make_progs:
+                    self.add_program(LoopV1(self.soccfg, {"gen": 1, "ro_len": 100, "freq": f,
+                                                          "reps": 5, "rounds": 2}))
+                    continue
+                prog = next(self.prog_iterator)
+                if write_progs:
+                    self.add_acquire(prog, save_raw=True)
+                if read_results:
+                    res = next(self.result_iterator)
+                    self.seen.append((prog.cfg["freq"], res["avg"][...].shape,
+                                      res["raw"][...].shape))
 
-    wm = Sweep(board.soccfg)
-    wm.do_stuff("make_progs")
-    wm.do_stuff("write_progs", tmp_path / "w.gz")
+    wm = Sweep(board.soccfg, [290.0, 300.0, 310.0])
+    assert calls == [(True, False, False)] and len(wm.proglist) == 3 and wm.progdicts == []
+    assert wm.write_progs(tmp_path / "w.gz") is None
+    assert calls[-1] == (False, True, False)
+    written = read_workload(tmp_path / "w.gz")
+    assert [(e.acqtype, e.save_raw, e.acquire.rounds) for e in written] == \
+        [("accumulated", True, 2)] * 3
+    assert all(e.firmware == board.fingerprint for e in written)  # our checks stay in the file
+    assert [d["acqtype"] for d in wm.progdicts] == ["accumulated"] * 3
+    wm.write_progs(tmp_path / "again.gz")       # writing twice does not duplicate programs
+    assert len(read_workload(tmp_path / "again.gz")) == 3
     assert run_workload(str(tmp_path / "w.gz"), str(tmp_path / "r.h5"), board).status == "DONE"
-    reader = Sweep(board.soccfg)       # a fresh session rebuilds the programs to pair them
-    pairs = reader.do_stuff("read_results", tmp_path / "r.h5")
-    assert [s[:2] for s in seen] == [(0, 290.0), (1, 300.0), (2, 310.0)]
-    assert len(pairs) == 3 and pairs[0][1].raw is not None
+    reader = Sweep(board.soccfg, [290.0, 300.0, 310.0])  # a fresh session rebuilds the programs
+    pairs = list(reader.read_results(tmp_path / "r.h5"))
+    assert calls[-1] == (False, False, True)
+    assert reader.seen == [(f, (1, 1, 2), (1, 5, 2)) for f in (290.0, 300.0, 310.0)]
+    assert [p for p, _ in pairs] == reader.proglist      # and our pairs are returned too
+    assert [r.raw[0].shape for _, r in pairs] == [(5, 1, 2)] * 3   # qick's get_raw() shape
 
 
-def test_errors_say_what_to_do(board, tmp_path):
-    wm = WorkloadManager(board.soccfg)
-    with pytest.raises(InvalidWorkload, match="holds no programs"):
-        wm.write(tmp_path / "w.gz")
-    with pytest.raises(InvalidWorkload, match="unknown action 'dance'"):
-        wm.do_stuff("dance")
-    with pytest.raises(NotImplementedError, match="define make_progs"):
-        wm.do_stuff("make_progs")
-    other = open_board("simulated", "zcu216-v2", seed=1)
-    other.soccfg["readouts"][0]["buf_maxlen"] = 1024
-    prog = SweepV2(other.soccfg, reps=1, final_delay=1.0, cfg={"freq": 150.0})
-    with pytest.raises(FirmwareMismatch, match="compiled for another board configuration"):
-        wm.add(prog)
-    big = SweepV2(board.soccfg, reps=100, final_delay=1.0, cfg={"freq": 150.0})
-    with pytest.raises(TooLarge, match="program 0: decimated readout 0 needs"):
-        wm.add(big, acqtype="decimated")
+def test_write_progs_without_a_path_returns_an_open_temporary_file(board):
+    class One(WorkloadManager):
+        def do_stuff(self, make_progs=False, write_progs=False, read_results=False):
+            if make_progs:
+                self.add_program(SweepV2(self.soccfg, reps=2, final_delay=1.0,
+                                         cfg={"freq": 150.0}))
+                return
+            prog = next(self.prog_iterator)
+            if write_progs:
+                self.add_decimated(prog)
+
+    with One(board.soccfg).write_progs() as f:
+        assert f.tell() == 0
+        entries = read_workload(f.read())
+    assert [e.acqtype for e in entries] == ["decimated"] and f.closed
 
 
 def test_submit_writes_a_workload_and_hands_it_to_create_work(board):
     class RecordingClient:  # stands in for userclient.UserClient.create_work (its contract)
-        def create_work(self, device_id, path, priority, *, name=None):
-            self.entries = read_workload(path)
+        def create_work(self, workloadfile, device_id, priority, *, name=None):
+            self.entries = read_workload(workloadfile.read())
+            workloadfile.close()
             self.args = (device_id, priority, name)
             return "work-1"
 
