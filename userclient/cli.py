@@ -231,10 +231,27 @@ def cmd_submit(args: argparse.Namespace) -> int:
         raise UsageError("--soccfg is for --estimate only")
     if not args.device:
         raise UsageError("submit needs --device ID (list them with: userclient devices)")
-    work_id = make_client(args).create_work(args.device, args.file, args.priority,
-                                            name=args.name)
+    client = make_client(args)
+    if not args.force:
+        check_submission(client, args)
+    work_id = client.create_work(args.device, args.file, args.priority,
+                                 name=args.name)
     emit(args, {"WorkId": work_id}, work_id)
     return EXIT_OK
+
+
+def check_submission(client: UserClient, args: argparse.Namespace) -> None:
+    """``submit``'s checks (``userclient.precheck``): refuse what the board would refuse."""
+    from userclient.precheck import check_before_submit
+    try:
+        checked = check_before_submit(client, args.file, args.device)
+    except errors.BadRequest as exc:
+        if exc.kind == "no_such_file":
+            raise
+        raise UsageError(f"{exc.message}. Nothing was submitted (--force queues it anyway)",
+                         kind=exc.kind) from None
+    for warning in checked.warnings:
+        print(f"userclient: warning: {warning}", file=sys.stderr)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -399,6 +416,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--estimate", action="store_true",
                    help="only print the estimated board time; submit nothing")
     p.add_argument("--soccfg", metavar="FILE", help="with --estimate: the board's soccfg JSON")
+    p.add_argument("--force", action="store_true",
+                   help="queue the file without checking it (by default a file that is not "
+                        "a workload, or was compiled for another firmware than the "
+                        "device's, is refused)")
 
     p = add("estimate", cmd_estimate,
             "estimated board time of a workload file (per program and total); submits "

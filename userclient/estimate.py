@@ -110,15 +110,9 @@ def estimate_file(path: str | os.PathLike, soccfg: Mapping | None = None, *,
                   source: str = "the given soccfg") -> WorkloadEstimate:
     """Read a workload file (checked as any workload is) and estimate it; see the module
     docstring. Raises ``BadRequest`` (kind ``invalid_workload`` ...) for a bad file."""
-    from qickwork import WorkloadError, read_workload
+    from userclient.precheck import read_entries
 
-    if not os.path.isfile(path):
-        raise BadRequest(f"{path}: no such workload file", kind="no_such_file")
-    try:
-        entries = read_workload(path)
-    except WorkloadError as exc:
-        raise BadRequest(f"{path}: {exc.message}", kind=exc.kind) from None
-    return estimate_entries(entries, soccfg, source=source)
+    return estimate_entries(read_entries(path), soccfg, source=source)
 
 
 def format_seconds(seconds: float) -> str:
