@@ -150,6 +150,47 @@ def render_ini(sections: dict[str, dict[str, str | None]]) -> str:
     return out.getvalue()
 
 
+def loopback_host(url: str | None) -> str | None:
+    """The host of ``url`` when it is a loopback address (127.x, ::1, localhost), else None:
+    a board on another machine cannot reach a service there."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    try:
+        host = urlsplit(url or "").hostname
+    except ValueError:
+        return None
+    if not host:
+        return None
+    if host == "localhost" or host.endswith(".localhost"):
+        return host
+    try:
+        return host if ipaddress.ip_address(host).is_loopback else None
+    except ValueError:
+        return None
+
+
+def cannot_write(path: str | os.PathLike) -> str | None:
+    """Why ``write_private(path, ...)`` would fail, or None when it should work.
+
+    Checked before something that cannot be repeated (a device's one-time secret): the
+    target must not be a directory, and its nearest existing folder (``write_private``
+    creates the missing ones) must be a folder this process may write in."""
+    target = Path(path).expanduser()
+    if target.is_dir():
+        return "is a directory: give a file name"
+    if target.exists() and not target.is_file():
+        return "exists and is not a regular file"
+    folder = target.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"{folder} is not a directory"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"cannot write in {folder} (permission denied)"
+    return None
+
+
 def write_private(path: str | os.PathLike, text: str, mode: int = 0o600) -> None:
     """Write ``text`` to ``path`` atomically; the file is created with ``mode`` from the start.
 

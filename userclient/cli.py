@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from cloudqueue import errors
-from cloudqueue.config import USER_CONFIG, read_ini, render_ini, write_private
+from cloudqueue.config import (USER_CONFIG, cannot_write, loopback_host, read_ini,
+                               render_ini, write_private)
 from userclient.client import UserClient, WaitTimeout
 from userclient.display import (WaitDisplay, device_details, devices_table, plain,
                                 workload_details, workloads_table)
@@ -153,15 +154,28 @@ def cmd_add_device(args: argparse.Namespace) -> int:
         emit(args, device, f"mock device {device['DeviceName']} created: DeviceId "
                            f"{device['DeviceId']} ({what}); the queue service runs it")
         return EXIT_OK
+    check_board_paths(args)  # before the device exists: its secret is shown only once
     device = client.add_device(args.name, args.refresh_timeout)
-    config_text, credentials_text = client.board_files(device)
-    written = []
-    if args.config_out:
-        write_private(args.config_out, config_text, mode=0o644)
-        written.append(f"board config written to {args.config_out}")
-    if args.credentials_out:
-        write_private(args.credentials_out, credentials_text, mode=0o600)
-        written.append(f"board credentials written to {args.credentials_out} (mode 0600)")
+    try:
+        config_text, credentials_text = client.board_files(device)
+    except errors.QueueError:
+        print(f"device {device['DeviceName']} created: DeviceId {device['DeviceId']}, "
+              f"ClientId {device['ClientId']}, ClientSecret {device['ClientSecret']} "
+              "(shown once: keep it)")
+        raise
+    warn_loopback(config_text)
+    written, failed = [], []
+    for path, text, what in ((args.config_out, config_text, "config"),
+                             (args.credentials_out, credentials_text, "credentials")):
+        if not path:
+            continue
+        try:
+            write_private(path, text, mode=0o600)
+            written.append(f"board {what} written to {path} (mode 0600)")
+        except OSError as exc:
+            failed.append(f"{path} ({exc.strerror or exc})")
+    if failed:
+        return board_files_not_written(args, device, config_text, credentials_text, failed)
     if args.json:
         emit(args, device, "")
         return EXIT_OK
@@ -174,6 +188,58 @@ def cmd_add_device(args: argparse.Namespace) -> int:
         print(f"# /etc/qick/credentials on the board (mode 0600; the secret is shown once)\n"
               f"{credentials_text}")
     return EXIT_OK
+
+
+def check_board_paths(args: argparse.Namespace) -> None:
+    """``add-device --config-out/--credentials-out``: refuse paths that cannot be written
+    before the device is created (its secret could not be written, nor asked for again)."""
+    paths = [(flag, path) for flag, path in (("--config-out", args.config_out),
+                                             ("--credentials-out", args.credentials_out))
+             if path]
+    for flag, path in paths:
+        problem = cannot_write(path)
+        if problem:
+            raise UsageError(f"{flag} {path}: {problem}; no device was created")
+    if len(paths) == 2 and Path(args.config_out).expanduser().resolve() == \
+            Path(args.credentials_out).expanduser().resolve():
+        raise UsageError("--config-out and --credentials-out name the same file: give two "
+                         "files; no device was created")
+
+
+def warn_loopback(config_text: str) -> None:
+    """Warn (not fatal: a board on this machine is fine) when a board's config would
+    point at a loopback address, which a board on another machine cannot reach."""
+    import configparser
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read_string(config_text)
+    for key in ("api_endpoint", "oauth_endpoint"):
+        url = parser.get("service", key, fallback=None)
+        host = loopback_host(url)
+        if host:
+            print(f"userclient: warning: the board's config points at {url} ({key}), a "
+                  f"loopback address: only a board on this same machine can reach it. For "
+                  f"a remote board, set [service] {key} in your config (or qick-queue init "
+                  f"--public-url URL) to the address boards reach the service at",
+                  file=sys.stderr)
+            return
+
+
+def board_files_not_written(args: argparse.Namespace, device: dict, config_text: str,
+                            credentials_text: str, failed: list[str]) -> int:
+    """The device exists but its files could not be written: print them (the secret is
+    shown once), say so on stderr, exit non-zero."""
+    if args.json:
+        emit(args, device, "")
+    else:
+        print(f"device {device['DeviceName']} created: DeviceId {device['DeviceId']}\n"
+              f"Its board files could NOT be written; here they are: save them by hand "
+              f"(the secret is shown only this once)\n\n"
+              f"# /etc/qick/config on the board\n{config_text}\n"
+              f"# /etc/qick/credentials on the board (mode 0600)\n{credentials_text}")
+    print(f"userclient: error: device {device['DeviceId']} was created, but writing "
+          f"{', '.join(failed)} failed: its files are printed on stdout (keep the secret)",
+          file=sys.stderr)
+    return EXIT_ERROR
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
