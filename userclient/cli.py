@@ -32,8 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from cloudqueue import errors
-from cloudqueue.config import (USER_CONFIG, cannot_write, loopback_host, read_ini,
-                               render_ini, write_private)
+from cloudqueue.config import (USER_CONFIG, cannot_write, exposed_secret, loopback_host,
+                               read_ini, render_ini, write_private)
+from cloudqueue.version import VersionAction
 from userclient.client import UserClient, WaitTimeout
 from userclient.display import (WaitDisplay, device_details, devices_table, plain,
                                 workload_details, workloads_table)
@@ -91,9 +92,13 @@ def new_password_prompt(username: str) -> str:
 
 
 def make_client(args: argparse.Namespace) -> UserClient:
-    return UserClient.from_config(args.config, password_prompt=password_prompt,
-                                  new_password_prompt=new_password_prompt,
-                                  timeout=args.request_timeout)
+    client = UserClient.from_config(args.config, password_prompt=password_prompt,
+                                    new_password_prompt=new_password_prompt,
+                                    timeout=args.request_timeout)
+    loose = exposed_secret(client.config) if client.config else None
+    if loose:
+        print(f"userclient: warning: {loose}", file=sys.stderr)
+    return client
 
 
 # --- commands ---------------------------------------------------------------------------
@@ -122,8 +127,15 @@ def cmd_configure(args: argparse.Namespace) -> int:
         user["api_key"] = key
     if not service.get("api_endpoint"):
         raise UsageError("give --api-endpoint (the queue's API URL) at least once")
+    checked = None
+    if not args.no_check:
+        from userclient.configcheck import check_service
+        checked = check_service(service["api_endpoint"], user.get("api_key"),
+                                timeout=args.request_timeout)
     write_private(target, render_ini(values))
-    emit(args, {"Config": str(target)}, f"wrote {target}")
+    emit(args, {"Config": str(target), "Checked": checked},
+         f"checked: {checked}\nwrote {target}" if checked
+         else f"wrote {target} (not checked: --no-check)")
     return EXIT_OK
 
 
@@ -434,6 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 ok, 1 workload failed/cancelled, 2 usage or config, 3 auth, "
                "4 not found, 5 service unavailable, 6 not supported by this service, "
                "7 conflict, 8 wait timed out, 10 other, 130 interrupted.")
+    parser.add_argument("--version", action=VersionAction)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def add(name: str, func, help_text: str) -> argparse.ArgumentParser:
@@ -447,6 +460,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--" + key.replace("_", "-"), dest=key)
     p.add_argument("--api-key-stdin", action="store_true",
                    help="read your API key from stdin (or set QICK_API_KEY); never an argument")
+    p.add_argument("--no-check", action="store_true",
+                   help="write without checking the URL and the key against the service "
+                        "(offline setup)")
 
     p = add("add-user", cmd_add_user, "admin: create a user (prints their API key once)")
     p.add_argument("email")
