@@ -23,6 +23,7 @@ User mistakes never print a traceback: errors are one line on stderr (and, with
 from __future__ import annotations
 
 import argparse
+import configparser
 import getpass
 import json
 import os
@@ -221,7 +222,6 @@ def check_board_paths(args: argparse.Namespace) -> None:
 def warn_loopback(config_text: str) -> None:
     """Warn (not fatal: a board on this machine is fine) when a board's config would
     point at a loopback address, which a board on another machine cannot reach."""
-    import configparser
     parser = configparser.ConfigParser(interpolation=None)
     parser.read_string(config_text)
     for key in ("api_endpoint", "oauth_endpoint"):

@@ -5,6 +5,7 @@ about. CLI subprocesses against the real service."""
 from __future__ import annotations
 
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -99,6 +100,20 @@ def test_a_write_that_fails_after_creation_prints_the_secret(admin):
     block = done.stdout.split("# /etc/qick/credentials")[1]
     values = dict(line.split(" = ", 1) for line in block.splitlines() if " = " in line)
     assert device_token(admin["service"].root, values["id"], values["secret"])
+
+
+def test_a_config_that_cannot_make_board_files_still_shows_the_secret(admin):
+    """An admin config without oauth_endpoint: the board's config cannot be written, but
+    the device exists by then; its id and secret are printed."""
+    conf = admin["tmp"] / "no-oauth.conf"
+    conf.write_text(f"[service]\napi_endpoint = {admin['service'].url}\n"
+                    f"[user]\napi_key = {admin['service'].admin_key}\n")
+    done = add_device(conf, "b3", "--credentials-out", str(admin["tmp"] / "creds"))
+    assert done.returncode == 2 and "oauth_endpoint" in done.stderr
+    assert "Traceback" not in done.stderr and "b3" in admin["names"]()
+    found = re.search(r"ClientId (\S+), ClientSecret (\S+) \(shown once", done.stdout)
+    assert found, done.stdout
+    assert device_token(admin["service"].root, found.group(1), found.group(2))
 
 
 def test_cannot_write_and_loopback_host(tmp_path):

@@ -16,7 +16,6 @@ import pytest
 
 from cloudqueue.config import read_ini
 
-BIN = Path(sys.executable).parent
 
 
 def run(argv: list[str], home: Path, *, env_extra: dict | None = None,
