@@ -50,6 +50,7 @@ def lab(queue_service, tmp_path):
     conf = tmp_path / "user.conf"
     conf.write_text(f"[service]\napi_endpoint = {queue_service.url}\n"
                     f"[user]\napi_key = {user.token}\n")
+    conf.chmod(0o600)  # it holds a key: a looser file gets a warning on stderr
 
     def device(soccfg: dict | None):
         dev = world.device(f"board-{uuid.uuid4().hex[:6]}")
