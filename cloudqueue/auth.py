@@ -392,7 +392,9 @@ def user_auth_from_config(config: Config, *,
                                cache_path=token_cache_path(config),
                                password_prompt=password_prompt,
                                new_password_prompt=new_password_prompt)
-    where = config.path or "the config file"
+    if config.path is None:
+        raise config.no_file_error()
+    where = config.path
     raise ConfigError(f"{where}: no way to log in: add `api_key` to [user] (our queue "
                       f"service) or `cognito_userpool` and `clientid` to [service] and "
                       f"`username` to [user] (stock AWS service), or set QICK_API_KEY",

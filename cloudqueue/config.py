@@ -2,7 +2,8 @@
 
 Files (the first that exists wins, unless a path is given):
 
-- config: ``$QICK_CONFIG``, ``~/.config/qick.conf``, ``/etc/qick/config``
+- config: ``$QICK_CONFIG``, ``~/.config/qick.conf``, ``/etc/qick/config`` (a
+  ``$QICK_CONFIG`` that names no file is an error, not a fall back to the others)
 - credentials (the board's secret): ``$QICK_CREDENTIALS``, ``/etc/qick/credentials``
 
 Sections and keys (``*`` = ours, optional)::
@@ -64,15 +65,20 @@ class Config:
             return value
         where = self.credentials_path if section == "credentials" else self.path
         if where is None:
-            tried = credentials_candidates() if section == "credentials" else config_candidates()
-            names = ", ".join(str(p) for p in tried)
-            raise ConfigError(
-                f"no {'credentials' if section == 'credentials' else 'config'} file found "
-                f"(looked for {names}); create one from etc/"
-                f"{'credentials' if section == 'credentials' else 'config'}.template "
-                f"or run `userclient configure`", kind="config_missing")
+            raise self.no_file_error(section == "credentials")
         raise ConfigError(f"{where}: key `{key}` is missing in section [{section}]; add it "
                           f"(see etc/config.template)", kind="config_key_missing")
+
+    def no_file_error(self, credentials: bool = False) -> ConfigError:
+        """The error for "no config (or credentials) file at all", naming where it looked."""
+        tried = credentials_candidates() if credentials else config_candidates()
+        names = ", ".join(str(p) for p in tried)
+        if credentials:
+            return ConfigError(f"no credentials file found (looked for {names}); create one "
+                               "from etc/credentials.template", kind="config_missing")
+        return ConfigError(f"no config file found (looked for {names}); run `userclient "
+                           "configure --api-endpoint URL` (or create one from "
+                           "etc/config.template)", kind="config_missing")
 
     # Convenience accessors for the keys the clients use.
     @property
@@ -121,6 +127,11 @@ def load_config(path: str | os.PathLike | None = None,
                               f"`userclient configure --config {config_path}`",
                               kind="config_missing")
     else:
+        env = os.environ.get("QICK_CONFIG")
+        if env and not Path(env).expanduser().is_file():
+            raise ConfigError(f"QICK_CONFIG names {env}, which is not a file: fix or unset "
+                              f"QICK_CONFIG, or create it with `userclient configure`",
+                              kind="config_missing")
         config_path = _first_existing(config_candidates())
     if credentials_path is not None:
         creds_path: Path | None = Path(credentials_path).expanduser()
@@ -148,6 +159,62 @@ def render_ini(sections: dict[str, dict[str, str | None]]) -> str:
     out = StringIO()
     parser.write(out)
     return out.getvalue()
+
+
+def exposed_secret(config: Config) -> str | None:
+    """A warning when the config file in use holds an API key and others may read it."""
+    if config.path is None or not config.get("user", "api_key"):
+        return None
+    try:
+        mode = config.path.stat().st_mode & 0o777
+    except OSError:
+        return None
+    if not mode & 0o044:
+        return None
+    who = {0o044: "its group and others", 0o040: "its group", 0o004: "others"}[mode & 0o044]
+    return (f"{config.path} holds an API key and is readable by {who} (mode {mode:04o}): "
+            f"run chmod 600 {config.path}")
+
+
+def loopback_host(url: str | None) -> str | None:
+    """The host of ``url`` when it is a loopback address (127.x, ::1, localhost), else None:
+    a board on another machine cannot reach a service there."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    try:
+        host = urlsplit(url or "").hostname
+    except ValueError:
+        return None
+    if not host:
+        return None
+    if host == "localhost" or host.endswith(".localhost"):
+        return host
+    try:
+        return host if ipaddress.ip_address(host).is_loopback else None
+    except ValueError:
+        return None
+
+
+def cannot_write(path: str | os.PathLike) -> str | None:
+    """Why ``write_private(path, ...)`` would fail, or None when it should work.
+
+    Checked before something that cannot be repeated (a device's one-time secret): the
+    target must not be a directory, and its nearest existing folder (``write_private``
+    creates the missing ones) must be a folder this process may write in."""
+    target = Path(path).expanduser()
+    if target.is_dir():
+        return "is a directory: give a file name"
+    if target.exists() and not target.is_file():
+        return "exists and is not a regular file"
+    folder = target.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        return f"{folder} is not a directory"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"cannot write in {folder} (permission denied)"
+    return None
 
 
 def write_private(path: str | os.PathLike, text: str, mode: int = 0o600) -> None:

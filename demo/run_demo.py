@@ -7,7 +7,9 @@
 4. the user fetches that configuration, compiles a frequency sweep of real qick programs
    against it (one program per frequency, as the original SideQICK demo did), submits it,
    waits with a progress bar and downloads the HDF5 results;
-5. a summary is printed and a plot of the resonance written (PNG).
+5. the resonance is fitted (a Lorentzian dip, ``demo/resonance_fit.py``), a summary
+   printed and a plot written (PNG): magnitude with the fit, phase beside it, reps and
+   work id on it.
 
 Everything runs as real processes talking real HTTP and ZeroMQ; all of it stops at the end.
 Usage: ``python demo/run_demo.py [--out DIR] [--points N]`` (``make demo`` runs it).
@@ -15,7 +17,6 @@ Usage: ``python demo/run_demo.py [--out DIR] [--points N]`` (``make demo`` runs 
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import signal
 import subprocess
@@ -26,8 +27,15 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from resonance_fit import FitError, Resonance, fit_resonance  # noqa: E402  (demo/)
+
 BIN = Path(sys.executable).parent
 RESONATOR_MHZ = 500.0          # the simulated board's resonator (executor.simboard.Resonator)
+RESONATOR_FWHM_MHZ = 2.0       # and its linewidth (kappa)
+SPAN_MHZ = 40.0                # the coarse sweep: RESONATOR_MHZ +- SPAN_MHZ
+DENSE_SPAN_MHZ = 5.0           # the dense part around the expected resonance: +- this
+REPS = 100                     # shots averaged per frequency
 
 
 class DemoError(Exception):
@@ -152,30 +160,77 @@ def build_sweep(soccfg: dict, points: int):
 
     qcfg = QickConfig(soccfg)
     wm = WorkloadManager(qcfg)
-    freqs = np.linspace(RESONATOR_MHZ - 40, RESONATOR_MHZ + 40, points)
+    freqs = sweep_frequencies(points)
     for f in freqs:
-        wm.add(ReadoutAt(qcfg, reps=100, final_delay=1.0, cfg={"freq": float(f)}),
+        wm.add(ReadoutAt(qcfg, reps=REPS, final_delay=1.0, cfg={"freq": float(f)}),
                rounds=1)
     return wm, freqs
 
 
-def plot(freqs, mags, found: float, path: Path) -> bool:
+def sweep_frequencies(points: int) -> np.ndarray:
+    """``points`` frequencies: half a coarse sweep over +- SPAN_MHZ (to see the baseline
+    and find a resonance that is not where expected), half dense over +- DENSE_SPAN_MHZ
+    around the expected resonance (so the dip, a few MHz wide, gets many points)."""
+    coarse = np.linspace(RESONATOR_MHZ - SPAN_MHZ, RESONATOR_MHZ + SPAN_MHZ,
+                         points - points // 2)
+    dense = np.linspace(RESONATOR_MHZ - DENSE_SPAN_MHZ, RESONATOR_MHZ + DENSE_SPAN_MHZ,
+                        points // 2 + 2)[1:-1]   # its ends: not on the coarse points
+    freqs = np.unique(np.round(np.concatenate([coarse, dense]), 9))
+    return freqs if freqs.size == points else np.linspace(coarse[0], coarse[-1], points)
+
+
+def plus_minus(value: float, error: float) -> str:
+    """``value ± error`` with the error to two significant digits."""
+    decimals = 3 if not error > 0 else max(0, 1 - int(np.floor(np.log10(error))))
+    return f"{value:.{decimals}f} ± {error:.{decimals}f}"
+
+
+def plot(freqs: np.ndarray, iq: np.ndarray, fit: Resonance, work_id: str,
+         path: Path) -> bool:
+    """The whole sweep; the dip's magnitude with the fit and its phase, side by side;
+    reps, points and work id in the title."""
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        print("    (matplotlib is not installed: no plot; pip install matplotlib)")
+        print("    (matplotlib is not installed: no plot; pip install 'qick-queue[plot]')")
         return False
-    fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(freqs, mags, ".-", ms=3)
-    ax.axvline(found, color="C3", ls="--", label=f"minimum at {found:.2f} MHz")
-    ax.set_xlabel("readout frequency (MHz)")
-    ax.set_ylabel("|IQ| (ADC units)")
-    ax.set_title("Resonator spectroscopy through the queue (simulated board)")
-    ax.legend()
+    fig, (all_ax, mag_ax, phase_ax) = plt.subplots(
+        1, 3, figsize=(14, 4.4), gridspec_kw={"width_ratios": [1, 1.2, 1.2]})
+    mags = np.abs(iq)
+    all_ax.plot(freqs, mags, ".", ms=3)
+    all_ax.set_title("the whole sweep")
+    near = (fit.f0 - 6 * fit.fwhm, fit.f0 + 6 * fit.fwhm)
+    all_ax.axvspan(*near, color="C1", alpha=0.15, lw=0, label="shown on the right")
+    all_ax.legend(loc="lower left", fontsize=8)
+    dense = np.linspace(*near, 2000)
+    zoom = (freqs >= near[0]) & (freqs <= near[1])
+    mag_ax.plot(freqs[zoom], mags[zoom], ".", ms=4, label="measured")
+    mag_ax.plot(dense, fit.magnitude(dense), "-", color="C3", lw=1,
+                label=f"Lorentzian fit of |IQ|²\nf0 = {plus_minus(fit.f0, fit.f0_err)} MHz\n"
+                      f"linewidth (FWHM) = {plus_minus(fit.fwhm, fit.fwhm_err)} MHz")
+    mag_ax.set_title(f"magnitude around the resonance ({zoom.sum()} points)")
+    mag_ax.legend(loc="center right", fontsize=8)
+    # the cable's delay turns the phase linearly with frequency: remove the line fitted
+    # to the points away from the dip, so the resonance's own phase shows
+    phase = np.unwrap(np.angle(iq))
+    away = np.abs(freqs - fit.f0) > 5 * fit.fwhm
+    if away.sum() >= 2:
+        phase = phase - np.polyval(np.polyfit(freqs[away], phase[away], 1), freqs)
+    phase_ax.plot(freqs[zoom], phase[zoom], ".", ms=4, color="C2")
+    phase_ax.set_title("phase around the resonance")
+    phase_ax.set_ylabel("phase, cable delay removed (rad)")
+    for ax in (all_ax, mag_ax, phase_ax):
+        ax.set_xlabel("readout frequency (MHz)")
+        ax.axvline(fit.f0, color="C3", ls="--", lw=0.7)
+    for ax in (all_ax, mag_ax):
+        ax.set_ylabel("|IQ| (ADC units)")
+    fig.suptitle(f"Resonator spectroscopy through the queue (simulated board): "
+                 f"{len(freqs)} frequencies x {REPS} reps, work {work_id}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    plt.close(fig)
     return True
 
 
@@ -211,7 +266,9 @@ def run(out: Path, points: int) -> int:
         step(f"user: compiling a {points}-point frequency sweep against the board's config")
         wm, freqs = build_sweep(soccfg, points)
         est = wm.estimate()
-        print(f"    {len(freqs)} programs, estimated board time {est.seconds:.3f} s")
+        print(f"    {len(freqs)} programs of {REPS} reps, estimated board time "
+              f"{est.seconds:.3f} s ({est.seconds - est.overhead_seconds:.3f} s in the "
+              f"programs + {est.overhead_seconds:.3f} s executor overhead)")
 
         step("user: submitting and waiting")
         from userclient.display import WaitDisplay
@@ -230,22 +287,26 @@ def run(out: Path, points: int) -> int:
         elapsed = time.monotonic() - started
 
         step("results")
-        mags = []
+        iq = []
         for prog, result in wm.read_results(results_path):
-            iq = result.avg[0]
-            mags.append(float(np.abs(iq[..., 0] + 1j * iq[..., 1]).mean()))
-        mags = np.array(mags)
-        found = float(freqs[int(np.argmin(mags))])
-        print(f"    {len(mags)} programs came back in {elapsed:.1f} s "
-              f"(board time {final.DeviceSeconds or 0:.2f} s)")
-        print(f"    resonance found at {found:.2f} MHz (the simulated resonator is at "
-              f"{RESONATOR_MHZ:.2f} MHz); depth {mags.max() / mags.min():.1f}x")
+            avg = np.asarray(result.avg[0])
+            iq.append(complex((avg[..., 0] + 1j * avg[..., 1]).mean()))
+        iq = np.array(iq)
+        print(f"    {len(iq)} programs came back in {elapsed:.1f} s "
+              f"(board time {final.DeviceSeconds or 0:.2f} s; estimated {est.seconds:.2f} s)")
+        try:
+            fit = fit_resonance(freqs, np.abs(iq))
+        except FitError as exc:
+            raise DemoError(f"no resonance could be fitted: {exc}") from None
+        print(f"    resonance fit: f0 = {plus_minus(fit.f0, fit.f0_err)} MHz, linewidth "
+              f"(FWHM) {plus_minus(fit.fwhm, fit.fwhm_err)} MHz (the simulated resonator: "
+              f"{RESONATOR_MHZ:.3f} MHz, {RESONATOR_FWHM_MHZ:.3f} MHz)")
         print(f"    results: {results_path}")
-        if plot(freqs, mags, found, out / "resonance.png"):
+        if plot(freqs, iq, fit, work_id, out / "resonance.png"):
             print(f"    plot: {out / 'resonance.png'}")
-        if abs(found - RESONATOR_MHZ) > 2 * (freqs[1] - freqs[0]):
-            raise DemoError(f"the resonance was found at {found:.2f} MHz, "
-                            f"not near {RESONATOR_MHZ} MHz")
+        if abs(fit.f0 - RESONATOR_MHZ) > max(5 * fit.f0_err, 0.05):
+            raise DemoError(f"the resonance was fitted at {fit.f0:.3f} MHz, "
+                            f"not at {RESONATOR_MHZ} MHz")
         print("DEMO OK")
         return 0
     except DemoError as exc:

@@ -7,6 +7,10 @@ the number of rounds. This is exact for the common programs (``AveragerProgram``
 ``AveragerProgramV2``) and blind to what happens at run time: waits on register values,
 branches other than loop back-jumps, external triggers, calls. ``Estimate.blind_spots``
 lists what it could not see, so a caller can say "at least".
+
+What the executor spends around each program (loading, configuring, starting it, writing
+its results) is not in a program's timeline: ``program_overhead`` models it with the two
+measured constants below, which the workload estimate (``userclient.estimate``) adds.
 """
 from __future__ import annotations
 
@@ -15,17 +19,31 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+#: Board time per program outside its own timeline: the executor loads the dump into a
+#: fresh program object and assembles it (about 60 %), configures the generators and
+#: readouts, starts the tProc, stops and reads back the acquisition, and writes the
+#: program's results (about 20 % each). Measured with ``bench/bench_workloads.py
+#: --overhead-only`` on the simulated board (``executor.runner.run_workload``, 201
+#: one-shot programs, best of 3, x86-64 PC, qick 0.2.436): 2.0 to 3.0 ms. A real board's
+#: ARM cores are slower at the Python part: there it is a lower bound; the same script
+#: with ``--kind qick`` measures it on the board.
+PROGRAM_OVERHEAD_SECONDS = 0.0025
+#: Each round after the first restarts the tProc and reads the buffers back again;
+#: measured the same way (10 rounds against 1): 0.1 to 0.3 ms.
+ROUND_OVERHEAD_SECONDS = 0.0002
+
 _LIT = re.compile(r"^#(-?\d+)$")
 _LOOP_TEST = re.compile(r"^(r\d+)\s*-\s*#(-?\d+)$")
 
 
 @dataclass
 class Estimate:
-    seconds: float                       # for all rounds
+    seconds: float                       # for all rounds (with overhead_seconds, if any)
     shot_seconds: float                  # one shot (one innermost iteration), one round
     shots: int                           # per round: prod(loop_dims)
     rounds: int
     blind_spots: list[str] = field(default_factory=list)
+    overhead_seconds: float = 0.0        # the executor's part (a workload's estimate only)
 
     @property
     def exact(self) -> bool:
@@ -125,6 +143,12 @@ def _v1_cycles(prog_list: list, blind: list[str]) -> float:
         elif name in ("wait",):
             blind.append("a wait on a register value")
     return cycles
+
+
+def program_overhead(rounds: int = 1, *, per_program: float = PROGRAM_OVERHEAD_SECONDS,
+                     per_round: float = ROUND_OVERHEAD_SECONDS) -> float:
+    """Seconds the executor spends on one program of ``rounds`` rounds beyond its timeline."""
+    return per_program + per_round * max(rounds - 1, 0)
 
 
 def estimate_dump(dump: Mapping[str, Any], soccfg: Mapping, rounds: int = 1) -> Estimate:

@@ -20,6 +20,7 @@ import urllib.request
 from typing import List, Optional
 
 from cloudqueue.errors import QueueError
+from cloudqueue.version import VersionAction
 from supervisor import exitcodes
 from supervisor.errors import BoardError
 from supervisor.settings import load_settings
@@ -40,6 +41,7 @@ def _files_options(default: object) -> argparse.ArgumentParser:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="qick-supervisor", description="The QICK board daemon.",
                                 parents=[_files_options(None)])
+    p.add_argument("--version", action=VersionAction)
     sub = p.add_subparsers(dest="command")
     # SUPPRESS: a subcommand's own default must not overwrite a value given before it
     files = _files_options(argparse.SUPPRESS)

@@ -24,6 +24,7 @@ User mistakes never print a traceback: errors are one line on stderr (and, with
 from __future__ import annotations
 
 import argparse
+import configparser
 import getpass
 import json
 import os
@@ -35,7 +36,9 @@ from typing import Any, Callable, TextIO
 from cloudqueue import errors
 from cloudqueue.auth import cache_login, temporary_password_message
 from cloudqueue.cognito import PasswordLogin, cognito_endpoint
-from cloudqueue.config import USER_CONFIG, load_config, read_ini, render_ini, write_private
+from cloudqueue.config import (USER_CONFIG, cannot_write, exposed_secret, load_config,
+                               loopback_host, read_ini, render_ini, write_private)
+from cloudqueue.version import VersionAction
 from userclient.client import UserClient, WaitTimeout
 from userclient.display import (WaitDisplay, device_details, devices_table, plain,
                                 workload_details, workloads_table)
@@ -138,9 +141,13 @@ class PasswordSource:
 
 
 def make_client(args: argparse.Namespace) -> UserClient:
-    return UserClient.from_config(args.config, password_prompt=password_prompt,
-                                  new_password_prompt=new_password_prompt,
-                                  timeout=args.request_timeout, out=None)
+    client = UserClient.from_config(args.config, password_prompt=password_prompt,
+                                    new_password_prompt=new_password_prompt,
+                                    timeout=args.request_timeout, out=None)
+    loose = exposed_secret(client.config) if client.config else None
+    if loose:
+        print(f"userclient: warning: {loose}", file=sys.stderr)
+    return client
 
 
 # --- commands ---------------------------------------------------------------------------
@@ -169,8 +176,15 @@ def cmd_configure(args: argparse.Namespace) -> int:
         user["api_key"] = key
     if not service.get("api_endpoint"):
         raise UsageError("give --api-endpoint (the queue's API URL) at least once")
+    checked = None
+    if not args.no_check:
+        from userclient.configcheck import check_service
+        checked = check_service(service["api_endpoint"], user.get("api_key"),
+                                timeout=args.request_timeout)
     write_private(target, render_ini(values))
-    emit(args, {"Config": str(target)}, f"wrote {target}")
+    emit(args, {"Config": str(target), "Checked": checked},
+         f"checked: {checked}\nwrote {target}" if checked
+         else f"wrote {target} (not checked: --no-check)")
     return EXIT_OK
 
 
@@ -227,15 +241,28 @@ def cmd_add_device(args: argparse.Namespace) -> int:
         emit(args, device, f"mock device {device['DeviceName']} created: DeviceId "
                            f"{device['DeviceId']} ({what}); the queue service runs it")
         return EXIT_OK
+    check_board_paths(args)  # before the device exists: its secret is shown only once
     device = client.add_device(args.name, args.refresh_timeout)
-    config_text, credentials_text = client.board_files(device)
-    written = []
-    if args.config_out:
-        write_private(args.config_out, config_text, mode=0o644)
-        written.append(f"board config written to {args.config_out}")
-    if args.credentials_out:
-        write_private(args.credentials_out, credentials_text, mode=0o600)
-        written.append(f"board credentials written to {args.credentials_out} (mode 0600)")
+    try:
+        config_text, credentials_text = client.board_files(device)
+    except errors.QueueError:
+        print(f"device {device['DeviceName']} created: DeviceId {device['DeviceId']}, "
+              f"ClientId {device['ClientId']}, ClientSecret {device['ClientSecret']} "
+              "(shown once: keep it)")
+        raise
+    warn_loopback(config_text)
+    written, failed = [], []
+    for path, text, what in ((args.config_out, config_text, "config"),
+                             (args.credentials_out, credentials_text, "credentials")):
+        if not path:
+            continue
+        try:
+            write_private(path, text, mode=0o600)
+            written.append(f"board {what} written to {path} (mode 0600)")
+        except OSError as exc:
+            failed.append(f"{path} ({exc.strerror or exc})")
+    if failed:
+        return board_files_not_written(args, device, config_text, credentials_text, failed)
     if args.json:
         emit(args, device, "")
         return EXIT_OK
@@ -248,6 +275,57 @@ def cmd_add_device(args: argparse.Namespace) -> int:
         print(f"# /etc/qick/credentials on the board (mode 0600; the secret is shown once)\n"
               f"{credentials_text}")
     return EXIT_OK
+
+
+def check_board_paths(args: argparse.Namespace) -> None:
+    """``add-device --config-out/--credentials-out``: refuse paths that cannot be written
+    before the device is created (its secret could not be written, nor asked for again)."""
+    paths = [(flag, path) for flag, path in (("--config-out", args.config_out),
+                                             ("--credentials-out", args.credentials_out))
+             if path]
+    for flag, path in paths:
+        problem = cannot_write(path)
+        if problem:
+            raise UsageError(f"{flag} {path}: {problem}; no device was created")
+    if len(paths) == 2 and Path(args.config_out).expanduser().resolve() == \
+            Path(args.credentials_out).expanduser().resolve():
+        raise UsageError("--config-out and --credentials-out name the same file: give two "
+                         "files; no device was created")
+
+
+def warn_loopback(config_text: str) -> None:
+    """Warn (not fatal: a board on this machine is fine) when a board's config would
+    point at a loopback address, which a board on another machine cannot reach."""
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read_string(config_text)
+    for key in ("api_endpoint", "oauth_endpoint"):
+        url = parser.get("service", key, fallback=None)
+        host = loopback_host(url)
+        if host:
+            print(f"userclient: warning: the board's config points at {url} ({key}), a "
+                  f"loopback address: only a board on this same machine can reach it. For "
+                  f"a remote board, set [service] {key} in your config (or qick-queue init "
+                  f"--public-url URL) to the address boards reach the service at",
+                  file=sys.stderr)
+            return
+
+
+def board_files_not_written(args: argparse.Namespace, device: dict, config_text: str,
+                            credentials_text: str, failed: list[str]) -> int:
+    """The device exists but its files could not be written: print them (the secret is
+    shown once), say so on stderr, exit non-zero."""
+    if args.json:
+        emit(args, device, "")
+    else:
+        print(f"device {device['DeviceName']} created: DeviceId {device['DeviceId']}\n"
+              f"Its board files could NOT be written; here they are: save them by hand "
+              f"(the secret is shown only this once)\n\n"
+              f"# /etc/qick/config on the board\n{config_text}\n"
+              f"# /etc/qick/credentials on the board (mode 0600)\n{credentials_text}")
+    print(f"userclient: error: device {device['DeviceId']} was created, but writing "
+          f"{', '.join(failed)} failed: its files are printed on stdout (keep the secret)",
+          file=sys.stderr)
+    return EXIT_ERROR
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
@@ -305,10 +383,26 @@ def cmd_submit(args: argparse.Namespace) -> int:
         raise UsageError("--soccfg is for --estimate only")
     if not args.device:
         raise UsageError("submit needs --device ID (list them with: userclient devices)")
-    work_id = make_client(args).create_work(args.file, args.device, args.priority,
-                                            name=args.name)
+    client = make_client(args)
+    if not args.force:
+        check_submission(client, args)
+    work_id = client.create_work(args.file, args.device, args.priority, name=args.name)
     emit(args, {"WorkId": work_id}, work_id)
     return EXIT_OK
+
+
+def check_submission(client: UserClient, args: argparse.Namespace) -> None:
+    """``submit``'s checks (``userclient.precheck``): refuse what the board would refuse."""
+    from userclient.precheck import check_before_submit
+    try:
+        checked = check_before_submit(client, args.file, args.device)
+    except errors.BadRequest as exc:
+        if exc.kind == "no_such_file":
+            raise
+        raise UsageError(f"{exc.message}. Nothing was submitted (--force queues it anyway)",
+                         kind=exc.kind) from None
+    for warning in checked.warnings:
+        print(f"userclient: warning: {warning}", file=sys.stderr)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -428,6 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 ok, 1 workload failed/cancelled, 2 usage or config, 3 auth, "
                "4 not found, 5 service unavailable, 6 not supported by this service, "
                "7 conflict, 8 wait timed out, 10 other, 130 interrupted.")
+    parser.add_argument("--version", action=VersionAction)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def add(name: str, func, help_text: str) -> argparse.ArgumentParser:
@@ -441,6 +536,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--" + key.replace("_", "-"), dest=key)
     p.add_argument("--api-key-stdin", action="store_true",
                    help="read your API key from stdin (or set QICK_API_KEY); never an argument")
+    p.add_argument("--no-check", action="store_true",
+                   help="write without checking the URL and the key against the service "
+                        "(offline setup)")
 
     p = add("login", cmd_login,
             "log in with your password; at the first login choose a new one (replacing the "
@@ -485,6 +583,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--estimate", action="store_true",
                    help="only print the estimated board time; submit nothing")
     p.add_argument("--soccfg", metavar="FILE", help="with --estimate: the board's soccfg JSON")
+    p.add_argument("--force", action="store_true",
+                   help="queue the file without checking it (by default a file that is not "
+                        "a workload, or was compiled for another firmware than the "
+                        "device's, is refused)")
 
     p = add("estimate", cmd_estimate,
             "estimated board time of a workload file (per program and total); submits "

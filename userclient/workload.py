@@ -156,18 +156,19 @@ class WorkloadManager:
         return len(self.entries)
 
     def estimate(self) -> Estimate:
-        """Board time of the whole workload (sum of the programs' static estimates); the
-        same computation as ``userclient estimate FILE`` (``userclient.estimate``)."""
+        """Board time of the whole workload: the programs' static estimates plus the
+        executor's measured overhead per program (``overhead_seconds``); the same
+        computation as ``userclient estimate FILE`` (``userclient.estimate``)."""
         if not self.entries:
             return Estimate(seconds=0.0, shot_seconds=0.0, shots=0, rounds=0)
         from userclient.estimate import estimate_entries
         cfg = self.soccfg.get_cfg() if hasattr(self.soccfg, "get_cfg") else self.soccfg
-        parts = estimate_entries(self.entries, cfg).programs
-        blind = sorted({b for p in parts for b in p.blind_spots})
-        return Estimate(seconds=sum(p.seconds for p in parts),
+        whole = estimate_entries(self.entries, cfg)
+        parts = whole.programs
+        return Estimate(seconds=whole.seconds,
                         shot_seconds=sum(p.shot_seconds for p in parts),
                         shots=sum(p.shots for p in parts), rounds=max(p.rounds for p in parts),
-                        blind_spots=blind)
+                        blind_spots=whole.blind_spots, overhead_seconds=whole.overhead_seconds)
 
     def _dumps(self) -> bytes:
         if not self.entries:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from cloudqueue.errors import QueueError
 from cloudqueue.server.settings import DEFAULT_ADMIN_EMAIL, DEFAULT_PORT, Limits
+from cloudqueue.version import VersionAction
 
 log = logging.getLogger("qick_queue")
 
@@ -23,6 +24,7 @@ log = logging.getLogger("qick_queue")
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qick-queue",
                                      description="The embedded Cloud Queue service for QICK boards.")
+    parser.add_argument("--version", action=VersionAction)
     sub = parser.add_subparsers(dest="command", required=True)
 
     init = sub.add_parser("init", help="create a new store and its first admin")
@@ -31,6 +33,11 @@ def _parser() -> argparse.ArgumentParser:
                       help=f"port written into admin.conf (default {DEFAULT_PORT})")
     init.add_argument("--admin-email", default=DEFAULT_ADMIN_EMAIL,
                       help=f"the first admin's e-mail (default {DEFAULT_ADMIN_EMAIL})")
+    init.add_argument("--public-url", metavar="URL",
+                      help="the URL boards and people reach the service at (e.g. "
+                           "http://queue.lab.example.org:8080), written into admin.conf and "
+                           "so into the board configs add-device makes (default "
+                           "http://127.0.0.1:PORT: this machine only)")
 
     d = Limits()
     serve = sub.add_parser("serve", help="run the service")
@@ -165,12 +172,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "init":
             from cloudqueue.server.datadir import init_data_dir
-            result = init_data_dir(args.data, port=args.port, admin_email=args.admin_email)
+            result = init_data_dir(args.data, port=args.port, admin_email=args.admin_email,
+                                   public_url=args.public_url)
             print(f"created the qick-queue store in {args.data}")
             print(f"admin {result.admin_email}: userclient config with the API key in "
                   f"{result.admin_conf} (mode 0600; keep it private)")
-            print(f"start the service with: qick-queue serve --data {args.data} "
-                  f"--port {args.port}")
+            if args.public_url:
+                print(f"start the service with: qick-queue serve --data {args.data} "
+                      f"--port {args.port} --host ADDRESS --public-url {result.url}\n"
+                      f"(ADDRESS: where {result.url} arrives, e.g. 0.0.0.0 for every "
+                      f"interface, or 127.0.0.1 behind a reverse proxy)")
+            else:
+                print(f"start the service with: qick-queue serve --data {args.data} "
+                      f"--port {args.port}\n(admin.conf points at {result.url}: only "
+                      f"this machine reaches it; give --public-url URL for remote boards)")
             return 0
         # uvicorn handles SIGTERM/SIGINT (graceful shutdown) and re-raises the signal
         # afterwards; these handlers make that re-raise a clean exit.

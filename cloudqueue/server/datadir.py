@@ -62,11 +62,34 @@ class InitResult:
     admin_conf: Path
     admin_email: str
     admin_key: str
+    url: str = ""        # the service URL written into admin.conf
+
+
+def public_service_url(url: str) -> str:
+    """A ``--public-url`` checked and normalized (no final ``/``); ConfigError when it is
+    not an http(s) URL with a host."""
+    from urllib.parse import urlsplit
+    try:
+        parts = urlsplit(url.strip())
+        parts.port  # noqa: B018  (raises ValueError for a bad port)
+    except ValueError as exc:
+        raise ConfigError(f"--public-url {url!r} is not a URL ({exc})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"--public-url {url!r}: give an http:// or https:// URL with a "
+                          "host, e.g. http://queue.lab.example.org:8080")
+    if parts.query or parts.fragment:
+        raise ConfigError(f"--public-url {url!r}: no query or fragment; give the service "
+                          "root (with its path prefix, if a proxy adds one)")
+    return parts.geturl().rstrip("/")
 
 
 def init_data_dir(root: Path, *, port: int, admin_email: str,
-                  host: str = "127.0.0.1") -> InitResult:
-    """Create the store, the signing secret and the first admin; refuse an existing store."""
+                  host: str = "127.0.0.1", public_url: str | None = None) -> InitResult:
+    """Create the store, the signing secret and the first admin; refuse an existing store.
+
+    admin.conf points at ``public_url`` when given (what boards and people reach), else at
+    ``http://host:port`` (this machine only)."""
+    url = public_service_url(public_url) if public_url else f"http://{host}:{port}"
     data = DataDir(Path(root))
     if data.exists():
         raise ConfigError(f"{data.root} already holds a qick-queue store; refusing to overwrite "
@@ -88,11 +111,11 @@ def init_data_dir(root: Path, *, port: int, admin_email: str,
     write_private(data.admin_conf,
                   "# qick-queue admin: a ready userclient config (keep it private)\n"
                   "[service]\n"
-                  f"api_endpoint = http://{host}:{port}\n"
+                  f"api_endpoint = {url}\n"
                   "# devices get their tokens here, the original user client logs in here\n"
-                  f"oauth_endpoint = http://{host}:{port}\n"
-                  f"cognito_url = http://{host}:{port}\n\n"
+                  f"oauth_endpoint = {url}\n"
+                  f"cognito_url = {url}\n\n"
                   "[user]\n"
                   f"username = {admin_email}\n"
                   f"api_key = {api_key}\n")
-    return InitResult(data.admin_conf, admin_email, api_key)
+    return InitResult(data.admin_conf, admin_email, api_key, url)

@@ -81,7 +81,8 @@ def test_a_workload_goes_round_trip_through_the_cli(lab):
 
     workload = tmp / "work.json.gz"
     workload.write_bytes(os.urandom(200_000))
-    sub = run(lab["ada"], "submit", str(workload), "--device", device_id, "--priority", "high")
+    sub = run(lab["ada"], "submit", str(workload), "--device", device_id, "--priority", "high",
+              "--force")  # placeholder bytes: not a workload
     assert sub.returncode == 0, sub.stderr
     work_id = sub.stdout.strip()
     uuid.UUID(work_id)
@@ -132,7 +133,8 @@ def test_list_follows_every_page(lab):
 def test_failed_workload_makes_wait_exit_1_with_the_reason(lab):
     tmp, board, device_id = lab["tmp"], lab["board"], lab["device_id"]
     (tmp / "w").write_bytes(b"x" * 100)
-    work_id = run(lab["ada"], "submit", str(tmp / "w"), "--device", device_id).stdout.strip()
+    work_id = run(lab["ada"], "submit", str(tmp / "w"), "--device", device_id,
+                  "--force").stdout.strip()
     assert board.get_work(device_id)["WorkId"] == work_id
     board.report_outcome(device_id, work_id, "FAILED", error_message="readout 3 is absent",
                          error_kind="invalid_workload", partial_results=False)
@@ -146,7 +148,8 @@ def test_failed_workload_makes_wait_exit_1_with_the_reason(lab):
 def test_cancel_then_cancel_again_is_a_conflict(lab):
     tmp = lab["tmp"]
     (tmp / "w").write_bytes(b"x" * 100)
-    work_id = run(lab["ada"], "submit", str(tmp / "w"), "--device", lab["device_id"]).stdout.strip()
+    work_id = run(lab["ada"], "submit", str(tmp / "w"), "--device", lab["device_id"],
+                  "--force").stdout.strip()
     first = run(lab["ada"], "cancel", work_id)
     assert first.returncode == 0 and "cancelled" in first.stdout
     again = run(lab["ada"], "cancel", work_id)
@@ -162,7 +165,7 @@ def test_errors_map_to_exit_codes_without_tracebacks(lab, tmp_path):
     assert missing.returncode == 4 and unknown in missing.stderr
     # says what to do in the CLI's words, not the HTTP path behind it
     assert "userclient list" in missing.stderr and "GET /" not in missing.stderr
-    no_device = run(lab["ada"], "submit", str(lab["ada"]), "--device", unknown)
+    no_device = run(lab["ada"], "submit", str(lab["ada"]), "--device", unknown, "--force")
     assert no_device.returncode == 4 and "userclient devices" in no_device.stderr
     assert "POST /" not in no_device.stderr and "GET /" not in no_device.stderr
 
@@ -186,7 +189,8 @@ def test_errors_map_to_exit_codes_without_tracebacks(lab, tmp_path):
     assert json.loads(as_json.stdout)["ExitCode"] == 4
 
     timed_out = run(lab["ada"], "wait", run(lab["ada"], "submit", str(lab["ada"]),
-                                            "--device", lab["device_id"]).stdout.strip(),
+                                            "--device", lab["device_id"],
+                                            "--force").stdout.strip(),
                     "--timeout", "0.5")
     assert timed_out.returncode == 8 and "still READY" in timed_out.stderr
 

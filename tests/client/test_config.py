@@ -39,13 +39,47 @@ def test_missing_key_names_the_file_section_and_key(tmp_path):
     assert "[device]" in str(err.value)
 
 
+@pytest.mark.skipif(os.path.exists("/etc/qick/config"), reason="this machine has one")
 def test_no_config_file_anywhere_says_where_it_looked(tmp_path, monkeypatch):
-    monkeypatch.setenv("QICK_CONFIG", str(tmp_path / "absent.conf"))
+    monkeypatch.delenv("QICK_CONFIG", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
     config = load_config()
     assert config.path is None
     with pytest.raises(ConfigError) as err:
         config.require("service", "api_endpoint")
-    assert "absent.conf" in str(err.value) and "userclient configure" in str(err.value)
+    message = str(err.value)
+    assert str(tmp_path / ".config" / "qick.conf") in message
+    assert "/etc/qick/config" in message and "userclient configure" in message
+
+
+def test_qick_config_naming_a_missing_file_is_an_error_not_a_fallback(tmp_path,
+                                                                      monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".config").mkdir()
+    write(tmp_path / ".config" / "qick.conf", "[service]\napi_endpoint = http://h\n")
+    monkeypatch.setenv("QICK_CONFIG", str(tmp_path / "absent.conf"))
+    with pytest.raises(ConfigError) as err:
+        load_config()
+    assert "QICK_CONFIG names" in str(err.value) and "absent.conf" in str(err.value)
+    monkeypatch.delenv("QICK_CONFIG")
+    assert load_config().path == tmp_path / ".config" / "qick.conf"
+
+
+def test_a_key_in_a_file_others_can_read_is_warned_about(tmp_path):
+    from cloudqueue.config import exposed_secret
+    conf = write(tmp_path / "c.conf", "[service]\napi_endpoint = http://h\n"
+                                      "[user]\napi_key = qk_secret\n")
+    conf.chmod(0o644)
+    warning = exposed_secret(load_config(conf))
+    assert warning and f"chmod 600 {conf}" in warning and "group and others" in warning
+    assert "qk_secret" not in warning
+    conf.chmod(0o640)
+    assert "readable by its group (mode 0640)" in exposed_secret(load_config(conf))
+    conf.chmod(0o600)
+    assert exposed_secret(load_config(conf)) is None
+    keyless = write(tmp_path / "k.conf", "[service]\napi_endpoint = http://h\n")
+    keyless.chmod(0o644)
+    assert exposed_secret(load_config(keyless)) is None
 
 
 def test_explicit_missing_path_is_an_error(tmp_path):

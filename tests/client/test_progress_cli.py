@@ -17,7 +17,7 @@ from cloudqueue.transfer import upload_file
 def _start(lab, stderr):
     (lab["tmp"] / "w").write_bytes(b"x" * 100)
     work_id = run(lab["ada"], "submit", str(lab["tmp"] / "w"), "--device",
-                  lab["device_id"]).stdout.strip()
+                  lab["device_id"], "--force").stdout.strip()
     assert lab["board"].get_work(lab["device_id"])["WorkId"] == work_id
     proc = subprocess.Popen(CLI + ["--config", str(lab["ada"]), "wait", work_id,
                                    "--interval", "0.2", "--timeout", "30"],

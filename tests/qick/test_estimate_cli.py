@@ -14,6 +14,7 @@ import pytest
 from executor.boards import zcu216_v1, zcu216_v2
 from executor.runner import open_board
 from qickwork import write_workload
+from qickwork.estimate import PROGRAM_OVERHEAD_SECONDS, ROUND_OVERHEAD_SECONDS
 from qickwork.workload import read_workload
 from tests.qick.programs import LoopV1, QickSweep1D, SweepV2
 from tests.server.api import World, put_file
@@ -54,7 +55,14 @@ def test_estimate_from_the_recorded_firmware_agrees_with_the_manager(sweep_file)
     p0, p1 = body["Programs"]
     assert (p0["Shots"], p0["Rounds"], p1["Shots"], p1["Rounds"]) == (2100, 3, 7, 1)
     assert p0["Seconds"] == pytest.approx(p0["ShotSeconds"] * 2100 * 3)
-    assert p0["Seconds"] + p1["Seconds"] == pytest.approx(body["TotalSeconds"])
+    assert p0["Seconds"] + p1["Seconds"] == pytest.approx(body["RunSeconds"])
+    # the executor's measured time around each program, and each further round, is added
+    per_program, per_round = body["ProgramOverheadSeconds"], body["RoundOverheadSeconds"]
+    assert (per_program, per_round) == (PROGRAM_OVERHEAD_SECONDS, ROUND_OVERHEAD_SECONDS)
+    assert p0["OverheadSeconds"] == pytest.approx(per_program + 2 * per_round)
+    assert p1["OverheadSeconds"] == pytest.approx(per_program)
+    assert body["OverheadSeconds"] == pytest.approx(p0["OverheadSeconds"] + p1["OverheadSeconds"])
+    assert body["TotalSeconds"] == pytest.approx(body["RunSeconds"] + body["OverheadSeconds"])
     # each shot is at least the 2 us final delay
     assert p0["ShotSeconds"] >= 2e-6
 
@@ -70,6 +78,20 @@ def test_submit_estimate_prints_the_table_and_submits_nothing(sweep_file, tmp_pa
     assert "PROGRAM" in out and "accumulated" in out and "decimated" in out
     assert "estimated board time:" in out and "nothing was submitted" in out
     assert "warning" not in out
+
+
+def test_the_overhead_is_said_in_the_text_and_is_a_parameter(sweep_file):
+    from userclient.estimate import estimate_entries
+    path, wm = sweep_file
+    text = cli("estimate", str(path)).stdout
+    assert "executor overhead" in text and "2.5 ms per program" in text
+    assert "measured on the simulated board" in text
+    pure = estimate_entries(wm.entries, program_overhead=0.0, round_overhead=0.0)
+    assert pure.overhead_seconds == 0.0 and pure.seconds == pytest.approx(pure.run_seconds)
+    slow = estimate_entries(wm.entries, program_overhead=0.1, round_overhead=0.01)
+    assert slow.seconds == pytest.approx(pure.seconds + 2 * 0.1 + 2 * 0.01)
+    assert wm.estimate().overhead_seconds == pytest.approx(
+        2 * PROGRAM_OVERHEAD_SECONDS + 2 * ROUND_OVERHEAD_SECONDS)
 
 
 def test_a_soccfg_of_another_firmware_is_named_in_a_warning(sweep_file, tmp_path):
