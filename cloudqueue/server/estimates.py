@@ -3,12 +3,11 @@
 The service reads the uploaded workload as the executor would (``qickwork.read_workload``:
 hostile data, decompression capped) and sums the static estimate of each program
 (``qickwork.estimate``) with the tProc timing clock the program recorded when it was
-compiled. The result feeds ``EstimatedSeconds`` and the queue's ``EstimatedStartAt``
+compiled, plus the executor's measured per-program overhead (``program_overhead``), as
+``userclient estimate`` does. The result feeds ``EstimatedSeconds`` and the queue's ``EstimatedStartAt``
 (``policy.estimated_start``). It is a best effort: a file it cannot read (not ours, the
 original client's without a recorded clock, too large, or qickwork not installed) has no
-estimate, and the device's recent measured time stands in for it. The static estimate
-sees the programs' timelines only, not the per-program overhead of loading and reading
-out; the measured fallback does include it.
+estimate, and the device's recent measured time stands in for it.
 
 qickwork imports numpy and h5py (never qick) and only when a workload file arrives.
 """
@@ -27,7 +26,7 @@ def workload_seconds(path: str | os.PathLike) -> float | None:
     """Estimated board time of the workload file at ``path``, or None when unknown."""
     try:
         from qickwork.errors import WorkloadError
-        from qickwork.estimate import estimate_dump
+        from qickwork.estimate import estimate_dump, program_overhead
         from qickwork.workload import read_workload
     except ImportError as exc:  # a service installed without qickwork's numpy/h5py
         log.debug("no workload estimates: %s", exc)
@@ -39,7 +38,9 @@ def workload_seconds(path: str | os.PathLike) -> float | None:
             if entry.f_time is None:  # the original client's file: no timing clock
                 return None
             clock = {"tprocs": [{"f_time": entry.f_time}]}
-            total += estimate_dump(entry.dump, clock, rounds=entry.acquire.rounds).seconds
+            rounds = entry.acquire.rounds
+            total += (estimate_dump(entry.dump, clock, rounds=rounds).seconds
+                      + program_overhead(rounds))
     except (WorkloadError, ValueError, TypeError, KeyError, ArithmeticError):
         return None  # a file the board will refuse: it runs for no time worth estimating
     return total

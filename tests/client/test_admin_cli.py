@@ -30,6 +30,7 @@ def run(config: Path, *args: str, timeout: float = 60) -> subprocess.CompletedPr
 def write_config(path: Path, service, api_key: str) -> Path:
     path.write_text(f"[service]\napi_endpoint = {service.url}\noauth_endpoint = {service.root}\n"
                     f"[user]\napi_key = {api_key}\n")
+    path.chmod(0o600)
     return path
 
 
@@ -169,7 +170,7 @@ def test_rename_and_delete_device(lab):
 
     work = lab["tmp"] / "w"
     work.write_bytes(b"x" * 100)
-    work_id = ok(run(ada, "submit", str(work), "--device", device_id)).stdout.strip()
+    work_id = ok(run(ada, "submit", str(work), "--device", device_id, "--force")).stdout.strip()
     busy = run(admin, "delete-device", device_id)
     assert busy.returncode == 7 and "--cancel-work" in busy.stderr
     lab["board"].heartbeat(device_id)  # untouched
