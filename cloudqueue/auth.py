@@ -6,7 +6,9 @@
   expires and once more when the API answers 401.
 - ``CognitoUserAuth``: a person's Cognito login (SRP, through pycognito, imported lazily so
   the board never needs it), with tokens cached in a 0600 file and refreshed before expiry;
-  a dead refresh token leads to a new login.
+  a dead refresh token leads to a new login. Where the endpoint offers no SRP (our queue
+  service's Cognito-compatible ``POST /``), it logs in as the original client does:
+  ``USER_PASSWORD_AUTH``, refreshed with ``REFRESH_TOKEN_AUTH`` (``cloudqueue.cognito``).
 
 Every auth object has ``token()`` (a valid bearer token, fetching one when needed) and
 ``invalidate()`` (forget the cached token after a 401; returns True when fetching a new one
@@ -164,6 +166,14 @@ def jwt_expiry(token: str) -> float | None:
         return None
 
 
+#: cached Cognito tokens of a password login (refreshed over plain HTTP, not pycognito)
+PASSWORD_FLOW = "password"
+
+
+class _SrpUnsupported(Exception):
+    """The Cognito endpoint refused ``USER_SRP_AUTH`` (our queue service offers none)."""
+
+
 class CognitoUserAuth(Auth):
     """A Cognito user pool login with SRP (pycognito), tokens cached on disk.
 
@@ -216,13 +226,18 @@ class CognitoUserAuth(Auth):
         return True
 
     def remember_login(self, tokens: dict) -> None:
-        """Cache the tokens of a login made elsewhere (``userclient login``'s
-        ``AuthenticationResult``), so the next command needs no password."""
+        """Cache the tokens of a password login made elsewhere (``userclient login``'s
+        Cognito ``AuthenticationResult``), so the next command needs no password."""
         with self._lock:
-            self._tokens = {"access_token": tokens.get("AccessToken"),
-                            "id_token": tokens.get("IdToken"),
-                            "refresh_token": tokens.get("RefreshToken")}
-            self._store(self._tokens)
+            self._keep_password_login(tokens)
+
+    def _keep_password_login(self, tokens: dict) -> None:
+        """Keep an ``AuthenticationResult`` of ``USER_PASSWORD_AUTH``; such tokens are
+        refreshed with a plain ``REFRESH_TOKEN_AUTH``, which every Cognito endpoint answers."""
+        self._tokens = {"access_token": tokens.get("AccessToken"),
+                        "id_token": tokens.get("IdToken"),
+                        "refresh_token": tokens.get("RefreshToken"), "flow": PASSWORD_FLOW}
+        self._store(self._tokens)
 
     def logout(self) -> None:
         """Forget this user's cached tokens (in memory and on disk)."""
@@ -297,6 +312,10 @@ class CognitoUserAuth(Auth):
 
     def _refresh(self) -> None:
         assert self._tokens is not None
+        if self._tokens.get("flow") == PASSWORD_FLOW:
+            self._refresh_password()
+            self.refreshes += 1
+            return
         cognito = self._cognito(refresh_token=self._tokens["refresh_token"],
                                 access_token=self._tokens.get("access_token"),
                                 id_token=self._tokens.get("id_token"))
@@ -306,19 +325,51 @@ class CognitoUserAuth(Auth):
 
     def _login(self) -> None:
         password = self._password()
+        try:
+            self._login_srp(password)
+        except _SrpUnsupported:
+            self._login_password(password)
+        self.logins += 1
+
+    def _new_password(self) -> str:
+        new_password = (self._new_password_prompt(self.username)
+                        if self._new_password_prompt is not None else "")
+        if not new_password:
+            raise AuthError(temporary_password_message(self.username),
+                            kind="new_password_required")
+        return new_password
+
+    def _login_srp(self, password: str) -> None:
         cognito = self._cognito()
         from pycognito.exceptions import ForceChangePasswordException
         try:
             self._call(cognito.authenticate, password)
         except ForceChangePasswordException:
-            new_password = (self._new_password_prompt(self.username)
-                            if self._new_password_prompt is not None else "")
-            if not new_password:
-                raise AuthError(temporary_password_message(self.username),
-                                kind="new_password_required") from None
-            self._call(cognito.new_password_challenge, password, new_password)
-        self.logins += 1
+            self._call(cognito.new_password_challenge, password, self._new_password())
         self._remember(cognito)
+
+    def _password_login(self):
+        from cloudqueue.cognito import PasswordLogin, regional_endpoint
+        url = self.endpoint_url or regional_endpoint(self.user_pool_id, self.region)
+        return PasswordLogin(url.rstrip("/") + "/", self.client_id, self.username)
+
+    def _login_password(self, password: str) -> None:
+        """``USER_PASSWORD_AUTH`` (the original client's flow), for an endpoint without SRP."""
+        self._keep_password_login(
+            self._password_login().login(password, self._new_password).tokens)
+
+    def _refresh_password(self) -> None:
+        assert self._tokens is not None
+        answer = self._password_login().call("InitiateAuth", {
+            "AuthFlow": "REFRESH_TOKEN_AUTH", "ClientId": self.client_id,
+            "AuthParameters": {"REFRESH_TOKEN": self._tokens["refresh_token"]}})
+        fresh = answer.get("AuthenticationResult") or {}
+        if not fresh.get("AccessToken"):
+            raise AuthError(f"the refresh of {self.username}'s login gave no token",
+                            kind="login_refused")
+        self._tokens.update(access_token=fresh["AccessToken"],
+                            id_token=fresh.get("IdToken", self._tokens.get("id_token")))
+        self._store(self._tokens)
 
     def _call(self, method, *args):
         """Run a pycognito call, turning boto/pycognito errors into ours."""
@@ -331,6 +382,8 @@ class CognitoUserAuth(Auth):
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             message = exc.response.get("Error", {}).get("Message", "")
+            if code == "InvalidParameterException" and "USER_SRP_AUTH" in message:
+                raise _SrpUnsupported() from None  # our service: no SRP, log in as the original
             if code in ("NotAuthorizedException", "UserNotFoundException",
                         "PasswordResetRequiredException", "UserNotConfirmedException"):
                 raise AuthError(f"login as {self.username} refused: {message or code}",

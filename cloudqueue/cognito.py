@@ -24,6 +24,9 @@ from cloudqueue.errors import AuthError, BadRequest, ConfigError, QueueError, Se
 TARGET_PREFIX = "AWSCognitoIdentityProviderService."
 #: the ClientId sent to our service, which has a single user pool and ignores it
 OUR_SERVICE_CLIENT_ID = "userclient"
+#: our service's ``[service] cognito_userpool``: it has one pool and ignores the id, but the
+#: original user client reads the key (it needs it only for SRP, which it does not use)
+OUR_SERVICE_USER_POOL = "local_qickqueue"
 
 #: Cognito error types that mean "these credentials are not accepted"
 _REFUSED = ("NotAuthorizedException", "UserNotFoundException", "ResourceNotFoundException",
@@ -144,6 +147,11 @@ class PasswordLogin:
                          f"{message}", kind="login_refused", status=answer.status_code)
 
 
+def regional_endpoint(pool: str, region: str | None = None) -> str:
+    """AWS Cognito's endpoint for a user pool (its id starts with the region)."""
+    return f"https://cognito-idp.{region or pool.split('_')[0]}.amazonaws.com/"
+
+
 def cognito_endpoint(config: Config) -> tuple[str, str]:
     """(URL, ClientId) of the Cognito endpoint a config logs in at.
 
@@ -155,8 +163,7 @@ def cognito_endpoint(config: Config) -> tuple[str, str]:
     pool = config.get("service", "cognito_userpool")
     url = config.get("service", "cognito_url")
     if not url and pool:
-        region = config.get("service", "region") or pool.split("_")[0]
-        url = f"https://cognito-idp.{region}.amazonaws.com/"
+        url = regional_endpoint(pool, config.get("service", "region"))
     if not url:
         parts = urlsplit(config.api_endpoint)
         if not parts.scheme or not parts.netloc:

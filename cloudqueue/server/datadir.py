@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from cloudqueue.cognito import OUR_SERVICE_CLIENT_ID, OUR_SERVICE_USER_POOL
 from cloudqueue.errors import ConfigError
 from cloudqueue.server.db import Database
 from cloudqueue.server.files import FileStore
@@ -114,7 +115,10 @@ def init_data_dir(root: Path, *, port: int, admin_email: str,
                   f"api_endpoint = {url}\n"
                   "# devices get their tokens here, the original user client logs in here\n"
                   f"oauth_endpoint = {url}\n"
-                  f"cognito_url = {url}\n\n"
+                  f"cognito_url = {url}\n"
+                  "# one user pool on this service: any values do, the original client reads them\n"
+                  f"clientid = {OUR_SERVICE_CLIENT_ID}\n"
+                  f"cognito_userpool = {OUR_SERVICE_USER_POOL}\n\n"
                   "[user]\n"
                   f"username = {admin_email}\n"
                   f"api_key = {api_key}\n")

@@ -430,3 +430,49 @@ def test_a_user_pool_without_clientid_is_a_config_error(tmp_path):
     conf.write_text("[service]\ncognito_userpool = us-east-1_X\n")
     with pytest.raises(ConfigError, match="clientid"):
         cognito_endpoint(load_config(conf))
+
+
+# --- our library's password login on our service ---------------------------------------------
+def test_our_library_logs_in_with_the_original_config_on_our_service(service, tmp_path,
+                                                                     monkeypatch):
+    """A config like the original client's (a user pool, a username, no API key): our
+    service offers no SRP, so our library logs in as the original does (USER_PASSWORD_AUTH,
+    answering NEW_PASSWORD_REQUIRED), caches the tokens, and later refreshes them with
+    REFRESH_TOKEN_AUTH instead of asking for the password again."""
+    from cloudqueue.auth import CognitoUserAuth
+    from cloudqueue.client import QueueClient
+    from cloudqueue.errors import AuthError
+    from userclient import UserClient
+
+    made = add_user(service)
+    email, cache = made["Email"], tmp_path / "tokens"
+    monkeypatch.delenv("QICK_API_KEY", raising=False)
+
+    def auth(**kwargs) -> CognitoUserAuth:
+        return CognitoUserAuth("local_qickqueue", "userclient", email, cache_path=cache,
+                               endpoint_url=service.root + "/", **kwargs)
+
+    monkeypatch.setenv("QICK_PASSWORD", made["TemporaryPassword"])
+    first = auth(new_password_prompt=lambda _: "Ada-new-passw0rd")
+    assert isinstance(QueueClient(service.url, first).list_devices(), list)
+    assert (first.logins, first.refreshes) == (1, 0)
+
+    monkeypatch.setenv("QICK_PASSWORD", "not-her-password")
+    cache.unlink()
+    with pytest.raises(AuthError, match="refused"):
+        QueueClient(service.url, auth()).list_devices()
+
+    monkeypatch.setenv("QICK_PASSWORD", "Ada-new-passw0rd")
+    QueueClient(service.url, auth()).list_devices()  # a fresh login caches new tokens
+    monkeypatch.delenv("QICK_PASSWORD")
+    later = auth(clock=lambda: time.time() + 7200)  # the cached access token has expired
+    assert isinstance(QueueClient(service.url, later).list_devices(), list)
+    assert (later.logins, later.refreshes) == (0, 1)
+
+    config = tmp_path / "qick.conf"
+    config.write_text(f"[service]\napi_endpoint = {service.url}\ncognito_url = {service.root}/\n"
+                      "clientid = userclient\ncognito_userpool = local_qickqueue\n"
+                      f"[user]\nusername = {email}\n")
+    monkeypatch.setenv("QICK_CONFIG", str(config))
+    monkeypatch.setenv("QICK_TOKEN_CACHE", str(cache))
+    assert isinstance(UserClient(out=None).get_devices(), list)  # no password asked
