@@ -189,3 +189,18 @@ def test_a_cancel_stopped_by_force_still_keeps_the_programs_done(board_factory, 
         assert sorted(f["data"].keys()) == ["0", "1"]
     kept = list(WorkloadManager(None).read_results(tmp_path / "r.h5", partial=True))
     assert [r.index for _, r in kept] == [0, 1]
+
+
+def test_the_real_board_default_off_the_rfsoc_says_which_setting_runs_a_simulated_one(
+        board_factory):
+    """The default is the real board: on a machine without it, the ERROR says so and names
+    the setting (not the runner's ``kind='simulated'``)."""
+    board = board_factory(executor={"board": "qick"},
+                          supervisor={"restart_max": "1", "restart_period_seconds": "60",
+                                      "restart_slow_seconds": "60"})
+    board.start(wait_ready=False)
+    status = wait_for(lambda: (lambda s: s if s["state"] == "ERROR" else None)(
+        board.status()), 30, what="the board to report ERROR")
+    assert "cannot open the real board (qick)" in status["reason"], status["reason"]
+    assert "set `[executor] board = simulated`" in status["reason"], status["reason"]
+    assert status["simulated"] is False
