@@ -229,6 +229,8 @@ class MockWorker:
         except QueueError as exc:
             log.warning("heartbeat failed: %s", exc)
         if ended == "cancelled" or (outcome or {}).get("status") == "CANCELLED":
+            if outcome is None and done > 0 and results.exists():
+                outcome = self._killed_on_cancel(work_id, results, done, total)
             kept = (outcome or {}).get("status") == "CANCELLED" and \
                 (outcome or {}).get("programs_done", 0) > 0 and results.exists()
             if not kept:
@@ -266,6 +268,23 @@ class MockWorker:
         if partial:
             upload_file(answer["UploadUrl"], results, session=c.session,
                         what=f"upload partial results {work_id}")
+
+    @staticmethod
+    def _killed_on_cancel(work_id: str, results: Path, done: int,
+                          total: int) -> dict | None:
+        """A cancelled run that did not stop within the grace period was killed: the
+        programs it finished are in its results file (flushed one by one), which still says
+        RUNNING. Finish it as CANCELLED; None when it cannot be opened (torn by the kill)."""
+        from qickwork.results import record_interruption
+        message = (f"cancelled on request; the run did not stop within "
+                   f"{CANCEL_GRACE_SECONDS:g} s and was stopped by force after {done} of "
+                   f"{total} programs")
+        try:
+            record_interruption(results, "CANCELLED", "cancelled", message)
+        except OSError as exc:
+            log.warning("workload %s: its partial results cannot be read (%s)", work_id, exc)
+            return None
+        return {"status": "CANCELLED", "programs_done": done, "error_message": message}
 
 
 def _parser() -> argparse.ArgumentParser:

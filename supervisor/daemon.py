@@ -34,7 +34,9 @@ def explain_interrupted(spool: Spool, work_id: str) -> None:
     """Work the daemon was running when it died, filed FAILED (``board_restarted``) in
     ``outgoing/`` by ``Spool.recover``: say how far it got, and finish its half-written
     results file with that reason (it still says RUNNING), keeping the programs it holds as
-    partial results. On a stock service that file is the only place a user reads why."""
+    partial results. On a stock service that file is the only place a user reads why. A
+    run that had ended (its file records DONE, FAILED or CANCELLED: the daemon died before
+    it filed the outcome) is reported as its file says."""
     meta = spool.read_meta("outgoing", work_id)
     results = spool.path("outgoing", work_id) / RESULTS
     if meta is None or not results.exists():
@@ -46,10 +48,13 @@ def explain_interrupted(spool: Spool, work_id: str) -> None:
         meta.programs_done, meta.programs_total = done, total
         meta.error_message = (f"{INTERRUPTED} (programs done {done} of {total}); submit it "
                               f"again")
-        if done > 0:
+        if seen["Status"] in ("DONE", "FAILED", "CANCELLED"):
+            # the run ended and its file says how; only the daemon's filing of it was lost
+            meta.finish(seen["Status"], seen["ErrorKind"], seen["ErrorMessage"])
+        elif done > 0:
             record_interruption(results, meta.outcome or "FAILED",
                                 meta.error_kind or "board_restarted", meta.error_message)
-        meta.has_results = done > 0
+        meta.has_results = done > 0 or meta.outcome == "DONE"
     except (ImportError, OSError, ValueError, TypeError) as exc:
         log.warning("workload %s: its results file cannot be read (%s); reporting the "
                     "failure without results", work_id, exc)

@@ -125,13 +125,19 @@ class Dispatcher:
         meta = self.spool.read_meta("running", job.work_id) or WorkMeta(job.work_id)
         if child.killed_for == "cancel" or (job.cancel_at is not None and
                                             child.killed_for is None and rc == 0):
-            meta.finish("CANCELLED", "cancelled", "cancelled on request")
+            # the program running did not end within the grace period: the programs done
+            # before it are kept (their results are flushed program by program)
+            meta.finish("CANCELLED", "cancelled",
+                        f"cancelled on request; the run did not stop within "
+                        f"{self.s.grace_seconds:g} s and was stopped by force after "
+                        f"{job.done} of {job.total} programs",
+                        programs_done=job.done, programs_total=job.total)
         else:
             meaning = classify_exit(rc, child.killed_for, self.s.deadline_seconds)
             meta.finish("FAILED", meaning.kind, meaning.message,
                         programs_done=job.done, programs_total=job.total)
         res = self.spool.path("running", job.work_id) / RESULTS
-        meta.has_results = res.exists() and meta.outcome == "FAILED" and job.done > 0
+        meta.has_results = res.exists() and job.done > 0
         if res.exists() and not meta.has_results:
             res.unlink()
         self._finish(meta, now)

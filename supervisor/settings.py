@@ -143,6 +143,9 @@ def load_settings(path: Optional[os.PathLike | str]) -> BoardSettings:
     if settings.board not in ("simulated", "qick"):
         raise BoardConfigError(f"{path} [executor]: board = {settings.board} is not known; "
                                "use `qick` (the real RFSoC) or `simulated`")
+    if settings.restart_max < 1 or settings.restart_period_seconds <= 0:
+        raise BoardConfigError(f"{path} [supervisor]: restart_max must be at least 1 and "
+                               "restart_period_seconds more than 0")
     if settings.heartbeat_timeout_seconds <= 2 * settings.heartbeat_seconds:
         raise BoardConfigError(f"{path} [supervisor]: heartbeat_timeout_seconds must be more "
                                "than twice heartbeat_seconds")

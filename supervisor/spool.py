@@ -225,8 +225,9 @@ class Spool:
         - temporary files and directories are removed;
         - ``incoming/``: partial downloads are dropped (the service hands the work out again);
         - ``running/``: interrupted work becomes FAILED (``board_restarted``) and goes to
-          ``outgoing/`` (``supervisor.daemon.explain_interrupted`` then says how far it got); or, with ``rerun_interrupted``, back to ``ready/`` until
-          it was tried ``max_attempts`` times.
+          ``outgoing/`` (``supervisor.daemon.explain_interrupted`` then says how far it
+          got); or, with ``rerun_interrupted``, back to ``ready/`` until it was tried
+          ``max_attempts`` times.
         ``ready/`` and ``outgoing/`` are kept as they are (run, upload).
         """
         self.ensure()

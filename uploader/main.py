@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from pathlib import Path
 from typing import Any, Dict
 
 from cloudqueue.errors import (BadRequest, ConfigError, Conflict, NotFound, NotSupported,
@@ -119,7 +120,8 @@ class Uploader:
             return
         if meta.outcome == "CANCELLED":
             # the programs done before the stop are kept: uploaded as partial results
-            partial = bool(meta.has_results and meta.programs_done > 0 and results.exists())
+            partial = bool(meta.has_results and meta.programs_done > 0 and results.exists()
+                           and finish_partial(results, meta))
             answer = c.report_outcome(dev, meta.work_id, "CANCELLED",
                                       error_message=meta.error_message if partial else None,
                                       partial_results=True if partial else None,
@@ -129,7 +131,7 @@ class Uploader:
                 upload_file(answer["UploadUrl"], results,
                             what=f"partial results upload of {meta.work_id} (CANCELLED)")
             return
-        partial = bool(meta.has_results and results.exists())
+        partial = bool(meta.has_results and results.exists() and finish_partial(results, meta))
         answer = c.report_outcome(dev, meta.work_id, "FAILED",
                                   error_message=meta.error_message or "failed on the board",
                                   error_kind=meta.error_kind or "device_error",
@@ -150,18 +152,26 @@ def write_error_results(path, meta: WorkMeta) -> None:
                       error_message=meta.error_message or "failed on the board")
 
 
-def record_outcome(path, meta: WorkMeta) -> None:
+def finish_partial(path: Path, meta: WorkMeta) -> bool:
     """Make partial results record the outcome: a file whose writer died (an executor
-    crash, a deadline) still says RUNNING. One that cannot be opened is replaced by a file
-    holding only the outcome."""
+    killed for a deadline, a crash, a cancel that did not stop in time) still says RUNNING.
+    False when the file cannot be opened (cut in the middle of a write)."""
     from qickwork.results import record_interruption
     try:
         record_interruption(path, meta.outcome or "FAILED",
                             meta.error_kind or "device_error",
                             meta.error_message or "failed on the board")
     except OSError as exc:
-        log.warning("workload %s: its partial results cannot be read (%s); uploading the "
+        log.warning("workload %s: its partial results cannot be read (%s); reporting the "
                     "outcome alone", meta.work_id, exc)
+        return False
+    return True
+
+
+def record_outcome(path: Path, meta: WorkMeta) -> None:
+    """A stock service's results file records the outcome (``finish_partial``); one that
+    cannot be opened is replaced by a file holding only the outcome."""
+    if not finish_partial(path, meta):
         path.unlink()
         write_error_results(path, meta)
 

@@ -22,8 +22,10 @@ from tests.helpers import wait_for
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def make_workload(path: Path, programs: int = 1, reps: int = 1) -> Path:
-    """A small valid workload for the simulated zcu216-v2 board."""
+def make_workload(path: Path, programs: int = 1, reps: int = 1,
+                  last_reps: Optional[int] = None) -> Path:
+    """A small valid workload for the simulated zcu216-v2 board (``last_reps``: the last
+    program's, e.g. a long one after short ones)."""
     logging.getLogger("qick").setLevel(logging.ERROR)
     from executor.runner import open_board
     from qickwork.workload import entry_for, write_workload
@@ -31,7 +33,8 @@ def make_workload(path: Path, programs: int = 1, reps: int = 1) -> Path:
     board = open_board("simulated", "zcu216-v2", seed=1)
     entries = []
     for i in range(programs):
-        prog = SweepV2(board.soccfg, reps=reps, final_delay=1.0,
+        n = last_reps if last_reps is not None and i == programs - 1 else reps
+        prog = SweepV2(board.soccfg, reps=n, final_delay=1.0,
                        cfg={"freq": 100.0 + i, "ro_len": 0.5})
         entries.append(entry_for(prog, board.soccfg))
     write_workload(path, entries)

@@ -158,8 +158,19 @@ def test_recovery_finishes_a_half_written_results_file_with_how_far_it_got(tmp_p
         for i in range(programs):
             writer.add(i, acqtype="accumulated", seconds=0.1, avg=[np.zeros((1, 2))])
         writer.close()  # never finished: it still says RUNNING
+    # runs that ended, whose outcome the daemon died before filing: reported as they ended
+    for work_id, status in (("ended", "DONE"), ("refused", "FAILED")):
+        folder = spool.path("running", work_id)
+        folder.mkdir()
+        spool.write_meta("running", WorkMeta(work_id, attempts=1))
+        with ResultsWriter(folder / RESULTS, programs_total=2, work_id=work_id) as writer:
+            for i in range(2 if status == "DONE" else 0):
+                writer.add(i, acqtype="accumulated", seconds=0.1, avg=[np.zeros((1, 2))])
+            writer.finish(status, seconds=0.3, error_kind="invalid_workload" if
+                          status == "FAILED" else "", error_message="not gzip" if
+                          status == "FAILED" else "")
     report = spool.recover()
-    assert sorted(report["failed"]) == ["nothing", "partial", "torn"]
+    assert sorted(report["failed"]) == ["ended", "nothing", "partial", "refused", "torn"]
     for work_id in report["failed"]:
         explain_interrupted(spool, work_id)
 
@@ -177,6 +188,12 @@ def test_recovery_finishes_a_half_written_results_file_with_how_far_it_got(tmp_p
         assert meta.outcome == "FAILED" and not meta.has_results
         assert "restarted while this workload was running" in meta.error_message
         assert not (spool.path("outgoing", work_id) / RESULTS).exists()
+    meta = spool.read_meta("outgoing", "ended")
+    assert (meta.outcome, meta.error_kind, meta.has_results) == ("DONE", None, True)
+    assert (meta.programs_done, meta.programs_total) == (2, 2)
+    meta = spool.read_meta("outgoing", "refused")
+    assert (meta.outcome, meta.error_kind, meta.error_message, meta.has_results) == \
+        ("FAILED", "invalid_workload", "not gzip", False)
 
 
 def test_the_stock_upload_makes_partial_results_record_the_outcome(tmp_path):

@@ -161,3 +161,46 @@ def test_cancel_of_running_work_keeps_the_programs_already_done(board_factory, t
     assert [r.index for _, r in kept] == list(range(done))
     # the service took that file once: the board's work is in done/, counted as CANCELLED
     wait_for(lambda: board.status()["counts"]["CANCELLED"] == 1, 10, what="counted")
+
+
+def test_a_cancel_stopped_by_force_still_keeps_the_programs_done(board_factory, tmp_path):
+    """Regression: when the program running does not end within the grace period, the
+    executor is killed, and the programs done before it were thrown away. They are kept,
+    in a results file that records CANCELLED (not RUNNING, as its writer left it)."""
+    import h5py
+    from cloudqueue.transfer import download_file
+    board = board_factory(executor=dict(SLOW, grace_seconds="0.5")).start()
+    # two short programs, then one that runs far longer than the grace period
+    work_id = board.submit(make_workload(tmp_path / "w.gz", programs=3, reps=300,
+                                         last_reps=200000))
+    wait_for(lambda: (board.admin.get_workload(work_id).programs or (0, 0))[0] >= 2, 60,
+             what="the two short programs done")
+    board.admin.cancel_workload(work_id)
+    work = board.wait_terminal(work_id, 30)
+    assert work.WorkStatus == "CANCELLED" and work.WorkloadResultUrl, work
+    assert tuple(work.programs) == (2, 3)
+    assert "stopped by force after 2 of 3 programs" in work.ErrorMessage
+    wait_for(lambda: board.status()["children"]["executor"]["restarts"] == 1, 15,
+             what="the executor, stopped by force, started again")
+    download_file(work.WorkloadResultUrl, tmp_path / "r.h5")
+    with h5py.File(tmp_path / "r.h5") as f:
+        assert f.attrs["status"] == "CANCELLED" and f.attrs["error_kind"] == "cancelled"
+        assert "stopped by force" in f.attrs["error_message"]
+        assert sorted(f["data"].keys()) == ["0", "1"]
+    kept = list(WorkloadManager(None).read_results(tmp_path / "r.h5", partial=True))
+    assert [r.index for _, r in kept] == [0, 1]
+
+
+def test_the_real_board_default_off_the_rfsoc_says_which_setting_runs_a_simulated_one(
+        board_factory):
+    """The default is the real board: on a machine without it, the ERROR says so and names
+    the setting (not the runner's ``kind='simulated'``)."""
+    board = board_factory(executor={"board": "qick"},
+                          supervisor={"restart_max": "1", "restart_period_seconds": "60",
+                                      "restart_slow_seconds": "60"})
+    board.start(wait_ready=False)
+    status = wait_for(lambda: (lambda s: s if s["state"] == "ERROR" else None)(
+        board.status()), 30, what="the board to report ERROR")
+    assert "cannot open the real board (qick)" in status["reason"], status["reason"]
+    assert "set `[executor] board = simulated`" in status["reason"], status["reason"]
+    assert status["simulated"] is False

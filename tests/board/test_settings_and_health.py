@@ -34,6 +34,8 @@ def test_a_config_without_executor_section_means_the_real_board(tmp_path):
     ("[executor]\nboard = fpga\n", "use `qick`"),
     ("[supervisor]\nrestart_max = many\n", "`restart_max = many` is not valid"),
     ("[uploader]\nretry_forever = yes\n", "unknown key `retry_forever`"),
+    # regression: the daemon died with a ValueError traceback at start
+    ("[supervisor]\nrestart_max = 0\n", "restart_max must be at least 1"),
 ])
 def test_bad_settings_say_what_to_fix(tmp_path, text, words):
     path = tmp_path / "config"

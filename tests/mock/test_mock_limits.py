@@ -145,3 +145,65 @@ def test_cancel_of_a_mock_run_keeps_the_programs_done(queue_service_factory, tmp
     download_file(work.WorkloadResultUrl, tmp_path / "r.h5")
     kept = list(wm.read_results(tmp_path / "r.h5", partial=True))
     assert [r.index for _, r in kept] == list(range(done))
+
+
+def test_a_mock_cancel_stopped_by_force_still_keeps_the_programs_done(
+        queue_service_factory, tmp_path, monkeypatch):
+    """Regression: a cancelled run that did not stop within the grace period was killed
+    and the programs it had finished were thrown away. A worker of this process (its run
+    child is real) with no grace at all: the kill always comes, and the results file it
+    leaves (still RUNNING) is finished as CANCELLED and kept."""
+    import argparse
+    import threading
+
+    import h5py
+
+    from cloudqueue.auth import DeviceTokenAuth
+    from cloudqueue.client import QueueClient
+    from cloudqueue.transfer import download_file
+    from executor.boards import board_config
+    from mockboard import worker as mockworker
+
+    monkeypatch.setattr(mockworker, "CANCEL_GRACE_SECONDS", 0.0)
+    service = queue_service_factory()
+    world = World(service)
+    device = world.device("in-process-mock")
+    client = QueueClient(service.url, DeviceTokenAuth.for_endpoint(
+        service.root, device.client_id, device.secret), timeout=30)
+    args = argparse.Namespace(heartbeat=0.2, deadline_seconds=120.0, memory_mb=2048)
+    (tmp_path / "mock").mkdir()
+    mock = mockworker.MockWorker(client, device.id, tmp_path / "mock", args)
+    threads = [threading.Thread(target=mock.heartbeat_loop, daemon=True),
+               threading.Thread(target=mock.work_loop, daemon=True)]
+    for t in threads:
+        t.start()
+    try:
+        uc = user_client(service, world)
+        cfg = QickConfig(board_config("zcu216-v2"))
+        wm = WorkloadManager(cfg)
+        total = 200
+        for i in range(total):
+            wm.add(SweepV2(cfg, reps=1, final_delay=1.0, cfg={"freq": 150.0 + i}),
+                   rounds=2000)
+        wm.write(tmp_path / "many.json.gz")
+        work_id = uc.create_work(tmp_path / "many.json.gz", device.id)
+        wait_for(lambda: (uc.client.get_workload(work_id).programs or (0, 0))[0] >= 2, 60,
+                 interval=0.05, what="two programs done")
+        uc.cancel(work_id)
+        work = uc.wait_until_done(work_id, 0.1, False, timeout=30)
+        assert work.WorkStatus == "CANCELLED" and work.WorkloadResultUrl, work
+        done = work.programs[0]
+        assert 2 <= done < total
+        assert f"stopped by force after {done} of {total} programs" in work.ErrorMessage
+        download_file(work.WorkloadResultUrl, tmp_path / "r.h5")
+        with h5py.File(tmp_path / "r.h5") as f:
+            assert f.attrs["status"] == "CANCELLED"
+        kept = list(wm.read_results(tmp_path / "r.h5", partial=True))
+        # the program finished as the kill came may be in the file before its progress
+        # line was read: the file holds the programs done, perhaps one more
+        assert [r.index for _, r in kept] == list(range(len(kept)))
+        assert len(kept) in (done, done + 1)
+    finally:
+        mock.stop.set()
+        for t in threads:
+            t.join(10)
