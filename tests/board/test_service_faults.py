@@ -31,11 +31,10 @@ def test_cancel_of_ready_and_running_work_through_the_service_and_the_next_one_r
     _running(board, running)
     # READY at the service: cancelled at once, the board never gets it
     assert board.admin.cancel_workload(waiting).WorkStatus == "CANCELLED"
-    asked = time.monotonic()
     board.admin.cancel_workload(running)
     work = board.wait_terminal(running, 20)
     assert work.WorkStatus == "CANCELLED", work
-    assert time.monotonic() - asked < 10  # the whole workload would take far longer
+    assert (work.programs or (0, 3))[0] < 3  # stopped mid-run, not after the last program
     wait_for(lambda: board.status()["current"] is None, 10, what="the executor to stop")
     nxt = board.submit(make_workload(tmp_path / "next.gz"))
     assert board.wait_terminal(nxt, 30).WorkStatus == "DONE"
