@@ -165,6 +165,38 @@ def check_stock_model(body: Any, model: str) -> None:
         raise BadRequest("Invalid request body", kind=GATEWAY_MODEL)
 
 
+#: JSON nested deeper than this is refused (ours is at most a few levels; far deeper JSON
+#: would exhaust the parser's recursion and answer a 500)
+MAX_JSON_DEPTH = 32
+
+
+def _shallow(data: Any) -> bool:
+    """Whether ``data`` nests no deeper than ``MAX_JSON_DEPTH`` (walked level by level)."""
+    level = [data]
+    for _ in range(MAX_JSON_DEPTH):
+        level = [v for item in level if isinstance(item, (dict, list))
+                 for v in (item.values() if isinstance(item, dict) else item)]
+        if not level:
+            return True
+    return False
+
+
+def parse_json(raw: bytes | str, what: str = "the request body") -> Any:
+    """JSON from a client: 400 ``invalid_json`` when it is not JSON, not UTF-8, or nested
+    deeper than ``MAX_JSON_DEPTH``."""
+    try:
+        data = json.loads(raw)
+        deep = not _shallow(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"{what} is not valid JSON ({exc})", kind="invalid_json") from None
+    except RecursionError:
+        deep = True
+    if deep:
+        raise BadRequest(f"{what} is JSON nested more than {MAX_JSON_DEPTH} levels deep: "
+                         "send a flatter document", kind="invalid_json")
+    return data
+
+
 async def read_json(request: Request, *, allow_empty: bool = False,
                     model: str | None = None) -> dict[str, Any]:
     """The body as a JSON object; 400 ``invalid_json`` for anything else. ``model``: the
@@ -172,19 +204,15 @@ async def read_json(request: Request, *, allow_empty: bool = False,
     raw = await read_body(request, service(request).limits.max_json_bytes)
     if model is not None and service(request).limits.stock_protocol:
         try:
-            parsed = json.loads(raw) if raw.strip() else None
-        except (ValueError, UnicodeDecodeError):
+            parsed = parse_json(raw) if raw.strip() else None
+        except BadRequest:
             parsed = None
         check_stock_model(parsed, model)
     if not raw.strip():
         if allow_empty:
             return {}
         raise BadRequest("the request needs a JSON object body", kind="invalid_json")
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"the request body is not valid JSON ({exc})",
-                         kind="invalid_json") from None
+    data = parse_json(raw)
     if not isinstance(data, dict):
         raise BadRequest("the request body must be a JSON object", kind="invalid_json")
     return data
