@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 import dataclasses
 from collections import Counter
@@ -181,11 +182,31 @@ def _shallow(data: Any) -> bool:
     return False
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:30]} is out of range")
+    return value
+
+
+def _int64(text: str) -> int:
+    value = int(text)
+    if not -2 ** 63 <= value < 2 ** 63:
+        raise ValueError(f"the number {text[:30]}... is out of range")
+    return value
+
+
 def parse_json(raw: bytes | str, what: str = "the request body") -> Any:
-    """JSON from a client: 400 ``invalid_json`` when it is not JSON, not UTF-8, or nested
-    deeper than ``MAX_JSON_DEPTH``."""
+    """JSON from a client: 400 ``invalid_json`` when it is not JSON, not UTF-8, nested
+    deeper than ``MAX_JSON_DEPTH``, or holds a number that is not a finite double or a
+    64-bit integer (``NaN``, ``1e999``: stored, they would break every later answer)."""
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float,
+                          parse_int=_int64)
         deep = not _shallow(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"{what} is not valid JSON ({exc})", kind="invalid_json") from None
