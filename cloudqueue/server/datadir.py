@@ -6,6 +6,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from cloudqueue.cognito import OUR_SERVICE_CLIENT_ID, OUR_SERVICE_USER_POOL
 from cloudqueue.errors import ConfigError
@@ -69,7 +70,6 @@ class InitResult:
 def public_service_url(url: str) -> str:
     """A ``--public-url`` checked and normalized (no final ``/``); ConfigError when it is
     not an http(s) URL with a host."""
-    from urllib.parse import urlsplit
     try:
         parts = urlsplit(url.strip())
         parts.port  # noqa: B018  (raises ValueError for a bad port)

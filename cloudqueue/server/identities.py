@@ -218,6 +218,8 @@ class IdentityStore:
         user = self.user(r["user_id"])
         if user is None:
             raise AuthError("Invalid Refresh Token")
+        if user["disabled_at"] is not None:  # its tokens were deleted; one made since too
+            raise AuthError("User is disabled.")
         return user
 
     # -- devices -----------------------------------------------------------------------

@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, Response
 
 from cloudqueue.errors import AuthError, BadRequest, QueueError
 from cloudqueue.server.identities import check_password, password_fingerprint
+from cloudqueue.server.tokens import revoked
 from cloudqueue.server.web import (admin, call, field, json_ok, now_ms, read_body, read_json,
                                    service)
 
@@ -21,6 +22,7 @@ MIN_PASSWORD = 8
 MAX_PASSWORD = 256  # Cognito's limit
 SESSION_USED = "Invalid session for the user, session can only be used once."
 SESSION_EXPIRED = "Invalid session for the user, session is expired."
+DISABLED = "User is disabled."  # Cognito's words
 
 
 async def add_user(request: Request) -> Response:
@@ -130,8 +132,8 @@ def _initiate_auth(request: Request, body: dict) -> dict[str, Any]:
             raise CognitoError("InvalidParameterException", "REFRESH_TOKEN is required")
         try:
             user = svc.identities.by_refresh_token(token, now_ms())
-        except AuthError:
-            raise CognitoError("NotAuthorizedException", "Invalid Refresh Token") from None
+        except AuthError as exc:  # unknown, expired, or its user disabled
+            raise CognitoError("NotAuthorizedException", exc.message) from None
         return _auth_result(request, user, with_refresh=False)
     raise CognitoError("InvalidParameterException",
                        f"AuthFlow {flow!r} is not supported by qick-queue: use "
@@ -160,6 +162,11 @@ def _proposed_password(value: Any, name: str) -> str:
     return value
 
 
+def _require_enabled(user: dict) -> None:
+    if user["disabled_at"] is not None:
+        raise CognitoError("NotAuthorizedException", DISABLED)
+
+
 def _challenge_user(svc: Any, session: Any, username: Any) -> dict:
     """The user a NEW_PASSWORD_REQUIRED ``Session`` was issued to, if it is still unused."""
     try:
@@ -171,6 +178,7 @@ def _challenge_user(svc: Any, session: Any, username: Any) -> dict:
     user = svc.identities.user(claims["sub"])
     if user is None or username not in (user["email"], user["user_id"]):
         raise CognitoError("NotAuthorizedException", "the session is not this user's")
+    _require_enabled(user)  # disabled since the session was issued
     # bound to the password it was issued for: once that changed, the session is spent
     if not user["password_temporary"] or claims.get("pwh") != password_fingerprint(
             user["password_hash"]):
@@ -203,6 +211,9 @@ def _access_token_user(svc: Any, token: str) -> dict:
     if user is None:
         raise CognitoError("NotAuthorizedException",
                            "Invalid or expired Access Token: log in again")
+    _require_enabled(user)
+    if revoked(claims, user):  # issued before the user was disabled: log in again
+        raise CognitoError("NotAuthorizedException", "Access Token has been revoked")
     return user
 
 

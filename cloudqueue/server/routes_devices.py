@@ -192,9 +192,14 @@ async def report_work(request: Request) -> Response:
     svc = service(request)
     now = now_ms()
     await _touch(svc, device_id, now)
-    await call(svc.workloads.report, device_id, work_id, outcome=outcome, error_message=message,
-               error_kind=kind, partial=partial, sha256=sha, device_seconds=seconds,
-               programs_done=programs_done, now=now)
+    try:
+        await call(svc.workloads.report, device_id, work_id, outcome=outcome,
+                   error_message=message, error_kind=kind, partial=partial, sha256=sha,
+                   device_seconds=seconds, programs_done=programs_done, now=now)
+    except NotFound:
+        if svc.limits.stock_protocol:  # the stock handler's answer: 404, no body
+            return Response(status_code=404)
+        raise
     await svc.queue_changed(device_id, devices=False)
     return json_ok({"WorkId": work_id,
                     "UploadUrl": svc.presign(request, "PUT", f"results/{work_id}")})

@@ -13,8 +13,8 @@ from cloudqueue.models import WorkStatus, parse_time
 from cloudqueue.server import policy
 from cloudqueue.server import views
 from cloudqueue.server.identities import NO_DEVICE_HINT, Principal
-from cloudqueue.server.web import (Service, call, field, json_ok, now_ms, read_json,
-                                   service, sha256_field, stock_missing_item, user,
+from cloudqueue.server.web import (Service, call, field, json_ok, now_ms, parse_json,
+                                   read_json, service, sha256_field, stock_missing_item, user,
                                    wait_seconds)
 from cloudqueue.server.workloads import PageKey
 
@@ -57,12 +57,12 @@ def _page_key(raw: str | None) -> PageKey | None:
     if not raw:
         return None
     try:
-        data = json.loads(raw)
+        data = parse_json(raw, "ExclusiveStartKeyJson")
         created = parse_time(data["CreatedAt"])
         work_id = data["WorkId"]
         if created is None or not isinstance(work_id, str):
             raise ValueError("empty")
-    except (ValueError, KeyError, TypeError):
+    except (BadRequest, ValueError, KeyError, TypeError):
         raise BadRequest("ExclusiveStartKeyJson must be the LastEvaluatedKey of the previous "
                          "page, unchanged") from None
     return PageKey(round(created.timestamp() * 1000), work_id)

@@ -105,7 +105,8 @@ def workload_detail(svc: Service, request: Request, row: Row, active: list[Row],
     }
     if row["has_workload"]:
         body["WorkloadUrl"] = svc.presign(request, "GET", f"workloads/{row['work_id']}")
-    if row["has_result"]:
+    if row["has_result"] or svc.limits.stock_protocol:
+        # the stock service shows it in every state (a 404 until the results exist)
         body["WorkloadResultUrl"] = svc.presign(request, "GET", f"results/{row['work_id']}")
     body.update({
         "DeviceId": row["device_id"],

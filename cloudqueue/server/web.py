@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 import dataclasses
 from collections import Counter
@@ -165,6 +166,58 @@ def check_stock_model(body: Any, model: str) -> None:
         raise BadRequest("Invalid request body", kind=GATEWAY_MODEL)
 
 
+#: JSON nested deeper than this is refused (ours is at most a few levels; far deeper JSON
+#: would exhaust the parser's recursion and answer a 500)
+MAX_JSON_DEPTH = 32
+
+
+def _shallow(data: Any) -> bool:
+    """Whether ``data`` nests no deeper than ``MAX_JSON_DEPTH`` (walked level by level)."""
+    level = [data]
+    for _ in range(MAX_JSON_DEPTH):
+        level = [v for item in level if isinstance(item, (dict, list))
+                 for v in (item.values() if isinstance(item, dict) else item)]
+        if not level:
+            return True
+    return False
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:30]} is out of range")
+    return value
+
+
+def _int64(text: str) -> int:
+    value = int(text)
+    if not -2 ** 63 <= value < 2 ** 63:
+        raise ValueError(f"the number {text[:30]}... is out of range")
+    return value
+
+
+def parse_json(raw: bytes | str, what: str = "the request body") -> Any:
+    """JSON from a client: 400 ``invalid_json`` when it is not JSON, not UTF-8, nested
+    deeper than ``MAX_JSON_DEPTH``, or holds a number that is not a finite double or a
+    64-bit integer (``NaN``, ``1e999``: stored, they would break every later answer)."""
+    try:
+        data = json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float,
+                          parse_int=_int64)
+        deep = not _shallow(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"{what} is not valid JSON ({exc})", kind="invalid_json") from None
+    except RecursionError:
+        deep = True
+    if deep:
+        raise BadRequest(f"{what} is JSON nested more than {MAX_JSON_DEPTH} levels deep: "
+                         "send a flatter document", kind="invalid_json")
+    return data
+
+
 async def read_json(request: Request, *, allow_empty: bool = False,
                     model: str | None = None) -> dict[str, Any]:
     """The body as a JSON object; 400 ``invalid_json`` for anything else. ``model``: the
@@ -172,19 +225,15 @@ async def read_json(request: Request, *, allow_empty: bool = False,
     raw = await read_body(request, service(request).limits.max_json_bytes)
     if model is not None and service(request).limits.stock_protocol:
         try:
-            parsed = json.loads(raw) if raw.strip() else None
-        except (ValueError, UnicodeDecodeError):
+            parsed = parse_json(raw) if raw.strip() else None
+        except BadRequest:
             parsed = None
         check_stock_model(parsed, model)
     if not raw.strip():
         if allow_empty:
             return {}
         raise BadRequest("the request needs a JSON object body", kind="invalid_json")
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"the request body is not valid JSON ({exc})",
-                         kind="invalid_json") from None
+    data = parse_json(raw)
     if not isinstance(data, dict):
         raise BadRequest("the request body must be a JSON object", kind="invalid_json")
     return data

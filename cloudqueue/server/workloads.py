@@ -179,9 +179,18 @@ class WorkloadStore:
                                      (work_id,)).fetchone())
 
     def check_results_upload(self, work_id: str) -> Row:
-        row = self.get(work_id)
+        """The workload a results file may be uploaded for (else NotFound / Conflict):
+        one that takes results now, of a device that still exists (the upload URL of a
+        deleted device's board is refused, as its credentials are)."""
+        with self.db.reading() as conn:
+            row = _row(conn.execute("SELECT w.*, d.device_id IS NOT NULL AS device_exists "
+                                    "FROM workloads w LEFT JOIN devices d "
+                                    "ON d.device_id = w.device_id WHERE w.work_id = ?",
+                                    (work_id,)).fetchone())
         if row is None:
             raise NotFound(f"no workload {work_id}")
+        if not row.pop("device_exists"):
+            raise Conflict(f"workload {work_id}'s device was deleted: it takes no results")
         if not policy.takes_results(row):
             raise Conflict(f"workload {work_id} is {row['status']}: it takes no results")
         return row

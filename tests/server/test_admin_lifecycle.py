@@ -288,6 +288,30 @@ def test_a_deleted_device_keeps_its_finished_work_readable(world: World):
     assert_error(bob.get(f"/workloads/{work_id}"), 404)  # still only its owner's
 
 
+def test_a_deleted_device_uploads_no_results_with_an_url_it_had(world: World):
+    """The upload URL a board got before its device was deleted is refused: the work
+    cancelled by the delete takes no results, and finished work is not replaced."""
+    device = world.device("gone")
+    alice, _ = world.user()
+    finished = submit(alice, device.id)
+    assert device.next_work().json()["WorkId"] == finished
+    assert put_file(device.report(finished).json()["UploadUrl"], b"first").status_code == 200
+    running = submit(alice, device.id)
+    assert device.next_work().json()["WorkId"] == running
+    replace_url = device.report(finished).json()["UploadUrl"]
+    partial_url = device.report(running, {"Outcome": "CANCELLED",
+                                          "PartialResults": True}).json()["UploadUrl"]
+    deleted = world.admin.call("DELETE", f"/devices/{device.id}",
+                               params={"CancelWork": "true"})
+    assert deleted.status_code == 200 and deleted.json()["CancelledWork"] == [running]
+    assert_error(put_file(partial_url, b"late"), 409, "conflict")
+    assert_error(put_file(replace_url, b"second"), 409, "conflict")
+    cancelled = status(alice, running)
+    assert cancelled["WorkStatus"] == "CANCELLED" and "WorkloadResultUrl" not in cancelled
+    done = status(alice, finished)
+    assert requests.get(done["WorkloadResultUrl"], timeout=10).content == b"first"
+
+
 def test_hostile_input_gets_4xx_with_error_kind(world: World):
     admin = world.admin
     alice, _ = world.user()

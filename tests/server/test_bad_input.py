@@ -171,3 +171,49 @@ def test_an_unknown_path_says_to_check_api_endpoint(world: World):
     """A wrong api_endpoint (a missing or extra prefix) is the usual cause of a 404 on a path."""
     body = assert_error(world.admin.get("/dev/workloads"), 404, "not_found")
     assert "api_endpoint" in body["ErrorMessage"] and "/dev/workloads" in body["ErrorMessage"]
+
+
+def test_deeply_nested_json_is_400_not_500(world: World):
+    """JSON nested past the parser's recursion limit (well within the size limit) is a
+    plain bad request on every JSON path: bodies, the Cognito endpoint, the page key."""
+    device = world.device()
+    user, _ = world.user()
+    raw = {"headers": {"Content-Type": "application/json"}}
+    for deep in ("[" * 20000 + "]" * 20000, '{"a":' * 5000 + "1" + "}" * 5000,
+                 '{"Health": ' + '{"a": ' * 40 + "1" + "}" * 40 + "}"):
+        body = deep.encode()
+        assert_error(user.post("/workloads", data=body, **raw), 400, "invalid_json")
+        assert_error(user.post("/api-keys", data=body, **raw), 400, "invalid_json")
+        assert_error(world.admin.call("PATCH", f"/devices/{device.id}", data=body, **raw),
+                     400, "invalid_json")
+        assert_error(device.api.put(f"/devices/{device.id}", data=body, **raw), 400,
+                     "invalid_json")
+        login = requests.post(world.service.root + "/", data=body, timeout=30, headers={
+            "X-Amz-Target": "AWSCognitoIdentityProviderService.InitiateAuth"})
+        assert login.status_code == 400, login.text
+        assert login.json()["__type"] == "SerializationException"
+    page = user.get("/workloads", params={"ExclusiveStartKeyJson": "[" * 3000})
+    assert_error(page, 400, "bad_request")
+    assert device.heartbeat().status_code == 200  # the service is fine
+
+
+def test_numbers_json_cannot_carry_are_400_and_break_no_later_answer(world: World):
+    """NaN, Infinity and numbers out of range were stored and then failed every later
+    answer that showed them (a 500 on the workload, on the device for admins)."""
+    device = world.device()
+    user, _ = world.user()
+    work_id = submit(user, device.id)
+    assert device.next_work().json()["WorkId"] == work_id
+    raw = {"headers": {"Content-Type": "application/json"}}
+    for number in ("NaN", "Infinity", "-Infinity", "1e999", "1" + "0" * 400):
+        report = device.api.put(f"/devices/{device.id}/workloads/{work_id}",
+                                data=f'{{"DeviceSeconds": {number}}}', **raw)
+        assert_error(report, 400, "invalid_json")
+        beat = device.api.put(f"/devices/{device.id}", data=(
+            '{"DeviceStatus": "ONLINE", "DeviceConfigurationFileExtension": "json", '
+            f'"Health": {{"x": {number}}}}}'), **raw)
+        assert_error(beat, 400, "invalid_json")
+    assert status(user, work_id)["WorkStatus"] == "EXECUTING"
+    assert world.admin.get(f"/devices/{device.id}").status_code == 200
+    fine = device.report(work_id, {"DeviceSeconds": 1.5e3, "ProgramsDone": 2 ** 62})
+    assert fine.status_code == 200, fine.text

@@ -160,3 +160,27 @@ def test_change_password_refusals(world: World):
     # nothing changed, and the refresh token still lives
     assert "AuthenticationResult" in password_auth(root, email, "first-password-1").json()
     assert refresh(root, tokens["RefreshToken"]).status_code == 200
+
+
+def test_a_disabled_user_changes_no_password_and_answers_no_challenge(world: World):
+    """Disabling is checked on the Cognito paths too: ChangePassword with a token from
+    before the disable (also once enabled again: that token stays revoked), and a challenge
+    Session issued before the disable."""
+    root = world.service.root
+    email, tokens = first_login(world)
+    pending, temporary = new_user(world)
+    session = password_auth(root, pending, temporary).json()["Session"]
+    for who in (email, pending):
+        assert world.admin.post(f"/users/{who}/disable").status_code == 200
+    message = cognito_error(change(root, tokens["AccessToken"], "first-password-1",
+                                   "second-password-2"), "NotAuthorizedException")
+    assert message == "User is disabled."
+    assert cognito_error(answer(root, pending, session, "first-password-1"),
+                         "NotAuthorizedException") == "User is disabled."
+    assert world.admin.post(f"/users/{email}/enable").status_code == 200
+    message = cognito_error(change(root, tokens["AccessToken"], "first-password-1",
+                                   "second-password-2"), "NotAuthorizedException")
+    assert message == "Access Token has been revoked"
+    # neither password changed: the old one still logs in, the new one does not
+    assert password_auth(root, email, "first-password-1").status_code == 200
+    cognito_error(password_auth(root, email, "second-password-2"), "NotAuthorizedException")

@@ -51,10 +51,15 @@ def make_v2_store(data: Path, admin_key: str, admin_email: str) -> dict:
     conn.execute("INSERT INTO devices (device_id, name, client_id, secret_hash, created_at) "
                  "VALUES (?, 'old-board', 'oldclient', ?, ?)",
                  (ids["device"], sha256_hex(DEVICE_SECRET), now))
-    conn.execute("INSERT INTO workloads (work_id, device_id, account_id, priority, status, "
-                 "created_at, finished_at, has_workload) "
-                 "VALUES (?, ?, ?, 'LOW', 'DONE', ?, ?, 1)",
+    # before version 3, user_given_name held the workload's own name
+    conn.execute("INSERT INTO workloads (work_id, device_id, account_id, user_given_name, "
+                 "priority, status, created_at, finished_at, has_workload) "
+                 "VALUES (?, ?, ?, 'sweep-7', 'LOW', 'DONE', ?, ?, 1)",
                  (ids["work"], ids["device"], ids["user"], now, now))
+    ids["ready"] = str(uuid.uuid4())
+    conn.execute("INSERT INTO workloads (work_id, device_id, account_id, priority, status, "
+                 "created_at, ready_at, has_workload) VALUES (?, ?, ?, 'HIGH', 'READY', ?, ?, 1)",
+                 (ids["ready"], ids["device"], ids["user"], now, now))
     conn.close()
     return ids
 
@@ -74,7 +79,16 @@ def test_a_version_2_store_upgrades_in_place_with_nothing_lost(tmp_path: Path):
         assert set(users) == {service.admin_email, "old@lab.test"}
         assert users["old@lab.test"]["Disabled"] is False
         assert users["old@lab.test"]["FullName"] == "Old Timer"
-        assert status(user, ids["work"])["WorkStatus"] == "DONE"
+        done = status(user, ids["work"])
+        assert done["WorkStatus"] == "DONE"
+        # 2 -> 3: the workload's name moved to WorkloadName, UserGivenName is the submitter's
+        assert (done["WorkloadName"], done["UserGivenName"]) == ("sweep-7", "Old Timer")
+        listed = {w["WorkId"]: w for w in user.get("/workloads").json()["Items"]}
+        assert listed[ids["work"]]["WorkloadName"] == "sweep-7"
+        assert listed[ids["ready"]]["UserGivenName"] == "Old Timer"
+        # 4 -> 5: work queued before has no estimate of its own, and is first in line
+        ready = status(user, ids["ready"])
+        assert ready["QueuePosition"] == 1 and "EstimatedSeconds" not in ready
         assert Api(url, old_jwt).get("/devices").status_code == 200
         keys = user.get("/api-keys").json()
         assert len(keys) == 1 and len(keys[0]["KeyId"]) == 16 and keys[0]["Label"] is None

@@ -105,6 +105,37 @@ def test_unknown_ids_answer_the_stock_handlers_500(stock):
                         "undefined."})
 
 
+def test_the_results_url_is_there_in_every_state_as_on_the_stock_service(stock):
+    user, _ = stock.user()
+    device = stock.device()
+    work_id = submit(user, device.id)
+    ready = user.get(f"/workloads/{work_id}").json()
+    assert ready["WorkStatus"] == "READY"
+    assert requests.get(ready["WorkloadResultUrl"], timeout=10).status_code == 404
+    assert device.next_work().json()["WorkId"] == work_id
+    upload = device.report(work_id).json()["UploadUrl"]
+    assert requests.put(upload, data=b"results", timeout=10).status_code == 200
+    done = user.get(f"/workloads/{work_id}").json()
+    assert done["WorkStatus"] == "DONE"
+    assert requests.get(done["WorkloadResultUrl"], timeout=10).content == b"results"
+
+
+def test_reporting_work_not_on_the_device_is_404_with_an_empty_body(stock):
+    user, _ = stock.user()
+    mine, other = stock.device(), stock.device()
+    work_id = submit(user, other.id)
+    for unknown in (work_id, str(uuid.uuid4())):
+        answer = mine.report(unknown)
+        assert (answer.status_code, answer.content) == (404, b"")
+
+
+def test_our_own_service_shows_the_results_url_once_results_exist(queue_service):
+    world = World(queue_service)
+    user, _ = world.user()
+    work_id = submit(user, world.device().id)
+    assert "WorkloadResultUrl" not in user.get(f"/workloads/{work_id}").json()
+
+
 def test_our_own_service_answers_404_for_unknown_ids(queue_service):
     user, _ = World(queue_service).user()
     assert_error(user.get(f"/workloads/{uuid.uuid4()}"), 404, "not_found")
