@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import pytest
 
-#: the real boards' soccfg dumps (reference data, see its README); CI has it beside the repo
-REFERENCE = Path(os.environ.get("QICK_REFERENCE_SOCCFG")
-                 or Path(__file__).resolve().parents[2].parent / "shared" / "reference"
-                 / "soccfg")
+from tests.helpers import reference_soccfg
+
 TPROC_V1 = "soccfg_houcklab_zcu216_tprocv1.json"
 
 
@@ -35,7 +32,4 @@ def home(tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture
 def tproc_v1_soccfg() -> Path:
-    path = REFERENCE / TPROC_V1
-    if not path.exists():
-        pytest.skip(f"reference soccfg {path} not present (set QICK_REFERENCE_SOCCFG)")
-    return path
+    return reference_soccfg(TPROC_V1)

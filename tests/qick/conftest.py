@@ -7,8 +7,7 @@ import pytest
 
 from executor.boards import zcu216_v1, zcu216_v2
 from executor.simboard import Resonator, SimulatedSoc
-
-REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "soccfg"
+from tests.helpers import reference_soccfg
 
 
 @pytest.fixture(autouse=True)
@@ -28,7 +27,4 @@ def soc1() -> SimulatedSoc:
 
 
 def reference(name: str) -> Path:
-    path = REFERENCE / name
-    if not path.exists():
-        pytest.skip(f"reference soccfg {path} not present")
-    return path
+    return reference_soccfg(name)
