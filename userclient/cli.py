@@ -176,6 +176,7 @@ def cmd_configure(args: argparse.Namespace) -> int:
         user["api_key"] = key
     if not service.get("api_endpoint"):
         raise UsageError("give --api-endpoint (the queue's API URL) at least once")
+    refuse_unwritable("--config", target)
     checked = None
     if not args.no_check:
         from userclient.configcheck import check_service
@@ -293,6 +294,14 @@ def check_board_paths(args: argparse.Namespace) -> None:
                          "files; no device was created")
 
 
+def refuse_unwritable(flag: str, path: str | os.PathLike) -> None:
+    """A file the command will write, checked before anything is asked of the service (so
+    a typo in a path is one line, exit 2, not a traceback after the work is done)."""
+    problem = cannot_write(path)
+    if problem:
+        raise UsageError(f"{flag} {path}: {problem}; nothing was written")
+
+
 def warn_loopback(config_text: str) -> None:
     """Warn (not fatal: a board on this machine is fine) when a board's config would
     point at a loopback address, which a board on another machine cannot reach."""
@@ -335,6 +344,8 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 
 def cmd_device(args: argparse.Namespace) -> int:
+    if args.save_soccfg:
+        refuse_unwritable("--save-soccfg", args.save_soccfg)
     client = make_client(args)
     device = client.get_device(args.device_id)
     if args.save_soccfg:
@@ -436,6 +447,7 @@ def cmd_wait(args: argparse.Namespace) -> int:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
+    refuse_unwritable("--output", args.output)
     done = make_client(args).download_results(args.work_id, args.output)
     try:
         summary = summarize(done.path)
