@@ -407,7 +407,7 @@ def check_submission(client: UserClient, args: argparse.Namespace) -> None:
     from userclient.precheck import check_before_submit
     try:
         checked = check_before_submit(client, args.file, args.device)
-    except errors.BadRequest as exc:
+    except (errors.BadRequest, errors.ConfigError) as exc:
         if exc.kind == "no_such_file":
             raise
         raise UsageError(f"{exc.message}. Nothing was submitted (--force queues it anyway)",
