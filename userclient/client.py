@@ -402,7 +402,12 @@ class UserClient:
             if on_progress is not None:
                 on_progress(work)
 
-        return self.final_status(self._wait(work_id, interval, timeout, answered))
+        work = self._wait(work_id, interval, timeout, answered)
+        final = self.final_status(work)
+        if progress and final is not work:  # a stock service's DONE, FAILED in the file
+            self._write(f"workload is {final.WorkStatus}: {final.ErrorMessage} (recorded in "
+                        f"its results file)\n")
+        return final
 
     def _wait(self, work_id: str, poll_interval: float, timeout: float | None,
               on_answer: Callable[[Workload], Any]) -> Workload:
