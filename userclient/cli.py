@@ -166,8 +166,9 @@ def cmd_configure(args: argparse.Namespace) -> int:
     if args.username is not None:
         user["username"] = args.username
     key = None
-    if args.api_key_stdin:
-        key = sys.stdin.readline().strip()
+    if args.api_key_stdin:  # on a terminal: asked without echo, as a password
+        key = (getpass.getpass("API key: ") if sys.stdin.isatty()
+               else sys.stdin.readline()).strip()
         if not key:
             raise UsageError("--api-key-stdin: nothing was read from stdin")
     elif os.environ.get("QICK_API_KEY"):
@@ -547,7 +548,8 @@ def build_parser() -> argparse.ArgumentParser:
                 "clientid", "region", "username"):
         p.add_argument("--" + key.replace("_", "-"), dest=key)
     p.add_argument("--api-key-stdin", action="store_true",
-                   help="read your API key from stdin (or set QICK_API_KEY); never an argument")
+                   help="read your API key from stdin, asked without echo on a terminal (or "
+                        "set QICK_API_KEY); never an argument")
     p.add_argument("--no-check", action="store_true",
                    help="write without checking the URL and the key against the service "
                         "(offline setup)")

@@ -144,3 +144,16 @@ def test_an_unwritable_output_path_is_one_line_and_exit_2(tmp_path, command, whe
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert f"{target}: " in done.stderr and "nothing was written" in done.stderr
     assert (tmp_path / "a-file").read_text() == ""
+
+
+def test_configure_asks_for_the_api_key_without_echo_on_a_terminal(tmp_path):
+    """Regression: ``--api-key-stdin`` on a terminal read the key as a line, echoed on the
+    screen (and in the scrollback)."""
+    from tests.client.test_login import on_terminal
+    conf = tmp_path / "qick.conf"
+    code, out = on_terminal(["configure", "--config", str(conf), "--api-endpoint",
+                             "http://q:8080/dev", "--api-key-stdin", "--no-check"],
+                            [(b"API key: ", "qk_typed_secret")])
+    assert code == 0, out
+    assert b"qk_typed_secret" not in out
+    assert load_config(conf).get("user", "api_key") == "qk_typed_secret"
