@@ -251,7 +251,7 @@ class UserClient:
     # --- devices ------------------------------------------------------------------------
     def get_devices(self) -> list[dict]:
         """Every device, as the service's JSON (the original's return)."""
-        return plain(self.client.list_devices())
+        return self.client.list_devices_json()
 
     def list_devices(self) -> list[Device]:
         return self.client.list_devices()
