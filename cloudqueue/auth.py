@@ -26,6 +26,7 @@ from typing import Callable
 
 import requests
 
+from cloudqueue.cognito import PasswordLogin, regional_endpoint
 from cloudqueue.config import Config, write_private
 from cloudqueue.errors import AuthError, ConfigError, ServiceUnavailable
 
@@ -348,8 +349,7 @@ class CognitoUserAuth(Auth):
             self._call(cognito.new_password_challenge, password, self._new_password())
         self._remember(cognito)
 
-    def _password_login(self):
-        from cloudqueue.cognito import PasswordLogin, regional_endpoint
+    def _password_login(self) -> PasswordLogin:
         url = self.endpoint_url or regional_endpoint(self.user_pool_id, self.region)
         return PasswordLogin(url.rstrip("/") + "/", self.client_id, self.username)
 

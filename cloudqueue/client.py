@@ -243,8 +243,12 @@ class QueueClient:
 
     # --- users --------------------------------------------------------------------------
     def list_devices(self) -> list[Device]:
-        body = self._call("GET", ("devices",), what="list devices") or []
-        return [Device.from_json(d) for d in body]
+        return [Device.from_json(d) for d in self.list_devices_json()]
+
+    def list_devices_json(self) -> list[dict]:
+        """``GET /devices`` as the service answered it (a new device's ``LastRefreshed: 0``
+        included): what the original ``get_devices`` returns."""
+        return self._call("GET", ("devices",), what="list devices") or []
 
     def missing_on_stock(self, error: QueueError) -> bool:
         """Whether ``error`` is how a stock service says an id has no item (its handler's

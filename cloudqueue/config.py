@@ -19,9 +19,11 @@ names the file and the key, so the message says exactly what to add where.
 from __future__ import annotations
 
 import configparser
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from cloudqueue.errors import ConfigError
 
@@ -179,9 +181,6 @@ def exposed_secret(config: Config) -> str | None:
 def loopback_host(url: str | None) -> str | None:
     """The host of ``url`` when it is a loopback address (127.x, ::1, localhost), else None:
     a board on another machine cannot reach a service there."""
-    import ipaddress
-    from urllib.parse import urlsplit
-
     try:
         host = urlsplit(url or "").hostname
     except ValueError:

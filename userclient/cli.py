@@ -166,8 +166,9 @@ def cmd_configure(args: argparse.Namespace) -> int:
     if args.username is not None:
         user["username"] = args.username
     key = None
-    if args.api_key_stdin:
-        key = sys.stdin.readline().strip()
+    if args.api_key_stdin:  # on a terminal: asked without echo, as a password
+        key = (getpass.getpass("API key: ") if sys.stdin.isatty()
+               else sys.stdin.readline()).strip()
         if not key:
             raise UsageError("--api-key-stdin: nothing was read from stdin")
     elif os.environ.get("QICK_API_KEY"):
@@ -176,6 +177,7 @@ def cmd_configure(args: argparse.Namespace) -> int:
         user["api_key"] = key
     if not service.get("api_endpoint"):
         raise UsageError("give --api-endpoint (the queue's API URL) at least once")
+    refuse_unwritable("--config", target)
     checked = None
     if not args.no_check:
         from userclient.configcheck import check_service
@@ -293,6 +295,14 @@ def check_board_paths(args: argparse.Namespace) -> None:
                          "files; no device was created")
 
 
+def refuse_unwritable(flag: str, path: str | os.PathLike) -> None:
+    """A file the command will write, checked before anything is asked of the service (so
+    a typo in a path is one line, exit 2, not a traceback after the work is done)."""
+    problem = cannot_write(path)
+    if problem:
+        raise UsageError(f"{flag} {path}: {problem}; nothing was written")
+
+
 def warn_loopback(config_text: str) -> None:
     """Warn (not fatal: a board on this machine is fine) when a board's config would
     point at a loopback address, which a board on another machine cannot reach."""
@@ -335,6 +345,8 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
 
 def cmd_device(args: argparse.Namespace) -> int:
+    if args.save_soccfg:
+        refuse_unwritable("--save-soccfg", args.save_soccfg)
     client = make_client(args)
     device = client.get_device(args.device_id)
     if args.save_soccfg:
@@ -396,7 +408,7 @@ def check_submission(client: UserClient, args: argparse.Namespace) -> None:
     from userclient.precheck import check_before_submit
     try:
         checked = check_before_submit(client, args.file, args.device)
-    except errors.BadRequest as exc:
+    except (errors.BadRequest, errors.ConfigError) as exc:
         if exc.kind == "no_such_file":
             raise
         raise UsageError(f"{exc.message}. Nothing was submitted (--force queues it anyway)",
@@ -436,6 +448,7 @@ def cmd_wait(args: argparse.Namespace) -> int:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
+    refuse_unwritable("--output", args.output)
     done = make_client(args).download_results(args.work_id, args.output)
     try:
         summary = summarize(done.path)
@@ -535,7 +548,8 @@ def build_parser() -> argparse.ArgumentParser:
                 "clientid", "region", "username"):
         p.add_argument("--" + key.replace("_", "-"), dest=key)
     p.add_argument("--api-key-stdin", action="store_true",
-                   help="read your API key from stdin (or set QICK_API_KEY); never an argument")
+                   help="read your API key from stdin, asked without echo on a terminal (or "
+                        "set QICK_API_KEY); never an argument")
     p.add_argument("--no-check", action="store_true",
                    help="write without checking the URL and the key against the service "
                         "(offline setup)")

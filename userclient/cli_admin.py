@@ -5,12 +5,11 @@ a one-time secret is printed (or written) before anything else can fail."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from cloudqueue.config import render_ini, write_private
+from cloudqueue.config import cannot_write, render_ini, write_private
 from userclient import cli
 from userclient.display import table
 
@@ -83,19 +82,13 @@ def cmd_revoke_api_key(args: argparse.Namespace) -> int:
 
 
 def check_writable(path: str) -> Path:
-    """The path a secret will be written to, checked before the secret exists: UsageError
-    when it is a folder or its nearest existing folder cannot be written."""
-    target = Path(path).expanduser()
-    if target.is_dir():
-        raise cli.UsageError(f"{path} is a folder: give a file name for the credentials")
-    folder = target.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK) or (
-            target.exists() and not os.access(target, os.W_OK)):
-        raise cli.UsageError(f"cannot write {path} (no permission in {folder}): choose "
-                             "another --credentials-out; nothing was changed")
-    return target
+    """The path a secret will be written to, checked before the secret exists
+    (``cloudqueue.config.cannot_write``): UsageError saying why it cannot be written."""
+    problem = cannot_write(path)
+    if problem:
+        raise cli.UsageError(f"--credentials-out {path}: {problem}; choose another file: "
+                             "nothing was changed")
+    return Path(path).expanduser()
 
 
 def cmd_rotate_secret(args: argparse.Namespace) -> int:

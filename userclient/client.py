@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import getpass
 import hashlib
+import json
 import os
 import shutil
 import sys
@@ -32,6 +33,7 @@ from cloudqueue.errors import (BadRequest, ConfigError, Conflict, NotFound, Queu
                                ServiceUnavailable)
 from cloudqueue.models import Device, Priority, Workload, WorkStatus
 from cloudqueue.transfer import Transferred, download_file, fetch_json, upload_file
+from userclient.display import plain
 
 
 class WaitTimeout(QueueError):
@@ -249,8 +251,7 @@ class UserClient:
     # --- devices ------------------------------------------------------------------------
     def get_devices(self) -> list[dict]:
         """Every device, as the service's JSON (the original's return)."""
-        from userclient.display import plain
-        return plain(self.client.list_devices())
+        return self.client.list_devices_json()
 
     def list_devices(self) -> list[Device]:
         return self.client.list_devices()
@@ -274,7 +275,6 @@ class UserClient:
             raise QueueError(f"the configuration of device {device_id} is not a JSON object",
                              kind="invalid_json")
         if save_to is not None:
-            import json
             write_private(save_to, json.dumps(soccfg, indent=1), mode=0o644)
         return soccfg
 
@@ -347,7 +347,6 @@ class UserClient:
     def get_work(self, work_id: str) -> dict:
         """The workload as the service's JSON (the original's return); ``status`` gives
         it typed."""
-        from userclient.display import plain
         return plain(self.client.get_workload(work_id))
 
     def status(self, work_id: str) -> Workload:
@@ -402,7 +401,12 @@ class UserClient:
             if on_progress is not None:
                 on_progress(work)
 
-        return self.final_status(self._wait(work_id, interval, timeout, answered))
+        work = self._wait(work_id, interval, timeout, answered)
+        final = self.final_status(work)
+        if progress and final is not work:  # a stock service's DONE, FAILED in the file
+            self._write(f"workload is {final.WorkStatus}: {final.ErrorMessage} (recorded in "
+                        f"its results file)\n")
+        return final
 
     def _wait(self, work_id: str, poll_interval: float, timeout: float | None,
               on_answer: Callable[[Workload], Any]) -> Workload:

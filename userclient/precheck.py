@@ -22,7 +22,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from cloudqueue.errors import BadRequest
+from cloudqueue.errors import BadRequest, ConfigError
 
 #: the first bytes of every HDF5 file (a results file, not a workload)
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -37,10 +37,21 @@ class SubmitCheck:
     warnings: list[str] = field(default_factory=list)
 
 
+def missing_dependency(exc: ImportError) -> ConfigError:
+    """Reading a workload file needs ``qickwork`` (numpy, h5py), which a base install
+    (``UserClient`` alone) lacks: say what to install instead of a traceback."""
+    return ConfigError(f"reading a workload file needs numpy and h5py ({exc}): pip install "
+                       "'qick-queue[user]'", kind="missing_dependency")
+
+
 def read_entries(path: str | os.PathLike) -> list[Any]:
     """The programs of a workload file, checked as the board checks them; ``BadRequest``
-    (kind ``no_such_file``, ``invalid_workload``, ``too_large``) saying what the file is."""
-    from qickwork import WorkloadError, read_workload
+    (kind ``no_such_file``, ``invalid_workload``, ``too_large``) saying what the file is,
+    ``ConfigError`` (kind ``missing_dependency``) without numpy and h5py."""
+    try:
+        from qickwork import WorkloadError, read_workload
+    except ImportError as exc:
+        raise missing_dependency(exc) from None
 
     if not os.path.isfile(path):
         raise BadRequest(f"{path}: no such workload file", kind="no_such_file")
@@ -65,10 +76,10 @@ def check_before_submit(client: Any, path: str | os.PathLike, device_id: str) ->
     ``client`` is a ``UserClient``. Raises ``BadRequest`` (kinds ``invalid_workload``,
     ``firmware_mismatch``, ``too_large``) when the board would refuse the workload, and
     what ``UserClient.get_device`` raises (``NotFound`` for an unknown device)."""
+    entries = read_entries(path)
     from qickwork import Limits, WorkloadError, check_firmware, check_workload
     from qickwork.firmware import describe
 
-    entries = read_entries(path)
     device = client.get_device(device_id)
     if not device.DeviceConfigurationUrl:
         return SubmitCheck(len(entries), None, [

@@ -125,6 +125,9 @@ def test_rotate_secret_writes_new_credentials_and_ends_the_old_ones(lab, tmp_pat
     refused = run(lab["admin"], "rotate-secret", device_id, "--credentials-out",
                   str(blocked / "credentials"))
     assert refused.returncode == 2 and "nothing was changed" in refused.stderr
+    assert "is not a directory" in refused.stderr
+    folder = run(lab["admin"], "rotate-secret", device_id, "--credentials-out", str(tmp_path))
+    assert folder.returncode == 2 and "is a directory" in folder.stderr
     board.heartbeat(device_id)  # checked before rotating: the old secret still works
 
     new_creds = tmp_path / "new" / "credentials"

@@ -118,3 +118,42 @@ def test_workload_without_sane_progress_shows_none():
                                    "Progress": progress})
         assert work.programs is None
         assert "programs" not in progress_line(work, 1)
+
+
+@pytest.mark.parametrize("command", [
+    ["configure", "--api-endpoint", "http://127.0.0.1:9/dev", "--no-check", "--config"],
+    ["device", "some-device", "--save-soccfg"],
+    ["results", "some-work", "-o"]])
+@pytest.mark.parametrize("where", ["a folder", "under a file"])
+def test_an_unwritable_output_path_is_one_line_and_exit_2(tmp_path, command, where):
+    """Regression: `configure --config DIR` printed an IsADirectoryError traceback; the
+    same paths of `device --save-soccfg` and `results -o` are refused before any request
+    (the config's service does not even exist)."""
+    conf = tmp_path / "user.conf"
+    conf.write_text("[service]\napi_endpoint = http://127.0.0.1:9/dev\n"
+                    "[user]\napi_key = qk_x\n")
+    conf.chmod(0o600)
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "a-file").write_text("")
+    target = tmp_path / ("folder" if where == "a folder" else "a-file/out")
+    args = command + [str(target)]
+    if command[0] != "configure":
+        args = ["--config", str(conf)] + args
+    done = cli(*args)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert f"{target}: " in done.stderr and "nothing was written" in done.stderr
+    assert (tmp_path / "a-file").read_text() == ""
+
+
+def test_configure_asks_for_the_api_key_without_echo_on_a_terminal(tmp_path):
+    """Regression: ``--api-key-stdin`` on a terminal read the key as a line, echoed on the
+    screen (and in the scrollback)."""
+    from tests.client.test_login import on_terminal
+    conf = tmp_path / "qick.conf"
+    code, out = on_terminal(["configure", "--config", str(conf), "--api-endpoint",
+                             "http://q:8080/dev", "--api-key-stdin", "--no-check"],
+                            [(b"API key: ", "qk_typed_secret")])
+    assert code == 0, out
+    assert b"qk_typed_secret" not in out
+    assert load_config(conf).get("user", "api_key") == "qk_typed_secret"

@@ -11,6 +11,7 @@ import json
 import os
 import pty
 import select
+import stat
 import subprocess
 import sys
 import time
@@ -337,6 +338,7 @@ def test_first_login_on_a_stock_user_pool_caches_tokens(stock, capsys):
     assert stock_login(stock, "Temp-pass1!\nNew-pass1!\n") == 0
     out = capsys.readouterr().out
     assert "password of ada@example.org changed" in out and "tokens cached" in out
+    assert stat.S_IMODE(os.stat(stock["cache"]).st_mode) == 0o600  # refresh tokens inside
     # the stock service's own flow now works with the new password
     tokens = stock["idp"].initiate_auth(
         AuthFlow="USER_PASSWORD_AUTH", ClientId=stock["client_id"],

@@ -3,6 +3,7 @@ DeviceId (the stock handler's 500) is "no such ..." (exit 4) and ``wait`` stops;
 workload whose results file records FAILED or CANCELLED is shown so (exit 1)."""
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -127,11 +128,15 @@ def test_status_and_wait_show_what_the_board_recorded(stock, tmp_path, recorded,
                             results_file(tmp_path / "r.h5", *recorded))
     assert user.status(work_id).WorkStatus == "DONE"  # all the stock service knows
 
-    final = user.wait_until_done(work_id, progress=False, timeout=20)
+    out = io.StringIO()
+    user.out = out
+    final = user.wait_until_done(work_id, progress=True, timeout=20)
     status, kind, message = shown
     assert (final.WorkStatus, final.ErrorKind) == (status, kind)
     if message is not None:
         assert message in final.ErrorMessage
+    # what the notebook shows ends with the outcome, not only the stock service's DONE
+    assert out.getvalue().splitlines()[-1].startswith(f"workload is {status}")
     for command in ("status", "wait"):
         done = cli(conf, command, work_id)
         assert done.returncode == exit_code, (command, done.stdout, done.stderr)

@@ -153,3 +153,25 @@ def test_the_library_create_work_still_queues_anything(lab):
     client = UserClient.from_config(lab["conf"], out=None)
     work_id = client.create_work(lab["tmp"] / "anything", device_id)
     assert lab["queued"]() == [work_id]
+
+
+@pytest.mark.parametrize("command", ["submit", "estimate"])
+def test_without_numpy_and_h5py_the_check_says_what_to_install(tmp_path, monkeypatch, capsys,
+                                                              command):
+    """Regression: a base install (``UserClient`` alone) gave an ImportError traceback on
+    ``submit`` (its check reads the file with qickwork) and ``estimate``."""
+    from userclient import cli
+    for name in ("qickwork", "qickwork.firmware"):
+        monkeypatch.setitem(sys.modules, name, None)  # ``import qickwork`` fails
+    conf = tmp_path / "user.conf"
+    conf.write_text("[service]\napi_endpoint = http://127.0.0.1:9/dev\n"
+                    "[user]\napi_key = qk_x\n")
+    conf.chmod(0o600)
+    workload = tmp_path / "w.json.gz"
+    workload.write_bytes(gzip.compress(b"[]"))
+    args = ["--config", str(conf), command, str(workload)]
+    code = cli.main(args + (["--device", "d-1"] if command == "submit" else []))
+    err = capsys.readouterr().err
+    assert code == 2 and "pip install 'qick-queue[user]'" in err, err
+    assert len(err.strip().splitlines()) == 1
+    assert ("--force" in err) == (command == "submit")

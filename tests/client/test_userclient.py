@@ -120,3 +120,22 @@ def test_soccfg_before_the_board_uploaded_it_is_not_found():
                                              "LastRefreshed": 0})) as srv:
         with pytest.raises(NotFound, match="has not uploaded its configuration"):
             user_for(srv, Clock()).get_soccfg("d1")
+
+
+def test_get_devices_is_the_services_json_as_it_came():
+    """Regression: get_devices() went through the Device model, which dropped a new
+    device's ``LastRefreshed: 0`` (the stock service's "never"); the original returns the
+    JSON list as the service sent it."""
+    devices = [{"DeviceId": "d1", "DeviceName": "new", "DeviceStatus": "OFFLINE",
+                "LastRefreshed": 0, "RefreshTimeout": 60},
+               {"DeviceId": "d2", "DeviceName": "old", "DeviceStatus": "ONLINE",
+                "LastRefreshed": "2024-05-01T12:00:00.123Z", "RefreshTimeout": 60,
+                "SomethingNew": [1, 2]}]
+
+    def handler(seen):
+        if seen.path == "/capabilities":
+            return Reply(403, {"message": "Missing Authentication Token"})
+        return Reply(200, devices)
+
+    with FakeServer(handler) as srv:
+        assert user_for(srv, Clock()).get_devices() == devices

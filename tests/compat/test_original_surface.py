@@ -4,6 +4,7 @@ out, JSON answers, the original's printed output and its ``RuntimeError`` — ag
 real embedded service, with a device played over the real device protocol."""
 from __future__ import annotations
 
+import inspect
 import io
 import json
 import os
@@ -15,7 +16,7 @@ from cloudqueue.auth import ApiKeyAuth, DeviceTokenAuth
 from cloudqueue.client import QueueClient
 from cloudqueue.errors import ConfigError, Conflict, QueueError
 from cloudqueue.transfer import upload_file
-from userclient import UserClient, WorkNotDone
+from userclient import UserClient, WorkloadManager, WorkNotDone
 
 SOCCFG = {"board": "ZCU216", "fw_timestamp": "a test build", "gens": [], "readouts": []}
 
@@ -170,3 +171,42 @@ def test_add_user_and_add_device_print_what_to_send_and_return_the_answer(
             ) in text
     silent = UserClient(out=None)
     assert silent.add_user("bob@lab.test", "Bob")["Email"] == "bob@lab.test"
+
+
+#: the original's positional parameters and their defaults (ORIGINAL.md); ours come after
+#: them and are keyword-only
+REQUIRED = inspect.Parameter.empty
+ORIGINAL_SIGNATURES = {
+    (UserClient, "__init__"): [],
+    (UserClient, "add_user"): [("email", REQUIRED), ("fullname", REQUIRED)],
+    (UserClient, "add_device"): [("device_name", REQUIRED), ("refresh_timeout", 60)],
+    (UserClient, "get_devices"): [],
+    (UserClient, "get_soccfg"): [("device_id", None)],
+    (UserClient, "create_work"): [("workloadfile", REQUIRED), ("device_id", None),
+                                  ("priority", "LOW")],
+    (UserClient, "get_work"): [("work_id", REQUIRED)],
+    (UserClient, "wait_until_done"): [("work_id", REQUIRED), ("interval", 1.0),
+                                      ("progress", True)],
+    (UserClient, "get_results"): [("work_id", REQUIRED)],
+    (WorkloadManager, "__init__"): [("soccfg", None)],   # required in the original
+    (WorkloadManager, "do_stuff"): [("make_progs", False), ("write_progs", False),
+                                    ("read_results", False)],
+    (WorkloadManager, "add_program"): [("prog", REQUIRED)],
+    (WorkloadManager, "add_acquire"): [("prog", REQUIRED), ("save_raw", False),
+                                       ("save_shots", False)],
+    (WorkloadManager, "add_decimated"): [("prog", REQUIRED)],
+    (WorkloadManager, "write_progs"): [("filepath", None)],
+    (WorkloadManager, "read_results"): [("resultsfile", REQUIRED)],
+}
+
+
+@pytest.mark.parametrize("owner, name", list(ORIGINAL_SIGNATURES),
+                         ids=[f"{o.__name__}.{n}" for o, n in ORIGINAL_SIGNATURES])
+def test_the_original_positional_parameters_and_defaults_are_kept(owner, name):
+    """Names, order and defaults as the original's, so positional and keyword calls of
+    existing notebooks bind the same; everything we add is keyword-only."""
+    params = list(inspect.signature(getattr(owner, name)).parameters.values())[1:]
+    positional = [(p.name, p.default) for p in params if p.kind is p.POSITIONAL_OR_KEYWORD]
+    assert positional == ORIGINAL_SIGNATURES[owner, name]
+    extras = [p for p in params if p.kind is not p.POSITIONAL_OR_KEYWORD]
+    assert all(p.kind is p.KEYWORD_ONLY for p in extras)

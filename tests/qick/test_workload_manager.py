@@ -145,3 +145,23 @@ def test_a_sweep_hashes_the_boards_soccfg_once_not_per_program(board, monkeypatc
     v1 = open_board("simulated", "zcu216-v1", seed=6).soccfg
     with pytest.raises(FirmwareMismatch):
         wm.add(LoopV1(v1, {"gen": 0, "freq": 300.0, "ro_len": 100, "reps": 2}))
+
+
+def test_errors_say_what_to_do(board, tmp_path):
+    """The checks of ``add`` and ``write`` (kept when the original protocol replaced our
+    do_stuff actions): an empty workload, another firmware, a buffer too small."""
+    wm = WorkloadManager(board.soccfg)
+    with pytest.raises(InvalidWorkload, match="holds no programs"):
+        wm.write(tmp_path / "w.gz")
+    assert not (tmp_path / "w.gz").exists()
+    with pytest.raises(InvalidWorkload, match="holds no programs"):
+        wm.write_progs()                       # the base class's do_stuff adds nothing
+    other = open_board("simulated", "zcu216-v2", seed=1)
+    other.soccfg["readouts"][0]["buf_maxlen"] = 1024
+    prog = SweepV2(other.soccfg, reps=1, final_delay=1.0, cfg={"freq": 150.0})
+    with pytest.raises(FirmwareMismatch, match="compiled for another board configuration"):
+        wm.add(prog)
+    big = SweepV2(board.soccfg, reps=100, final_delay=1.0, cfg={"freq": 150.0})
+    with pytest.raises(TooLarge, match="program 0: decimated readout 0 needs"):
+        wm.add(big, acqtype="decimated")
+    assert len(wm) == 0 and wm.progdicts == []
