@@ -121,20 +121,26 @@ def _first_existing(candidates: list[Path]) -> Path | None:
 
 def load_config(path: str | os.PathLike | None = None,
                 credentials_path: str | os.PathLike | None = None) -> Config:
-    """Read the config (and credentials, if any). An explicit path must exist."""
+    """Read the config (and credentials, if any). An explicit path must exist.
+
+    Without one (and without ``QICK_CONFIG``), both ``~/.config/qick.conf`` and
+    ``/etc/qick/config`` are read, as the original client's ``ConfigParser.read`` does: a key
+    in the later file wins. ``Config.path`` is the first of them that exists."""
     if path is not None:
         config_path: Path | None = Path(path).expanduser()
         if not config_path.is_file():
             raise ConfigError(f"{config_path}: no such config file; check the path or run "
                               f"`userclient configure --config {config_path}`",
                               kind="config_missing")
+        files = [config_path]
     else:
         env = os.environ.get("QICK_CONFIG")
         if env and not Path(env).expanduser().is_file():
             raise ConfigError(f"QICK_CONFIG names {env}, which is not a file: fix or unset "
                               f"QICK_CONFIG, or create it with `userclient configure`",
                               kind="config_missing")
-        config_path = _first_existing(config_candidates())
+        files = [p for p in config_candidates() if p.is_file()]
+        config_path = files[0] if files else None
     if credentials_path is not None:
         creds_path: Path | None = Path(credentials_path).expanduser()
         if not creds_path.is_file():
@@ -143,8 +149,9 @@ def load_config(path: str | os.PathLike | None = None,
     else:
         creds_path = _first_existing(credentials_candidates())
     values: dict[str, dict[str, str]] = {}
-    if config_path is not None:
-        values.update(read_ini(config_path))
+    for file in files:
+        for section, keys in read_ini(file).items():
+            values.setdefault(section, {}).update(keys)
     if creds_path is not None:
         creds = read_ini(creds_path)
         if "credentials" in creds:

@@ -52,6 +52,27 @@ def test_no_config_file_anywhere_says_where_it_looked(tmp_path, monkeypatch):
     assert "/etc/qick/config" in message and "userclient configure" in message
 
 
+def test_both_default_files_are_read_as_the_original_reads_them(tmp_path, monkeypatch):
+    """Without QICK_CONFIG, ~/.config/qick.conf and /etc/qick/config are both read, as the
+    original client's ConfigParser.read does: a key in the later (system) file wins."""
+    import cloudqueue.config as config_module
+    monkeypatch.delenv("QICK_CONFIG", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".config").mkdir()
+    mine = write(tmp_path / ".config" / "qick.conf",
+                 "[service]\napi_endpoint = http://mine/dev\n[user]\nusername = ada@lab.org\n")
+    system = write(tmp_path / "etc-qick-config",
+                   "[service]\napi_endpoint = http://board/dev\n[device]\nid = dev-1\n")
+    monkeypatch.setattr(config_module, "SYSTEM_CONFIG", system)
+    config = load_config()
+    assert config.path == mine
+    assert config.get("user", "username") == "ada@lab.org"
+    assert config.device_id == "dev-1"
+    assert config.api_endpoint == "http://board/dev"
+    mine.unlink()
+    assert load_config().path == system and load_config().device_id == "dev-1"
+
+
 def test_qick_config_naming_a_missing_file_is_an_error_not_a_fallback(tmp_path,
                                                                       monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
