@@ -229,3 +229,17 @@ def test_install_refuses_without_bash_on_path(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(InstallError, match="bash is not installed"):
         capture_profile_environment(str(tmp_path))
+
+
+def test_pynq_state_folder_is_found_without_importing_pynq(fake_etc, tmp_path):
+    etc, _ = fake_etc
+    site = tmp_path / "site"
+    (site / "pynq" / "pl_server").mkdir(parents=True)
+    # importing it here would need the board: a sign that find_spec imported it
+    (site / "pynq" / "__init__.py").write_text("raise RuntimeError('pynq was imported')\n")
+    out = run_cli("--dry-run", "--etc", str(etc),
+                  env={"PYTHONPATH": f"{ROOT}:{site}"})
+    assert out.returncode == 0, out.stderr
+    # found on this machine: no "-", a missing folder later should fail loudly
+    assert f"\nReadWritePaths={site}/pynq/pl_server\n" in out.stdout
+    assert "pynq is not importable" not in out.stderr
