@@ -71,8 +71,7 @@ NEEDS: Tuple[Need, ...] = (
     Need("path", "/lib/firmware", "PYNQ",
          "Overlay download writes the bitstream there as <name>.bin for the fpga_manager"),
     Need("path", PYNQ_STATE, "PYNQ",
-         "global_pl_state.json, _current_metadata.pkl in pynq/pl_server (STATE_DIR)",
-         optional=True),
+         "global_pl_state.json and _current_metadata.pkl (STATE_DIR)", optional=True),
     # /sys: writable because ProtectKernelTunables= is off
     Need("sysfs", "/sys/class/fpga_manager/fpga0/flags", "PYNQ",
          "0 (full) or 1 (partial) before a download"),
