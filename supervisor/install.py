@@ -210,7 +210,7 @@ def install(p: Plan) -> List[str]:
     for path in (p.env_path, p.unit_path):
         why = cannot_write(path)
         if why:
-            raise InstallError(f"cannot write {path}: {why}; run as root or give another path")
+            raise InstallError(f"cannot write {path}: {why}; give another --unit-path/--etc")
     done = []
     _write_public(p.env_path, p.env_text)
     names = ", ".join(sorted(p.profile.env)) or "nothing"

@@ -67,9 +67,14 @@ def test_a_script_that_exits_the_shell_is_named_and_what_came_before_is_kept(fak
                for n in got.notes)
 
 
-def test_a_missing_etc_tree_gives_an_empty_environment(tmp_path):
+def test_a_missing_etc_tree_gives_an_empty_environment_and_a_warning(tmp_path):
     got = capture_profile_environment(str(tmp_path / "nothing"))
     assert got.env == {}
+    out = run_cli("--dry-run", "--etc", str(tmp_path / "nothing"))
+    assert out.returncode == 0
+    assert "XILINX_XRT is set neither in" in out.stderr and "PYNQ will find no device" \
+        in out.stderr
+    assert "EnvironmentFile=-" + str(tmp_path / "nothing" / "environment") not in out.stdout
 
 
 def test_board_environment_drops_shell_internals_and_unchanged_values():
