@@ -35,12 +35,14 @@ import resource
 import signal
 from typing import Dict, Mapping, Optional
 
+from supervisor.boardaccess import env_allowed
 from supervisor.errors import BoardBusy, SandboxError
 
 PR_SET_PDEATHSIG = 1
 CLONE_NEWNET = 0x40000000
-ENV_ALLOWED = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "PYTHONPATH", "PYTHONUNBUFFERED",
-               "PYTHONDONTWRITEBYTECODE", "XILINX_XRT", "LD_LIBRARY_PATH", "BOARD")
+# what PYNQ and QICK need to open the board (XILINX_XRT, BOARD, the venv's PATH, ...): the
+# same table the unit is rendered from, so the two cannot drift
+ENV_ALLOWED = env_allowed()
 SECRET_NAME = re.compile(r"SECRET|TOKEN|PASSW|CREDENTIAL|API_?KEY|^AWS_|COGNITO|AUTH",
                          re.IGNORECASE)
 

@@ -4,9 +4,14 @@
     qick-supervisor status [--config FILE] [--json]           ask the running daemon
     qick-supervisor check [--config FILE] [--credentials FILE] [--json]
                                                               preflight of an installation
+    qick-supervisor install-service [--dry-run] [--unit-path FILE] [--etc DIR]
+                                                              write qick.service for this board
 
 Exit codes: 0 stopped cleanly; 2 a configuration problem (the message says what to fix);
 1 the daemon is not reachable (``status``) or a preflight check failed (``check``).
+``install-service``: 2 when it cannot do what was asked (not root, systemctl missing, a path it
+cannot write: the message says what to do), 1 when the files are written but
+``systemctl daemon-reload`` failed.
 """
 from __future__ import annotations
 
@@ -51,7 +56,42 @@ def _parser() -> argparse.ArgumentParser:
                         "spool; one line per check, exit 0 only when all pass",
                         parents=[files])
     ck.add_argument("--json", action="store_true", help="the results as JSON")
+    ins = sub.add_parser("install-service", help="write qick.service and its environment file "
+                         "for this machine (the command's real path, PYNQ's state folder, the "
+                         "profile scripts' environment) and run systemctl daemon-reload")
+    ins.add_argument("--dry-run", action="store_true",
+                     help="print the unit and the environment file; change nothing")
+    ins.add_argument("--unit-path", default="/etc/systemd/system/qick.service",
+                     help="where to write the unit (default %(default)s)")
+    ins.add_argument("--etc", default="/etc", help="the /etc to read environment and "
+                     "profile.d/*.sh from and write qick/board.env to (default %(default)s)")
     return p
+
+
+def install_service_command(unit_path: str, etc: str, dry_run: bool) -> int:
+    from supervisor.errors import InstallError, ReloadFailed
+    from supervisor.install import install, plan
+    try:
+        p = plan(unit_path, etc)
+        if dry_run:
+            print(f"# --- {p.unit_path} (dry run: nothing written)\n{p.unit}")
+            print(f"# --- {p.env_path} (dry run: nothing written)\n{p.env_text}", end="")
+        for note in p.profile.notes:
+            print(f"qick-supervisor: note: {note}", file=sys.stderr)
+        if dry_run:
+            return exitcodes.OK
+        for line in install(p):
+            print(line)
+    except ReloadFailed as exc:
+        print(f"qick-supervisor: {exc}", file=sys.stderr)
+        return exitcodes.FAILURE
+    except InstallError as exc:
+        print(f"qick-supervisor: {exc}", file=sys.stderr)
+        return exitcodes.USAGE
+    print("next: qick-supervisor check --as-service   (opens the board inside this unit's "
+          "sandbox and environment)")
+    print("then: systemctl enable --now qick")
+    return exitcodes.OK
 
 
 def check_command(config: str, creds: str, want_json: bool) -> int:
@@ -121,6 +161,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     config, creds = _paths(args)
     if args.command == "check":
         return check_command(config, creds, args.json)
+    if args.command == "install-service":
+        return install_service_command(args.unit_path, args.etc, args.dry_run)
     try:
         settings = load_settings(config if os.path.exists(config) or args.config else None)
         if args.command == "status":

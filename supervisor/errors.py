@@ -5,8 +5,10 @@
      │    └── DiskFull          not enough free space to take new work
      ├── BusError               a malformed or unsupported message on the ZeroMQ bus
      ├── BoardConfigError       a [supervisor]/[executor]/[uploader] setting is wrong
-     └── SandboxError           the executor could not set up its sandbox
-          └── BoardBusy         another process holds the board's lock file
+     ├── SandboxError           the executor could not set up its sandbox
+     │    └── BoardBusy         another process holds the board's lock file
+     └── InstallError           install-service cannot do what was asked (not root, ...)
+          └── ReloadFailed      the files are written but systemctl daemon-reload failed
 
 Each carries a message a person can act on (what was wrong, what to do).
 """
@@ -38,4 +40,12 @@ class SandboxError(BoardError):
 
 
 class BoardBusy(SandboxError):
+    pass
+
+
+class InstallError(BoardError):
+    pass
+
+
+class ReloadFailed(InstallError):
     pass

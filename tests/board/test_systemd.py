@@ -24,7 +24,7 @@ def test_unit_passes_systemd_analyze_verify_with_nothing_printed(tmp_path):
     unit = (ROOT / "qick.service").read_text()
     assert "Type=notify" in unit and "WatchdogSec=" in unit and "Restart=on-failure" in unit
     # the binary is installed by pip on a board; here point ExecStart at this checkout
-    unit = unit.replace("ExecStart=/usr/local/bin/qick-supervisor",
+    unit = unit.replace("ExecStart=/usr/local/share/pynq-venv/bin/qick-supervisor",
                         f"ExecStart={sys.executable} -m supervisor.cli")
     (tmp_path / "qick.service").write_text(unit)
     out = subprocess.run([analyze, "verify", str(tmp_path / "qick.service")],
