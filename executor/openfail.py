@@ -23,7 +23,7 @@ from typing import Mapping, Optional
 
 AS_SERVICE = "then run `qick-supervisor check --as-service`"
 INSTALL = "`qick-supervisor install-service`"
-WRITABLE = ("/lib/firmware", "/sys/class/fpga_manager", "/sys/devices")
+WRITABLE = ("/lib/firmware", "/sys/class/fpga_manager")
 DEVICE_ALLOW = (("/dev/dri/", "char-drm rw"), ("/dev/uio", "char-uio rw"),
                 ("/dev/mem", "/dev/mem rw"), ("/dev/xdevcfg", "/dev/xdevcfg rw"))
 _QUOTED_PATH = re.compile(r"['\"](/[^'\"]+)['\"]")
@@ -44,6 +44,17 @@ def _path_of(exc: BaseException) -> Optional[str]:
     return found.group(1) if found else None
 
 
+def _writable_folder(path: str) -> Optional[str]:
+    """The folder of PYNQ's that ``path`` is in (what ReadWritePaths must name), or None."""
+    for folder in WRITABLE:
+        if path == folder or path.startswith(folder + "/"):
+            return folder
+    parts = path.split("/")
+    if "pynq" in parts:  # PYNQ's package folder: its global state file lives there
+        return "/".join(parts[:parts.index("pynq") + 1])
+    return None
+
+
 def _denied(exc: BaseException) -> bool:
     if isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         return True
@@ -56,23 +67,24 @@ def explain_open_failure(exc: BaseException, environ: Mapping[str, str]) -> str:
     in the heartbeat's ERROR reason, which is cut at 300 characters."""
     said = pynq_said(exc)
     if isinstance(exc, ImportError):
-        package = (getattr(exc, "name", None) or "").split(".")[0]
-        if package in ("pynq", "qick"):
-            return (f"{said}: not PYNQ's venv; install qick-queue into it "
-                    f"(/usr/local/share/pynq-venv) and rewrite the unit with {INSTALL}")
-        if "QickSoc" in str(exc):
+        if "QickSoc" in str(exc):  # qick imported, but it is not on a Zynq
             return (f"{said}: qick has QickSoc only on the RFSoC's ARM CPU; on a machine "
                     "without the RFSoC, set `[executor] board = simulated`")
+        package = (getattr(exc, "name", None) or "").split(".")[0]
+        if isinstance(exc, ModuleNotFoundError) and package in ("pynq", "qick"):
+            return (f"{said}: not PYNQ's venv; install qick-queue into it "
+                    f"(/usr/local/share/pynq-venv) and rewrite the unit with {INSTALL}")
         return f"{said}: a package the board needs does not import; {AS_SERVICE}"
     path = _path_of(exc)
     if path and _denied(exc):
         for prefix, allow in DEVICE_ALLOW:
             if path.startswith(prefix):
-                return (f"{said}: the sandbox does not allow {path}: add DeviceAllow={allow} "
-                        f"to the unit; {AS_SERVICE}")
-        if path.startswith(WRITABLE) or "pynq" in path.split("/"):
-            return (f"{said}: {path} is read-only in the sandbox: add it to the unit's "
-                    f"ReadWritePaths; {AS_SERVICE}")
+                return (f"{said}: the sandbox denies {path}; add DeviceAllow={allow} to the "
+                        f"unit, {AS_SERVICE}")
+        folder = _writable_folder(path)
+        if folder:
+            return (f"{said}: read-only in the sandbox; add {folder} to the unit's "
+                    f"ReadWritePaths, {AS_SERVICE}")
         return f"{said}: {path} is out of the service's reach; {AS_SERVICE}"
     if "XILINX_XRT" not in environ:
         return (f"{said}: XILINX_XRT is not set, so PYNQ finds no device: the unit must load "

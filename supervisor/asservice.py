@@ -144,7 +144,7 @@ def split_properties(service: Sequence[Property]) -> Tuple[List[Property], List[
 
 def unit_command(unit: Unit) -> List[str]:
     """The unit's program without its arguments: ``ExecStart``'s words up to the first
-    option (``/usr/local/bin/qick-supervisor``, or ``/venv/bin/python -m supervisor.cli``),
+    long option (``/usr/local/bin/qick-supervisor``, or ``/venv/bin/python -m supervisor.cli``),
     without systemd's ``-@:+!`` prefixes."""
     starts = [v for k, v in unit.service() if k == "ExecStart"]
     if not starts:
@@ -159,7 +159,7 @@ def unit_command(unit: Unit) -> List[str]:
     words[0] = words[0].lstrip("-@:+!")
     command = []
     for word in words:
-        if word.startswith("-") and command:
+        if word.startswith("--") and command:  # the daemon's options; -m is python's
             break
         command.append(word)
     return command
