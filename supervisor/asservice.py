@@ -35,7 +35,8 @@ REPO_UNIT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file_
                          "qick.service")
 SYSTEMD_RUN = ["systemd-run", "--wait", "--pipe", "--collect", "--quiet",
                "--service-type=exec"]
-RUN_TIMEOUT = 300.0   # one board opening: loading an overlay takes seconds, not minutes
+RUN_SECONDS = 120     # the check's own limit (RuntimeMaxSec): an overlay loads in seconds
+RUN_TIMEOUT = RUN_SECONDS + 30.0  # ours, above systemd's: systemd stops the check first
 MAX_RUNS = 40         # the search is bounded: one run per sandbox property at most
 
 # What the daemon's environment is made of: kept in every run, never "left out".
@@ -142,10 +143,7 @@ def split_properties(service: Sequence[Property]) -> Tuple[List[Property], List[
     return passed, left_out
 
 
-def unit_command(unit: Unit) -> List[str]:
-    """The unit's program without its arguments: ``ExecStart``'s words up to the first
-    long option (``/usr/local/bin/qick-supervisor``, or ``/venv/bin/python -m supervisor.cli``),
-    without systemd's ``-@:+!`` prefixes."""
+def _exec_start(unit: Unit) -> List[str]:
     starts = [v for k, v in unit.service() if k == "ExecStart"]
     if not starts:
         raise BoardConfigError(f"{unit.path}: [Service] has no ExecStart; write the unit with "
@@ -157,8 +155,27 @@ def unit_command(unit: Unit) -> List[str]:
     if not words:
         raise BoardConfigError(f"{unit.path}: ExecStart is empty")
     words[0] = words[0].lstrip("-@:+!")
-    command = []
-    for word in words:
+    return words
+
+
+def unit_option(unit: Unit, name: str) -> Optional[str]:
+    """The value ExecStart gives an option (``--config``), or None: the check opens the
+    board with the files the service will use."""
+    words = _exec_start(unit)
+    for i, word in enumerate(words):
+        if word == name and i + 1 < len(words):
+            return words[i + 1]
+        if word.startswith(name + "="):
+            return word.split("=", 1)[1]
+    return None
+
+
+def unit_command(unit: Unit) -> List[str]:
+    """The unit's program without its arguments: ``ExecStart``'s words up to the first
+    long option (``/usr/local/bin/qick-supervisor``, or ``/venv/bin/python -m supervisor.cli``),
+    without systemd's ``-@:+!`` prefixes."""
+    command: List[str] = []
+    for word in _exec_start(unit):
         if word.startswith("--") and command:  # the daemon's options; -m is python's
             break
         command.append(word)
@@ -171,7 +188,7 @@ def build_command(unit: Unit, config: str, credentials: str,
     environment, without the properties in ``leave_out``."""
     passed, _ = split_properties(unit.service())
     props = [p for p in passed if p not in leave_out]
-    argv = list(SYSTEMD_RUN)
+    argv = SYSTEMD_RUN + ["-p", f"RuntimeMaxSec={RUN_SECONDS}"]
     for key, value in props:
         argv += ["-p", f"{key}={value}"]
     if any(k == "RuntimeDirectory" for k, _ in props):

@@ -70,18 +70,26 @@ def check_command(config: str, creds: str, want_json: bool, only: Optional[str] 
     return exitcodes.OK if all(r.ok for r in results) else exitcodes.FAILURE
 
 
-def as_service_command(config: str, creds: str, unit_path: Optional[str]) -> int:
-    """``check --as-service``: the board step in the unit's sandbox (supervisor.asservice)."""
+def as_service_command(config: Optional[str], creds: Optional[str],
+                       unit_path: Optional[str]) -> int:
+    """``check --as-service``: the board step in the unit's sandbox (supervisor.asservice).
+    Without --config/--credentials: the files the unit's ExecStart names, else the defaults."""
     from supervisor import asservice
     if not asservice.systemd_running():
         print("qick-supervisor: systemd is not running here (not PID 1), so the check cannot "
               "run in the unit's sandbox; run `check --as-service` on the board",
               file=sys.stderr)
         return exitcodes.FAILURE
+    if os.geteuid() != 0:
+        print("qick-supervisor: `check --as-service` starts a system service: run it as root "
+              "(sudo)", file=sys.stderr)
+        return exitcodes.FAILURE
     path = unit_path or asservice.default_unit_path()
     try:
         unit = asservice.read_unit(path)
         command = asservice.unit_command(unit)
+        config = config or asservice.unit_option(unit, "--config") or DEFAULT_CONFIG
+        creds = creds or asservice.unit_option(unit, "--credentials") or DEFAULT_CREDENTIALS
     except BoardError as exc:
         print(f"qick-supervisor: {exc}", file=sys.stderr)
         return exitcodes.USAGE
@@ -158,7 +166,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     config, creds = _paths(args)
     if args.command == "check" and args.as_service:
-        return as_service_command(config, creds, args.unit)
+        return as_service_command(args.config, args.credentials, args.unit)
     if args.command == "check":
         return check_command(config, creds, args.json, args.only)
     try:

@@ -64,6 +64,7 @@ def test_the_command_from_a_hand_written_unit():
     assert argv[:6] == ["systemd-run", "--wait", "--pipe", "--collect", "--quiet",
                         "--service-type=exec"]
     assert props_of(argv) == [
+        "RuntimeMaxSec=120",  # systemd stops a check that hangs
         "EnvironmentFile=-/etc/environment", "EnvironmentFile=-/etc/profile.d/xrt.env",
         "Environment=BOARD=ZCU216 PYTHONUNBUFFERED=1", "ProtectSystem=strict",
         "ReadWritePaths=/var/lib/qick /run/qick", "ReadWritePaths=/lib/firmware",
@@ -93,7 +94,8 @@ def test_the_command_from_the_real_qick_service():
     expected = [f"{k}={v}" for k, v in service
                 if k in asservice.SANDBOX_KEYS or k in asservice.ENVIRONMENT_KEYS
                 or k.startswith(asservice.SANDBOX_PREFIXES)]
-    assert props[:len(expected)] == expected and len(expected) > 10
+    assert props[0] == "RuntimeMaxSec=120"
+    assert props[1:len(expected) + 1] == expected and len(expected) > 10
     for key in ("ProtectSystem", "ReadWritePaths", "DevicePolicy", "DeviceAllow",
                 "NoNewPrivileges", "StateDirectory", "RuntimeDirectory", "UMask"):
         assert key in keys
@@ -104,8 +106,17 @@ def test_the_command_from_the_real_qick_service():
         assert key not in keys
     assert argv[argv.index("--") + 1:][-7:] == ["check", "--only", "board", "--config",
                                                  CONFIG, "--credentials", CREDS]
-    assert unit_command(unit)[0].endswith("qick-supervisor") or "python" in unit_command(
-        unit)[0]
+    command = unit_command(unit)
+    assert os.path.isabs(command[0]) and argv[argv.index("--") + 1:][:len(command)] == command
+
+
+def test_the_files_the_service_uses_are_read_from_its_exec_start():
+    unit = parse_unit(SMALL)
+    assert asservice.unit_option(unit, "--config") == "/etc/qick/config"
+    assert asservice.unit_option(unit, "--credentials") is None
+    unit = parse_unit("[Service]\nExecStart=/q --credentials=/c/creds --config /c/conf\n")
+    assert asservice.unit_option(unit, "--credentials") == "/c/creds"
+    assert asservice.unit_command(unit) == ["/q"]
 
 
 @pytest.mark.parametrize("text, words", [
@@ -226,3 +237,59 @@ def test_the_default_unit_is_the_installed_one_else_the_repositorys():
     assert isinstance(asservice.read_unit(expected), Unit)
     with pytest.raises(BoardConfigError, match="cannot read the unit /nowhere/q.service"):
         asservice.read_unit("/nowhere/q.service")
+
+
+def write_unit(path, exec_start):
+    path.write_text(SMALL.replace(
+        "ExecStart=-/opt/venv/bin/python -m supervisor.cli --config /etc/qick/config",
+        f"ExecStart={exec_start}"))
+    return path
+
+
+def test_the_command_systemd_run_would_start_opens_the_board_as_a_real_process(
+        tmp_path, queue_service):
+    """What runs inside the transient service: the unit's command with ``check --only board``
+    and the files its ExecStart names (a simulated board here)."""
+    from tests.board.conftest import BoardDaemon
+    daemon = BoardDaemon(tmp_path / "b", queue_service)
+    try:
+        unit = parse_unit(write_unit(tmp_path / "q.service", (
+            f"{sys.executable} -m supervisor.cli --config {daemon.config} "
+            f"--credentials {daemon.credentials}")).read_text())
+        argv = build_command(unit, asservice.unit_option(unit, "--config"),
+                             asservice.unit_option(unit, "--credentials"))
+        inner = argv[argv.index("--") + 1:]
+        done = subprocess.run(inner, cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert [line.split()[:2] for line in done.stdout.splitlines()] == [
+            ["ok", "config"], ["ok", "board"]]
+    finally:
+        daemon.cleanup()
+
+
+def test_the_cli_says_which_unit_and_files_and_what_blocks_the_board(tmp_path, monkeypatch,
+                                                                      capsys):
+    """The CLI layer over the search, with systemd (the true edge) replaced: a machine with
+    systemd as PID 1, root, and a transient service that fails while ProtectSystem is set."""
+    from supervisor import cli
+    monkeypatch.setattr(asservice, "systemd_running", lambda: True)
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    run = FakeRunner("ProtectSystem=strict")
+    monkeypatch.setattr(asservice, "run_command", run)
+    unit = write_unit(tmp_path / "q.service",
+                      f"{sys.executable} -m supervisor.cli --config /c/conf")
+    assert cli.main(["check", "--as-service", "--unit", str(unit)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"unit: {unit}"
+    assert out[-1].startswith("the board opens when ProtectSystem=strict is left out")
+    tail = run.calls[0][run.calls[0].index("--") + 1:]
+    assert tail == [sys.executable, "-m", "supervisor.cli", "check", "--only", "board",
+                    "--config", "/c/conf", "--credentials", "/etc/qick/credentials"]
+    # the repository's unit names the board's path of the command (not this machine's)
+    program = unit_command(asservice.read_unit(asservice.REPO_UNIT))[0]
+    if not os.path.exists("/etc/systemd/system/qick.service") and not os.path.exists(program):
+        assert cli.main(["check", "--as-service"]) == 1
+        captured = capsys.readouterr()
+        assert "(the repository's: none is installed in /etc/systemd/system)" in captured.out
+        assert f"ExecStart names {program}, which is not an executable here" in captured.err
+        assert "install-service" in captured.err
