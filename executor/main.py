@@ -156,9 +156,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         _write_soccfg(board, args.soccfg_out)
     except Exception as exc:
         reason = f"cannot open the {args.board} board {args.board_name}: {exc}"
-        if args.board == "qick":  # the default: say how a machine without the RFSoC runs
-            reason = (f"cannot open the real board (qick): {exc}; on a machine without the "
-                      "RFSoC, set `[executor] board = simulated` in the board's config")
+        if args.board == "qick":  # what PYNQ said and what to look at (executor.openfail)
+            reason = f"cannot open the real board (qick): {exc}"
         log.error("%s (%s)", reason, type(exc).__name__)
         _farewell(args, reason)
         return exitcodes.BOARD_OPEN_FAILED

@@ -30,11 +30,13 @@ of the process's memory), device_error.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from executor.boards import board_config, load_soccfg_json
+from executor.openfail import explain_open_failure
 from executor.simboard import Resonator, SimulatedSoc
 from qickwork.errors import DeviceError, WorkloadError
 from qickwork.firmware import describe, fingerprint
@@ -75,15 +77,10 @@ def open_board(kind: str = "simulated", board: str = "zcu216-v2",
     if kind == "qick":
         try:
             from qick import QickSoc  # only exists on the board (pynq)
-        except ImportError as exc:
-            raise DeviceError(f"cannot use the real QICK board here ({exc}): run on the "
-                              "RFSoC board, or use kind='simulated'") from None
-        try:
             soc = QickSoc()
         except Exception as exc:  # pynq/firmware failures come in many types
-            raise DeviceError(f"the QICK board did not open: {type(exc).__name__}: {exc}. "
-                              "Check the bitstream and that no other process holds the "
-                              "board") from None
+            # what PYNQ said, and which part of the installation to look at
+            raise DeviceError(explain_open_failure(exc, os.environ)) from None
         cfg = soc.get_cfg()
         return Board(soc=soc, soccfg=soc, config_dict=cfg, fingerprint=fingerprint(cfg),
                      name=f"{cfg.get('board', 'qick')}", kind="qick")

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
 from cloudqueue.errors import AuthError, Forbidden, NotFound, QueueError
+from qickwork.errors import DeviceError
 from supervisor.errors import BoardError, DiskFull
 from supervisor.settings import BoardSettings, load_settings
 
@@ -47,7 +48,9 @@ class Preflight:
         self.cfg: Any = None
         self.auth: Any = None
 
-    def run(self) -> List[Check]:
+    def run(self, only: Optional[str] = None) -> List[Check]:
+        """All checks, or with ``only``: that check and the checks it needs (``check --only
+        board`` is what ``check --as-service`` runs inside the unit's sandbox)."""
         steps: List[tuple] = [
             ("config", self.check_config, ()),
             ("credentials", self.check_credentials, ("config",)),
@@ -56,6 +59,9 @@ class Preflight:
             ("board", self.check_board, ("config",)),
             ("spool", self.check_spool, ("config",)),
         ]
+        if only is not None:
+            wanted = {only} | set(next(needs for name, _, needs in steps if name == only))
+            steps = [step for step in steps if step[0] in wanted]
         for name, step, needs in steps:
             if any(not self._passed(n) for n in needs):
                 self.results.append(Check(name, False, SKIPPED, skipped=True))
@@ -149,6 +155,9 @@ class Preflight:
                 board = runner.open_board(kind=s.board, board=s.board_name,
                                           soccfg_json=s.soccfg_json, seed=s.seed,
                                           time_scale=s.time_scale)
+            except DeviceError as exc:  # open_board's own message (PYNQ's words, what to do)
+                raise BoardError(f"cannot open the {s.board} board {s.board_name}: "
+                                 f"{exc.message}") from None
             except Exception as exc:  # noqa: BLE001 - any failure to open is the finding
                 raise BoardError(f"cannot open the {s.board} board {s.board_name}: "
                                  f"{type(exc).__name__}: {exc} (check [executor] board, "

@@ -6,6 +6,8 @@
                                                               preflight of an installation
     qick-supervisor install-service [--dry-run] [--unit-path FILE] [--etc DIR]
                                                               write qick.service for this board
+    qick-supervisor check --as-service [--unit PATH]          open the board in the unit's
+                                                              sandbox (systemd-run)
 
 Exit codes: 0 stopped cleanly; 2 a configuration problem (the message says what to fix);
 1 the daemon is not reachable (``status``) or a preflight check failed (``check``).
@@ -56,6 +58,12 @@ def _parser() -> argparse.ArgumentParser:
                         "spool; one line per check, exit 0 only when all pass",
                         parents=[files])
     ck.add_argument("--json", action="store_true", help="the results as JSON")
+    ck.add_argument("--as-service", action="store_true",
+                    help="open the board inside qick.service's sandbox and environment "
+                    "(systemd-run); if it fails there, name the property that blocks it")
+    ck.add_argument("--unit", default=None, help="with --as-service: the unit file (default "
+                    "/etc/systemd/system/qick.service if present, else the repository's)")
+    ck.add_argument("--only", choices=("board",), help=argparse.SUPPRESS)  # --as-service's
     ins = sub.add_parser("install-service", help="write qick.service and its environment file "
                          "for this machine (the command's real path, PYNQ's state folder, the "
                          "profile scripts' environment) and run systemctl daemon-reload")
@@ -94,12 +102,50 @@ def install_service_command(unit_path: str, etc: str, dry_run: bool) -> int:
     return exitcodes.OK
 
 
-def check_command(config: str, creds: str, want_json: bool) -> int:
+def check_command(config: str, creds: str, want_json: bool, only: Optional[str] = None) -> int:
     from supervisor.check import Preflight, as_json, format_results
     logging.basicConfig(level=logging.ERROR, stream=sys.stderr)  # the board's own chatter
-    results = Preflight(config, creds).run()
+    results = Preflight(config, creds).run(only)
     print(as_json(results) if want_json else format_results(results))
     return exitcodes.OK if all(r.ok for r in results) else exitcodes.FAILURE
+
+
+def as_service_command(config: Optional[str], creds: Optional[str],
+                       unit_path: Optional[str]) -> int:
+    """``check --as-service``: the board step in the unit's sandbox (supervisor.asservice).
+    Without --config/--credentials: the files the unit's ExecStart names, else the defaults."""
+    from supervisor import asservice
+    if not asservice.systemd_running():
+        print("qick-supervisor: systemd is not running here (not PID 1), so the check cannot "
+              "run in the unit's sandbox; run `check --as-service` on the board",
+              file=sys.stderr)
+        return exitcodes.FAILURE
+    if os.geteuid() != 0:
+        print("qick-supervisor: `check --as-service` starts a system service: run it as root "
+              "(sudo)", file=sys.stderr)
+        return exitcodes.FAILURE
+    path = unit_path or asservice.default_unit_path()
+    try:
+        unit = asservice.read_unit(path)
+        command = asservice.unit_command(unit)
+        config = config or asservice.unit_option(unit, "--config") or DEFAULT_CONFIG
+        creds = creds or asservice.unit_option(unit, "--credentials") or DEFAULT_CREDENTIALS
+    except BoardError as exc:
+        print(f"qick-supervisor: {exc}", file=sys.stderr)
+        return exitcodes.USAGE
+    if unit_path:
+        print(f"unit: {path}")
+    elif path == asservice.INSTALLED_UNIT:
+        print(f"unit: {path} (the installed one)")
+    else:
+        print(f"unit: {path} (the repository's: none is installed in /etc/systemd/system)")
+    problem = asservice.command_problem(command, path)
+    if problem:
+        print(f"qick-supervisor: {problem}", file=sys.stderr)
+        return exitcodes.FAILURE
+    verdict = asservice.check_as_service(unit, config, creds, asservice.run_command)
+    print("\n".join(verdict.lines))
+    return exitcodes.OK if verdict.ok else exitcodes.FAILURE
 
 
 def _paths(args) -> tuple:
@@ -159,8 +205,10 @@ def status_command(settings, as_json: bool) -> int:
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     config, creds = _paths(args)
+    if args.command == "check" and args.as_service:
+        return as_service_command(args.config, args.credentials, args.unit)
     if args.command == "check":
-        return check_command(config, creds, args.json)
+        return check_command(config, creds, args.json, args.only)
     if args.command == "install-service":
         return install_service_command(args.unit_path, args.etc, args.dry_run)
     try:

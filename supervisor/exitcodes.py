@@ -17,7 +17,7 @@ MEANING = {
     FAILURE: "stopped on an unexpected error (see its log)",
     USAGE: "refused its command line or configuration",
     BOARD_BUSY: "could not lock the board: another program (a notebook?) is using it",
-    BOARD_OPEN_FAILED: "could not open the board (firmware not loaded? see its log)",
+    BOARD_OPEN_FAILED: "could not open the board (see its log)",
     SANDBOX_FAILED: "could not set up its sandbox (limits or lock file)",
     PARENT_GONE: "stopped because its supervisor went away",
 }

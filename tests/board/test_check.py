@@ -134,3 +134,23 @@ def test_an_unwritable_spool_and_too_little_free_space(board, tmp_path):
     done, lines = run_check(board)
     assert done.returncode == 1
     assert "MiB free in" in lines["spool"] and "lower [supervisor] min_free_mb" in lines["spool"]
+
+
+def test_only_board_runs_the_board_step_and_what_it_needs(board):
+    """``check --only board`` is what ``check --as-service`` runs inside the unit's sandbox."""
+    done, lines = run_check(board, "--only", "board")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert list(lines) == ["config", "board"] and "simulated board" in lines["board"]
+    _edit(board.config, "board = simulated", "board = qick")
+    done, lines = run_check(board, "--only", "board")
+    assert done.returncode == 1 and list(lines) == ["config", "board"]
+
+
+def test_a_real_board_that_does_not_open_says_what_qick_said_and_what_to_do(board):
+    _edit(board.config, "board = simulated", "board = qick")
+    done, lines = run_check(board)
+    assert done.returncode == 1
+    # this machine is no RFSoC: qick has no QickSoc here (executor.openfail explains why)
+    assert "cannot open the qick board" in lines["board"]
+    assert "ImportError: cannot import name 'QickSoc'" in lines["board"]
+    assert "set `[executor] board = simulated`" in lines["board"]

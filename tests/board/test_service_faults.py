@@ -202,4 +202,6 @@ def test_the_real_board_default_off_the_rfsoc_says_which_setting_runs_a_simulate
         board.status()), 30, what="the board to report ERROR")
     assert "cannot open the real board (qick)" in status["reason"], status["reason"]
     assert "set `[executor] board = simulated`" in status["reason"], status["reason"]
+    # what qick/PYNQ said, word for word (executor.openfail)
+    assert "ImportError: cannot import name 'QickSoc'" in status["reason"], status["reason"]
     assert status["simulated"] is False

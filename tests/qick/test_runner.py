@@ -157,7 +157,7 @@ def test_v1_workload_runs_on_the_v1_board(tmp_path):
 def test_open_board_errors():
     with pytest.raises(WorkloadError, match="unknown board kind 'fpga'"):
         open_board("fpga")
-    with pytest.raises(WorkloadError, match="real QICK board"):
+    with pytest.raises(WorkloadError, match="QickSoc only on the RFSoC"):
         open_board("qick")
     b = open_board("simulated", "zcu216-v2")
     assert b.config_dict["board"] == "ZCU216" and b.fingerprint.startswith("sha256:")
