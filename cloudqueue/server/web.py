@@ -306,7 +306,8 @@ def wait_seconds(request: Request) -> float:
         return 0.0
     limit = service(request).limits.max_wait_seconds
     try:
-        value = float(raw) if len(raw) <= 32 else math.nan
+        # ASCII only (float() takes other scripts' digits too, "٣"), and short
+        value = float(raw) if raw.isascii() and len(raw) <= 32 else math.nan
     except ValueError:
         raise BadRequest(f"WaitSeconds must be a number of seconds (0..{limit})") from None
     if not 0 <= value <= limit:  # also refuses nan
