@@ -121,8 +121,8 @@ def bodies(draw: st.DrawFn, template: dict) -> bytes:
 
 def segment(draw: st.DrawFn, real: list[str]) -> str:
     """One path segment: a real id most of the time, else odd or random text."""
-    raw = draw(st.one_of(st.sampled_from(real), st.sampled_from(real),
-                         st.sampled_from(ODD), text.filter(bool)))
+    raw = draw(st.one_of(st.sampled_from(real[:1]), st.sampled_from(real[:1]),
+                         st.sampled_from(real), st.sampled_from(ODD), text.filter(bool)))
     if raw in ("%ff",):
         return raw  # invalid UTF-8 once decoded
     return quote(raw, safe="")
@@ -176,9 +176,15 @@ class Target:
 
     def send(self, method: str, url: str, body: bytes, head: dict[str, str]) -> tuple[
             int, bytes, bool]:
-        self.conn.request(method, url, body=body, headers=head)
-        resp = self.conn.getresponse()
-        data = resp.read()
+        try:
+            self.conn.request(method, url, body=body, headers=head)
+            resp = self.conn.getresponse()
+            data = resp.read()
+        except (OSError, http.client.HTTPException):
+            self.conn.close()  # the next request opens a new connection
+            raise
+        if resp.will_close:
+            self.conn.close()
         return resp.status, data, resp.will_close
 
     def snapshot(self) -> str:
@@ -241,6 +247,8 @@ def stock_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     t.service.stop()
 
 
+#: paths whose usual caller is an admin (the other callers are drawn too, less often)
+ADMIN_PATHS = {"/users", "/devices", "/metrics"}
 TEMPLATES = {
     "/users": {"Email": "fuzz@lab.test", "FullName": "F", "Groups": []},
     "/api-keys": {"Label": "k", "UserId": "x"},
@@ -267,7 +275,10 @@ def fuzzed(draw: st.DrawFn, target: Target, endpoints: list) -> tuple:
     key = ("work" if template.endswith("{work}") and template.startswith("/devices")
            else "device" if template == "/devices/{device}" else template)
     body = draw(bodies(TEMPLATES.get(key, {})))
-    caller = draw(st.sampled_from(list(target.bearer)))
+    natural = ("device" if template.startswith("/devices/{device}") and method != "PATCH"
+               else "admin" if template in ADMIN_PATHS or "victim" in template else "user")
+    caller = draw(st.one_of(st.just(natural), st.just(natural),
+                            st.sampled_from(list(target.bearer))))
     head = draw(headers(method, template))
     token = target.bearer[caller]
     if token is not None:
@@ -299,8 +310,8 @@ def check(target: Target, request: tuple) -> None:
         assert status < 500, shown
     if template == "/":
         assert set(answer) == {"__type", "message"}, shown
-    elif template == "/oauth2/token":
-        assert isinstance(answer.get("error"), str), shown
+    elif template == "/oauth2/token" and "error" in answer:  # OAuth2's shape (else ours: 413)
+        assert isinstance(answer["error"], str), shown
     elif target.stock and (answer is None or set(answer) == {"message"}):
         pass  # the stock gateway's 403/400 and a stock handler's bodiless 404
     else:
@@ -316,7 +327,7 @@ def fuzz(examples: int) -> settings:
 
 
 def test_fuzz_every_endpoint_as_every_caller(target: Target):
-    @fuzz(1500)
+    @fuzz(3000)
     @given(fuzzed(target, ENDPOINTS))
     def run(request: tuple) -> None:
         check(target, request)
@@ -325,7 +336,7 @@ def test_fuzz_every_endpoint_as_every_caller(target: Target):
 
 
 def test_fuzz_the_stock_protocol(stock_target: Target):
-    @fuzz(300)
+    @fuzz(600)
     @given(fuzzed(stock_target, STOCK_ENDPOINTS))
     def run(request: tuple) -> None:
         check(stock_target, request)
