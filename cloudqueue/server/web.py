@@ -282,14 +282,15 @@ def field(body: dict, name: str, kind: type | tuple, *, required: bool = False,
     if max_len is not None and isinstance(value, str) and len(value) > max_len:
         raise BadRequest(f"the field {name} is longer than {max_len} characters")
     if bounds is not None and not bounds[0] <= value <= bounds[1]:
-        raise BadRequest(f"the field {name} must be between {bounds[0]:g} and {bounds[1]:g}, "
+        raise BadRequest(f"the field {name} must be between {bounds[0]} and {bounds[1]}, "
                          f"not {json.dumps(value)[:60]}")
     return value
 
 
 def query_int(request: Request, name: str, *, default: int, lowest: int, highest: int) -> int:
     """A whole-number query parameter (``default`` when absent or empty): ASCII digits only
-    (``int()`` would take ``²`` or ``٣``) and short (``int()`` of thousands of digits fails)."""
+    (``str.isdigit`` passes ``²``, which ``int()`` then refuses; ``int()`` takes ``٣``) and
+    short (``int()`` of thousands of digits fails)."""
     raw = request.query_params.get(name)
     if raw is None or raw == "":
         return default
