@@ -46,6 +46,7 @@ ENDPOINTS = [
     ("GET", "/healthz"), ("GET", "/metrics"), ("POST", "/oauth2/token"), ("POST", "/"),
     ("PUT", "/files/{file}"), ("GET", "/files/{file}"),
     ("DELETE", "/workloads"), ("PUT", "/capabilities"), ("GET", "/no/such/path"),
+    ("GET", "/openapi.json"),
 ]
 #: the stock application's paths (``--stock-protocol``), and two of ours it must not know
 STOCK_ENDPOINTS = [
@@ -53,7 +54,7 @@ STOCK_ENDPOINTS = [
     ("PUT", "/devices/{device}"), ("GET", "/devices/{device}/workload"),
     ("PUT", "/devices/{device}/workloads/{work}"), ("POST", "/workloads"),
     ("GET", "/workloads"), ("GET", "/workloads/{work}"), ("GET", "/capabilities"),
-    ("POST", "/workloads/{work}/cancel"), ("GET", "/users"),
+    ("POST", "/workloads/{work}/cancel"), ("GET", "/users"), ("GET", "/openapi.json"),
 ]
 FIELDS = ["DeviceId", "Priority", "WorkloadName", "ContentSHA256", "DeviceName",
           "RefreshTimeout", "DeviceStatus", "DeviceConfigurationFileExtension", "Health",
@@ -341,3 +342,26 @@ def test_fuzz_the_stock_protocol(stock_target: Target):
     def run(request: tuple) -> None:
         check(stock_target, request)
     run()
+
+
+def test_openapi_describes_every_route(target: Target):
+    """``/openapi.json`` lists each path and method the service serves, with the error
+    shape; under ``--stock-protocol`` it does not exist (the stock gateway's 403)."""
+    from cloudqueue.server.app import api_routes, root_routes
+    resp = target.world.admin.session.get(target.service.root + "/openapi.json", timeout=30)
+    assert resp.status_code == 200, resp.text
+    doc = resp.json()
+    assert doc["openapi"].startswith("3.")
+    served = {(re.sub(r"\{(\w+):\w+\}", r"{\1}", r.path), m.lower())
+              for r in api_routes() + root_routes() for m in r.methods if m != "HEAD"}
+    described = {(p, m) for p, ops in doc["paths"].items() for m in ops}
+    assert described == served
+    assert doc["paths"]["/workloads"]["post"]["security"] == [{"bearer": []}]
+    assert "security" not in doc["paths"]["/oauth2/token"]["post"]
+    assert doc["components"]["schemas"]["Error"]["required"] == ["ErrorMessage", "ErrorKind"]
+
+
+def test_openapi_is_absent_under_the_stock_protocol(stock_target: Target):
+    resp = stock_target.world.admin.session.get(stock_target.service.root + "/openapi.json",
+                                                timeout=30)
+    assert resp.status_code == 403 and resp.json() == {"message": "Missing Authentication Token"}
