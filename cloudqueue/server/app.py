@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from cloudqueue.errors import QueueError
-from cloudqueue.server import (health, routes_admin, routes_auth, routes_devices,
+from cloudqueue.server import (health, openapi, routes_admin, routes_auth, routes_devices,
                                routes_files, routes_workloads)
 from cloudqueue.server.datadir import DataDir
 from cloudqueue.server.db import Database
@@ -90,6 +90,7 @@ def root_routes() -> list[BaseRoute]:
     return [
         Route("/healthz", health.healthz, methods=["GET"]),
         Route("/metrics", health.metrics, methods=["GET"]),
+        Route("/openapi.json", openapi.describe, methods=["GET"]),
         Route("/oauth2/token", routes_auth.oauth2_token, methods=["POST"]),
         Route("/", routes_auth.cognito, methods=["POST"]),
         Route("/files/{key:path}", routes_files.put_file, methods=["PUT"]),
@@ -194,4 +195,5 @@ def create_app(data_dir: Path, limits: Limits | None = None, *, prefix: str = ""
         QueueError: _queue_error, HTTPException: _http_error, Exception: _internal_error})
     app.add_middleware(health.RequestCounter, counts=svc.requests)
     app.state.service = svc
+    app.state.version = VERSION
     return app

@@ -20,13 +20,28 @@ TERMINAL = ("DONE", "FAILED", "CANCELLED")
 DEVICE_STATUSES = ("ONLINE", "BUSY", "ERROR", "OFFLINE")
 
 Row = Mapping[str, Any]
+#: the longest board time a run may report or be estimated at (a year): a larger
+#: ``DeviceSeconds`` is refused, and a stored one (an old database) is not believed
+MAX_RUN_SECONDS = 366 * 86400
 
 
 def iso(ms: int | None) -> str | None:
-    """Milliseconds since the epoch as the wire's ``2024-05-01T12:00:00.123Z``."""
+    """Milliseconds since the epoch as the wire's ``2024-05-01T12:00:00.123Z``; None for
+    none, and for a moment no datetime can hold (a bad stored value must not fail answers)."""
     if ms is None:
         return None
-    return format_time(datetime.fromtimestamp(ms / 1000, tz=timezone.utc))
+    try:
+        return format_time(datetime.fromtimestamp(ms / 1000, tz=timezone.utc))
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def run_time(seconds: Any) -> float | None:
+    """A stored board time as a plausible number of seconds, else None (NaN, infinite,
+    negative or past ``MAX_RUN_SECONDS``: only an old database can hold those)."""
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)):
+        return None
+    return float(seconds) if 0 <= seconds <= MAX_RUN_SECONDS else None
 
 
 def queue_key(row: Row) -> tuple:
@@ -152,8 +167,8 @@ def run_seconds(row: Row, fallback_seconds: float) -> float:
     """Board time a workload is expected to take: its own estimate (made from its file's
     programs at upload, ``estimated_seconds``) where known, else ``fallback_seconds`` (the
     device's recent measured mean)."""
-    own = row.get("estimated_seconds")
-    return float(own) if own is not None and own >= 0 else fallback_seconds
+    own = run_time(row.get("estimated_seconds"))
+    return own if own is not None else fallback_seconds
 
 
 def remaining_seconds(row: Row, now: int, fallback_seconds: float) -> float:
@@ -200,7 +215,7 @@ def estimated_start(rows: Sequence[Row], work_id: str, now: int, fallback_second
 
 def device_seconds(reported: float | None, started_at: int | None, now: int) -> float | None:
     """Board time of a finished run: what the device measured, else StartedAt to now."""
-    if reported is not None:
+    if run_time(reported) is not None:
         return float(reported)
     if started_at is None:
         return None

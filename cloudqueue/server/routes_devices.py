@@ -183,9 +183,7 @@ async def report_work(request: Request) -> Response:
     kind = field(body, "ErrorKind", str, max_len=64)
     partial = field(body, "PartialResults", bool, default=False)
     sha = sha256_field(body)
-    seconds = field(body, "DeviceSeconds", (int, float))
-    if seconds is not None and seconds < 0:
-        raise BadRequest("DeviceSeconds must not be negative")
+    seconds = field(body, "DeviceSeconds", (int, float), bounds=(0, policy.MAX_RUN_SECONDS))
     programs_done = field(body, "ProgramsDone", int)
     if programs_done is not None and programs_done < 0:
         raise BadRequest("ProgramsDone must not be negative")

@@ -14,8 +14,8 @@ from cloudqueue.server import policy
 from cloudqueue.server import views
 from cloudqueue.server.identities import NO_DEVICE_HINT, Principal
 from cloudqueue.server.web import (Service, call, field, json_ok, now_ms, parse_json,
-                                   read_json, service, sha256_field, stock_missing_item, user,
-                                   wait_seconds)
+                                   query_int, read_json, service, sha256_field, stock_missing_item,
+                                   user, wait_seconds)
 from cloudqueue.server.workloads import PageKey
 
 
@@ -62,18 +62,10 @@ def _page_key(raw: str | None) -> PageKey | None:
         work_id = data["WorkId"]
         if created is None or not isinstance(work_id, str):
             raise ValueError("empty")
-    except (BadRequest, ValueError, KeyError, TypeError):
+    except (BadRequest, ValueError, KeyError, TypeError, OverflowError, OSError):
         raise BadRequest("ExclusiveStartKeyJson must be the LastEvaluatedKey of the previous "
                          "page, unchanged") from None
     return PageKey(round(created.timestamp() * 1000), work_id)
-
-
-def _limit(raw: str | None) -> int:
-    if raw is None or raw == "":
-        return 5
-    if not raw.isdigit() or not 1 <= int(raw) <= 100:
-        raise BadRequest("Limit must be a whole number from 1 to 100")
-    return int(raw)
 
 
 async def list_workloads(request: Request) -> Response:
@@ -86,7 +78,8 @@ async def list_workloads(request: Request) -> Response:
     account = (q.get("AccountId") or None) if who.is_admin else who.id
     rows, last = await call(service(request).workloads.list, account_id=account,
                             device_id=q.get("DeviceId") or None, status=status,
-                            limit=_limit(q.get("Limit")),
+                            limit=query_int(request, "Limit", default=5, lowest=1,
+                                            highest=100),
                             start=_page_key(q.get("ExclusiveStartKeyJson")))
     body: dict = {"Items": [views.workload_item(r) for r in rows]}
     if last is not None:

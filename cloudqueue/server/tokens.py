@@ -86,7 +86,8 @@ class Signer:
     def check_url(self, method: str, key: str, expires: str | None,
                   signature: str | None) -> None:
         """Raise Forbidden (``bad_signature`` / ``url_expired``) unless the URL is good."""
-        if not expires or not signature or not expires.isdigit():
+        if not (expires and signature and expires.isascii() and expires.isdigit()
+                and len(expires) <= 12 and signature.isascii()):
             raise Forbidden("this file URL is not signed: ask the service for a new URL",
                             kind="bad_signature")
         expected = self._signature(method, key, int(expires))

@@ -8,15 +8,18 @@ from typing import Any
 from starlette.requests import Request
 
 from cloudqueue.server import mockspec, policy
-from cloudqueue.server.web import Service
+from cloudqueue.errors import BadRequest
+from cloudqueue.server.web import Service, parse_json
 
 Row = dict[str, Any]
 
 
 def _health(row: Row) -> dict | None:
+    """The stored Health, or None when it is not a JSON object we can serve back (an old
+    database may hold NaN or Infinity, which no JSON answer can carry)."""
     try:
-        health = json.loads(row["health"]) if row["health"] else None
-    except ValueError:
+        health = parse_json(row["health"], "Health") if row["health"] else None
+    except BadRequest:
         return None
     return health if isinstance(health, dict) else None
 
@@ -119,15 +122,16 @@ def workload_detail(svc: Service, request: Request, row: Row, active: list[Row],
         "StartedAt": policy.iso(row["started_at"]),
         "FinishedAt": policy.iso(row["finished_at"]),
         "Attempts": row["attempts"],
-        "DeviceSeconds": row["device_seconds"],
+        "DeviceSeconds": policy.run_time(row["device_seconds"]),
         "ErrorMessage": row["error_message"],
         "ErrorKind": row["error_kind"],
         "CancelRequested": bool(row["cancel_requested"]),
     })
     if start.reason:
         body["EstimatedStartReason"] = start.reason
-    if row.get("estimated_seconds") is not None:
-        body["EstimatedSeconds"] = round(row["estimated_seconds"], 6)
+    estimated = policy.run_time(row.get("estimated_seconds"))
+    if estimated is not None:
+        body["EstimatedSeconds"] = round(estimated, 6)
     progress = policy.progress_view(row["status"], row.get("programs_done"),
                                     row.get("programs_total"))
     if progress is not None:

@@ -171,15 +171,30 @@ def check_stock_model(body: Any, model: str) -> None:
 MAX_JSON_DEPTH = 32
 
 
-def _shallow(data: Any) -> bool:
-    """Whether ``data`` nests no deeper than ``MAX_JSON_DEPTH`` (walked level by level)."""
+def _problem(data: Any) -> str | None:
+    """What makes parsed JSON unfit to keep or store, walked level by level: nesting deeper
+    than ``MAX_JSON_DEPTH``, or a string (value or key) with a lone UTF-16 surrogate
+    (``"\\ud800"``: valid JSON, but no UTF-8 text, so SQLite and every answer would fail)."""
     level = [data]
     for _ in range(MAX_JSON_DEPTH):
+        if any(isinstance(item, str) and not _utf8(item) for item in level):
+            return "holds a string that is not Unicode text (a lone \\ud800-\\udfff escape)"
         level = [v for item in level if isinstance(item, (dict, list))
-                 for v in (item.values() if isinstance(item, dict) else item)]
+                 for v in ([*item.keys(), *item.values()] if isinstance(item, dict) else item)]
         if not level:
-            return True
-    return False
+            return None
+    return _TOO_DEEP
+
+
+_TOO_DEEP = f"is JSON nested more than {MAX_JSON_DEPTH} levels deep: send a flatter document"
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _refuse_constant(name: str) -> Any:
@@ -202,19 +217,19 @@ def _int64(text: str) -> int:
 
 def parse_json(raw: bytes | str, what: str = "the request body") -> Any:
     """JSON from a client: 400 ``invalid_json`` when it is not JSON, not UTF-8, nested
-    deeper than ``MAX_JSON_DEPTH``, or holds a number that is not a finite double or a
-    64-bit integer (``NaN``, ``1e999``: stored, they would break every later answer)."""
+    deeper than ``MAX_JSON_DEPTH``, holds a lone surrogate (``"\\ud800"``) or a number that
+    is not a finite double or a 64-bit integer (``NaN``, ``1e999``: stored, they would
+    break every later answer). The one place client JSON is checked."""
     try:
         data = json.loads(raw, parse_constant=_refuse_constant, parse_float=_finite_float,
                           parse_int=_int64)
-        deep = not _shallow(data)
+        problem = _problem(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"{what} is not valid JSON ({exc})", kind="invalid_json") from None
     except RecursionError:
-        deep = True
-    if deep:
-        raise BadRequest(f"{what} is JSON nested more than {MAX_JSON_DEPTH} levels deep: "
-                         "send a flatter document", kind="invalid_json")
+        problem = _TOO_DEEP
+    if problem:
+        raise BadRequest(f"{what} {problem}", kind="invalid_json")
     return data
 
 
@@ -240,8 +255,11 @@ async def read_json(request: Request, *, allow_empty: bool = False,
 
 
 def field(body: dict, name: str, kind: type | tuple, *, required: bool = False,
-          default: Any = None, choices: tuple | None = None, max_len: int | None = None) -> Any:
-    """One field of a JSON body, type-checked (bool is not an int). Unknown fields are ignored."""
+          default: Any = None, choices: tuple | None = None, max_len: int | None = None,
+          bounds: tuple[float, float] | None = None) -> Any:
+    """One field of a JSON body, type-checked (bool is not an int). Unknown fields are
+    ignored. ``bounds``: (lowest, highest) of a number (``parse_json`` already refused the
+    non-finite ones)."""
     value = body.get(name, _MISSING)
     if value is _MISSING or value is None:
         if required:
@@ -263,7 +281,23 @@ def field(body: dict, name: str, kind: type | tuple, *, required: bool = False,
                          f"not {json.dumps(value)[:60]}")
     if max_len is not None and isinstance(value, str) and len(value) > max_len:
         raise BadRequest(f"the field {name} is longer than {max_len} characters")
+    if bounds is not None and not bounds[0] <= value <= bounds[1]:
+        raise BadRequest(f"the field {name} must be between {bounds[0]} and {bounds[1]}, "
+                         f"not {json.dumps(value)[:60]}")
     return value
+
+
+def query_int(request: Request, name: str, *, default: int, lowest: int, highest: int) -> int:
+    """A whole-number query parameter (``default`` when absent or empty): ASCII digits only
+    (``str.isdigit`` passes ``²``, which ``int()`` then refuses; ``int()`` takes ``٣``) and
+    short (``int()`` of thousands of digits fails)."""
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 18
+            and lowest <= int(raw) <= highest):
+        raise BadRequest(f"{name} must be a whole number from {lowest} to {highest}")
+    return int(raw)
 
 
 def wait_seconds(request: Request) -> float:
@@ -273,7 +307,8 @@ def wait_seconds(request: Request) -> float:
         return 0.0
     limit = service(request).limits.max_wait_seconds
     try:
-        value = float(raw)
+        # ASCII only (float() takes other scripts' digits too, "٣"), and short
+        value = float(raw) if raw.isascii() and len(raw) <= 32 else math.nan
     except ValueError:
         raise BadRequest(f"WaitSeconds must be a number of seconds (0..{limit})") from None
     if not 0 <= value <= limit:  # also refuses nan

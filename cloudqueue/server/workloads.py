@@ -63,8 +63,8 @@ class WorkloadStore:
                 "SELECT AVG(device_seconds) FROM (SELECT device_seconds FROM workloads "
                 "WHERE device_id = ? AND status = 'DONE' AND device_seconds IS NOT NULL "
                 "ORDER BY finished_at DESC LIMIT 20)", (device_id,)).fetchone()
-        seconds = row[0] if row and row[0] is not None else self.limits.default_run_seconds
-        return float(seconds)
+        seconds = policy.run_time(row[0]) if row else None  # None too for a bad stored value
+        return float(seconds if seconds is not None else self.limits.default_run_seconds)
 
     def list(self, *, account_id: str | None = None, device_id: str | None = None,
              status: str | None = None, limit: int = 5,

@@ -217,3 +217,130 @@ def test_numbers_json_cannot_carry_are_400_and_break_no_later_answer(world: Worl
     assert world.admin.get(f"/devices/{device.id}").status_code == 200
     fine = device.report(work_id, {"DeviceSeconds": 1.5e3, "ProgramsDone": 2 ** 62})
     assert fine.status_code == 200, fine.text
+
+
+RAW_JSON = {"headers": {"Content-Type": "application/json"}}
+SURROGATE = '"\\ud800"'  # valid JSON text, but no Unicode string: SQLite cannot store it
+
+
+def test_lone_surrogates_are_400_in_every_string_field(world: World):
+    """A lone UTF-16 surrogate anywhere (a value, a key, deep inside Health) is refused
+    where JSON is parsed, on every JSON path, before anything reaches the database."""
+    device = world.device()
+    user, _ = world.user()
+    work_id = submit(user, device.id)
+    assert device.next_work().json()["WorkId"] == work_id
+    before = count_workloads(world)
+    s = SURROGATE
+    cases = [
+        (world.admin, "POST", "/users", f'{{"Email": {s}, "FullName": "x"}}'),
+        (world.admin, "POST", "/users", f'{{"Email": "a@b.c", "FullName": {s}}}'),
+        (world.admin, "POST", "/devices", f'{{"DeviceName": {s}}}'),
+        (world.admin, "PATCH", f"/devices/{device.id}", f'{{"DeviceName": {s}}}'),
+        (user, "POST", "/workloads", f'{{"DeviceId": {s}, "Priority": "LOW"}}'),
+        (user, "POST", "/workloads",
+         f'{{"DeviceId": "{device.id}", "WorkloadName": {s}}}'),
+        (user, "POST", "/api-keys", f'{{"Label": {s}}}'),
+        (device.api, "PUT", f"/devices/{device.id}",
+         '{"DeviceStatus": "ONLINE", "DeviceConfigurationFileExtension": "json", '
+         f'"Health": {{"Reason": {s}, {s}: 1}}}}'),
+        (device.api, "PUT", f"/devices/{device.id}/workloads/{work_id}",
+         f'{{"Outcome": "FAILED", "ErrorMessage": {s}}}'),
+    ]
+    for api, method, path, body in cases:
+        assert_error(api.call(method, path, data=body.encode(), **RAW_JSON), 400,
+                     "invalid_json")
+    for target, body in (
+            ("InitiateAuth", f'{{"AuthFlow": "USER_PASSWORD_AUTH", "AuthParameters": '
+                             f'{{"USERNAME": {s}, "PASSWORD": {s}}}}}'),
+            ("InitiateAuth", f'{{"AuthFlow": "REFRESH_TOKEN_AUTH", "AuthParameters": '
+                             f'{{"REFRESH_TOKEN": {s}}}}}'),
+            ("ChangePassword", f'{{"AccessToken": "x", "PreviousPassword": {s}, '
+                               f'"ProposedPassword": {s}}}')):
+        login = requests.post(world.service.root + "/", data=body.encode(), timeout=30, headers={
+            "X-Amz-Target": f"AWSCognitoIdentityProviderService.{target}"})
+        assert login.status_code == 400, login.text
+        assert login.json()["__type"] == "SerializationException"
+    assert count_workloads(world) == before
+    assert status(user, work_id)["WorkStatus"] == "EXECUTING"
+    assert device.heartbeat().status_code == 200  # the same connection still serves
+
+
+def test_query_numbers_and_page_keys_that_int_or_datetime_refuse(world: World):
+    """``Limit=²`` passes str.isdigit() and fails int(); 5,000 digits fail int(); a page
+    key with a date no datetime holds fails the timestamp: each a 400, not a 500."""
+    user, _ = world.user()
+    for limit in ("²", "٣", "1" * 5000, "-1", "1.5", " 5"):
+        assert_error(user.get("/workloads", params={"Limit": limit}), 400, "bad_request")
+    for key in ('{"WorkId": "x", "CreatedAt": 1e20}', '{"WorkId": "x", "CreatedAt": -1e20}',
+                '{"WorkId": "x", "CreatedAt": "99999-01-01T00:00:00Z"}',
+                '{"WorkId": "x", "CreatedAt": ' + "[" * 100 + "]" * 100 + "}",
+                '{"WorkId": ' + SURROGATE + ', "CreatedAt": "2024-01-01T00:00:00.000Z"}'):
+        assert_error(user.get("/workloads", params={"ExclusiveStartKeyJson": key}), 400,
+                     "bad_request")
+    device = world.device()
+    for wait in ("²", "1" * 5000, "nan", "inf", "1e400"):
+        assert_error(device.next_work(wait=wait), 400, "bad_request")
+    assert user.get("/workloads", params={"Limit": "100"}).status_code == 200
+
+
+def test_file_urls_with_non_ascii_or_huge_parameters_are_403(world: World):
+    device = world.device()
+    user, _ = world.user()
+    created = user.post("/workloads", json={"DeviceId": device.id, "Priority": "LOW"}).json()
+    base = created["UploadUrl"].split("?")[0]
+    good_expires = re.search(r"Expires=(\d+)", created["UploadUrl"]).group(1)
+    for query in ({"Expires": good_expires, "Signature": "é"},
+                  {"Expires": good_expires, "Signature": "\u00e9" * 64},
+                  {"Expires": "²", "Signature": "0" * 64},
+                  {"Expires": "9" * 5000, "Signature": "0" * 64},
+                  {"Expires": "99999999999999999999", "Signature": "0" * 64}):
+        assert_error(requests.put(base, params=query, data=b"x", timeout=30), 403,
+                     "bad_signature")
+        assert_error(requests.get(base, params=query, timeout=30), 403, "bad_signature")
+    assert status(user, created["WorkId"])["WorkStatus"] == "CREATED"
+
+
+def test_absurd_device_seconds_are_refused_and_never_stored(world: World):
+    """Finite but absurd (1e308, more than a year) is refused like the non-finite."""
+    device = world.device()
+    user, _ = world.user()
+    work_id = submit(user, device.id)
+    device.next_work()
+    for number in ("1e308", "1e400", "31622401", "-0.5"):
+        report = device.api.put(f"/devices/{device.id}/workloads/{work_id}",
+                                data=f'{{"DeviceSeconds": {number}}}', **RAW_JSON)
+        assert_error(report, 400)
+    assert status(user, work_id)["WorkStatus"] == "EXECUTING"
+    assert device.report(work_id, {"DeviceSeconds": 86400.5}).status_code == 200
+
+
+def test_bad_values_in_an_old_database_break_no_answer(world: World):
+    """What an old service stored before the edge refused it (Infinity board times, a
+    Health with NaN) reads back as absent, never as a 500, for everyone queued behind."""
+    import sqlite3
+    device = world.device()
+    user, _ = world.user()
+    done = submit(user, device.id)
+    device.next_work()
+    url = device.report(done, {"DeviceSeconds": 3}).json()["UploadUrl"]
+    assert put_file(url, b"results").status_code == 200
+    running = submit(user, device.id)
+    assert device.next_work().json()["WorkId"] == running
+    waiting = submit(user, device.id)
+    assert device.heartbeat().status_code == 200
+    conn = sqlite3.connect(world.service.data_dir / "queue.db", timeout=30)
+    with conn:
+        conn.execute("UPDATE workloads SET device_seconds = 9e999 WHERE work_id = ?", (done,))
+        conn.execute("UPDATE workloads SET estimated_seconds = 1e308 WHERE work_id IN (?, ?)",
+                     (running, waiting))
+        conn.execute("UPDATE devices SET health = ? WHERE device_id = ?",
+                     ('{"Reason": "x", "Temp": NaN}', device.id))
+    conn.close()
+    assert status(user, done)["DeviceSeconds"] is None
+    detail = status(user, waiting)
+    assert detail["WorkStatus"] == "READY" and "EstimatedSeconds" not in detail
+    assert detail["EstimatedStartAt"] is not None  # the fallback estimate, not a 500
+    shown = world.admin.get(f"/devices/{device.id}")
+    assert shown.status_code == 200 and shown.json()["Health"] is None
+    assert world.admin.get("/devices").status_code == 200
