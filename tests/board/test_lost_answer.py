@@ -105,3 +105,33 @@ def test_a_lost_upload_answer_retried_runs_the_work_once(board_factory, workload
     assert "refused" not in log
     assert board.status()["counts"].get("DONE") == 1
     assert board.stop() == 0
+
+
+def test_the_uploader_logs_a_refused_outcome_as_refused(board_factory):
+    """The uploader's log says what the service answered: a results upload the service
+    refuses (409: work cancelled before it ran) is logged as refused, not as reported."""
+    import time
+    from supervisor.spool import RESULTS, WORKLOAD, Spool, WorkMeta
+    board = board_factory()
+    admin = board.admin
+    answer = admin.create_workload(board.device_id)
+    work_id = answer["WorkId"]
+    admin.cancel_workload(work_id)
+    # the board holds it finished in outgoing/ (say, from before a restart)
+    spool = Spool(board.spool).ensure()
+    folder = spool.create_incoming(work_id)
+    (folder / WORKLOAD).write_bytes(b"workload")
+    spool.write_meta("incoming", WorkMeta(work_id, received_at=time.time(), size=8))
+    (folder / RESULTS).write_bytes(b"results")
+    spool.move(work_id, "incoming", "outgoing",
+               WorkMeta(work_id, received_at=time.time(), size=8).finish(
+                   "DONE", seconds=0.1, has_results=True))
+    board.start()
+    log = wait_for(lambda: (lambda text: text if f"workload {work_id}: the service refused "
+                            "its DONE (409 conflict:" in text else None)(board.log()), 20,
+                   what="the uploader's refusal in the log")
+    assert f"workload {work_id} reported" not in log
+    meta = wait_for(lambda: spool.read_meta("done", work_id), 10, what="the work in done/")
+    assert meta.upload_error.startswith("Conflict: ")
+    assert admin.get_workload(work_id).WorkStatus == "CANCELLED"
+    assert board.stop() == 0
