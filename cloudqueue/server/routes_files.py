@@ -37,21 +37,29 @@ def _precheck(svc: Service, kind: str, ident: str) -> tuple[str | None, bool]:
         row = svc.workloads.check_workload_upload(ident)
         return row["workload_sha256"], bool(row["has_workload"])
     if kind == "results":
+        row = svc.workloads.get(ident)
+        if row is not None and row["status"] == "CANCELLED" and row["has_result"]:
+            return row["result_sha256"], True  # its partial results, taken once
         return svc.workloads.check_results_upload(ident)["result_sha256"], False
     svc.identities.require_device(ident)
     return None, False
 
 
 def _same_as_stored(svc: Service, staged, key: str, ident: str) -> None:
-    """A workload file arrived again: nothing changes when it is the same bytes (a retried
-    PUT whose first answer was lost); 409 when it is not. The stored file never changes
-    once there, so it is hashed (in chunks) outside the lock."""
+    """A file that cannot change arrived again (a workload file; a cancelled workload's
+    partial results): nothing changes when it is the same bytes (a retried PUT whose first
+    answer was lost); 409 when it is not. The stored file never changes once there, so it
+    is hashed (in chunks) outside the lock."""
     stored = svc.files.sha256(key)
-    if stored != staged.sha256:
-        raise Conflict(f"workload {ident} already has its file (SHA-256 {stored}), and a "
-                       f"workload file cannot be replaced (this one's SHA-256 is "
-                       f"{staged.sha256}): submit a new workload to run other bytes",
-                       kind="immutable_workload_file")
+    if stored == staged.sha256:
+        return
+    if key.startswith("results/"):
+        raise Conflict(f"workload {ident} is CANCELLED and already has its partial results "
+                       f"(SHA-256 {stored}): it takes no others")
+    raise Conflict(f"workload {ident} already has its file (SHA-256 {stored}), and a "
+                   f"workload file cannot be replaced (this one's SHA-256 is "
+                   f"{staged.sha256}): submit a new workload to run other bytes",
+                   kind="immutable_workload_file")
 
 
 def _finished_results_unchanged(svc: Service, staged, key: str, ident: str) -> bool:
