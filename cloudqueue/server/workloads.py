@@ -241,8 +241,7 @@ class WorkloadStore:
         ``asked_at``: when the device's request arrived, in microseconds since the epoch;
         ``holding``: work the device already has (see ``policy.plan_handout``)."""
         with self.db.transaction() as conn:
-            handed_out_at = time.time_ns() // 1000
-            now = handed_out_at // 1000
+            now = time.time_ns() // 1_000_000
             rows = [dict(r) for r in conn.execute(
                 "SELECT * FROM workloads WHERE device_id = ? AND status IN (?, ?, ?)",
                 (device_id, *policy.ACTIVE)).fetchall()]
@@ -259,6 +258,9 @@ class WorkloadStore:
             if chosen is None:
                 return None, plan.finalize
             fresh = plan.counts_attempt and chosen["status"] == "READY"
+            # the hand-out's moment, as late as it can be: a poll that arrived before it
+            # (whenever that poll gets the lock) never gets this work
+            handed_out_at = time.time_ns() // 1000
             changed = conn.execute(
                 "UPDATE workloads SET status = ?, attempts = attempts + ?, started_at = ?, "
                 "handed_out_at = ?, "

@@ -73,3 +73,54 @@ def test_concurrent_polls_of_one_device_never_share_work(world: World):
     for work_id in everything:
         body = status(user, work_id)
         assert body["WorkStatus"] == "DONE" and body["Attempts"] == 1, body
+
+
+def test_claims_of_polls_in_flight_together_never_share_work(tmp_path):
+    """The store's claim, under real threads on a real SQLite store: 16 polls that arrived
+    together (one ``asked_at``) against 40 READY workloads, round after round, each round's
+    polls naming the work handed out before in ``Holding`` (as a board does): every
+    workload is handed out exactly once, one attempt each, and polls beyond the work get
+    nothing."""
+    import time
+    import uuid
+    from cloudqueue.server.db import Database
+    from cloudqueue.server.settings import Limits
+    from cloudqueue.server.workloads import WorkloadStore
+
+    db = Database(tmp_path / "queue.db")
+    store = WorkloadStore(db, Limits())
+    device_id, now = str(uuid.uuid4()), int(time.time() * 1000)
+    with db.transaction() as conn:
+        conn.execute("INSERT INTO devices (device_id, name, client_id, secret_hash, "
+                     "created_at) VALUES (?, 'race', ?, 'x', ?)", (device_id, device_id, now))
+    everything = [str(uuid.uuid4()) for _ in range(40)]
+    store.bulk_insert({"work_id": w, "device_id": device_id, "account_id": "a",
+                       "priority": "MEDIUM", "status": "READY", "created_at": now + i,
+                       "ready_at": now + i, "has_workload": 1}
+                      for i, w in enumerate(everything))
+    handed: Counter = Counter()
+    nothing = 0
+    while len(handed) < len(everything):
+        asked_at = time.time_ns() // 1000  # the round's polls arrive together
+        holding = frozenset(handed)
+        start = threading.Barrier(POLLS)
+
+        def claim(_: int) -> str | None:
+            start.wait(10)
+            row, _ended = store.claim(device_id, asked_at, holding)
+            return row["work_id"] if row else None
+
+        with ThreadPoolExecutor(POLLS) as pool:
+            got = list(pool.map(claim, range(POLLS)))
+        handed.update(w for w in got if w)
+        nothing += got.count(None)
+        assert got.count(None) == max(0, POLLS - (len(everything) - len(holding))), got
+    db.close()
+    assert sorted(handed) == sorted(everything)
+    assert set(handed.values()) == {1}, {w: n for w, n in handed.items() if n != 1}
+    assert nothing == 3 * POLLS - len(everything)  # the last round: 8 polls, no work
+    db = Database(tmp_path / "queue.db")
+    with db.reading() as conn:
+        rows = conn.execute("SELECT status, attempts FROM workloads").fetchall()
+    db.close()
+    assert {(r["status"], r["attempts"]) for r in rows} == {("EXECUTING", 1)}
