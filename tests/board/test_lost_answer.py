@@ -72,18 +72,20 @@ class DropFirstAnswerProxy:
                 s.close()
 
 
-def test_a_lost_upload_answer_retried_runs_the_work_once(board_factory, workload):
+def test_a_lost_upload_answer_retried_runs_the_work_once(board_factory, tmp_path):
     from cloudqueue.transfer import upload_file
-    board = board_factory().start()
+    from tests.board.conftest import make_workload
+    board = board_factory(executor={"time_scale": "2000"}).start()  # runs for a few s
+    workload = make_workload(tmp_path / "slow.gz", reps=1000)
     admin = board.admin
     answer = admin.create_workload(board.device_id)
     work_id = answer["WorkId"]
 
     def handed_out() -> None:
-        # hold the lost answer until the board has the work: the retry then arrives for
+        # hold the lost answer until the board runs the work: the retry then arrives for
         # work already handed out, the case that ran it twice
-        wait_for(lambda: admin.get_workload(work_id).WorkStatus not in ("CREATED", "READY"),
-                 30, what="the board to take the work")
+        wait_for(lambda: admin.get_workload(work_id).WorkStatus == "EXECUTING", 30,
+                 what="the board to run the work")
 
     url = urlsplit(answer["UploadUrl"])
     proxy = DropFirstAnswerProxy((url.hostname, url.port), handed_out)
@@ -94,6 +96,8 @@ def test_a_lost_upload_answer_retried_runs_the_work_once(board_factory, workload
         proxy.close()
     assert proxy.dropped == 1 and proxy.connections == 2  # one answer lost, one retry
     assert sent.size == workload.stat().st_size
+    running = admin.get_workload(work_id)  # the retry's 200 changed nothing
+    assert running.WorkStatus in ("EXECUTING", "UPLOADING", "DONE") and running.Attempts == 1
 
     done = board.wait_terminal(work_id)
     assert done.WorkStatus == "DONE", (done, board.log())
