@@ -56,12 +56,12 @@ class Uploader:
         meta = spool.read_meta("outgoing", work_id) or WorkMeta(work_id).finish(
             "FAILED", "device_error", "the board lost this workload's record; submit it again")
         results = spool.path("outgoing", work_id) / RESULTS
+        refused = None
         try:
             self._send(meta, results)
         except (NotFound, Conflict, BadRequest, NotSupported) as exc:
             meta.upload_error = f"{type(exc).__name__}: {exc}"
-            log.warning("workload %s: the service will not take its outcome (%s); keeping it "
-                        "in done/", work_id, exc)
+            refused = exc
         except QueueError as exc:
             self._later(meta, f"upload of {work_id} failed ({exc})", str(exc))
             return
@@ -79,7 +79,11 @@ class Uploader:
                         f"done/ ({exc})", str(exc))
             return
         self.link.post("uploaded", work_id=work_id, outcome=meta.outcome)
-        log.info("workload %s reported %s", work_id, meta.outcome)
+        if refused is None:
+            log.info("workload %s reported %s: the service accepted it", work_id, meta.outcome)
+        else:
+            log.warning("workload %s: the service refused its %s (%s %s: %s); kept in done/",
+                        work_id, meta.outcome, refused.status or "", refused.kind, refused)
 
     def _later(self, meta: WorkMeta, what: str, error: str) -> None:
         """Retry this work after a backoff; one bad entry never stops the others."""

@@ -65,6 +65,17 @@ class FileStore:
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()
 
+    def sha256(self, key: str) -> str | None:
+        """The SHA-256 of the stored file (read in chunks, never whole), None if absent."""
+        digest = hashlib.sha256()
+        try:
+            with open(self.path(key), "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(chunk)
+        except FileNotFoundError:
+            return None
+        return digest.hexdigest()
+
     async def stage(self, chunks: AsyncIterator[bytes], max_bytes: int) -> Staged:
         """Stream ``chunks`` into a temp file; TooLarge (413) past ``max_bytes``."""
         fd, name = tempfile.mkstemp(dir=self.tmp, prefix="up-")

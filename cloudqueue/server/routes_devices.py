@@ -130,6 +130,9 @@ async def next_work(request: Request) -> Response:
     cancel or a lease expiry through the notifier) or the wait is over. Work named in
     ``Holding`` is skipped: the board has it already and asks for what comes next.
     """
+    # the poll's moment is its arrival, before anything that may wait (authentication is a
+    # database read): work handed to another poll after it arrived is never handed to it
+    asked_at = time.time_ns() // 1000  # microseconds: see policy.plan_handout
     device_id = request.path_params["device_id"]
     await the_device(request, device_id)
     wait = wait_seconds(request)
@@ -138,12 +141,10 @@ async def next_work(request: Request) -> Response:
     if svc.limits.stock_protocol:
         wait, holding = 0.0, frozenset()
     deadline = time.monotonic() + wait
-    asked_at = time.time_ns() // 1000  # microseconds: see policy.plan_handout
     while True:
         seen = svc.notifier.version(device_id)
-        now = now_ms()
-        await _touch(svc, device_id, now)
-        row, ended = await call(svc.workloads.claim, device_id, now, asked_at, holding)
+        await _touch(svc, device_id, now_ms())
+        row, ended = await call(svc.workloads.claim, device_id, asked_at, holding)
         if row is not None or ended:
             await svc.queue_changed(device_id, devices=False)
         if row is not None:

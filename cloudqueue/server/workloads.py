@@ -155,26 +155,30 @@ class WorkloadStore:
         if row is None:
             raise NotFound(f"no workload {work_id}: submit the workload again "
                            "(`userclient submit`)")
-        if row["status"] in policy.TERMINAL:
-            raise Conflict(f"workload {work_id} is {row['status']}: its file can no longer "
-                           "be replaced; submit a new workload")
+        if row["status"] in policy.TERMINAL and not row["has_workload"]:
+            raise Conflict(f"workload {work_id} is {row['status']}: it takes no file any "
+                           "more; submit a new workload")
         return row
 
     def workload_uploaded(self, work_id: str, now: int,
                           estimated_seconds: float | None = None) -> Row:
-        """The workload file arrived: READY (again), ReadyAt = now, with the board time
-        estimated from the file (None: unknown). A re-upload resets."""
+        """The workload's first file arrived: CREATED becomes READY, ReadyAt = now, with the
+        board time estimated from the file (None: unknown). Only CREATED work without a file
+        takes one: a file, once there, is never replaced (``immutable_workload_file``), so
+        nothing here resets work that was handed out."""
         with self.db.transaction() as conn:
             row = conn.execute("SELECT * FROM workloads WHERE work_id = ?", (work_id,)).fetchone()
-            if row is None or row["status"] in policy.TERMINAL:
+            if row is None or row["status"] != "CREATED" or row["has_workload"]:
                 raise Conflict(f"workload {work_id} can no longer take a file")
             status = "CANCELLED" if row["cancel_requested"] else "READY"
             finished = now if status == "CANCELLED" else None
-            conn.execute(
+            changed = conn.execute(
                 "UPDATE workloads SET status = ?, ready_at = ?, has_workload = 1, "
-                "pending_outcome = NULL, error_message = NULL, error_kind = NULL, "
-                "finished_at = ?, estimated_seconds = ? WHERE work_id = ?",
-                (status, now, finished, estimated_seconds, work_id))
+                "finished_at = ?, estimated_seconds = ? "
+                "WHERE work_id = ? AND status = 'CREATED' AND has_workload = 0",
+                (status, now, finished, estimated_seconds, work_id)).rowcount
+            if changed != 1:
+                raise Conflict(f"workload {work_id} can no longer take a file")
             return dict(conn.execute("SELECT * FROM workloads WHERE work_id = ?",
                                      (work_id,)).fetchone())
 
@@ -225,13 +229,19 @@ class WorkloadStore:
             conn.execute("UPDATE devices SET last_seen = ? WHERE device_id = ?", (now, device_id))
         return changed
 
-    def claim(self, device_id: str, now: int, asked_at: int | None = None,
+    def claim(self, device_id: str, asked_at: int | None = None,
               holding: Collection[str] = ()) -> tuple[Row | None, list[policy.Finalize]]:
-        """Hand the device its next work (atomically), ending on the way what must not run.
+        """Hand the device its next work, ending on the way what must not run.
+
+        One atomic claim: the read, the choice and the update are one transaction under
+        the lock, the times are taken inside it, and the update changes the chosen row only
+        in the state it was read in (else ``Conflict``, rolled back), so two polls can
+        never both take the same work.
 
         ``asked_at``: when the device's request arrived, in microseconds since the epoch;
         ``holding``: work the device already has (see ``policy.plan_handout``)."""
         with self.db.transaction() as conn:
+            now = time.time_ns() // 1_000_000
             rows = [dict(r) for r in conn.execute(
                 "SELECT * FROM workloads WHERE device_id = ? AND status IN (?, ?, ?)",
                 (device_id, *policy.ACTIVE)).fetchall()]
@@ -247,18 +257,26 @@ class WorkloadStore:
             chosen = plan.chosen
             if chosen is None:
                 return None, plan.finalize
-            if plan.counts_attempt:
-                fresh = chosen["status"] == "READY"
-                started = now if fresh else chosen["started_at"]
-                conn.execute(
-                    "UPDATE workloads SET status = 'EXECUTING', attempts = attempts + 1, "
-                    "started_at = ? WHERE work_id = ?", (started, chosen["work_id"]))
-                if fresh:  # a new run starts from nothing done
-                    conn.execute("UPDATE workloads SET programs_done = NULL, "
-                                 "programs_total = NULL WHERE work_id = ?",
-                                 (chosen["work_id"],))
-            conn.execute("UPDATE workloads SET handed_out_at = ? WHERE work_id = ?",
-                         (time.time_ns() // 1000, chosen["work_id"]))
+            fresh = plan.counts_attempt and chosen["status"] == "READY"
+            # the hand-out's moment, as late as it can be: a poll that arrived before it
+            # (whenever that poll gets the lock) never gets this work
+            handed_out_at = time.time_ns() // 1000
+            changed = conn.execute(
+                "UPDATE workloads SET status = ?, attempts = attempts + ?, started_at = ?, "
+                "handed_out_at = ?, "
+                "programs_done = CASE WHEN ? THEN NULL ELSE programs_done END, "
+                "programs_total = CASE WHEN ? THEN NULL ELSE programs_total END "
+                "WHERE work_id = ? AND device_id = ? AND status = ? AND attempts = ? "
+                "AND handed_out_at IS ?",
+                ("EXECUTING" if plan.counts_attempt else chosen["status"],
+                 1 if plan.counts_attempt else 0,
+                 now if fresh else chosen["started_at"], handed_out_at,
+                 fresh, fresh,  # a new run starts from nothing done
+                 chosen["work_id"], device_id, chosen["status"], chosen["attempts"],
+                 chosen["handed_out_at"])).rowcount
+            if changed != 1:  # cannot happen under the lock; never hand out on a doubt
+                raise Conflict(f"workload {chosen['work_id']} changed while it was handed "
+                               "out: ask again")
             row = conn.execute("SELECT * FROM workloads WHERE work_id = ?",
                                (chosen["work_id"],)).fetchone()
             return dict(row), plan.finalize

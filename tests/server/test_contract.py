@@ -4,7 +4,7 @@ from __future__ import annotations
 import requests
 
 from tests.helpers import wait_for
-from tests.server.api import ISO, Api, World, put_file, status, submit
+from tests.server.api import ISO, Api, World, assert_error, put_file, status, submit
 
 
 def test_capabilities_lists_the_extras_without_auth(world: World):
@@ -115,14 +115,70 @@ def test_workload_walks_created_ready_executing_uploading_done(world: World):
     assert device.next_work().json() == []
 
 
-def test_reupload_after_start_resets_to_ready(world: World):
+def _state(user: Api, work_id: str) -> dict:
+    """What a repeated upload must not change (URLs and estimates are made per answer)."""
+    body = status(user, work_id)
+    return {k: body.get(k) for k in ("WorkStatus", "ReadyAt", "StartedAt", "FinishedAt",
+                                      "Attempts", "DeviceSeconds", "ErrorKind")}
+
+
+def test_workload_file_sent_again_with_the_same_bytes_is_200_and_changes_nothing(world: World):
+    """Not the stock behaviour (a second upload set running work back to READY, so one
+    lost answer ran it twice): a workload file is immutable once uploaded."""
     device = world.device()
     user, _ = world.user()
     resp = user.post("/workloads", json={"DeviceId": device.id, "Priority": "LOW"}).json()
-    put_file(resp["UploadUrl"], b"v1")
+    assert put_file(resp["UploadUrl"], b"v1").status_code == 200
+    ready = _state(user, resp["WorkId"])
+    assert ready["WorkStatus"] == "READY"
+    again = put_file(resp["UploadUrl"], b"v1")
+    assert again.status_code == 200
+    assert _state(user, resp["WorkId"]) == ready  # ReadyAt and all: unchanged
     assert device.next_work().json()["WorkId"] == resp["WorkId"]
-    assert put_file(resp["UploadUrl"], b"v2").status_code == 200
-    assert status(user, resp["WorkId"])["WorkStatus"] == "READY"
+    running = _state(user, resp["WorkId"])
+    assert put_file(resp["UploadUrl"], b"v1").status_code == 200
+    after = _state(user, resp["WorkId"])
+    assert after["WorkStatus"] == "EXECUTING" and after["Attempts"] == 1
+    assert after["StartedAt"] == running["StartedAt"] and after["ReadyAt"] == ready["ReadyAt"]
+
+
+def test_workload_file_with_other_bytes_is_409_in_every_state(world: World):
+    device = world.device()
+    user, _ = world.user()
+    resp = user.post("/workloads", json={"DeviceId": device.id, "Priority": "LOW"}).json()
+    work = resp["WorkId"]
+    put_file(resp["UploadUrl"], b"v1")
+    ready = _state(user, work)
+    body = assert_error(put_file(resp["UploadUrl"], b"v2"), 409, "immutable_workload_file")
+    assert "cannot be replaced" in body["ErrorMessage"] and "submit a new" in body["ErrorMessage"]
+    assert _state(user, work) == ready
+    assert device.next_work().json()["WorkId"] == work
+    running = _state(user, work)
+    assert_error(put_file(resp["UploadUrl"], b"v2"), 409, "immutable_workload_file")
+    assert _state(user, work) == running and running["WorkStatus"] == "EXECUTING"
+    url = device.report(work).json()["UploadUrl"]
+    assert_error(put_file(resp["UploadUrl"], b"v2"), 409, "immutable_workload_file")
+    assert status(user, work)["WorkStatus"] == "UPLOADING"
+    assert put_file(url, b"results").status_code == 200
+    done = _state(user, work)
+    assert_error(put_file(resp["UploadUrl"], b"v2"), 409, "immutable_workload_file")
+    assert put_file(resp["UploadUrl"], b"v1").status_code == 200  # a late retry: harmless
+    assert _state(user, work) == done and done["WorkStatus"] == "DONE"
+    assert requests.get(status(user, work)["WorkloadUrl"], timeout=10).content == b"v1"
+    assert device.next_work().json() == []
+
+
+def test_results_sent_again_after_done_change_nothing(world: World):
+    device = world.device()
+    user, _ = world.user()
+    work = submit(user, device.id)
+    device.next_work()
+    url = device.report(work).json()["UploadUrl"]
+    assert put_file(url, b"results").status_code == 200
+    done = _state(user, work)
+    assert put_file(url, b"results").status_code == 200  # the uploader's retry
+    assert _state(user, work) == done and done["WorkStatus"] == "DONE"
+    assert requests.get(status(user, work)["WorkloadResultUrl"], timeout=10).content == b"results"
 
 
 def test_report_on_ready_work_answers_url_and_leaves_it_ready(world: World):

@@ -158,6 +158,8 @@ def test_cancelled_running_work_keeps_its_partial_results(world: World):
     assert body["ErrorMessage"] == "cancelled after 3 of 10 programs"
     assert requests.get(body["WorkloadResultUrl"], timeout=10).content == b"three programs"
     assert_error(put_file(url, b"replaced"), 409)  # only the first upload
+    assert put_file(url, b"three programs").status_code == 200  # its retry: no change
+    assert status(user, work)["FinishedAt"] == body["FinishedAt"]
     assert requests.get(body["WorkloadResultUrl"], timeout=10).content == b"three programs"
     assert device.next_work().json() == []
 
