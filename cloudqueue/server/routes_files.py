@@ -65,7 +65,7 @@ async def put_file(request: Request) -> Response:
         raise TooLarge(f"the file ({declared} bytes) is larger than this service's limit of "
                        f"{limit} bytes: make it smaller or ask the admin to raise "
                        "--max-upload-mb")
-    staged = await svc.files.stage(body_stream(request, whole=False), limit)
+    staged = await svc.files.stage(body_stream(request), limit)
     try:
         if expected is not None and staged.sha256 != expected:
             raise ChecksumMismatch(

@@ -10,7 +10,7 @@ import time
 import dataclasses
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Callable, TypeVar
+from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -121,43 +121,50 @@ class RequestTimeout(QueueError):
     status = 408
 
 
-async def _next_within(chunks: AsyncIterator[bytes], seconds: float) -> bytes:
-    """The next chunk, or TimeoutError after ``seconds`` (asyncio.timeout where it exists:
-    wait_for's task per chunk costs ~15 us)."""
+async def _within(awaitable: Awaitable[T], seconds: float) -> T:
+    """``awaitable``'s result, or asyncio.TimeoutError after ``seconds`` (asyncio.timeout
+    where it exists: wait_for's task per call costs ~15 us)."""
     if sys.version_info >= (3, 11):
         async with asyncio.timeout(seconds):
-            return await chunks.__anext__()
-    return await asyncio.wait_for(chunks.__anext__(), seconds)
+            return await awaitable
+    return await asyncio.wait_for(awaitable, seconds)
 
 
-async def body_stream(request: Request, *, whole: bool) -> AsyncIterator[bytes]:
-    """``request.stream()`` within ``body_timeout_seconds``: for the ``whole`` body (a JSON
-    body, small), else for each chunk of it (a file upload, large but only with a presigned
-    URL); RequestTimeout (408) past it."""
+def _too_slow(seconds: float, what: str = "") -> RequestTimeout:
+    return RequestTimeout(f"the request body did not arrive within {seconds:g} s{what}")
+
+
+async def body_stream(request: Request) -> AsyncIterator[bytes]:
+    """``request.stream()`` with at most ``body_timeout_seconds`` between two chunks (a file
+    upload: large, but only with a presigned URL); RequestTimeout (408) past it."""
     seconds = service(request).limits.body_timeout_seconds
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
     chunks = request.stream().__aiter__()
     while True:
         try:
-            chunk = await _next_within(chunks, max(0.0, deadline - loop.time())
-                                       if whole else seconds)
+            chunk = await _within(chunks.__anext__(), seconds)
         except StopAsyncIteration:
             return
         except asyncio.TimeoutError:
-            raise RequestTimeout(f"the request body did not arrive within {seconds:g} s"
-                                 + ("" if whole else " of its previous part")) from None
+            raise _too_slow(seconds, " of its previous part") from None
         yield chunk
 
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The raw body, at most ``limit`` bytes (413 beyond, checked while reading), arriving
-    within ``body_timeout_seconds`` (408 past it)."""
+    whole within ``body_timeout_seconds`` (408 past it)."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise TooLarge(f"the request body is larger than {limit} bytes")
+    seconds = service(request).limits.body_timeout_seconds
+    try:
+        return await _within(_read_all(request, limit), seconds)
+    except asyncio.TimeoutError:
+        raise _too_slow(seconds) from None
+
+
+async def _read_all(request: Request, limit: int) -> bytes:
     chunks, size = [], 0
-    async for chunk in body_stream(request, whole=True):
+    async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
             raise TooLarge(f"the request body is larger than {limit} bytes")

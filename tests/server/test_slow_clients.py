@@ -173,7 +173,7 @@ def refused(service) -> bool:
     """A new connection is answered 503 (or closed) instead of served."""
     sock = connect(service)
     try:
-        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         received = read_until_closed(sock)
     except (ConnectionResetError, BrokenPipeError):
         return True
