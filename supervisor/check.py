@@ -30,6 +30,16 @@ from supervisor.settings import BoardSettings, load_settings
 SKIPPED = "skipped: fix the check above first"
 
 
+def require_private(path: str) -> int:
+    """The mode of the credentials file ``path``; BoardError when other users may read it
+    (refused as ssh refuses a private key: the daemon does not start, ``check`` fails)."""
+    mode = stat.S_IMODE(os.stat(path).st_mode)
+    if mode & 0o077:
+        raise BoardError(f"{path}: mode {mode:04o} lets other users read the device's "
+                         f"secret; run `chmod 600 {path}` (owner: the service user)")
+    return mode
+
+
 @dataclass
 class Check:
     name: str
@@ -103,10 +113,7 @@ class Preflight:
         self.cfg = load_config(self.config_path, path)
         for key in ("id", "secret"):
             self.cfg.require("credentials", key)
-        mode = stat.S_IMODE(os.stat(path).st_mode)
-        if mode & 0o077:
-            raise BoardError(f"{path}: mode {mode:04o} lets other users read the device's "
-                             f"secret; run `chmod 600 {path}` (owner: the service user)")
+        mode = require_private(path)
         return f"{path}: [credentials] id and secret, mode {mode:04o}"
 
     def check_queue(self) -> str:

@@ -155,12 +155,15 @@ def _paths(args) -> tuple:
 
 
 def _check_queue_config(config: str, creds: str) -> None:
-    """Fail early, with the file and key to fix, rather than in a child's log."""
+    """Fail early, with the file and key to fix, rather than in a child's log; refuse a
+    credentials file other users may read."""
     from cloudqueue.config import load_config
+    from supervisor.check import require_private
     cfg = load_config(config, creds)
     for section, key in (("service", "api_endpoint"), ("service", "oauth_endpoint"),
                          ("device", "id"), ("credentials", "id"), ("credentials", "secret")):
         cfg.require(section, key)
+    require_private(creds)
 
 
 def format_status(status: dict) -> str:

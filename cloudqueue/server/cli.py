@@ -55,6 +55,20 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-attempts", type=int, default=d.max_attempts)
     serve.add_argument("--upload-ttl-seconds", type=float, default=d.upload_ttl_seconds)
     serve.add_argument("--url-lifetime-seconds", type=int, default=d.url_lifetime_seconds)
+    serve.add_argument("--header-timeout-seconds", type=float, default=d.header_timeout_seconds,
+                       help="a request's headers must arrive within this long, else 408 and "
+                            f"the connection closes (default {d.header_timeout_seconds:g})")
+    serve.add_argument("--body-timeout-seconds", type=float, default=d.body_timeout_seconds,
+                       help="an API request's body must arrive within this long, a file "
+                            "upload's must not pause longer, else 408 and the connection "
+                            f"closes (default {d.body_timeout_seconds:g})")
+    serve.add_argument("--keep-alive-seconds", type=float, default=d.keep_alive_seconds,
+                       help="an idle kept-alive connection closes after this long "
+                            f"(default {d.keep_alive_seconds:g})")
+    serve.add_argument("--max-connections", type=int, default=d.max_connections,
+                       help="connections open at once; more are answered 503 and closed "
+                            f"(default {d.max_connections}; the open-file limit is raised "
+                            "to fit when it can be)")
     serve.add_argument("--mock-deadline-seconds", type=float, default=300.0,
                        help="longest run of one workload on a mock device (default 300)")
     serve.add_argument("--mock-memory-mb", type=int, default=2048,
@@ -93,9 +107,14 @@ def _limits(args: argparse.Namespace) -> Limits:
     limits = Limits(max_upload_mb=args.max_upload_mb, lease_seconds=args.lease_seconds,
                     max_attempts=args.max_attempts, upload_ttl_seconds=args.upload_ttl_seconds,
                     url_lifetime_seconds=args.url_lifetime_seconds,
+                    header_timeout_seconds=args.header_timeout_seconds,
+                    body_timeout_seconds=args.body_timeout_seconds,
+                    keep_alive_seconds=args.keep_alive_seconds,
+                    max_connections=args.max_connections,
                     stock_protocol=args.stock_protocol)
     for name in ("max_upload_mb", "lease_seconds", "max_attempts", "upload_ttl_seconds",
-                 "url_lifetime_seconds"):
+                 "url_lifetime_seconds", "header_timeout_seconds", "body_timeout_seconds",
+                 "keep_alive_seconds", "max_connections"):
         if getattr(limits, name) <= 0:
             raise QueueError(f"--{name.replace('_', '-')} must be more than 0")
     return limits
@@ -105,8 +124,11 @@ async def _serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     from cloudqueue.server.app import create_app
+    from cloudqueue.server.connections import bounded_protocol, reserve_descriptors
 
-    app = create_app(args.data, _limits(args), prefix=args.prefix, public_url=args.public_url)
+    limits = _limits(args)
+    reserve_descriptors(limits.max_connections)
+    app = create_app(args.data, limits, prefix=args.prefix, public_url=args.public_url)
     sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     # Accepted connections inherit this: without it, a response written in two parts
@@ -123,7 +145,9 @@ async def _serve(args: argparse.Namespace) -> None:
                             timeout_graceful_shutdown=2, lifespan="on",
                             # the original device client polls every 5 s: keep its connection
                             # open longer than that (uvicorn's default of 5 s races with it)
-                            timeout_keep_alive=75)
+                            timeout_keep_alive=limits.keep_alive_seconds,
+                            http=bounded_protocol(limits.header_timeout_seconds,
+                                                  limits.max_connections))
     logging.getLogger("uvicorn.access").addFilter(HideFileQueries())
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))

@@ -19,7 +19,7 @@ from starlette.responses import FileResponse, Response
 from cloudqueue.errors import ChecksumMismatch, Conflict, NotFound
 from cloudqueue.server import estimates, policy
 from cloudqueue.server.files import TooLarge, parse_key
-from cloudqueue.server.web import Service, call, now_ms, service
+from cloudqueue.server.web import Service, body_stream, call, now_ms, service
 
 
 def _checked_key(request: Request, method: str) -> tuple[str, str, str]:
@@ -106,7 +106,7 @@ async def put_file(request: Request) -> Response:
         raise TooLarge(f"the file ({declared} bytes) is larger than this service's limit of "
                        f"{limit} bytes: make it smaller or ask the admin to raise "
                        "--max-upload-mb")
-    staged = await svc.files.stage(request.stream(), limit)
+    staged = await svc.files.stage(body_stream(request), limit)
     try:
         if stored:
             await call(_same_as_stored, svc, staged, key, ident)

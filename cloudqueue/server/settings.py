@@ -33,6 +33,17 @@ class Limits:
     idempotency_seconds: int = 86400
     #: what a run is assumed to take when a device has no finished work yet (estimates)
     default_run_seconds: float = 60.0
+    #: a request's headers must arrive within this long (from the connection's start, or
+    #: from the first byte after the previous answer); else 408 and the connection closes
+    header_timeout_seconds: float = 10.0
+    #: an API request's JSON body must arrive within this long, a file upload's body must
+    #: keep coming (at most this long between two parts of it); else 408, connection closed
+    body_timeout_seconds: float = 30.0
+    #: an idle kept-alive connection closes after this long (the original device client
+    #: polls every 5 s on one connection; nginx's default is the same 75 s)
+    keep_alive_seconds: float = 75.0
+    #: connections open at once; more are answered 503 and closed at once
+    max_connections: int = 500
     #: answer as the stock AWS service does (docs/protocol.md, "--stock-protocol"): our own
     #: paths answer the gateway's 403, its request models are checked (400), unknown ids are
     #: a handler's 500, no long poll, no ``Holding``; so clients can be tested against it

@@ -32,7 +32,6 @@ def run_check(board: BoardDaemon, *extra: str, config: Path | None = None,
 @pytest.fixture
 def board(tmp_path, queue_service):
     made = BoardDaemon(tmp_path / "b", queue_service)
-    os.chmod(made.credentials, 0o600)
     yield made
     made.cleanup()
 

@@ -1,6 +1,7 @@
 """Settings parsing (with clear errors), the template parses, and the health endpoint and
 `qick-supervisor status` against a real daemon."""
 import json
+import os
 import subprocess
 import sys
 import urllib.error
@@ -53,6 +54,25 @@ def test_missing_credentials_is_a_clear_error_without_traceback(tmp_path):
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "no such credentials file" in out.stderr
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604])
+def test_a_credentials_file_others_may_read_is_refused_at_start(tmp_path, mode):
+    cfg = tmp_path / "config"
+    cfg.write_text("[service]\napi_endpoint = http://127.0.0.1:9\noauth_endpoint = "
+                   "http://127.0.0.1:9\n[device]\nid = x\n[supervisor]\nhealth = 127.0.0.1:0\n")
+    creds = tmp_path / "credentials"
+    creds.write_text("[credentials]\nid = board\nsecret = board-secret\n")
+    os.chmod(creds, mode)
+    out = subprocess.run([sys.executable, "-m", "supervisor.cli", "--config", str(cfg),
+                          "--credentials", str(creds)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+    assert f"{creds}: mode {mode:04o} lets other users read" in out.stderr
+    assert f"chmod 600 {creds}" in out.stderr
+    assert "board-secret" not in out.stderr + out.stdout
+    assert "health on" not in out.stderr  # refused before anything started
 
 
 def test_health_endpoints_and_status_command(board_factory):

@@ -20,7 +20,8 @@ def write(path, text):
 def test_qick_config_env_points_to_the_file_and_keys_are_read(tmp_path, monkeypatch):
     conf = write(tmp_path / "c.conf", "[service]\napi_endpoint = http://h/dev\n"
                                       "[user]\nusername = ada@example.org\n")
-    creds = write(tmp_path / "creds", "[credentials]\nid = cid\nsecret = s3\n")
+    creds = tmp_path / "creds"
+    write_private(creds, "[credentials]\nid = cid\nsecret = s3\n")
     monkeypatch.setenv("QICK_CONFIG", str(conf))
     monkeypatch.setenv("QICK_CREDENTIALS", str(creds))
     config = load_config()
