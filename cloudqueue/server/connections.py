@@ -19,6 +19,9 @@ from cloudqueue.errors import QueueError
 
 #: descriptors kept for the database, staged uploads, logs and the mock devices' workers
 RESERVED_DESCRIPTORS = 128
+#: refused connections are logged at most once in this many seconds (a flood of them must
+#: not flood the log), with the count refused since the last line
+REFUSED_LOG_SECONDS = 10.0
 
 
 def _raw_answer(status: str, message: str, kind: str) -> bytes:
@@ -41,12 +44,13 @@ class BoundedH11Protocol(H11Protocol):
     max_connections: int = 500
 
     _header_timer: asyncio.TimerHandle | None = None
+    # shared by every connection of the server: refusals since the last log line, and when
+    _refused = {"count": 0, "logged_at": float("-inf")}
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         if len(self.connections) >= self.max_connections:
             self.transport = transport
-            self.logger.warning("refused a connection: %d open (--max-connections)",
-                                len(self.connections))
+            self._log_refused()
             transport.write(_raw_answer(
                 "503 Service Unavailable", f"the service has {self.max_connections} "
                 "connections open, its limit: try again later", "unavailable"))
@@ -54,6 +58,15 @@ class BoundedH11Protocol(H11Protocol):
             return
         super().connection_made(transport)
         self._start_header_timer()
+
+    def _log_refused(self) -> None:
+        refused = self._refused
+        refused["count"] += 1
+        now = self.loop.time()
+        if now - refused["logged_at"] >= REFUSED_LOG_SECONDS:
+            self.logger.warning("refused %d connection(s) since the last such line: %d open "
+                                "(--max-connections)", refused["count"], len(self.connections))
+            refused.update(count=0, logged_at=now)
 
     def data_received(self, data: bytes) -> None:
         if self._header_timer is None and (self.cycle is None or self.cycle.response_complete):
@@ -96,7 +109,8 @@ class BoundedH11Protocol(H11Protocol):
 def bounded_protocol(header_timeout: float, max_connections: int) -> type[BoundedH11Protocol]:
     """The protocol class for ``uvicorn.Config(http=...)`` with these bounds."""
     return type("BoundedH11Protocol", (BoundedH11Protocol,),
-                {"header_timeout": header_timeout, "max_connections": max_connections})
+                {"header_timeout": header_timeout, "max_connections": max_connections,
+                 "_refused": {"count": 0, "logged_at": float("-inf")}})
 
 
 def reserve_descriptors(max_connections: int) -> int:

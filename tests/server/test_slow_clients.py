@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from cloudqueue.server.connections import REFUSED_LOG_SECONDS
+
 from tests.helpers import wait_for
 from tests.server.api import World, assert_error
 
@@ -192,6 +194,15 @@ def test_connections_beyond_the_limit_are_refused_and_the_service_lives_on(
     try:
         wait_for(lambda: refused(service), DEADLINE, what="a connection past the limit refused")
         assert service.running
+        started = time.monotonic()
+        flood = 20
+        for _ in range(flood):
+            assert refused(service)
+        # a flood of refusals does not flood the log: one line per REFUSED_LOG_SECONDS at most
+        windows = 1 + int((time.monotonic() - started) // REFUSED_LOG_SECONDS) + 1
+        lines = [line for line in service.log_path.read_text().splitlines()
+                 if "connection(s) since the last such line" in line]
+        assert 1 <= len(lines) <= windows < flood, lines
     finally:
         for sock in held:
             sock.close()
