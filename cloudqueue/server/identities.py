@@ -178,13 +178,6 @@ class IdentityStore:
             conn.execute("UPDATE users SET last_login = ? WHERE user_id = ?",
                          (int(time.time() * 1000), user_id))
 
-    def set_password(self, user_id: str, password: str) -> None:
-        """Set a user's password unconditionally; ends their refresh tokens too."""
-        with self.db.transaction() as conn:
-            conn.execute("UPDATE users SET password_hash = ?, password_temporary = 0 "
-                         "WHERE user_id = ?", (hash_password(password), user_id))
-            conn.execute("DELETE FROM refresh_tokens WHERE user_id = ?", (user_id,))
-
     def change_password(self, user_id: str, password: str, previous_hash: str | None) -> bool:
         """Set a user's (permanent) password if the stored hash is still ``previous_hash``,
         and end every refresh token issued before: True when changed.

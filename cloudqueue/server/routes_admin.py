@@ -1,12 +1,9 @@
 """Admin lifecycle endpoints (feature ``admin-lifecycle``), as docs/protocol.md pins them:
 users listed, disabled and enabled; API keys created, listed and revoked; a device's secret
-rotated, the device renamed or deleted. Every denial is a 403/404."""
+rotated, the device renamed or deleted. Every denial is a 403/404. Under ``--stock-protocol``
+these routes are not mounted (``app.api_routes``), as on the stock service."""
 from __future__ import annotations
 
-import functools
-from typing import Awaitable, Callable
-
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -17,26 +14,12 @@ from cloudqueue.server.identities import Principal
 from cloudqueue.server.web import (admin, call, field, forbidden_unless, json_ok, now_ms,
                                    read_json, service, user)
 
-Handler = Callable[[Request], Awaitable[Response]]
-
 
 def _store(request: Request) -> AdminStore:
     return AdminStore(service(request).identities.db)
 
 
-def ours(handler: Handler) -> Handler:
-    """Under ``--stock-protocol`` these paths do not exist, as on the stock service: they
-    answer as any unknown path does."""
-    @functools.wraps(handler)
-    async def checked(request: Request) -> Response:
-        if service(request).limits.stock_protocol:
-            raise HTTPException(404)
-        return await handler(request)
-    return checked
-
-
 # -- users -------------------------------------------------------------------------------
-@ours
 async def list_users(request: Request) -> Response:
     """``GET /users`` (admin)."""
     await admin(request)
@@ -51,13 +34,11 @@ async def _set_disabled(request: Request, disabled: bool) -> Response:
     return json_ok(user_view(row))
 
 
-@ours
 async def disable_user(request: Request) -> Response:
     """``POST /users/{UserId or Email}/disable`` (admin)."""
     return await _set_disabled(request, True)
 
 
-@ours
 async def enable_user(request: Request) -> Response:
     """``POST /users/{UserId or Email}/enable`` (admin)."""
     return await _set_disabled(request, False)
@@ -74,7 +55,6 @@ async def _key_owner(request: Request, who: Principal, ref: str | None) -> str:
     return row["user_id"]
 
 
-@ours
 async def list_api_keys(request: Request) -> Response:
     """``GET /api-keys[?UserId=]``: the caller's keys (an admin: anyone's)."""
     who = await user(request)
@@ -83,7 +63,6 @@ async def list_api_keys(request: Request) -> Response:
     return json_ok([api_key_view(r) for r in rows])
 
 
-@ours
 async def create_api_key(request: Request) -> Response:
     """``POST /api-keys {Label?, UserId?}``: 201 with ``ApiKey`` (shown once)."""
     who = await user(request)
@@ -96,7 +75,6 @@ async def create_api_key(request: Request) -> Response:
     return json_ok({**api_key_view(row), "ApiKey": api_key}, 201)
 
 
-@ours
 async def revoke_api_key(request: Request) -> Response:
     """``POST /api-keys/{KeyId}/revoke``: its owner or an admin; 200 with the key's record."""
     who = await user(request)
@@ -106,7 +84,6 @@ async def revoke_api_key(request: Request) -> Response:
 
 
 # -- devices -----------------------------------------------------------------------------
-@ours
 async def rotate_secret(request: Request) -> Response:
     """``POST /devices/{id}/rotate-secret`` (admin): the new ``ClientSecret`` (shown once)."""
     await admin(request)
@@ -115,7 +92,6 @@ async def rotate_secret(request: Request) -> Response:
                     "ClientId": row["client_id"], "ClientSecret": secret})
 
 
-@ours
 async def rename_device(request: Request) -> Response:
     """``PATCH /devices/{id} {DeviceName}`` (admin): the device as ``GET /devices`` shows it."""
     await admin(request)
@@ -134,7 +110,6 @@ def _flag(request: Request, name: str) -> bool:
     raise BadRequest(f"{name} must be true or false")
 
 
-@ours
 async def delete_device(request: Request) -> Response:
     """``DELETE /devices/{id}[?CancelWork=true]`` (admin); 409 while it has unfinished work
     (unless ``CancelWork``)."""
