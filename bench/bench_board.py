@@ -163,7 +163,7 @@ def baseline(service, base: Path, path: Path, n: int, scale: float) -> Dict[str,
     from cloudqueue.auth import ApiKeyAuth
     from cloudqueue.client import QueueClient
     from cloudqueue.config import write_private
-    from supervisor.netchild import make_client
+    from boardcore.queuelink import make_client
     admin = QueueClient(service.url, ApiKeyAuth(service.admin_key))
     dev = admin.add_device("baseline-board", refresh_timeout=60)
     config, creds = base / "config", base / "credentials"

@@ -32,9 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cloudqueue.auth import ApiKeyAuth  # noqa: E402
 from cloudqueue.client import Capabilities, QueueClient  # noqa: E402
-from cloudqueue.server.db import Database  # noqa: E402
-from cloudqueue.server.settings import Limits  # noqa: E402
-from cloudqueue.server.workloads import WorkloadStore  # noqa: E402
+from queueservice.db import Database  # noqa: E402
+from queueservice.settings import Limits  # noqa: E402
+from queueservice.workloads import WorkloadStore  # noqa: E402
 from tests.conftest import start_queue_service  # noqa: E402
 from tests.server.api import World, put_file  # noqa: E402
 from userclient.client import UserClient  # noqa: E402

@@ -1,6 +1,6 @@
 """The Cloud Queue wire protocol (docs/protocol.md): models, errors, the REST client and auth.
 
-The embedded service lives in ``cloudqueue.server`` and is never imported from here, so the
+The embedded service lives in ``queueservice`` and is never imported from here, so the
 board and the user's laptop do not pull in the web stack.
 """
 from cloudqueue.errors import (AuthError, BadRequest, ChecksumMismatch, ConfigError,

@@ -7,7 +7,7 @@ environment, lock the board, open the board, write the soccfg for the downloader
 then say hello on the bus. Then it runs one job at a time (``run`` messages), reports
 progress, stops between programs when asked (``cancel``/``stop``), and answers ``outcome``.
 
-Exit codes: see ``supervisor.exitcodes``.
+Exit codes: see ``boardcore.exitcodes``.
 """
 from __future__ import annotations
 
@@ -22,9 +22,9 @@ import time
 from typing import Any, Dict, List, Optional
 
 from executor import sandbox
-from supervisor import exitcodes
-from supervisor.bus import ChildBus, Waker
-from supervisor.errors import BoardBusy, SandboxError
+from boardcore import exitcodes
+from boardcore.bus import ChildBus, Waker
+from boardcore.errors import BoardBusy, SandboxError
 
 log = logging.getLogger("qick.executor")
 

@@ -36,7 +36,7 @@ import signal
 from typing import Dict, Mapping, Optional
 
 from supervisor.boardaccess import env_allowed
-from supervisor.errors import BoardBusy, SandboxError
+from boardcore.errors import BoardBusy, SandboxError
 
 PR_SET_PDEATHSIG = 1
 CLONE_NEWNET = 0x40000000

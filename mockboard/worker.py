@@ -2,7 +2,7 @@
 
     python -m mockboard.worker --api URL --oauth ROOT --device-id ID --client-id CID  (secret on stdin)
 
-Started and restarted by ``qick-queue serve`` (``cloudqueue.server.mockfleet``). It
+Started and restarted by ``qick-queue serve`` (``queueservice.mockfleet``). It
 - reads its own device record: ``Mock.Board`` names a simulated board, ``MirrorOf`` a real
   device whose uploaded soccfg it runs on (``MirrorConfigurationUrl``); until that device has
   uploaded one, it heartbeats ``ERROR`` and says why;

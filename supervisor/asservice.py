@@ -25,7 +25,7 @@ import subprocess
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from supervisor.errors import BoardConfigError
+from boardcore.errors import BoardConfigError
 
 Property = Tuple[str, str]
 Runner = Callable[[List[str]], Tuple[int, str]]

@@ -24,8 +24,8 @@ from typing import Any, Callable, Dict, List, Optional
 
 from cloudqueue.errors import AuthError, Forbidden, NotFound, QueueError
 from qickwork.errors import DeviceError
-from supervisor.errors import BoardError, DiskFull
-from supervisor.settings import BoardSettings, load_settings
+from boardcore.errors import BoardError, DiskFull
+from boardcore.settings import BoardSettings, load_settings
 
 SKIPPED = "skipped: fix the check above first"
 
@@ -175,7 +175,7 @@ class Preflight:
                 f"{lock_path} free")
 
     def check_spool(self) -> str:
-        from supervisor.spool import Spool, atomic_write
+        from boardcore.spool import Spool, atomic_write
         s = self.settings
         spool = Spool(s.spool, s.min_free_mb * 2**20).ensure()
         probe = spool.root / ".preflight"

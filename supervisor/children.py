@@ -10,7 +10,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
-from supervisor.bus import Heartbeat
+from boardcore.bus import Heartbeat
 from supervisor.policy import ChildStatus, ChildTracker
 
 log = logging.getLogger("qick.supervisor")

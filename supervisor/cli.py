@@ -28,9 +28,9 @@ from typing import List, Optional
 
 from cloudqueue.errors import QueueError
 from cloudqueue.version import VersionAction
-from supervisor import exitcodes
-from supervisor.errors import BoardError
-from supervisor.settings import load_settings
+from boardcore import exitcodes
+from boardcore.errors import BoardError
+from boardcore.settings import load_settings
 
 DEFAULT_CONFIG = "/etc/qick/config"
 DEFAULT_CREDENTIALS = "/etc/qick/credentials"
@@ -77,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def install_service_command(unit_path: str, etc: str, dry_run: bool) -> int:
-    from supervisor.errors import InstallError, ReloadFailed
+    from boardcore.errors import InstallError, ReloadFailed
     from supervisor.install import install, plan
     try:
         p = plan(unit_path, etc)

@@ -16,15 +16,16 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 from executor.sandbox import scrubbed_environment
-from supervisor.bus import Heartbeat, SupervisorBus
-from supervisor import exitcodes, snapshot
+from boardcore.bus import Heartbeat, SupervisorBus
+from boardcore import exitcodes
+from supervisor import snapshot
 from supervisor.children import Child, python_module
 from supervisor.dispatch import OUTCOMES, Dispatcher
-from supervisor.errors import SpoolError
+from boardcore.errors import SpoolError
 from supervisor.notify import Notifier
 from supervisor.policy import Backoff, ChildStatus, ChildTracker, RestartIntensity
-from supervisor.settings import BoardSettings
-from supervisor.spool import INTERRUPTED, RESULTS, Spool
+from boardcore.settings import BoardSettings
+from boardcore.spool import INTERRUPTED, RESULTS, Spool
 
 log = logging.getLogger("qick.supervisor")
 NAMES = ("downloader", "executor", "uploader")
@@ -130,7 +131,7 @@ class Supervisor:
 
     def _downloader_argv(self) -> list:
         s = self.s
-        return python_module("supervisor.downloader", *self._common_args(), *self._net_args(),
+        return python_module("downloader.main", *self._common_args(), *self._net_args(),
                              "--soccfg", str(self.soccfg_path),
                              "--queue-heartbeat", str(s.queue_heartbeat_seconds),
                              "--long-poll", str(s.long_poll_seconds),

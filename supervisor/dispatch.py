@@ -14,8 +14,8 @@ from typing import Any, Callable, Dict, Optional
 
 from supervisor.children import Child
 from supervisor.policy import ChildStatus, classify_exit
-from supervisor.settings import BoardSettings
-from supervisor.spool import RESULTS, WORKLOAD, Spool, WorkMeta
+from boardcore.settings import BoardSettings
+from boardcore.spool import RESULTS, WORKLOAD, Spool, WorkMeta
 
 log = logging.getLogger("qick.supervisor")
 OUTCOMES = ("DONE", "FAILED", "CANCELLED")

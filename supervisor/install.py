@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 from supervisor import boardaccess
-from supervisor.errors import InstallError, ReloadFailed
+from boardcore.errors import InstallError, ReloadFailed
 
 DEFAULT_UNIT_PATH = "/etc/systemd/system/qick.service"
 

@@ -17,7 +17,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Deque, Optional
 
-from supervisor import exitcodes
+from boardcore import exitcodes
 
 
 class Backoff:

@@ -7,9 +7,9 @@ import os
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from supervisor.children import Child
-from supervisor.errors import DiskFull
+from boardcore.errors import DiskFull
 from supervisor.policy import ChildStatus
-from supervisor.spool import Spool
+from boardcore.spool import Spool
 
 # a reason longer than this is cut in the heartbeat (the service keeps the summary per device)
 MAX_REASON_CHARS = 300

@@ -37,7 +37,7 @@ class QueueService:
         self.log_path = self.data_dir / "service.log"
         self.admin_conf = self.data_dir / "admin.conf"
         if not (self.data_dir / "queue.db").exists():
-            subprocess.run([sys.executable, "-m", "cloudqueue.server.cli", "init",
+            subprocess.run([sys.executable, "-m", "queueservice.cli", "init",
                             "--data", str(self.data_dir), "--port", "0"],
                            check=True, capture_output=True, text=True, timeout=60)
         conf = configparser.ConfigParser()
@@ -60,7 +60,7 @@ class QueueService:
     def start(self, timeout: float = 20.0) -> "QueueService":
         port_file = self.data_dir / "port"
         port_file.unlink(missing_ok=True)
-        args = [sys.executable, "-m", "cloudqueue.server.cli", "serve", "--data",
+        args = [sys.executable, "-m", "queueservice.cli", "serve", "--data",
                 str(self.data_dir), "--host", "127.0.0.1", "--port", str(self.port or 0),
                 "--port-file", str(port_file), "--log-level", "warning"]
         for name, value in self.options.items():

@@ -16,11 +16,11 @@ from typing import Any, Dict
 
 from cloudqueue.errors import (BadRequest, ConfigError, Conflict, NotFound, NotSupported,
                                QueueError)
-from supervisor import exitcodes
-from supervisor.netchild import Link, base_parser, make_client, run_main
+from boardcore import exitcodes
+from boardcore.queuelink import Link, base_parser, make_client, run_main
 from supervisor.policy import Backoff
-from supervisor.errors import SpoolError
-from supervisor.spool import RESULTS, WorkMeta
+from boardcore.errors import SpoolError
+from boardcore.spool import RESULTS, WorkMeta
 
 log = logging.getLogger("qick.uploader")
 

@@ -12,7 +12,7 @@ import pytest
 from supervisor import asservice
 from supervisor.asservice import (Unit, build_command, candidates, check_as_service,
                                   parse_unit, split_properties, unit_command)
-from supervisor.errors import BoardConfigError
+from boardcore.errors import BoardConfigError
 from tests.board.conftest import ROOT
 
 SMALL = """\

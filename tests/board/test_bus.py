@@ -4,8 +4,8 @@ import tempfile
 
 import pytest
 
-from supervisor.bus import ChildBus, Heartbeat, SupervisorBus, decode, encode, endpoint
-from supervisor.errors import BusError
+from boardcore.bus import ChildBus, Heartbeat, SupervisorBus, decode, encode, endpoint
+from boardcore.errors import BusError
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.device310

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from supervisor.spool import RESULTS, WORKLOAD, Spool
+from boardcore.spool import RESULTS, WORKLOAD, Spool
 from tests.board.conftest import make_workload
 from tests.board.test_recovery import _last_seen, claim_as_the_board, download_into
 from tests.helpers import wait_for

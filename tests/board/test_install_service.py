@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from supervisor import boardaccess
-from supervisor.errors import InstallError
+from boardcore.errors import InstallError
 from supervisor.install import board_environment, capture_profile_environment
 
 pytestmark = pytest.mark.device310

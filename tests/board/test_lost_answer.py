@@ -115,7 +115,7 @@ def test_the_uploader_logs_a_refused_outcome_as_refused(board_factory):
     """The uploader's log says what the service answered: a results upload the service
     refuses (409: work cancelled before it ran) is logged as refused, not as reported."""
     import time
-    from supervisor.spool import RESULTS, WORKLOAD, Spool, WorkMeta
+    from boardcore.spool import RESULTS, WORKLOAD, Spool, WorkMeta
     board = board_factory()
     admin = board.admin
     answer = admin.create_workload(board.device_id)

@@ -3,7 +3,7 @@ import signal
 
 import pytest
 
-from supervisor import exitcodes
+from boardcore import exitcodes
 from supervisor.policy import (Backoff, ChildStatus, ChildTracker, RestartIntensity,
                                classify_exit)
 

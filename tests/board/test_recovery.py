@@ -8,8 +8,8 @@ import time
 
 import psutil
 
-from supervisor.netchild import make_client
-from supervisor.spool import RESULTS, WORKLOAD, Spool, WorkMeta
+from boardcore.queuelink import make_client
+from boardcore.spool import RESULTS, WORKLOAD, Spool, WorkMeta
 from tests.board.conftest import make_workload
 from tests.helpers import wait_for
 

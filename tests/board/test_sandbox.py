@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from executor import sandbox
-from supervisor.errors import SandboxError
+from boardcore.errors import SandboxError
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.device310

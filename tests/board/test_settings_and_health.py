@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from supervisor.errors import BoardConfigError
-from supervisor.settings import load_settings
+from boardcore.errors import BoardConfigError
+from boardcore.settings import load_settings
 
 pytestmark = pytest.mark.device310  # device-side code: also run under the board's Python 3.10
 

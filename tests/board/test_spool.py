@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from supervisor.errors import DiskFull, SpoolError
-from supervisor.spool import META, RESULTS, STATES, WORKLOAD, Spool, WorkMeta, atomic_write
+from boardcore.errors import DiskFull, SpoolError
+from boardcore.spool import META, RESULTS, STATES, WORKLOAD, Spool, WorkMeta, atomic_write
 
 pytestmark = pytest.mark.device310
 

@@ -6,10 +6,10 @@ import tempfile
 import threading
 import time
 
-from supervisor import exitcodes
-from supervisor.bus import SupervisorBus
-from supervisor.netchild import Link
-from supervisor.spool import META, Spool
+from boardcore import exitcodes
+from boardcore.bus import SupervisorBus
+from boardcore.queuelink import Link
+from boardcore.spool import META, Spool
 from tests.board.conftest import make_workload
 from tests.board.test_recovery import claim_as_the_board, download_into
 from tests.helpers import wait_for

@@ -120,7 +120,7 @@ def test_a_config_with_a_key_that_others_can_read_is_warned_about(queue_service,
 def test_init_public_url_goes_into_admin_conf_and_the_board_config(tmp_path):
     data = tmp_path / "store"
     public = "https://queue.lab.example.org:8443/"
-    done = run(["cloudqueue.server.cli", "init", "--data", str(data), "--public-url", public],
+    done = run(["queueservice.cli", "init", "--data", str(data), "--public-url", public],
                tmp_path)
     assert done.returncode == 0, done.stderr
     service = read_ini(data / "admin.conf")["service"]
@@ -129,7 +129,7 @@ def test_init_public_url_goes_into_admin_conf_and_the_board_config(tmp_path):
     assert "--public-url https://queue.lab.example.org:8443" in done.stdout
 
     # without it: loopback, and init says so
-    local = run(["cloudqueue.server.cli", "init", "--data", str(tmp_path / "local")], tmp_path)
+    local = run(["queueservice.cli", "init", "--data", str(tmp_path / "local")], tmp_path)
     assert local.returncode == 0 and "only this machine reaches it" in local.stdout
     assert read_ini(tmp_path / "local" / "admin.conf")["service"]["api_endpoint"] \
         .startswith("http://127.0.0.1:")
@@ -139,14 +139,14 @@ def test_init_public_url_goes_into_admin_conf_and_the_board_config(tmp_path):
                                  "http://", "http://host:99999", "http://host/?a=1"])
 def test_init_refuses_a_public_url_that_is_not_one(tmp_path, url):
     data = tmp_path / "store"
-    done = run(["cloudqueue.server.cli", "init", "--data", str(data), "--public-url", url],
+    done = run(["queueservice.cli", "init", "--data", str(data), "--public-url", url],
                tmp_path)
     assert done.returncode == 1 and "--public-url" in done.stderr
     assert "Traceback" not in done.stderr and not data.exists()
 
 
 @pytest.mark.parametrize("module, prog", [("userclient.cli", "userclient"),
-                                          ("cloudqueue.server.cli", "qick-queue"),
+                                          ("queueservice.cli", "qick-queue"),
                                           ("supervisor.cli", "qick-supervisor")])
 def test_version_of_the_three_commands(tmp_path, module, prog):
     from importlib.metadata import version

@@ -15,7 +15,7 @@ from qick import QickConfig
 
 from cloudqueue.auth import ApiKeyAuth
 from cloudqueue.client import QueueClient
-from cloudqueue.server.mockspec import MOCK_BOARDS
+from queueservice.mockspec import MOCK_BOARDS
 from executor.boards import BOARDS, zcu216_v1, zcu216_v2
 from tests.helpers import wait_for
 from tests.qick.programs import QickSweep1D, SweepV2
@@ -180,8 +180,8 @@ def test_the_web_process_never_imports_qick(service):
     maps = psutil.Process(service.proc.pid)
     files = " ".join(m.path for m in maps.memory_maps())
     assert "/qick/" not in files  # no qick extension or module mapped
-    code = ("import sys, cloudqueue.server.app, cloudqueue.server.mockfleet, "
-            "cloudqueue.server.cli; print('qick' in sys.modules)")
+    code = ("import sys, queueservice.app, queueservice.mockfleet, "
+            "queueservice.cli; print('qick' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60)
     assert out.stdout.strip() == "False", out.stderr

@@ -92,10 +92,10 @@ def test_a_mock_worker_that_exits_at_once_marks_its_device_error(tmp_path, monke
     """The fleet itself (real worker processes, real SQLite): a worker that cannot even
     start its device client exits at once; after a few times the device shows ERROR with
     the exit and the worker's last words, kept while it lasts; ONLINE never."""
-    from cloudqueue.server import views
-    from cloudqueue.server.db import Database
-    from cloudqueue.server.identities import IdentityStore
-    from cloudqueue.server.mockfleet import QUICK_EXITS, MockFleet
+    from queueservice import views
+    from queueservice.db import Database
+    from queueservice.identities import IdentityStore
+    from queueservice.mockfleet import QUICK_EXITS, MockFleet
     _with_path(monkeypatch, _hide(tmp_path, "requests"))
     identities = IdentityStore(Database(tmp_path / "q.db"))
     row, _ = identities.add_device("mock", 60, int(time.time() * 1000), {"Board": "zcu216-v2"})

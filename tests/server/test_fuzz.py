@@ -347,7 +347,7 @@ def test_fuzz_the_stock_protocol(stock_target: Target):
 def test_openapi_describes_every_route(target: Target):
     """``/openapi.json`` lists each path and method the service serves, with the error
     shape; under ``--stock-protocol`` it does not exist (the stock gateway's 403)."""
-    from cloudqueue.server.app import api_routes, root_routes
+    from queueservice.app import api_routes, root_routes
     resp = target.world.admin.session.get(target.service.root + "/openapi.json", timeout=30)
     assert resp.status_code == 200, resp.text
     doc = resp.json()

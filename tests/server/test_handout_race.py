@@ -83,9 +83,9 @@ def test_claims_of_polls_in_flight_together_never_share_work(tmp_path):
     nothing."""
     import time
     import uuid
-    from cloudqueue.server.db import Database
-    from cloudqueue.server.settings import Limits
-    from cloudqueue.server.workloads import WorkloadStore
+    from queueservice.db import Database
+    from queueservice.settings import Limits
+    from queueservice.workloads import WorkloadStore
 
     db = Database(tmp_path / "queue.db")
     store = WorkloadStore(db, Limits())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import requests
 
-from cloudqueue.server.health import metrics_text
+from queueservice.health import metrics_text
 from tests.helpers import wait_for
 from tests.server.api import World, status, submit
 
@@ -74,9 +74,9 @@ def test_healthz_is_503_with_the_reason_when_the_database_does_not_answer(tmp_pa
 
     import uvicorn
 
-    from cloudqueue.server.app import create_app
-    from cloudqueue.server.datadir import init_data_dir
-    from cloudqueue.server.health import DB_TIMEOUT_SECONDS
+    from queueservice.app import create_app
+    from queueservice.datadir import init_data_dir
+    from queueservice.health import DB_TIMEOUT_SECONDS
 
     init_data_dir(tmp_path / "q", port=0, admin_email="admin@localhost")
     app = create_app(tmp_path / "q")

@@ -14,7 +14,7 @@ from tests.server.api import Api, World, put_file, status, submit
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cloudqueue.server.cli", *args],
+    return subprocess.run([sys.executable, "-m", "queueservice.cli", *args],
                           capture_output=True, text=True, timeout=60)
 
 

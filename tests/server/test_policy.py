@@ -1,7 +1,7 @@
 """Queue policy as pure functions: no processes, no clock."""
 from __future__ import annotations
 
-from cloudqueue.server import policy
+from queueservice import policy
 
 
 def row(work_id, status="READY", priority="MEDIUM", ready_at=0, attempts=0, cancel=0,

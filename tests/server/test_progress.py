@@ -2,7 +2,7 @@
 heartbeat Health (as the board daemon sends it) into ``GET /workloads/{id}``."""
 from __future__ import annotations
 
-from cloudqueue.server.policy import current_work, progress_view
+from queueservice.policy import current_work, progress_view
 from tests.helpers import wait_for
 from tests.server.api import World, put_file, status, submit
 

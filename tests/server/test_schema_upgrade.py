@@ -9,10 +9,10 @@ from pathlib import Path
 
 import requests
 
-from cloudqueue.server.datadir import DataDir
-from cloudqueue.server.db import MIGRATIONS, SCHEMA_VERSION, _statements
-from cloudqueue.server.identities import hash_password, sha256_hex
-from cloudqueue.server.tokens import Signer
+from queueservice.datadir import DataDir
+from queueservice.db import MIGRATIONS, SCHEMA_VERSION, _statements
+from queueservice.identities import hash_password, sha256_hex
+from queueservice.tokens import Signer
 from tests.conftest import QueueService
 from tests.server.api import Api, assert_error, device_token, status
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from cloudqueue.server.connections import REFUSED_LOG_SECONDS
+from queueservice.connections import REFUSED_LOG_SECONDS
 
 from tests.helpers import wait_for
 from tests.server.api import World, assert_error
@@ -214,10 +214,10 @@ def test_connections_beyond_the_limit_are_refused_and_the_service_lives_on(
 def test_max_connections_beyond_the_open_file_limit_is_a_clear_error(tmp_path: Path):
     import resource
     data = tmp_path / "q"
-    subprocess.run([sys.executable, "-m", "cloudqueue.server.cli", "init", "--data",
+    subprocess.run([sys.executable, "-m", "queueservice.cli", "init", "--data",
                     str(data)], check=True, capture_output=True, timeout=60)
     done = subprocess.run(
-        [sys.executable, "-m", "cloudqueue.server.cli", "serve", "--data", str(data),
+        [sys.executable, "-m", "queueservice.cli", "serve", "--data", str(data),
          "--port", "0", "--max-connections", "5000"],
         capture_output=True, text=True, timeout=60,
         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024)))

@@ -11,7 +11,7 @@ import uuid
 import pytest
 import requests
 
-from cloudqueue.server.db import MIGRATIONS, SCHEMA_VERSION, Database, _statements
+from queueservice.db import MIGRATIONS, SCHEMA_VERSION, Database, _statements
 from tests.server.api import Api, World, assert_error, submit
 
 MISSING_TOKEN = {"message": "Missing Authentication Token"}

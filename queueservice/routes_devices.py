@@ -8,10 +8,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from cloudqueue.errors import BadRequest, NotFound
-from cloudqueue.server import mockspec, policy
-from cloudqueue.server import views
-from cloudqueue.server.identities import NO_DEVICE_HINT
-from cloudqueue.server.web import (Service, admin, call, field, forbidden_unless, json_ok, now_ms,
+from queueservice import mockspec, policy
+from queueservice import views
+from queueservice.identities import NO_DEVICE_HINT
+from queueservice.web import (Service, admin, call, field, forbidden_unless, json_ok, now_ms,
                                    principal, read_json, service, sha256_field,
                                    stock_missing_item, the_device, user, wait_seconds)
 

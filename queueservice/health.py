@@ -21,8 +21,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from cloudqueue.server import policy
-from cloudqueue.server.web import Service, call, now_ms, service
+from queueservice import policy
+from queueservice.web import Service, call, now_ms, service
 
 #: a database that does not answer a trivial query within this is reported unhealthy
 DB_TIMEOUT_SECONDS = 2.0
@@ -113,7 +113,7 @@ def metrics_text(*, requests: Mapping[str, int], workloads: Mapping[str, int],
 async def metrics(request: Request) -> Response:
     svc = service(request)
     workloads, devices = await call(_counts, svc)
-    from cloudqueue.server.app import VERSION
+    from queueservice.app import VERSION
     text = metrics_text(requests=svc.requests, workloads=workloads, devices=devices,
                         long_polls={"device": svc.notifier.waiting,
                                     "workload": svc.watchers.waiting},

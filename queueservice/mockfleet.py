@@ -173,7 +173,7 @@ class MockFleet:
 
     def _spawn(self, worker: _Worker, row: dict, now: float) -> None:
         secret = self.identities.new_secret(worker.device_id)
-        package_root = str(Path(__file__).resolve().parents[2])
+        package_root = str(Path(__file__).resolve().parents[1])
         env = dict(os.environ)
         env["PYTHONPATH"] = package_root + (os.pathsep + env["PYTHONPATH"]
                                             if env.get("PYTHONPATH") else "")

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from supervisor.errors import DiskFull, SpoolError
+from boardcore.errors import DiskFull, SpoolError
 
 STATES = ("incoming", "ready", "running", "outgoing", "done")
 META = "meta.json"

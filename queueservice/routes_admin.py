@@ -8,10 +8,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from cloudqueue.errors import BadRequest
-from cloudqueue.server import views
-from cloudqueue.server.admin import AdminStore, api_key_view, check_name, user_view
-from cloudqueue.server.identities import Principal
-from cloudqueue.server.web import (admin, call, field, forbidden_unless, json_ok, now_ms,
+from queueservice import views
+from queueservice.admin import AdminStore, api_key_view, check_name, user_view
+from queueservice.identities import Principal
+from queueservice.web import (admin, call, field, forbidden_unless, json_ok, now_ms,
                                    read_json, service, user)
 
 

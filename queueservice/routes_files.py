@@ -17,9 +17,9 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
 from cloudqueue.errors import ChecksumMismatch, Conflict, NotFound
-from cloudqueue.server import estimates, policy
-from cloudqueue.server.files import TooLarge, parse_key
-from cloudqueue.server.web import Service, body_stream, call, now_ms, service
+from queueservice import estimates, policy
+from queueservice.files import TooLarge, parse_key
+from queueservice.web import Service, body_stream, call, now_ms, service
 
 
 def _checked_key(request: Request, method: str) -> tuple[str, str, str]:

@@ -18,11 +18,11 @@ import time
 from typing import Any, Dict, List, Optional
 
 from cloudqueue.errors import ConfigError, QueueError
-from supervisor import exitcodes
-from supervisor.errors import DiskFull, SpoolError
-from supervisor.netchild import Link, base_parser, make_client, run_main
+from boardcore import exitcodes
+from boardcore.errors import DiskFull, SpoolError
+from boardcore.queuelink import Link, base_parser, make_client, run_main
 from supervisor.policy import Backoff
-from supervisor.spool import WORKLOAD, WorkMeta
+from boardcore.spool import WORKLOAD, WorkMeta
 
 log = logging.getLogger("qick.downloader")
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
-from supervisor.errors import BoardConfigError
+from boardcore.errors import BoardConfigError
 
 
 def _state_dir() -> Path:

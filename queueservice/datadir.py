@@ -10,9 +10,9 @@ from urllib.parse import urlsplit
 
 from cloudqueue.cognito import OUR_SERVICE_CLIENT_ID, OUR_SERVICE_USER_POOL
 from cloudqueue.errors import ConfigError
-from cloudqueue.server.db import Database
-from cloudqueue.server.files import FileStore
-from cloudqueue.server.identities import IdentityStore
+from queueservice.db import Database
+from queueservice.files import FileStore
+from queueservice.identities import IdentityStore
 
 
 @dataclass(frozen=True)

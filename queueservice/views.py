@@ -7,9 +7,9 @@ from typing import Any
 
 from starlette.requests import Request
 
-from cloudqueue.server import mockspec, policy
+from queueservice import mockspec, policy
 from cloudqueue.errors import BadRequest
-from cloudqueue.server.web import Service, parse_json
+from queueservice.web import Service, parse_json
 
 Row = dict[str, Any]
 

@@ -10,9 +10,9 @@ import sys
 import threading
 from typing import Any, Callable, Dict, List, Optional
 
-from supervisor import exitcodes
-from supervisor.bus import ChildBus, Waker
-from supervisor.spool import Spool
+from boardcore import exitcodes
+from boardcore.bus import ChildBus, Waker
+from boardcore.spool import Spool
 
 log = logging.getLogger("qick")
 

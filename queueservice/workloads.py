@@ -12,10 +12,10 @@ from dataclasses import dataclass
 from typing import Any, Collection, Iterable
 
 from cloudqueue.errors import BadRequest, Conflict, NotFound
-from cloudqueue.server import policy
-from cloudqueue.server.db import Database
-from cloudqueue.server.identities import NO_DEVICE_HINT
-from cloudqueue.server.settings import Limits
+from queueservice import policy
+from queueservice.db import Database
+from queueservice.identities import NO_DEVICE_HINT
+from queueservice.settings import Limits
 
 Row = dict[str, Any]
 

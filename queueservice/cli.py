@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from cloudqueue.errors import QueueError
-from cloudqueue.server.settings import DEFAULT_ADMIN_EMAIL, DEFAULT_PORT, Limits
+from queueservice.settings import DEFAULT_ADMIN_EMAIL, DEFAULT_PORT, Limits
 from cloudqueue.version import VersionAction
 
 log = logging.getLogger("qick_queue")
@@ -123,8 +123,8 @@ def _limits(args: argparse.Namespace) -> Limits:
 async def _serve(args: argparse.Namespace) -> None:
     import uvicorn
 
-    from cloudqueue.server.app import create_app
-    from cloudqueue.server.connections import bounded_protocol, reserve_descriptors
+    from queueservice.app import create_app
+    from queueservice.connections import bounded_protocol, reserve_descriptors
 
     limits = _limits(args)
     reserve_descriptors(limits.max_connections)
@@ -171,7 +171,7 @@ async def _serve(args: argparse.Namespace) -> None:
 
 def _start_fleet(app, args: argparse.Namespace, port: int):
     """The mock devices' workers, which reach this service over loopback."""
-    from cloudqueue.server.mockfleet import MockFleet
+    from queueservice.mockfleet import MockFleet
     host = args.host
     if host in ("", "0.0.0.0"):
         host = "127.0.0.1"
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
                         stream=sys.stderr)
     try:
         if args.command == "init":
-            from cloudqueue.server.datadir import init_data_dir
+            from queueservice.datadir import init_data_dir
             result = init_data_dir(args.data, port=args.port, admin_email=args.admin_email,
                                    public_url=args.public_url)
             print(f"created the qick-queue store in {args.data}")

@@ -31,7 +31,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import zmq
 
-from supervisor.errors import BusError
+from boardcore.errors import BusError
 
 VERSION = 1
 MAX_IPC_PATH = 100

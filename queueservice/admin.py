@@ -13,9 +13,9 @@ import secrets
 from typing import Any
 
 from cloudqueue.errors import BadRequest, Conflict, NotFound
-from cloudqueue.server import mockspec, policy
-from cloudqueue.server.db import Database
-from cloudqueue.server.identities import (NO_DEVICE_HINT, Principal, insert_api_key,
+from queueservice import mockspec, policy
+from queueservice.db import Database
+from queueservice.identities import (NO_DEVICE_HINT, Principal, insert_api_key,
                                           new_api_key, sha256_hex)
 
 Row = dict[str, Any]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cloudqueue.errors import AuthError, BadRequest, Conflict, Forbidden, NotFound
-from cloudqueue.server.db import Database
+from queueservice.db import Database
 
 #: what to do about an unknown DeviceId, in words for CLI and HTTP callers alike
 NO_DEVICE_HINT = "check the DeviceId against the list of devices (`userclient devices`)"

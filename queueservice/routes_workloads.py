@@ -10,13 +10,13 @@ from starlette.responses import Response
 
 from cloudqueue.errors import BadRequest, NotFound
 from cloudqueue.models import WorkStatus, parse_time
-from cloudqueue.server import policy
-from cloudqueue.server import views
-from cloudqueue.server.identities import NO_DEVICE_HINT, Principal
-from cloudqueue.server.web import (Service, call, field, json_ok, now_ms, parse_json,
+from queueservice import policy
+from queueservice import views
+from queueservice.identities import NO_DEVICE_HINT, Principal
+from queueservice.web import (Service, call, field, json_ok, now_ms, parse_json,
                                    query_int, read_json, service, sha256_field, stock_missing_item,
                                    user, wait_seconds)
-from cloudqueue.server.workloads import PageKey
+from queueservice.workloads import PageKey
 
 
 def _idempotency_key(request: Request) -> str | None:

@@ -12,9 +12,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from cloudqueue.errors import AuthError, BadRequest, QueueError
-from cloudqueue.server.identities import check_password, password_fingerprint
-from cloudqueue.server.tokens import revoked
-from cloudqueue.server.web import (admin, call, field, json_ok, now_ms, read_body, read_json,
+from queueservice.identities import check_password, password_fingerprint
+from queueservice.tokens import revoked
+from queueservice.web import (admin, call, field, json_ok, now_ms, read_body, read_json,
                                    service)
 
 TARGET_PREFIX = "AWSCognitoIdentityProviderService."

@@ -17,13 +17,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from cloudqueue.errors import AuthError, BadRequest, Forbidden, QueueError
-from cloudqueue.server.files import FileStore, TooLarge
-from cloudqueue.server.identities import (API_KEY_PREFIX, IdentityStore, Principal,
+from queueservice.files import FileStore, TooLarge
+from queueservice.identities import (API_KEY_PREFIX, IdentityStore, Principal,
                                          require_enabled, user_principal_of)
-from cloudqueue.server.notify import Notifier
-from cloudqueue.server.settings import Limits
-from cloudqueue.server.tokens import Signer, revoked
-from cloudqueue.server.workloads import WorkloadStore
+from queueservice.notify import Notifier
+from queueservice.settings import Limits
+from queueservice.tokens import Signer, revoked
+from queueservice.workloads import WorkloadStore
 
 log = logging.getLogger("qick_queue")
 T = TypeVar("T")

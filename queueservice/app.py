@@ -14,17 +14,17 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from cloudqueue.errors import QueueError
-from cloudqueue.server import (health, openapi, routes_admin, routes_auth, routes_devices,
+from queueservice import (health, openapi, routes_admin, routes_auth, routes_devices,
                                routes_files, routes_workloads)
-from cloudqueue.server.datadir import DataDir
-from cloudqueue.server.db import Database
-from cloudqueue.server.files import FileStore
-from cloudqueue.server.identities import IdentityStore
-from cloudqueue.server.notify import Notifier
-from cloudqueue.server.settings import Limits
-from cloudqueue.server.tokens import Signer
-from cloudqueue.server.web import Service, call, error_response, now_ms, service
-from cloudqueue.server.workloads import WorkloadStore
+from queueservice.datadir import DataDir
+from queueservice.db import Database
+from queueservice.files import FileStore
+from queueservice.identities import IdentityStore
+from queueservice.notify import Notifier
+from queueservice.settings import Limits
+from queueservice.tokens import Signer
+from queueservice.web import Service, call, error_response, now_ms, service
+from queueservice.workloads import WorkloadStore
 
 log = logging.getLogger("qick_queue")
 VERSION = "0.1.0"
