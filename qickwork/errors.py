@@ -6,6 +6,8 @@
      ├── FirmwareMismatch       compiled for another firmware than the board's
      ├── TooLarge               over a size, shot or memory limit
      ├── DeviceError            the board (or its simulation) failed while running
+     ├── InvalidResults         a file that is not a results file of ours or of the original
+     │                          clients
      └── IncompleteResults      a results file records FAILED, CANCELLED or an unfinished
                                 run, and the reader did not ask for partial results
 

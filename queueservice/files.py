@@ -15,16 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import AsyncIterator
 
-from cloudqueue.errors import BadRequest, NotFound
+from cloudqueue.errors import NotFound
+from queueservice.errors import TooLarge
 
 KINDS = ("workloads", "results", "configs")
 _KEY = re.compile(r"^(workloads|results|configs)/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-"
                   r"[0-9a-f]{4}-[0-9a-f]{12})$")
-
-
-class TooLarge(BadRequest):
-    default_kind = "payload_too_large"
-    status = 413
 
 
 def parse_key(key: str) -> tuple[str, str]:

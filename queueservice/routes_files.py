@@ -18,7 +18,8 @@ from starlette.responses import FileResponse, Response
 
 from cloudqueue.errors import ChecksumMismatch, Conflict, NotFound
 from queueservice import estimates, policy
-from queueservice.files import TooLarge, parse_key
+from queueservice.errors import TooLarge
+from queueservice.files import parse_key
 from queueservice.web import Service, body_stream, call, now_ms, service
 
 

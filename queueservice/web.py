@@ -17,7 +17,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from cloudqueue.errors import AuthError, BadRequest, Forbidden, QueueError
-from queueservice.files import FileStore, TooLarge
+from queueservice.errors import RequestTimeout, TooLarge
+from queueservice.files import FileStore
 from queueservice.identities import (API_KEY_PREFIX, IdentityStore, Principal,
                                          require_enabled, user_principal_of)
 from queueservice.notify import Notifier
@@ -114,13 +115,6 @@ def forbidden_unless(condition: bool, message: str) -> None:
 
 
 # -- JSON bodies -------------------------------------------------------------------------
-class RequestTimeout(QueueError):
-    """408: the client sent its request body too slowly (the connection is then closed)."""
-
-    default_kind = "request_timeout"
-    status = 408
-
-
 async def _within(awaitable: Awaitable[T], seconds: float) -> T:
     """``awaitable``'s result, or asyncio.TimeoutError after ``seconds`` (asyncio.timeout
     where it exists: wait_for's task per call costs ~15 us)."""

@@ -39,9 +39,10 @@ from cloudqueue.cognito import PasswordLogin, cognito_endpoint
 from cloudqueue.config import (USER_CONFIG, cannot_write, exposed_secret, load_config,
                                loopback_host, read_ini, render_ini, write_private)
 from cloudqueue.version import VersionAction
-from userclient.client import UserClient, WaitTimeout
+from userclient.client import UserClient
 from userclient.display import (WaitDisplay, device_details, devices_table, plain,
                                 workload_details, workloads_table)
+from userclient.errors import UsageError, WaitTimeout
 
 EXIT_OK = 0
 EXIT_WORKLOAD_FAILED = 1
@@ -66,10 +67,6 @@ def exit_code_for(error: errors.QueueError) -> int:
         if isinstance(error, kind):
             return code
     return EXIT_ERROR
-
-
-class UsageError(errors.BadRequest):
-    default_kind = "usage"
 
 
 # --- output -----------------------------------------------------------------------------

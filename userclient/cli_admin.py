@@ -12,6 +12,7 @@ from typing import Any, Callable
 from cloudqueue.config import cannot_write, render_ini, write_private
 from userclient import cli
 from userclient.display import table
+from userclient.errors import UsageError
 
 
 def _when(value: str | None) -> str:
@@ -86,7 +87,7 @@ def check_writable(path: str) -> Path:
     (``cloudqueue.config.cannot_write``): UsageError saying why it cannot be written."""
     problem = cannot_write(path)
     if problem:
-        raise cli.UsageError(f"--credentials-out {path}: {problem}; choose another file: "
+        raise UsageError(f"--credentials-out {path}: {problem}; choose another file: "
                              "nothing was changed")
     return Path(path).expanduser()
 

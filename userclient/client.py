@@ -34,19 +34,7 @@ from cloudqueue.errors import (BadRequest, ConfigError, Conflict, NotFound, Queu
 from cloudqueue.models import Device, Priority, Workload, WorkStatus
 from cloudqueue.transfer import Transferred, download_file, fetch_json, upload_file
 from userclient.display import plain
-
-
-class WaitTimeout(QueueError):
-    """``wait_until_done`` reached its timeout; the workload goes on in the queue."""
-
-    default_kind = "timeout"
-
-
-class WorkNotDone(Conflict, RuntimeError):
-    """``get_results`` of a workload that is not DONE. A ``RuntimeError`` too, as the
-    original client raised, so code written for it catches it unchanged."""
-
-    default_kind = "not_done"
+from userclient.errors import WaitTimeout, WorkNotDone
 
 
 #: ``out``'s default: whatever ``sys.stdout`` is when something is written (a notebook's,

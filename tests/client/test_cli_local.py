@@ -13,7 +13,7 @@ from cloudqueue import errors
 from cloudqueue.config import load_config, write_private
 from cloudqueue.models import Workload
 from userclient.cli import exit_code_for
-from userclient.client import WaitTimeout
+from userclient.errors import WaitTimeout
 from userclient.display import WaitDisplay, progress_line
 
 
