@@ -20,7 +20,7 @@ from queueservice.datadir import DataDir
 from queueservice.db import Database
 from queueservice.files import FileStore
 from queueservice.identities import IdentityStore
-from queueservice.notify import Notifier
+from queueservice.wakeups import WakeUps
 from queueservice.settings import Limits
 from queueservice.tokens import Signer
 from queueservice.web import Service, call, error_response, now_ms, service
@@ -159,8 +159,8 @@ def open_service(data_dir: Path, limits: Limits, *, prefix: str = "",
     files.create()
     files.clear_tmp()
     svc = Service(limits=limits, identities=IdentityStore(db), workloads=WorkloadStore(db, limits),
-                  files=files, signer=Signer(secret), notifier=Notifier(),
-                  watchers=Notifier(), prefix=prefix,
+                  files=files, signer=Signer(secret), device_wakeups=WakeUps(),
+                  user_wakeups=WakeUps(), prefix=prefix,
                   public_url=public_url)
     return svc, db
 

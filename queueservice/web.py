@@ -21,7 +21,7 @@ from queueservice.errors import RequestTimeout, TooLarge
 from queueservice.files import FileStore
 from queueservice.identities import (API_KEY_PREFIX, IdentityStore, Principal,
                                          require_enabled, user_principal_of)
-from queueservice.notify import Notifier
+from queueservice.wakeups import WakeUps
 from queueservice.settings import Limits
 from queueservice.tokens import Signer, revoked
 from queueservice.workloads import WorkloadStore
@@ -49,9 +49,10 @@ class Service:
     workloads: WorkloadStore
     files: FileStore
     signer: Signer
-    notifier: Notifier
+    #: wakes devices long-polling for work (``GET /devices/{id}/workload``), per device
+    device_wakeups: WakeUps
     #: wakes users long-polling a workload (``GET /workloads/{id}?WaitSeconds=``), per device
-    watchers: Notifier
+    user_wakeups: WakeUps
     prefix: str = ""
     public_url: str | None = None
     #: the supervisor of the mock devices' workers (``mockfleet.MockFleet``), once serving
@@ -73,13 +74,13 @@ class Service:
         workloads and (unless ``devices`` is False: nothing for it to pick up) the device's
         own long poll for work."""
         if devices:
-            await self.notifier.notify(device_id)
-        await self.watchers.notify(device_id)
+            await self.device_wakeups.notify(device_id)
+        await self.user_wakeups.notify(device_id)
 
     async def close_waits(self) -> None:
         """The service is stopping: every long poll answers now."""
-        await self.notifier.close()
-        await self.watchers.close()
+        await self.device_wakeups.close()
+        await self.user_wakeups.close()
 
     def presign(self, request: Request, method: str, key: str) -> str:
         return self.signer.presign(self.root_url(request), method, key,

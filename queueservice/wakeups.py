@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 
 
-class Notifier:
+class WakeUps:
     def __init__(self) -> None:
         self._versions: dict[str, int] = {}
         self._conditions: dict[str, asyncio.Condition] = {}
