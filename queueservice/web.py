@@ -22,7 +22,7 @@ from queueservice.files import FileStore
 from queueservice.identities import (API_KEY_PREFIX, IdentityStore, Principal,
                                          require_enabled, user_principal_of)
 from queueservice.wakeups import WakeUps
-from queueservice.settings import Limits
+from queueservice.settings import ServiceLimits
 from queueservice.tokens import Signer, revoked
 from queueservice.workloads import WorkloadStore
 
@@ -44,7 +44,7 @@ async def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 class Service:
     """Everything a request handler needs; one per running service (``app.state.service``)."""
 
-    limits: Limits
+    limits: ServiceLimits
     identities: IdentityStore
     workloads: WorkloadStore
     files: FileStore
