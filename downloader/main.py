@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional
 from cloudqueue.errors import ConfigError, QueueError
 from boardcore import exitcodes
 from boardcore.errors import DiskFull, SpoolError
-from boardcore.queuelink import Link, base_parser, make_client, run_main
+from boardcore.queuelink import Link, base_parser, device_client, run_main
 from supervisor.policy import Backoff
 from boardcore.spool import WORKLOAD, WorkMeta
 
@@ -191,7 +191,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     link = Link(args, "downloader")
     try:
-        client, device_id = make_client(args.config, args.credentials)
+        client, device_id = device_client(args.config, args.credentials)
     except (ConfigError, QueueError) as exc:
         log.error("%s", exc)
         return exitcodes.USAGE
