@@ -27,7 +27,7 @@ from typing import Callable
 import requests
 
 from cloudqueue.cognito import PasswordLogin, regional_endpoint
-from cloudqueue.config import Config, write_private
+from cloudqueue.config import Config, write_atomically
 from cloudqueue.errors import AuthError, ConfigError, NotSupported, ServiceUnavailable
 
 # Not the original client's ~/.cache/qick.tokens: that file holds one AuthenticationResult
@@ -281,7 +281,7 @@ class CognitoUserAuth(Auth):
             data.pop(self._cache_key, None)
         else:
             data[self._cache_key] = tokens
-        write_private(self.cache_path, json.dumps(data, indent=1))
+        write_atomically(self.cache_path, json.dumps(data, indent=1))
 
     def _cognito(self, **tokens):
         try:

@@ -37,7 +37,7 @@ from cloudqueue import errors
 from cloudqueue.auth import cache_login, temporary_password_message
 from cloudqueue.cognito import PasswordLogin, cognito_endpoint
 from cloudqueue.config import (USER_CONFIG, cannot_write, exposed_secret, load_config,
-                               loopback_host, read_ini, render_ini, write_private)
+                               loopback_host, read_ini, render_ini, write_atomically)
 from cloudqueue.version import VersionAction
 from userclient.client import UserClient
 from userclient.display import (WaitDisplay, device_details, devices_table, plain,
@@ -180,7 +180,7 @@ def cmd_configure(args: argparse.Namespace) -> int:
         from userclient.configcheck import check_service
         checked = check_service(service["api_endpoint"], user.get("api_key"),
                                 timeout=args.request_timeout)
-    write_private(target, render_ini(values))
+    write_atomically(target, render_ini(values))
     emit(args, {"Config": str(target), "Checked": checked},
          f"checked: {checked}\nwrote {target}" if checked
          else f"wrote {target} (not checked: --no-check)")
@@ -256,7 +256,7 @@ def cmd_add_device(args: argparse.Namespace) -> int:
         if not path:
             continue
         try:
-            write_private(path, text, mode=0o600)
+            write_atomically(path, text, mode=0o600)
             written.append(f"board {what} written to {path} (mode 0600)")
         except OSError as exc:
             failed.append(f"{path} ({exc.strerror or exc})")

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from cloudqueue.config import cannot_write, render_ini, write_private
+from cloudqueue.config import cannot_write, render_ini, write_atomically
 from userclient import cli
 from userclient.display import table
 from userclient.errors import UsageError
@@ -100,7 +100,7 @@ def cmd_rotate_secret(args: argparse.Namespace) -> int:
     written = None
     if target is not None:
         try:
-            write_private(target, credentials, mode=0o600)
+            write_atomically(target, credentials, mode=0o600)
             written = str(target)
         except OSError as exc:  # the secret exists now: never lose it, print it instead
             cli.emit(args, device, f"# /etc/qick/credentials on the board (mode 0600; the "

@@ -28,7 +28,7 @@ from typing import IO, Any, Callable, TextIO
 
 from cloudqueue.auth import Auth, user_auth_from_config
 from cloudqueue.client import QueueClient
-from cloudqueue.config import Config, load_config, render_ini, write_private
+from cloudqueue.config import Config, load_config, render_ini, write_atomically
 from cloudqueue.errors import (BadRequest, ConfigError, Conflict, NotFound, QueueError,
                                ServiceUnavailable)
 from cloudqueue.models import Device, Priority, Workload, WorkStatus
@@ -263,7 +263,7 @@ class UserClient:
             raise QueueError(f"the configuration of device {device_id} is not a JSON object",
                              kind="invalid_json")
         if save_to is not None:
-            write_private(save_to, json.dumps(soccfg, indent=1), mode=0o644)
+            write_atomically(save_to, json.dumps(soccfg, indent=1), mode=0o644)
         return soccfg
 
     # --- workloads ----------------------------------------------------------------------
