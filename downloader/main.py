@@ -153,7 +153,7 @@ class Downloader:
             self.link.stop.wait(0.1)
 
     def fetch(self, work_id: str, url: str) -> None:
-        from cloudqueue.errors import FileTooLarge
+        from cloudqueue.errors import DownloadTooLarge
         from cloudqueue.transfer import download_file
         spool = self.link.spool
         folder = spool.create_incoming(work_id)
@@ -163,7 +163,7 @@ class Downloader:
             # stops reading past the limit: a huge workload never fills the disk
             download_file(url, folder / WORKLOAD, what=f"download of workload {work_id}",
                           max_bytes=limit_mb * 2**20)
-        except FileTooLarge as exc:
+        except DownloadTooLarge as exc:
             size = f"{exc.size / 2**20:.1f} MB" if exc.size and exc.size > limit_mb * 2**20 + 1 \
                 else f"over {limit_mb} MB"
             meta.finish("FAILED", "too_large",

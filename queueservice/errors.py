@@ -5,7 +5,8 @@ protocol's root, ``cloudqueue.errors.QueueError``; the protocol's own errors (``
 
     QueueError (cloudqueue.errors)
      ├── BadRequest
-     │    └── TooLarge          413: a request body or uploaded file over this service's limit
+     │    └── PayloadTooLarge   413: a request body or an uploaded file over this service's
+     │                          limit
      ├── RequestTimeout         408: the request body arrived too slowly (connection closed)
      └── CognitoError           a Cognito-compatible login refused, answered in Cognito's
                                 shape (``__type`` = ``kind``, status 400)
@@ -15,7 +16,7 @@ from __future__ import annotations
 from cloudqueue.errors import BadRequest, QueueError
 
 
-class TooLarge(BadRequest):
+class PayloadTooLarge(BadRequest):
     default_kind = "payload_too_large"
     status = 413
 

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from cloudqueue.errors import AuthError, BadRequest, Forbidden, QueueError
-from queueservice.errors import RequestTimeout, TooLarge
+from queueservice.errors import RequestTimeout, PayloadTooLarge
 from queueservice.files import FileStore
 from queueservice.identities import (API_KEY_PREFIX, IdentityStore, Principal,
                                          require_enabled, user_principal_of)
@@ -149,7 +149,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     whole within ``body_timeout_seconds`` (408 past it)."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise TooLarge(f"the request body is larger than {limit} bytes")
+        raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
     seconds = service(request).limits.body_timeout_seconds
     try:
         return await _within(_read_all(request, limit), seconds)
@@ -162,7 +162,7 @@ async def _read_all(request: Request, limit: int) -> bytes:
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise TooLarge(f"the request body is larger than {limit} bytes")
+            raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 
