@@ -23,7 +23,7 @@ from queueservice.identities import IdentityStore
 from queueservice.wakeups import WakeUps
 from queueservice.settings import ServiceLimits
 from queueservice.tokens import Signer
-from queueservice.web import Service, call, error_response, now_ms, service
+from queueservice.httpedge import Service, call, error_response, now_ms, service
 from queueservice.workloads import WorkloadStore
 
 log = logging.getLogger("qick_queue")

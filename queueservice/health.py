@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from queueservice import policy
-from queueservice.web import Service, call, now_ms, service
+from queueservice.httpedge import Service, call, now_ms, service
 
 #: a database that does not answer a trivial query within this is reported unhealthy
 DB_TIMEOUT_SECONDS = 2.0

@@ -15,7 +15,7 @@ from cloudqueue.errors import AuthError, BadRequest
 from queueservice.errors import CognitoError
 from queueservice.identities import check_password, password_fingerprint
 from queueservice.tokens import revoked
-from queueservice.web import (admin, call, field, json_ok, now_ms, read_body, read_json,
+from queueservice.httpedge import (admin, call, field, json_ok, now_ms, read_body, read_json,
                                    service)
 
 TARGET_PREFIX = "AWSCognitoIdentityProviderService."

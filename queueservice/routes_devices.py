@@ -11,9 +11,9 @@ from cloudqueue.errors import BadRequest, NotFound
 from queueservice import mockspec, policy
 from queueservice import views
 from queueservice.identities import NO_DEVICE_HINT
-from queueservice.web import (Service, admin, call, field, forbidden_unless, json_ok, now_ms,
-                                   principal, read_json, service, sha256_field,
-                                   stock_missing_item, the_device, user, wait_seconds)
+from queueservice.httpedge import (Service, admin, call, field, forbidden_unless, json_ok, now_ms,
+                                   principal, read_json, service, sha256_field, stock_missing_item,
+                                   the_device, user, wait_seconds)
 
 
 async def create_device(request: Request) -> Response:

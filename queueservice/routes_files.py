@@ -20,7 +20,7 @@ from cloudqueue.errors import ChecksumMismatch, Conflict, NotFound
 from queueservice import estimates, policy
 from queueservice.errors import PayloadTooLarge
 from queueservice.files import parse_key
-from queueservice.web import Service, body_stream, call, now_ms, service
+from queueservice.httpedge import Service, body_stream, call, now_ms, service
 
 
 def _checked_key(request: Request, method: str) -> tuple[str, str, str]:

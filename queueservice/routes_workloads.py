@@ -13,9 +13,9 @@ from cloudqueue.models import WorkStatus, parse_time
 from queueservice import policy
 from queueservice import views
 from queueservice.identities import NO_DEVICE_HINT, Principal
-from queueservice.web import (Service, call, field, json_ok, now_ms, parse_json,
-                                   query_int, read_json, service, sha256_field, stock_missing_item,
-                                   user, wait_seconds)
+from queueservice.httpedge import (Service, call, field, json_ok, now_ms, parse_json, query_int,
+                                   read_json, service, sha256_field, stock_missing_item, user,
+                                   wait_seconds)
 from queueservice.workloads import PageKey
 
 

@@ -1,4 +1,6 @@
-"""HTTP helpers shared by the routes: the service object, errors, JSON bodies, the caller."""
+"""The service's HTTP edge, what every route shares between a request and the stores: the
+service object a request reaches, the error answer, reading and checking bodies, fields and
+query parameters (sizes, time limits, the stock gateway's models), and who the caller is."""
 from __future__ import annotations
 
 import asyncio
