@@ -162,16 +162,17 @@ def baseline(service, base: Path, path: Path, n: int, scale: float) -> Dict[str,
     and after each job."""
     from cloudqueue.auth import ApiKeyAuth
     from cloudqueue.client import QueueClient
-    from cloudqueue.config import write_private
-    from boardcore.queuelink import make_client
+    from cloudqueue.config import write_atomically
+    from boardcore.queuelink import device_client
     admin = QueueClient(service.url, ApiKeyAuth(service.admin_key))
     dev = admin.add_device("baseline-board", refresh_timeout=60)
     config, creds = base / "config", base / "credentials"
     base.mkdir(parents=True, exist_ok=True)
     config.write_text(f"[service]\napi_endpoint = {service.url}\noauth_endpoint = "
                       f"{service.root}\n[device]\nid = {dev['DeviceId']}\nname = baseline\n")
-    write_private(creds, f"[credentials]\nid = {dev['ClientId']}\nsecret = {dev['ClientSecret']}\n")
-    client, device_id = make_client(str(config), str(creds))
+    write_atomically(creds,
+                     f"[credentials]\nid = {dev['ClientId']}\nsecret = {dev['ClientSecret']}\n")
+    client, device_id = device_client(str(config), str(creds))
     board = open_board("simulated", "zcu216-v2", seed=1, time_scale=scale)
     ids = submit_all(admin, device_id, path, n)
     finished = 0

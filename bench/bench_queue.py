@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cloudqueue.auth import ApiKeyAuth  # noqa: E402
 from cloudqueue.client import Capabilities, QueueClient  # noqa: E402
 from queueservice.db import Database  # noqa: E402
-from queueservice.settings import Limits  # noqa: E402
+from queueservice.settings import ServiceLimits  # noqa: E402
 from queueservice.workloads import WorkloadStore  # noqa: E402
 from tests.conftest import start_queue_service  # noqa: E402
 from tests.server.api import World, put_file  # noqa: E402
@@ -136,7 +136,7 @@ def list_latency(service, world: World, rows: int) -> None:
     device = world.device()
     user, user_id = world.user()
     db = Database(service.data_dir / "queue.db")
-    store = WorkloadStore(db, Limits())
+    store = WorkloadStore(db, ServiceLimits())
     start_ms = int(time.time() * 1000) - rows * 10
     statuses = ["DONE"] * 8 + ["FAILED", "READY"]
     t0 = time.monotonic()

@@ -1,4 +1,5 @@
-"""Errors of the board daemon (supervisor, executor, uploader).
+"""Errors of the board daemon (boardcore, supervisor, executor, downloader, uploader): its
+one tree, drawn here.
 
     BoardError                  every error the board daemon raises on purpose
      ├── SpoolError             the durable spool is unusable (missing, unwritable, corrupt entry)

@@ -29,7 +29,7 @@ def base_parser(prog: str) -> argparse.ArgumentParser:
     return p
 
 
-def make_client(config: Optional[str], credentials: Optional[str], tries: int = 2):
+def device_client(config: Optional[str], credentials: Optional[str], tries: int = 2):
     """(QueueClient, device id) from the config and credentials files. Retries inside the
     client are kept short: the caller has its own backoff across attempts."""
     from cloudqueue.auth import device_auth_from_config

@@ -27,8 +27,8 @@ from typing import Callable
 import requests
 
 from cloudqueue.cognito import PasswordLogin, regional_endpoint
-from cloudqueue.config import Config, write_private
-from cloudqueue.errors import AuthError, ConfigError, ServiceUnavailable
+from cloudqueue.config import Config, write_atomically
+from cloudqueue.errors import AuthError, ConfigError, NotSupported, ServiceUnavailable
 
 # Not the original client's ~/.cache/qick.tokens: that file holds one AuthenticationResult
 # in its own format, and a person running both clients on one machine keeps both logins.
@@ -171,8 +171,9 @@ def jwt_expiry(token: str) -> float | None:
 PASSWORD_FLOW = "password"
 
 
-class _SrpUnsupported(Exception):
-    """The Cognito endpoint refused ``USER_SRP_AUTH`` (our queue service offers none)."""
+class _SrpUnsupported(NotSupported):
+    """The Cognito endpoint refused ``USER_SRP_AUTH`` (our queue service offers none): a
+    signal to log in with a password instead, caught inside this module."""
 
 
 class CognitoUserAuth(Auth):
@@ -280,7 +281,7 @@ class CognitoUserAuth(Auth):
             data.pop(self._cache_key, None)
         else:
             data[self._cache_key] = tokens
-        write_private(self.cache_path, json.dumps(data, indent=1))
+        write_atomically(self.cache_path, json.dumps(data, indent=1))
 
     def _cognito(self, **tokens):
         try:
@@ -383,7 +384,7 @@ class CognitoUserAuth(Auth):
             code = exc.response.get("Error", {}).get("Code", "")
             message = exc.response.get("Error", {}).get("Message", "")
             if code == "InvalidParameterException" and "USER_SRP_AUTH" in message:
-                raise _SrpUnsupported() from None  # our service: no SRP, log in as the original
+                raise _SrpUnsupported("this Cognito endpoint offers no USER_SRP_AUTH") from None  # our service: no SRP, log in as the original
             if code in ("NotAuthorizedException", "UserNotFoundException",
                         "PasswordResetRequiredException", "UserNotConfirmedException"):
                 raise AuthError(f"login as {self.username} refused: {message or code}",

@@ -203,10 +203,10 @@ def loopback_host(url: str | None) -> str | None:
 
 
 def cannot_write(path: str | os.PathLike) -> str | None:
-    """Why ``write_private(path, ...)`` would fail, or None when it should work.
+    """Why ``write_atomically(path, ...)`` would fail, or None when it should work.
 
     Checked before something that cannot be repeated (a device's one-time secret): the
-    target must not be a directory, and its nearest existing folder (``write_private``
+    target must not be a directory, and its nearest existing folder (``write_atomically``
     creates the missing ones) must be a folder this process may write in."""
     target = Path(path).expanduser()
     if target.is_dir():
@@ -223,7 +223,7 @@ def cannot_write(path: str | os.PathLike) -> str | None:
     return None
 
 
-def write_private(path: str | os.PathLike, text: str, mode: int = 0o600) -> None:
+def write_atomically(path: str | os.PathLike, text: str, mode: int = 0o600) -> None:
     """Write ``text`` to ``path`` atomically; the file is created with ``mode`` from the start.
 
     The data goes to a new temporary file opened with ``mode`` (never chmod after writing,

@@ -9,7 +9,7 @@
      ├── NotFound                   404: no such device / workload, or not yours
      ├── Conflict                   409: the state does not allow it (cancel a DONE workload)
      ├── NotSupported               the service does not offer this (stock AWS deployment)
-     ├── FileTooLarge               a download is over the caller's size limit (nothing kept)
+     ├── DownloadTooLarge           a download is over the caller's size limit (nothing kept)
      └── ServiceUnavailable         5xx, timeouts, connection refused: try again later
 
 Every error carries a message a person can act on, and ``kind``, the machine-readable
@@ -74,7 +74,7 @@ class NotSupported(QueueError):
     default_kind = "not_supported"
 
 
-class FileTooLarge(QueueError):
+class DownloadTooLarge(QueueError):
     default_kind = "too_large"
     size: int | None = None  # bytes: the announced length, or more than the limit
 

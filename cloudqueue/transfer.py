@@ -22,7 +22,7 @@ from typing import IO, Any, Callable
 
 import requests
 
-from cloudqueue.errors import ChecksumMismatch, FileTooLarge, QueueError, ServiceUnavailable
+from cloudqueue.errors import ChecksumMismatch, DownloadTooLarge, QueueError, ServiceUnavailable
 from cloudqueue.httpcall import Backoff, call
 
 CHUNK_SIZE = 1 << 16
@@ -126,7 +126,7 @@ def download_file(url: str, dest: str | os.PathLike, *, sha256: bool = False,
                   max_bytes: int | None = None) -> Transferred:
     """GET a presigned URL into ``dest`` (temp file + fsync + rename; retried from scratch).
 
-    ``max_bytes``: refuse a larger file (``FileTooLarge``, whose ``size`` is the announced
+    ``max_bytes``: refuse a larger file (``DownloadTooLarge``, whose ``size`` is the announced
     length or at least ``max_bytes + 1``) before or while reading it, so a huge file never
     fills the disk; nothing is left behind.
     """
@@ -195,9 +195,9 @@ def _announced_length(headers: Any) -> int | None:
         return None
 
 
-def _too_large(what: str, max_bytes: int, size: int | None) -> FileTooLarge:
+def _too_large(what: str, max_bytes: int, size: int | None) -> DownloadTooLarge:
     told = f"{size} bytes" if size is not None else f"more than {max_bytes} bytes"
-    error = FileTooLarge(f"{what}: the file is {told}, over the limit of {max_bytes} bytes; "
+    error = DownloadTooLarge(f"{what}: the file is {told}, over the limit of {max_bytes} bytes; "
                          "nothing was saved", kind="too_large")
     error.size = size if size is not None else max_bytes + 1
     return error

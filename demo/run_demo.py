@@ -101,15 +101,15 @@ def start_queue(procs: Processes, work: Path) -> tuple[str, str]:
     return f"http://127.0.0.1:{port}", admin_key
 
 
-def write_private(path: Path, text: str) -> None:
-    from cloudqueue.config import write_private as _write
+def write_atomically(path: Path, text: str) -> None:
+    from cloudqueue.config import write_atomically as _write
     _write(path, text)
 
 
 def client_for(url: str, api_key: str, conf: Path):
     from userclient import UserClient
-    write_private(conf, f"[service]\napi_endpoint = {url}\noauth_endpoint = {url}\n"
-                        f"cognito_url = {url}\n\n[user]\napi_key = {api_key}\n")
+    write_atomically(conf, f"[service]\napi_endpoint = {url}\noauth_endpoint = {url}\n"
+                           f"cognito_url = {url}\n\n[user]\napi_key = {api_key}\n")
     return UserClient.from_config(conf, out=None)  # the demo prints its own lines
 
 
@@ -117,7 +117,7 @@ def start_board(procs: Processes, work: Path, admin, run_dir: Path) -> str:
     device = admin.add_device("demo-board (simulated ZCU216, tProc v2)")
     config, credentials = admin.board_files(device)
     board_conf, board_creds = work / "board.conf", work / "board.credentials"
-    write_private(board_conf, config + f"""
+    write_atomically(board_conf, config + f"""
 [supervisor]
 health = 127.0.0.1:0
 spool = {work / 'spool'}
@@ -132,7 +132,7 @@ network_isolation = no
 lock_file = {run_dir / 'board.lock'}
 deadline_seconds = 300
 """)
-    write_private(board_creds, credentials)
+    write_atomically(board_creds, credentials)
     procs.start("board", [str(BIN / "qick-supervisor"), "--config", str(board_conf),
                           "--credentials", str(board_creds)])
     return device["DeviceId"]

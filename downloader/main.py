@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional
 from cloudqueue.errors import ConfigError, QueueError
 from boardcore import exitcodes
 from boardcore.errors import DiskFull, SpoolError
-from boardcore.queuelink import Link, base_parser, make_client, run_main
+from boardcore.queuelink import Link, base_parser, device_client, run_main
 from supervisor.policy import Backoff
 from boardcore.spool import WORKLOAD, WorkMeta
 
@@ -153,7 +153,7 @@ class Downloader:
             self.link.stop.wait(0.1)
 
     def fetch(self, work_id: str, url: str) -> None:
-        from cloudqueue.errors import FileTooLarge
+        from cloudqueue.errors import DownloadTooLarge
         from cloudqueue.transfer import download_file
         spool = self.link.spool
         folder = spool.create_incoming(work_id)
@@ -163,7 +163,7 @@ class Downloader:
             # stops reading past the limit: a huge workload never fills the disk
             download_file(url, folder / WORKLOAD, what=f"download of workload {work_id}",
                           max_bytes=limit_mb * 2**20)
-        except FileTooLarge as exc:
+        except DownloadTooLarge as exc:
             size = f"{exc.size / 2**20:.1f} MB" if exc.size and exc.size > limit_mb * 2**20 + 1 \
                 else f"over {limit_mb} MB"
             meta.finish("FAILED", "too_large",
@@ -191,7 +191,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     link = Link(args, "downloader")
     try:
-        client, device_id = make_client(args.config, args.credentials)
+        client, device_id = device_client(args.config, args.credentials)
     except (ConfigError, QueueError) as exc:
         log.error("%s", exc)
         return exitcodes.USAGE

@@ -48,7 +48,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-class Job:
+class RunThread:
     """One workload running in a worker thread; the main thread keeps the bus alive."""
 
     def __init__(self, runner: Any, board: Any, msg: Dict[str, Any], waker: Waker):
@@ -179,7 +179,7 @@ def _farewell(args: argparse.Namespace, reason: str) -> None:
 
 
 def _serve(bus: ChildBus, runner: Any, board: Any) -> int:
-    job: Optional[Job] = None
+    job: Optional[RunThread] = None
     stopping = False
     last_progress = None
     waker = Waker()  # the job's thread pokes it: outcome and progress go out at once
@@ -195,7 +195,7 @@ def _serve(bus: ChildBus, runner: Any, board: Any) -> int:
                     bus.send("outcome", re=msg["id"], work_id=msg.get("work_id"),
                              status="REFUSED", error_message="the executor is busy")
                     continue
-                job = Job(runner, board, msg, waker)
+                job = RunThread(runner, board, msg, waker)
                 last_progress = None
                 job.start()
             elif kind == "cancel" and job is not None and msg.get("work_id") == job.work_id:

@@ -3,7 +3,7 @@
 Imports only qick, numpy, h5py and the standard library (it runs on the board too).
 """
 from qickwork.errors import (DeviceError, FirmwareMismatch, IncompleteResults,
-                             InvalidResults, InvalidWorkload, TooLarge, WorkloadError)
+                             InvalidResults, InvalidWorkload, WorkloadError, WorkloadTooLarge)
 from qickwork.estimate import Estimate, estimate_dump
 from qickwork.firmware import describe, fingerprint, tproc_version
 from qickwork.results import (ProgramResult, Results, ResultsWriter, read_results,
@@ -16,7 +16,7 @@ from qickwork.workload import (FORMAT_VERSION, AcquireArgs, ProgramEntry, check_
 __all__ = ["AcquireArgs", "DeviceError", "Estimate", "FORMAT_VERSION", "FirmwareMismatch",
            "IncompleteResults", "InvalidResults", "InvalidWorkload", "Limits", "ProgramEntry",
            "ProgramResult", "Results",
-           "ResultsWriter", "TooLarge", "WorkloadError", "check_entry", "check_firmware",
+           "ResultsWriter", "WorkloadError", "WorkloadTooLarge", "check_entry", "check_firmware",
            "check_workload", "describe", "dumps_workload", "entry_for", "estimate_dump",
            "fingerprint", "make_program", "read_results", "read_workload", "summarize_results",
            "tproc_version",

@@ -4,8 +4,10 @@
      ├── InvalidWorkload        the file is not a workload we can read (not gzip, bad JSON,
      │                          a malformed program dump, refused data types)
      ├── FirmwareMismatch       compiled for another firmware than the board's
-     ├── TooLarge               over a size, shot or memory limit
+     ├── WorkloadTooLarge       over a size, shot or memory limit
      ├── DeviceError            the board (or its simulation) failed while running
+     ├── InvalidResults         a file that is not a results file of ours or of the original
+     │                          clients
      └── IncompleteResults      a results file records FAILED, CANCELLED or an unfinished
                                 run, and the reader did not ask for partial results
 
@@ -35,7 +37,7 @@ class FirmwareMismatch(WorkloadError):
     default_kind = "firmware_mismatch"
 
 
-class TooLarge(WorkloadError):
+class WorkloadTooLarge(WorkloadError):
     default_kind = "too_large"
 
 

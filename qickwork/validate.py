@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from qickwork.errors import InvalidWorkload, TooLarge
+from qickwork.errors import InvalidWorkload, WorkloadTooLarge
 from qickwork.workload import ProgramEntry
 
 
@@ -50,7 +50,7 @@ def result_bytes(entry: ProgramEntry) -> int:
 
 
 def check_entry(entry: ProgramEntry, index: int, soccfg: Any, limits: Limits) -> None:
-    """Raise ``InvalidWorkload`` / ``TooLarge`` when program ``index`` cannot run here."""
+    """Raise ``InvalidWorkload`` / ``WorkloadTooLarge`` when program ``index`` cannot run here."""
     cfg = _cfg(soccfg)
     gens, readouts = cfg.get("gens", []), cfg.get("readouts", [])
     dump = entry.dump
@@ -78,34 +78,37 @@ def check_entry(entry: ProgramEntry, index: int, soccfg: Any, limits: Limits) ->
             else:
                 length = int(data[1][0]) if data[1] else 0
             if maxlen is not None and pulse["addr"] + length > maxlen:
-                raise TooLarge(
+                raise WorkloadTooLarge(
                     f"program {index}: envelope {name!r} of generator {g} ends at sample "
                     f"{pulse['addr'] + length}, over the generator's memory of {maxlen} "
                     "samples: use shorter or fewer envelopes", program=index)
     rounds = entry.acquire.rounds
     if rounds > limits.max_rounds:
-        raise TooLarge(f"program {index} asks for {rounds} rounds, over the limit of "
-                       f"{limits.max_rounds}: use fewer rounds and more reps", program=index)
+        raise WorkloadTooLarge(
+            f"program {index} asks for {rounds} rounds, over the limit of "
+            f"{limits.max_rounds}: use fewer rounds and more reps", program=index)
     shots = entry.shots
     if shots * rounds > limits.max_shots:
-        raise TooLarge(f"program {index} runs {shots} shots x {rounds} rounds, over the "
-                       f"board's limit of {limits.max_shots} shots: use fewer reps or rounds, "
-                       "or split the sweep over several programs", program=index)
+        raise WorkloadTooLarge(
+            f"program {index} runs {shots} shots x {rounds} rounds, over the "
+            f"board's limit of {limits.max_shots} shots: use fewer reps or rounds, "
+            "or split the sweep over several programs", program=index)
     if entry.acqtype == "decimated":
         for ch, ro in dump["ro_chs"].items():
             need = int(ro["length"]) * int(ro.get("trigs", 1)) * shots
             maxlen = readouts[int(ch)]["buf_maxlen"]
             if need >= maxlen:
-                raise TooLarge(
+                raise WorkloadTooLarge(
                     f"program {index}: decimated readout {ch} needs {ro['length']} samples x "
                     f"{ro.get('trigs', 1)} triggers x {shots} shots = {need}, but the "
                     f"decimated buffer holds fewer than {maxlen}: shorten the readout or use "
                     "fewer reps", program=index)
     size = result_bytes(entry)
     if size > limits.max_program_result_bytes:
-        raise TooLarge(f"program {index} would produce about {size} bytes of results, over "
-                       f"the per-program limit of {limits.max_program_result_bytes}: do not "
-                       "save raw data or shots, or split the sweep", program=index)
+        raise WorkloadTooLarge(
+            f"program {index} would produce about {size} bytes of results, over "
+            f"the per-program limit of {limits.max_program_result_bytes}: do not "
+            "save raw data or shots, or split the sweep", program=index)
     if entry.acquire.threshold is not None and isinstance(entry.acquire.threshold, list):
         if len(entry.acquire.threshold) != len(dump["ro_chs"]):
             raise InvalidWorkload(
@@ -121,6 +124,7 @@ def check_workload(entries: list[ProgramEntry], soccfg: Any, limits: Limits) -> 
         check_entry(entry, i, soccfg, limits)
         total += result_bytes(entry)
     if total > limits.max_result_bytes:
-        raise TooLarge(f"the workload would produce about {total} bytes of results, over the "
-                       f"board's limit of {limits.max_result_bytes}: split it into smaller "
-                       "workloads or save less (no raw data, no shots)")
+        raise WorkloadTooLarge(
+            f"the workload would produce about {total} bytes of results, over the "
+            f"board's limit of {limits.max_result_bytes}: split it into smaller "
+            "workloads or save less (no raw data, no shots)")

@@ -38,7 +38,7 @@ from typing import IO, Any, Iterable, Mapping
 
 import numpy as np
 
-from qickwork.errors import FirmwareMismatch, InvalidWorkload, TooLarge
+from qickwork.errors import FirmwareMismatch, InvalidWorkload, WorkloadTooLarge
 from qickwork.firmware import (FirmwareInfo, describe, firmware_info, fingerprint,
                                tproc_version)
 
@@ -185,8 +185,9 @@ def _decompress(stream: IO[bytes], max_bytes: int) -> bytes:
                     break
                 total += len(chunk)
                 if total > max_bytes:
-                    raise TooLarge(f"the workload decompresses to more than {max_bytes} bytes "
-                                   "(the board's limit): split it into smaller workloads")
+                    raise WorkloadTooLarge(
+                        f"the workload decompresses to more than {max_bytes} bytes "
+                        "(the board's limit): split it into smaller workloads")
                 chunks.append(chunk)
     except (OSError, EOFError, zlib.error) as exc:
         raise InvalidWorkload(f"the workload is not a gzip file or is truncated ({exc}): "
@@ -218,8 +219,9 @@ def read_workload(source: str | os.PathLike | bytes, *, max_bytes: int = DEFAULT
     if not data:
         raise InvalidWorkload("the workload holds no programs: add at least one")
     if max_programs is not None and len(data) > max_programs:
-        raise TooLarge(f"the workload holds {len(data)} programs, over the board's limit of "
-                       f"{max_programs}: split it into smaller workloads")
+        raise WorkloadTooLarge(
+            f"the workload holds {len(data)} programs, over the board's limit of "
+            f"{max_programs}: split it into smaller workloads")
     return [_parse_entry(item, i) for i, item in enumerate(data)]
 
 

@@ -3,7 +3,7 @@ keys created, listed and revoked; a device's secret rotated, the device renamed 
 
 Revocation takes effect on the next request: a revoked API key is no longer found, a
 disabled user's every credential is refused where the request's identity is read
-(``web.principal``), and JWTs issued before a revocation are refused by their token
+(``httpedge.principal``), and JWTs issued before a revocation are refused by their token
 generation (``tokens.revoked``), raised here in the same transaction as the change.
 """
 from __future__ import annotations

@@ -20,10 +20,10 @@ from queueservice.datadir import DataDir
 from queueservice.db import Database
 from queueservice.files import FileStore
 from queueservice.identities import IdentityStore
-from queueservice.notify import Notifier
-from queueservice.settings import Limits
+from queueservice.wakeups import WakeUps
+from queueservice.settings import ServiceLimits
 from queueservice.tokens import Signer
-from queueservice.web import Service, call, error_response, now_ms, service
+from queueservice.httpedge import Service, call, error_response, now_ms, service
 from queueservice.workloads import WorkloadStore
 
 log = logging.getLogger("qick_queue")
@@ -150,7 +150,7 @@ async def _housekeeping_loop(svc: Service) -> None:
         await asyncio.sleep(interval)
 
 
-def open_service(data_dir: Path, limits: Limits, *, prefix: str = "",
+def open_service(data_dir: Path, limits: ServiceLimits, *, prefix: str = "",
                  public_url: str | None = None) -> tuple[Service, Database]:
     data = DataDir(Path(data_dir))
     secret = data.read_secret()
@@ -159,17 +159,17 @@ def open_service(data_dir: Path, limits: Limits, *, prefix: str = "",
     files.create()
     files.clear_tmp()
     svc = Service(limits=limits, identities=IdentityStore(db), workloads=WorkloadStore(db, limits),
-                  files=files, signer=Signer(secret), notifier=Notifier(),
-                  watchers=Notifier(), prefix=prefix,
+                  files=files, signer=Signer(secret), device_wakeups=WakeUps(),
+                  user_wakeups=WakeUps(), prefix=prefix,
                   public_url=public_url)
     return svc, db
 
 
-def create_app(data_dir: Path, limits: Limits | None = None, *, prefix: str = "",
+def create_app(data_dir: Path, limits: ServiceLimits | None = None, *, prefix: str = "",
                public_url: str | None = None) -> Starlette:
     """The service as an ASGI app. ``prefix`` (e.g. ``/dev``) puts the API under a path, as
     an API Gateway stage does; token endpoints and files stay at the root."""
-    limits = limits or Limits()
+    limits = limits or ServiceLimits()
     prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
     svc, db = open_service(data_dir, limits, prefix=prefix, public_url=public_url)
 

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from cloudqueue.errors import QueueError
-from queueservice.settings import DEFAULT_ADMIN_EMAIL, DEFAULT_PORT, Limits
+from queueservice.settings import DEFAULT_ADMIN_EMAIL, DEFAULT_PORT, ServiceLimits
 from cloudqueue.version import VersionAction
 
 log = logging.getLogger("qick_queue")
@@ -39,7 +39,7 @@ def _parser() -> argparse.ArgumentParser:
                            "so into the board configs add-device makes (default "
                            "http://127.0.0.1:PORT: this machine only)")
 
-    d = Limits()
+    d = ServiceLimits()
     serve = sub.add_parser("serve", help="run the service")
     serve.add_argument("--data", required=True, type=Path, help="the data folder (from init)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -103,8 +103,8 @@ def _write_port_file(path: Path, port: int) -> None:
     os.replace(tmp, path)
 
 
-def _limits(args: argparse.Namespace) -> Limits:
-    limits = Limits(max_upload_mb=args.max_upload_mb, lease_seconds=args.lease_seconds,
+def _limits(args: argparse.Namespace) -> ServiceLimits:
+    limits = ServiceLimits(max_upload_mb=args.max_upload_mb, lease_seconds=args.lease_seconds,
                     max_attempts=args.max_attempts, upload_ttl_seconds=args.upload_ttl_seconds,
                     url_lifetime_seconds=args.url_lifetime_seconds,
                     header_timeout_seconds=args.header_timeout_seconds,

@@ -5,7 +5,7 @@ headers (h11, 16 KiB) but not the time a client takes to send them, nor how many
 it accepts (``limit_concurrency`` answers 503 only once a request arrives, so idle sockets
 still pile up until the process runs out of file descriptors). ``bounded_protocol`` adds
 both at the connection level. The body's read time is bounded where the body is read
-(``web.read_body`` and the file uploads), so long polls, which send nothing while they
+(``httpedge.read_body`` and the file uploads), so long polls, which send nothing while they
 wait, are never cut short.
 """
 from __future__ import annotations

@@ -48,7 +48,7 @@ class DataDir:
         return secret
 
 
-def write_private(path: Path, text: str) -> None:
+def write_secret_file(path: Path, text: str) -> None:
     """Write a file only its owner can read (0600), atomically."""
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -101,7 +101,7 @@ def init_data_dir(root: Path, *, port: int, admin_email: str,
     data.root.mkdir(parents=True, exist_ok=True)
     data.root.chmod(0o700)  # the database holds password and key hashes
     FileStore(data.files_path).create()
-    write_private(data.secret_path, secrets.token_hex(32) + "\n")
+    write_secret_file(data.secret_path, secrets.token_hex(32) + "\n")
     db = Database(data.db_path)
     try:
         _, api_key, _ = IdentityStore(db).add_user(
@@ -109,17 +109,18 @@ def init_data_dir(root: Path, *, port: int, admin_email: str,
             with_password=False)
     finally:
         db.close()
-    write_private(data.admin_conf,
-                  "# qick-queue admin: a ready userclient config (keep it private)\n"
-                  "[service]\n"
-                  f"api_endpoint = {url}\n"
-                  "# devices get their tokens here, the original user client logs in here\n"
-                  f"oauth_endpoint = {url}\n"
-                  f"cognito_url = {url}\n"
-                  "# one user pool on this service: any values do, the original client reads them\n"
-                  f"clientid = {OUR_SERVICE_CLIENT_ID}\n"
-                  f"cognito_userpool = {OUR_SERVICE_USER_POOL}\n\n"
-                  "[user]\n"
-                  f"username = {admin_email}\n"
-                  f"api_key = {api_key}\n")
+    write_secret_file(data.admin_conf,
+                      "# qick-queue admin: a ready userclient config (keep it private)\n"
+                      "[service]\n"
+                      f"api_endpoint = {url}\n"
+                      "# devices get their tokens here, the original user client logs in here\n"
+                      f"oauth_endpoint = {url}\n"
+                      f"cognito_url = {url}\n"
+                      "# one user pool on this service: any values do, the original client "
+                      "reads them\n"
+                      f"clientid = {OUR_SERVICE_CLIENT_ID}\n"
+                      f"cognito_userpool = {OUR_SERVICE_USER_POOL}\n\n"
+                      "[user]\n"
+                      f"username = {admin_email}\n"
+                      f"api_key = {api_key}\n")
     return InitResult(data.admin_conf, admin_email, api_key, url)

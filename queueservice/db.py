@@ -117,7 +117,7 @@ MIGRATIONS: list[str] = [
     """,
     # 3 -> 4: the admin lifecycle: disabled users, named API keys, token revocation.
     # A JWT carries the token generation of its user or device when it was issued; raising
-    # the generation refuses every token issued before (admin.py, web.principal).
+    # the generation refuses every token issued before (admin.py, httpedge.principal).
     """
     ALTER TABLE users ADD COLUMN disabled_at INTEGER;         -- NULL: enabled
     ALTER TABLE users ADD COLUMN last_login INTEGER;          -- last password login

@@ -15,16 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import AsyncIterator
 
-from cloudqueue.errors import BadRequest, NotFound
+from cloudqueue.errors import NotFound
+from queueservice.errors import PayloadTooLarge
 
 KINDS = ("workloads", "results", "configs")
 _KEY = re.compile(r"^(workloads|results|configs)/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-"
                   r"[0-9a-f]{4}-[0-9a-f]{12})$")
-
-
-class TooLarge(BadRequest):
-    default_kind = "payload_too_large"
-    status = 413
 
 
 def parse_key(key: str) -> tuple[str, str]:
@@ -77,7 +73,7 @@ class FileStore:
         return digest.hexdigest()
 
     async def stage(self, chunks: AsyncIterator[bytes], max_bytes: int) -> Staged:
-        """Stream ``chunks`` into a temp file; TooLarge (413) past ``max_bytes``."""
+        """Stream ``chunks`` into a temp file; PayloadTooLarge (413) past ``max_bytes``."""
         fd, name = tempfile.mkstemp(dir=self.tmp, prefix="up-")
         path = Path(name)
         digest = hashlib.sha256()
@@ -89,7 +85,7 @@ class FileStore:
                         continue
                     size += len(chunk)
                     if size > max_bytes:
-                        raise TooLarge(f"the file is larger than this service's limit of "
+                        raise PayloadTooLarge(f"the file is larger than this service's limit of "
                                        f"{max_bytes} bytes: make it smaller or ask the admin "
                                        f"to raise --max-upload-mb")
                     digest.update(chunk)

@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from queueservice import policy
-from queueservice.web import Service, call, now_ms, service
+from queueservice.httpedge import Service, call, now_ms, service
 
 #: a database that does not answer a trivial query within this is reported unhealthy
 DB_TIMEOUT_SECONDS = 2.0
@@ -115,7 +115,7 @@ async def metrics(request: Request) -> Response:
     workloads, devices = await call(_counts, svc)
     from queueservice.app import VERSION
     text = metrics_text(requests=svc.requests, workloads=workloads, devices=devices,
-                        long_polls={"device": svc.notifier.waiting,
-                                    "workload": svc.watchers.waiting},
+                        long_polls={"device": svc.device_wakeups.waiting,
+                                    "workload": svc.user_wakeups.waiting},
                         started_at=svc.started_at, version=VERSION)
     return PlainTextResponse(text, media_type="text/plain; version=0.0.4")

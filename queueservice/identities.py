@@ -84,7 +84,7 @@ class Principal:
 
 
 def user_principal_of(row: Row) -> Principal:
-    """The Principal of a user row (``web.principal`` checks it is enabled first)."""
+    """The Principal of a user row (``httpedge.principal`` checks it is enabled first)."""
     return Principal("user", row["user_id"], row["email"], tuple(json.loads(row["groups"])))
 
 

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
-from queueservice.web import service
+from queueservice.httpedge import service
 
 ERROR = {"type": "object", "required": ["ErrorMessage", "ErrorKind"],
          "properties": {"ErrorMessage": {"type": "string"}, "ErrorKind": {"type": "string"}}}

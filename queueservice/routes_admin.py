@@ -11,8 +11,8 @@ from cloudqueue.errors import BadRequest
 from queueservice import views
 from queueservice.admin import AdminStore, api_key_view, check_name, user_view
 from queueservice.identities import Principal
-from queueservice.web import (admin, call, field, forbidden_unless, json_ok, now_ms,
-                                   read_json, service, user)
+from queueservice.httpedge import (admin, call, field, forbidden_unless, json_ok, now_ms, read_json,
+                                   service, user)
 
 
 def _store(request: Request) -> AdminStore:

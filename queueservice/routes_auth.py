@@ -11,10 +11,11 @@ from urllib.parse import parse_qs
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from cloudqueue.errors import AuthError, BadRequest, QueueError
+from cloudqueue.errors import AuthError, BadRequest
+from queueservice.errors import CognitoError
 from queueservice.identities import check_password, password_fingerprint
 from queueservice.tokens import revoked
-from queueservice.web import (admin, call, field, json_ok, now_ms, read_body, read_json,
+from queueservice.httpedge import (admin, call, field, json_ok, now_ms, read_body, read_json,
                                    service)
 
 TARGET_PREFIX = "AWSCognitoIdentityProviderService."
@@ -76,11 +77,6 @@ async def oauth2_token(request: Request) -> Response:
 
 
 # -- Cognito-compatible logins (users) ---------------------------------------------------
-class CognitoError(QueueError):
-    def __init__(self, type_: str, message: str):
-        super().__init__(message, kind=type_, status=400)
-
-
 def cognito_response(exc: CognitoError) -> JSONResponse:
     return JSONResponse({"__type": exc.kind, "message": exc.message}, status_code=400,
                         media_type="application/x-amz-json-1.1")

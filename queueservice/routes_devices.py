@@ -11,9 +11,9 @@ from cloudqueue.errors import BadRequest, NotFound
 from queueservice import mockspec, policy
 from queueservice import views
 from queueservice.identities import NO_DEVICE_HINT
-from queueservice.web import (Service, admin, call, field, forbidden_unless, json_ok, now_ms,
-                                   principal, read_json, service, sha256_field,
-                                   stock_missing_item, the_device, user, wait_seconds)
+from queueservice.httpedge import (Service, admin, call, field, forbidden_unless, json_ok, now_ms,
+                                   principal, read_json, service, sha256_field, stock_missing_item,
+                                   the_device, user, wait_seconds)
 
 
 async def create_device(request: Request) -> Response:
@@ -142,7 +142,7 @@ async def next_work(request: Request) -> Response:
         wait, holding = 0.0, frozenset()
     deadline = time.monotonic() + wait
     while True:
-        seen = svc.notifier.version(device_id)
+        seen = svc.device_wakeups.version(device_id)
         await _touch(svc, device_id, now_ms())
         row, ended = await call(svc.workloads.claim, device_id, asked_at, holding)
         if row is not None or ended:
@@ -152,9 +152,9 @@ async def next_work(request: Request) -> Response:
                             "WorkloadUrl": svc.presign(request, "GET",
                                                        f"workloads/{row['work_id']}")})
         remaining = deadline - time.monotonic()
-        if remaining <= 0 or svc.notifier.closing:
+        if remaining <= 0 or svc.device_wakeups.closing:
             return json_ok([])
-        moved = await svc.notifier.wait(device_id, seen, remaining)
+        moved = await svc.device_wakeups.wait(device_id, seen, remaining)
         if moved and await request.is_disconnected():
             return json_ok([])  # nobody to hand the work to: leave it READY
 

@@ -18,8 +18,9 @@ from starlette.responses import FileResponse, Response
 
 from cloudqueue.errors import ChecksumMismatch, Conflict, NotFound
 from queueservice import estimates, policy
-from queueservice.files import TooLarge, parse_key
-from queueservice.web import Service, body_stream, call, now_ms, service
+from queueservice.errors import PayloadTooLarge
+from queueservice.files import parse_key
+from queueservice.httpedge import Service, body_stream, call, now_ms, service
 
 
 def _checked_key(request: Request, method: str) -> tuple[str, str, str]:
@@ -103,7 +104,7 @@ async def put_file(request: Request) -> Response:
     limit = svc.limits.max_upload_bytes
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise TooLarge(f"the file ({declared} bytes) is larger than this service's limit of "
+        raise PayloadTooLarge(f"the file ({declared} bytes) is larger than this service's limit of "
                        f"{limit} bytes: make it smaller or ask the admin to raise "
                        "--max-upload-mb")
     staged = await svc.files.stage(body_stream(request), limit)

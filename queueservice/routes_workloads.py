@@ -13,9 +13,9 @@ from cloudqueue.models import WorkStatus, parse_time
 from queueservice import policy
 from queueservice import views
 from queueservice.identities import NO_DEVICE_HINT, Principal
-from queueservice.web import (Service, call, field, json_ok, now_ms, parse_json,
-                                   query_int, read_json, service, sha256_field, stock_missing_item,
-                                   user, wait_seconds)
+from queueservice.httpedge import (Service, call, field, json_ok, now_ms, parse_json, query_int,
+                                   read_json, service, sha256_field, stock_missing_item, user,
+                                   wait_seconds)
 from queueservice.workloads import PageKey
 
 
@@ -126,7 +126,7 @@ async def get_workload(request: Request) -> Response:
 
     With ``WaitSeconds`` and ``Seen`` (the ``ChangeToken`` of a previous answer) the answer
     waits until the workload's watched fields differ from that answer, it is finished, or
-    the wait is over; woken through ``Service.watchers`` by whatever changes its device's
+    the wait is over; woken through ``Service.user_wakeups`` by whatever changes its device's
     queue (never by polling the database)."""
     who = await user(request)
     row = await _owned(request, who, request.path_params["work_id"])
@@ -136,13 +136,13 @@ async def get_workload(request: Request) -> Response:
         wait = 0.0
     device_id, deadline = row["device_id"], time.monotonic() + wait
     while True:
-        version = svc.watchers.version(device_id)
+        version = svc.user_wakeups.version(device_id)
         body = await call(_detail_body, svc, request, row["work_id"])
         remaining = deadline - time.monotonic()
         if (body.get("ChangeToken") != seen or body["WorkStatus"] in policy.TERMINAL
-                or remaining <= 0 or svc.watchers.closing):
+                or remaining <= 0 or svc.user_wakeups.closing):
             return json_ok(body)
-        await svc.watchers.wait(device_id, version, remaining)
+        await svc.user_wakeups.wait(device_id, version, remaining)
 
 
 async def cancel(request: Request) -> Response:

@@ -8,7 +8,7 @@ DEFAULT_ADMIN_EMAIL = "admin@localhost"
 
 
 @dataclass(frozen=True)
-class Limits:
+class ServiceLimits:
     """Tunable limits of one running service (``qick-queue serve`` options)."""
 
     #: largest file accepted on a presigned PUT (workloads, results, configurations)

@@ -9,7 +9,7 @@ from starlette.requests import Request
 
 from queueservice import mockspec, policy
 from cloudqueue.errors import BadRequest
-from queueservice.web import Service, parse_json
+from queueservice.httpedge import Service, parse_json
 
 Row = dict[str, Any]
 

@@ -15,7 +15,7 @@ from cloudqueue.errors import BadRequest, Conflict, NotFound
 from queueservice import policy
 from queueservice.db import Database
 from queueservice.identities import NO_DEVICE_HINT
-from queueservice.settings import Limits
+from queueservice.settings import ServiceLimits
 
 Row = dict[str, Any]
 
@@ -33,7 +33,7 @@ class PageKey:
 
 
 class WorkloadStore:
-    def __init__(self, db: Database, limits: Limits):
+    def __init__(self, db: Database, limits: ServiceLimits):
         self.db = db
         self.limits = limits
 

@@ -22,7 +22,7 @@ from supervisor import snapshot
 from supervisor.children import Child, python_module
 from supervisor.dispatch import OUTCOMES, Dispatcher
 from boardcore.errors import SpoolError
-from supervisor.notify import Notifier
+from supervisor.systemd import SystemdNotify
 from supervisor.policy import Backoff, ChildStatus, ChildTracker, RestartIntensity
 from boardcore.settings import BoardSettings
 from boardcore.spool import INTERRUPTED, RESULTS, Spool
@@ -67,11 +67,11 @@ def explain_interrupted(spool: Spool, work_id: str) -> None:
 
 class Supervisor:
     def __init__(self, settings: BoardSettings, config_path: Optional[str],
-                 credentials_path: Optional[str], notifier: Optional[Notifier] = None):
+                 credentials_path: Optional[str], systemd: Optional[SystemdNotify] = None):
         self.s = settings
         self.config_path, self.credentials_path = config_path, credentials_path
         self.spool = Spool(settings.spool, settings.min_free_mb * 2**20)
-        self.notify = notifier or Notifier()
+        self.systemd = systemd or SystemdNotify()
         self.run_dir = Path(settings.run_dir)
         self.soccfg_path = self.run_dir / "soccfg.json"
         self.children: Dict[str, Child] = {}
@@ -206,7 +206,7 @@ class Supervisor:
         if self.draining:
             if self.drain_started is None:
                 self.drain_started = now
-                self.notify.stopping("stopping: finishing the current workload")
+                self.systemd.stopping("stopping: finishing the current workload")
                 log.info("SIGTERM: draining (stop timeout %.0f s)", self.s.stop_timeout_seconds)
             if self._drain(now):
                 return True
@@ -379,12 +379,12 @@ class Supervisor:
         # a child's heartbeat late by half its timeout stops the pings until it is replaced
         healthy = all(c.status != ChildStatus.RUNNING or c.beat.age(now) <= c.beat.timeout / 2
                       for c in self.children.values())
-        if not self.notify.ready_sent and all(
+        if not self.systemd.ready_sent and all(
                 c.status == ChildStatus.RUNNING or (c.name == "executor" and c.tracker.in_error)
                 for c in self.children.values()):
-            self.notify.ready(self.status_line())
-        self.notify.status(self.status_line())
-        self.notify.watchdog(now, healthy)
+            self.systemd.ready(self.status_line())
+        self.systemd.status(self.status_line())
+        self.systemd.watchdog(now, healthy)
         if now >= self._next_health_push:
             self._next_health_push = now + 2.0
             self._send("downloader", "health", status=state,

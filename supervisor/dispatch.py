@@ -22,7 +22,7 @@ OUTCOMES = ("DONE", "FAILED", "CANCELLED")
 
 
 @dataclass
-class Job:
+class Assignment:
     """The workload the executor has now."""
     work_id: str
     request_id: str
@@ -43,7 +43,7 @@ class Dispatcher:
     def __init__(self, settings: BoardSettings, spool: Spool, children: Dict[str, Child],
                  send: Callable[..., None]):
         self.s, self.spool, self.children, self._send = settings, spool, children, send
-        self.job: Optional[Job] = None
+        self.job: Optional[Assignment] = None
         self.busy_seconds = 0.0
         self.last_want: Optional[bool] = None
         self.next_scan = 0.0
@@ -70,7 +70,7 @@ class Dispatcher:
         self.spool.move(work_id, "ready", "running", meta)
         folder = self.spool.path("running", work_id)
         request = f"run-{work_id}-{meta.attempts}"
-        self.job = Job(work_id, request, now, now + self.s.deadline_seconds)
+        self.job = Assignment(work_id, request, now, now + self.s.deadline_seconds)
         self._send("executor", "run", id=request, work_id=work_id,
                    workload_path=str(folder / WORKLOAD), results_path=str(folder / RESULTS),
                    limits=self.s.limits())

@@ -188,9 +188,9 @@ def plan(unit_path: str = DEFAULT_UNIT_PATH, etc: str = "/etc") -> Plan:
 
 
 def _write_public(path: str, text: str) -> None:
-    from cloudqueue.config import write_private
+    from cloudqueue.config import write_atomically
     try:
-        write_private(path, text, mode=0o644)  # atomic: temp file, fsync, rename
+        write_atomically(path, text, mode=0o644)  # atomic: temp file, fsync, rename
         os.chmod(path, 0o644)  # the umask may have narrowed it: systemd needs it readable
     except OSError as exc:
         raise InstallError(f"cannot write {path}: {exc.strerror}") from exc

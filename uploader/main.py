@@ -17,7 +17,7 @@ from typing import Any, Dict
 from cloudqueue.errors import (BadRequest, ConfigError, Conflict, NotFound, NotSupported,
                                QueueError)
 from boardcore import exitcodes
-from boardcore.queuelink import Link, base_parser, make_client, run_main
+from boardcore.queuelink import Link, base_parser, device_client, run_main
 from supervisor.policy import Backoff
 from boardcore.errors import SpoolError
 from boardcore.spool import RESULTS, WorkMeta
@@ -188,7 +188,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     link = Link(args, "uploader")
     try:
-        client, device_id = make_client(args.config, args.credentials)
+        client, device_id = device_client(args.config, args.credentials)
     except (ConfigError, QueueError) as exc:
         log.error("%s", exc)
         return exitcodes.USAGE

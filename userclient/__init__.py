@@ -7,7 +7,8 @@ imported on first use, so ``UserClient`` alone needs neither qick, numpy nor h5p
 """
 from typing import Any
 
-from userclient.client import UserClient, WaitTimeout, WorkNotDone
+from userclient.client import UserClient
+from userclient.errors import WaitTimeout, WorkNotDone
 
 __all__ = ["UserClient", "WaitTimeout", "WorkNotDone", "WorkloadManager"]
 

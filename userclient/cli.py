@@ -37,11 +37,12 @@ from cloudqueue import errors
 from cloudqueue.auth import cache_login, temporary_password_message
 from cloudqueue.cognito import PasswordLogin, cognito_endpoint
 from cloudqueue.config import (USER_CONFIG, cannot_write, exposed_secret, load_config,
-                               loopback_host, read_ini, render_ini, write_private)
+                               loopback_host, read_ini, render_ini, write_atomically)
 from cloudqueue.version import VersionAction
-from userclient.client import UserClient, WaitTimeout
+from userclient.client import UserClient
 from userclient.display import (WaitDisplay, device_details, devices_table, plain,
                                 workload_details, workloads_table)
+from userclient.errors import UsageError, WaitTimeout
 
 EXIT_OK = 0
 EXIT_WORKLOAD_FAILED = 1
@@ -66,10 +67,6 @@ def exit_code_for(error: errors.QueueError) -> int:
         if isinstance(error, kind):
             return code
     return EXIT_ERROR
-
-
-class UsageError(errors.BadRequest):
-    default_kind = "usage"
 
 
 # --- output -----------------------------------------------------------------------------
@@ -140,7 +137,7 @@ class PasswordSource:
         return first
 
 
-def make_client(args: argparse.Namespace) -> UserClient:
+def client_from_args(args: argparse.Namespace) -> UserClient:
     client = UserClient.from_config(args.config, password_prompt=password_prompt,
                                     new_password_prompt=new_password_prompt,
                                     timeout=args.request_timeout, out=None)
@@ -183,7 +180,7 @@ def cmd_configure(args: argparse.Namespace) -> int:
         from userclient.configcheck import check_service
         checked = check_service(service["api_endpoint"], user.get("api_key"),
                                 timeout=args.request_timeout)
-    write_private(target, render_ini(values))
+    write_atomically(target, render_ini(values))
     emit(args, {"Config": str(target), "Checked": checked},
          f"checked: {checked}\nwrote {target}" if checked
          else f"wrote {target} (not checked: --no-check)")
@@ -215,7 +212,7 @@ def cmd_login(args: argparse.Namespace) -> int:
 
 
 def cmd_add_user(args: argparse.Namespace) -> int:
-    answer = make_client(args).add_user(args.email, args.name, admin=args.admin)
+    answer = client_from_args(args).add_user(args.email, args.name, admin=args.admin)
     if args.json:
         emit(args, answer, "")
     elif answer.get("ApiKey"):
@@ -231,7 +228,7 @@ def cmd_add_user(args: argparse.Namespace) -> int:
 
 
 def cmd_add_device(args: argparse.Namespace) -> int:
-    client = make_client(args)
+    client = client_from_args(args)
     if args.mock or args.board or args.mirror:
         if args.config_out or args.credentials_out:
             raise UsageError("a mock device runs inside the queue service: it has no board "
@@ -259,7 +256,7 @@ def cmd_add_device(args: argparse.Namespace) -> int:
         if not path:
             continue
         try:
-            write_private(path, text, mode=0o600)
+            write_atomically(path, text, mode=0o600)
             written.append(f"board {what} written to {path} (mode 0600)")
         except OSError as exc:
             failed.append(f"{path} ({exc.strerror or exc})")
@@ -339,7 +336,7 @@ def board_files_not_written(args: argparse.Namespace, device: dict, config_text:
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
-    devices = make_client(args).list_devices()
+    devices = client_from_args(args).list_devices()
     emit(args, devices, devices_table(devices))
     return EXIT_OK
 
@@ -347,7 +344,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
 def cmd_device(args: argparse.Namespace) -> int:
     if args.save_soccfg:
         refuse_unwritable("--save-soccfg", args.save_soccfg)
-    client = make_client(args)
+    client = client_from_args(args)
     device = client.get_device(args.device_id)
     if args.save_soccfg:
         client.get_soccfg(args.device_id, save_to=args.save_soccfg)
@@ -376,7 +373,7 @@ def _estimate(args: argparse.Namespace) -> int:
             raise UsageError(f"--soccfg {args.soccfg} is not a JSON object (a QICK soccfg)")
         source = f"--soccfg {args.soccfg}"
     elif args.device:
-        soccfg = make_client(args).get_soccfg(args.device)
+        soccfg = client_from_args(args).get_soccfg(args.device)
         source = f"device {args.device}"
     est = estimate_file(args.file, soccfg, source=source or "the given soccfg")
     data = {"File": str(args.file), "Submitted": False, **est.to_json()}
@@ -395,7 +392,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         raise UsageError("--soccfg is for --estimate only")
     if not args.device:
         raise UsageError("submit needs --device ID (list them with: userclient devices)")
-    client = make_client(args)
+    client = client_from_args(args)
     if not args.force:
         check_submission(client, args)
     work_id = client.create_work(args.file, args.device, args.priority, name=args.name)
@@ -418,21 +415,21 @@ def check_submission(client: UserClient, args: argparse.Namespace) -> None:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    client = make_client(args)
+    client = client_from_args(args)
     work = client.final_status(client.status(args.work_id))
     emit(args, work, workload_details(work))
     return EXIT_WORKLOAD_FAILED if work.WorkStatus in ("FAILED", "CANCELLED") else EXIT_OK
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    items = make_client(args).list_work(args.device, status=args.status,
+    items = client_from_args(args).list_work(args.device, status=args.status,
                                         account_id=args.account, limit=args.limit)
     emit(args, items, workloads_table(items))
     return EXIT_OK
 
 
 def cmd_wait(args: argparse.Namespace) -> int:
-    client = make_client(args)
+    client = client_from_args(args)
     started = time.monotonic()
     display = None if args.json else WaitDisplay(sys.stderr, sys.stderr.isatty())
     try:
@@ -449,7 +446,7 @@ def cmd_wait(args: argparse.Namespace) -> int:
 
 def cmd_results(args: argparse.Namespace) -> int:
     refuse_unwritable("--output", args.output)
-    done = make_client(args).download_results(args.work_id, args.output)
+    done = client_from_args(args).download_results(args.work_id, args.output)
     try:
         summary = summarize(done.path)
     except UsageError:
@@ -500,7 +497,7 @@ def cmd_show_results(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    work = make_client(args).cancel(args.work_id)
+    work = client_from_args(args).cancel(args.work_id)
     text = (f"workload {work.WorkId} cancelled" if work.WorkStatus == "CANCELLED"
             else f"cancel requested for {work.WorkId} ({work.WorkStatus}); the board "
                  f"stops it shortly")

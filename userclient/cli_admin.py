@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from cloudqueue.config import cannot_write, render_ini, write_private
+from cloudqueue.config import cannot_write, render_ini, write_atomically
 from userclient import cli
 from userclient.display import table
+from userclient.errors import UsageError
 
 
 def _when(value: str | None) -> str:
@@ -39,13 +40,13 @@ def api_keys_table(keys: list[dict]) -> str:
 
 # --- commands ---------------------------------------------------------------------------
 def cmd_users(args: argparse.Namespace) -> int:
-    users = cli.make_client(args).get_users()
+    users = cli.client_from_args(args).get_users()
     cli.emit(args, users, users_table(users))
     return cli.EXIT_OK
 
 
 def cmd_disable_user(args: argparse.Namespace) -> int:
-    user = cli.make_client(args).disable_user(args.user)
+    user = cli.client_from_args(args).disable_user(args.user)
     cli.emit(args, user, f"user {user['Email']} disabled: their API keys, tokens and refresh "
                          f"tokens are refused from now on (undo: userclient enable-user "
                          f"{user['Email']})")
@@ -53,20 +54,20 @@ def cmd_disable_user(args: argparse.Namespace) -> int:
 
 
 def cmd_enable_user(args: argparse.Namespace) -> int:
-    user = cli.make_client(args).enable_user(args.user)
+    user = cli.client_from_args(args).enable_user(args.user)
     cli.emit(args, user, f"user {user['Email']} enabled: their API keys work again; tokens "
                          f"from before the disable stay revoked (they log in again)")
     return cli.EXIT_OK
 
 
 def cmd_api_keys(args: argparse.Namespace) -> int:
-    keys = cli.make_client(args).get_api_keys(user=args.user)
+    keys = cli.client_from_args(args).get_api_keys(user=args.user)
     cli.emit(args, keys, api_keys_table(keys))
     return cli.EXIT_OK
 
 
 def cmd_create_api_key(args: argparse.Namespace) -> int:
-    made = cli.make_client(args).create_api_key(label=args.label, user=args.user)
+    made = cli.client_from_args(args).create_api_key(label=args.label, user=args.user)
     cli.emit(args, made, f"API key {made['KeyId']} created"
                          f"{' for ' + args.user if args.user else ''}"
                          f"{' (' + made['Label'] + ')' if made.get('Label') else ''}\n"
@@ -76,7 +77,7 @@ def cmd_create_api_key(args: argparse.Namespace) -> int:
 
 
 def cmd_revoke_api_key(args: argparse.Namespace) -> int:
-    key = cli.make_client(args).revoke_api_key(args.key_id)
+    key = cli.client_from_args(args).revoke_api_key(args.key_id)
     cli.emit(args, key, f"API key {key['KeyId']} revoked: it is refused from now on")
     return cli.EXIT_OK
 
@@ -86,20 +87,20 @@ def check_writable(path: str) -> Path:
     (``cloudqueue.config.cannot_write``): UsageError saying why it cannot be written."""
     problem = cannot_write(path)
     if problem:
-        raise cli.UsageError(f"--credentials-out {path}: {problem}; choose another file: "
+        raise UsageError(f"--credentials-out {path}: {problem}; choose another file: "
                              "nothing was changed")
     return Path(path).expanduser()
 
 
 def cmd_rotate_secret(args: argparse.Namespace) -> int:
     target = check_writable(args.credentials_out) if args.credentials_out else None
-    device = cli.make_client(args).rotate_device_secret(args.device_id)
+    device = cli.client_from_args(args).rotate_device_secret(args.device_id)
     credentials = render_ini({"credentials": {"id": device["ClientId"],
                                               "secret": device["ClientSecret"]}})
     written = None
     if target is not None:
         try:
-            write_private(target, credentials, mode=0o600)
+            write_atomically(target, credentials, mode=0o600)
             written = str(target)
         except OSError as exc:  # the secret exists now: never lose it, print it instead
             cli.emit(args, device, f"# /etc/qick/credentials on the board (mode 0600; the "
@@ -123,13 +124,13 @@ def cmd_rotate_secret(args: argparse.Namespace) -> int:
 
 
 def cmd_rename_device(args: argparse.Namespace) -> int:
-    device = cli.make_client(args).rename_device(args.device_id, args.name)
+    device = cli.client_from_args(args).rename_device(args.device_id, args.name)
     cli.emit(args, device, f"device {device.DeviceId} renamed to {device.DeviceName}")
     return cli.EXIT_OK
 
 
 def cmd_delete_device(args: argparse.Namespace) -> int:
-    done = cli.make_client(args).delete_device(args.device_id, cancel_work=args.cancel_work)
+    done = cli.client_from_args(args).delete_device(args.device_id, cancel_work=args.cancel_work)
     text = (f"device {done['DeviceName']} ({done['DeviceId']}) deleted: its credentials are "
             f"refused from now on; its finished work stays readable by its owners")
     if done.get("CancelledWork"):

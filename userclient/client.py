@@ -28,25 +28,13 @@ from typing import IO, Any, Callable, TextIO
 
 from cloudqueue.auth import Auth, user_auth_from_config
 from cloudqueue.client import QueueClient
-from cloudqueue.config import Config, load_config, render_ini, write_private
+from cloudqueue.config import Config, load_config, render_ini, write_atomically
 from cloudqueue.errors import (BadRequest, ConfigError, Conflict, NotFound, QueueError,
                                ServiceUnavailable)
 from cloudqueue.models import Device, Priority, Workload, WorkStatus
 from cloudqueue.transfer import Transferred, download_file, fetch_json, upload_file
 from userclient.display import plain
-
-
-class WaitTimeout(QueueError):
-    """``wait_until_done`` reached its timeout; the workload goes on in the queue."""
-
-    default_kind = "timeout"
-
-
-class WorkNotDone(Conflict, RuntimeError):
-    """``get_results`` of a workload that is not DONE. A ``RuntimeError`` too, as the
-    original client raised, so code written for it catches it unchanged."""
-
-    default_kind = "not_done"
+from userclient.errors import WaitTimeout, WorkNotDone
 
 
 #: ``out``'s default: whatever ``sys.stdout`` is when something is written (a notebook's,
@@ -275,7 +263,7 @@ class UserClient:
             raise QueueError(f"the configuration of device {device_id} is not a JSON object",
                              kind="invalid_json")
         if save_to is not None:
-            write_private(save_to, json.dumps(soccfg, indent=1), mode=0o644)
+            write_atomically(save_to, json.dumps(soccfg, indent=1), mode=0o644)
         return soccfg
 
     # --- workloads ----------------------------------------------------------------------

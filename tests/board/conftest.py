@@ -50,7 +50,7 @@ class BoardDaemon:
         by default a new one is added."""
         from cloudqueue.auth import ApiKeyAuth
         from cloudqueue.client import QueueClient
-        from cloudqueue.config import write_private
+        from cloudqueue.config import write_atomically
         self.base = base
         base.mkdir(parents=True, exist_ok=True)
         self.service = service
@@ -82,8 +82,8 @@ class BoardDaemon:
             lines.append(f"[{section}]")
             lines += [f"{k} = {v}" for k, v in values.items()]
         self.config.write_text("\n".join(lines) + "\n")
-        write_private(self.credentials, f"[credentials]\nid = {dev['ClientId']}\n"
-                                        f"secret = {dev['ClientSecret']}\n")
+        write_atomically(self.credentials, f"[credentials]\nid = {dev['ClientId']}\n"
+                                           f"secret = {dev['ClientSecret']}\n")
         self.proc: Optional[subprocess.Popen] = None
         self.port: Optional[int] = None
 

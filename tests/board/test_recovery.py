@@ -8,7 +8,7 @@ import time
 
 import psutil
 
-from boardcore.queuelink import make_client
+from boardcore.queuelink import device_client
 from boardcore.spool import RESULTS, WORKLOAD, Spool, WorkMeta
 from tests.board.conftest import make_workload
 from tests.helpers import wait_for
@@ -31,7 +31,7 @@ def claim_as_the_board(board, queue_service, files):
     receive them. The service hands already-handed work back first, so one poll after the
     other would get the first one again: every poll is made (and seen arriving by the
     service) before the first submission, and each submission wakes exactly one of them."""
-    client, device_id = make_client(str(board.config), str(board.credentials))
+    client, device_id = device_client(str(board.config), str(board.credentials))
     got, errors = [], []
 
     def poll():

@@ -7,7 +7,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from cloudqueue.errors import FileTooLarge
+from cloudqueue.errors import DownloadTooLarge
 from cloudqueue.httpcall import Backoff
 from cloudqueue.transfer import CHUNK_SIZE, download_file
 
@@ -68,7 +68,7 @@ class Streamer:
 def test_an_announced_length_over_the_limit_is_refused_before_reading(tmp_path):
     dest = tmp_path / "spool" / "workload.gz"
     with Streamer(ENDLESS, announce=True) as srv:
-        with pytest.raises(FileTooLarge) as err:
+        with pytest.raises(DownloadTooLarge) as err:
             download_file(srv.url, dest, max_bytes=1000, **NOSLEEP)
     assert err.value.kind == "too_large" and err.value.size == ENDLESS
     assert f"{ENDLESS} bytes, over the limit of 1000 bytes" in str(err.value)
@@ -78,7 +78,7 @@ def test_an_announced_length_over_the_limit_is_refused_before_reading(tmp_path):
 def test_an_unannounced_stream_stops_once_over_the_limit(tmp_path):
     dest = tmp_path / "workload.gz"
     with Streamer(ENDLESS, announce=False) as srv:
-        with pytest.raises(FileTooLarge, match="more than 200000 bytes") as err:
+        with pytest.raises(DownloadTooLarge, match="more than 200000 bytes") as err:
             download_file(srv.url, dest, max_bytes=200_000, **NOSLEEP)
         assert srv.sent < 64 * 2**20  # stopped reading long before the end
     assert err.value.size == 200_001

@@ -14,7 +14,7 @@ import pytest
 
 from cloudqueue.auth import device_auth_from_config
 from cloudqueue.client import QueueClient
-from cloudqueue.config import load_config, write_private
+from cloudqueue.config import load_config, write_atomically
 from cloudqueue.errors import Forbidden
 from userclient import cli
 
@@ -151,7 +151,7 @@ def test_rotate_secret_prints_the_secret_when_writing_fails_afterwards(lab, monk
     def full_disk(*_args, **_kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("userclient.cli_admin.write_private", full_disk)
+    monkeypatch.setattr("userclient.cli_admin.write_atomically", full_disk)
     target = lab["tmp"] / "creds"
     code = cli.main(["--config", str(lab["admin"]), "rotate-secret", lab["device_id"],
                      "--credentials-out", str(target)])
@@ -159,7 +159,7 @@ def test_rotate_secret_prints_the_secret_when_writing_fails_afterwards(lab, monk
     assert code == 2 and "No space left on device" in err and "printed above" in err
     assert not target.exists()
     creds = lab["tmp"] / "saved-by-hand"  # what the admin copies from the screen
-    write_private(creds, out[out.index("[credentials]"):])
+    write_atomically(creds, out[out.index("[credentials]"):])
     fresh, _ = board_client(lab["conf"], creds)
     assert fresh.heartbeat(lab["device_id"])["DeviceId"] == lab["device_id"]
 

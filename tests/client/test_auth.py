@@ -15,7 +15,7 @@ import pytest
 from cloudqueue.auth import (ApiKeyAuth, CognitoUserAuth, DeviceTokenAuth,
                              device_auth_from_config, user_auth_from_config)
 from cloudqueue.client import QueueClient
-from cloudqueue.config import load_config, write_private
+from cloudqueue.config import load_config, write_atomically
 from cloudqueue.errors import AuthError, ConfigError, ServiceUnavailable
 
 from .fakes import FakeServer, Reply
@@ -110,7 +110,7 @@ def test_device_with_a_wrong_secret_gets_an_actionable_auth_error(tmp_path):
         conf = tmp_path / "config"
         conf.write_text(f"[service]\noauth_endpoint = {srv.url}\napi_endpoint = {srv.url}\n")
         creds = tmp_path / "credentials"
-        write_private(creds, "[credentials]\nid = dev-client\nsecret = wrong\n")
+        write_atomically(creds, "[credentials]\nid = dev-client\nsecret = wrong\n")
         auth = device_auth_from_config(load_config(conf, credentials_path=creds))
         with pytest.raises(AuthError) as err:
             auth.token()

@@ -10,10 +10,10 @@ import sys
 import pytest
 
 from cloudqueue import errors
-from cloudqueue.config import load_config, write_private
+from cloudqueue.config import load_config, write_atomically
 from cloudqueue.models import Workload
 from userclient.cli import exit_code_for
-from userclient.client import WaitTimeout
+from userclient.errors import WaitTimeout
 from userclient.display import WaitDisplay, progress_line
 
 
@@ -81,7 +81,7 @@ def test_wait_display_rewrites_one_line_on_a_tty_and_prints_changes_otherwise():
 
 def test_configure_never_copies_the_board_credentials_into_the_user_config(tmp_path):
     creds = tmp_path / "credentials"
-    write_private(creds, "[credentials]\nid = board\nsecret = board-secret\n")
+    write_atomically(creds, "[credentials]\nid = board\nsecret = board-secret\n")
     conf = tmp_path / "qick.conf"
     conf.write_text("[service]\napi_endpoint = http://q/dev\n")
     done = cli("configure", "--config", str(conf), "--username", "ada@example.org",

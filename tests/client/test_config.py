@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from cloudqueue.config import load_config, render_ini, write_private
+from cloudqueue.config import load_config, render_ini, write_atomically
 from cloudqueue.errors import ConfigError
 
 pytestmark = pytest.mark.device310  # the board runs this code on Python 3.10
@@ -21,7 +21,7 @@ def test_qick_config_env_points_to_the_file_and_keys_are_read(tmp_path, monkeypa
     conf = write(tmp_path / "c.conf", "[service]\napi_endpoint = http://h/dev\n"
                                       "[user]\nusername = ada@example.org\n")
     creds = tmp_path / "creds"
-    write_private(creds, "[credentials]\nid = cid\nsecret = s3\n")
+    write_atomically(creds, "[credentials]\nid = cid\nsecret = s3\n")
     monkeypatch.setenv("QICK_CONFIG", str(conf))
     monkeypatch.setenv("QICK_CREDENTIALS", str(creds))
     config = load_config()
@@ -121,9 +121,9 @@ def test_empty_values_count_as_missing(tmp_path):
         config.api_endpoint
 
 
-def test_write_private_creates_0600_and_render_round_trips(tmp_path):
+def test_write_atomically_creates_0600_and_render_round_trips(tmp_path):
     target = tmp_path / "sub" / "credentials"
-    write_private(target, render_ini({"credentials": {"id": "a", "secret": "b", "x": None}}))
+    write_atomically(target, render_ini({"credentials": {"id": "a", "secret": "b", "x": None}}))
     assert stat.S_IMODE(os.stat(target).st_mode) == 0o600
     config = load_config(write(tmp_path / "c.conf", "[service]\n"), credentials_path=target)
     assert config.require("credentials", "secret") == "b"

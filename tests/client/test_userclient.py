@@ -11,7 +11,8 @@ from cloudqueue.auth import ApiKeyAuth
 from cloudqueue.client import QueueClient
 from cloudqueue.errors import Conflict, NotFound
 from cloudqueue.httpcall import Backoff
-from userclient.client import UserClient, WaitTimeout
+from userclient.client import UserClient
+from userclient.errors import WaitTimeout
 
 from .fakes import FakeServer, Reply
 

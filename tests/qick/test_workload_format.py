@@ -9,7 +9,7 @@ import pytest
 from qick.helpers import progs2json
 
 from executor.boards import zcu216_v1, zcu216_v2
-from qickwork import (FirmwareMismatch, InvalidWorkload, TooLarge, check_firmware,
+from qickwork import (FirmwareMismatch, InvalidWorkload, WorkloadTooLarge, check_firmware,
                       dumps_workload, entry_for, estimate_dump, make_program, read_workload,
                       write_workload)
 from tests.qick.programs import LoopV1, QickSweep1D, SweepV2
@@ -103,13 +103,13 @@ def test_truncated_gzip_is_refused(soc2):
 
 def test_gzip_bomb_stops_at_the_cap():
     bomb = gzip.compress(b" " * (20 * 1024 * 1024))
-    with pytest.raises(TooLarge, match="decompresses to more than 1048576 bytes"):
+    with pytest.raises(WorkloadTooLarge, match="decompresses to more than 1048576 bytes"):
         read_workload(bomb, max_bytes=1024 * 1024)
 
 
 def test_too_many_programs_is_refused(soc2):
     data = dumps_workload([entry_for(p, soc2) for p in _v2_progs(soc2, 3)])
-    with pytest.raises(TooLarge, match="3 programs, over the board's limit of 2"):
+    with pytest.raises(WorkloadTooLarge, match="3 programs, over the board's limit of 2"):
         read_workload(data, max_programs=2)
 
 

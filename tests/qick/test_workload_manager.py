@@ -6,7 +6,7 @@ import pytest
 
 from executor.runner import open_board, run_workload
 from executor.simboard import Resonator
-from qickwork import FirmwareMismatch, InvalidWorkload, TooLarge, read_workload
+from qickwork import FirmwareMismatch, InvalidWorkload, WorkloadTooLarge, read_workload
 from tests.qick.programs import LoopV1, QickSweep1D, SweepV2
 from userclient.workload import WorkloadManager
 
@@ -162,6 +162,6 @@ def test_errors_say_what_to_do(board, tmp_path):
     with pytest.raises(FirmwareMismatch, match="compiled for another board configuration"):
         wm.add(prog)
     big = SweepV2(board.soccfg, reps=100, final_delay=1.0, cfg={"freq": 150.0})
-    with pytest.raises(TooLarge, match="program 0: decimated readout 0 needs"):
+    with pytest.raises(WorkloadTooLarge, match="program 0: decimated readout 0 needs"):
         wm.add(big, acqtype="decimated")
     assert len(wm) == 0 and wm.progdicts == []

@@ -84,11 +84,11 @@ def test_claims_of_polls_in_flight_together_never_share_work(tmp_path):
     import time
     import uuid
     from queueservice.db import Database
-    from queueservice.settings import Limits
+    from queueservice.settings import ServiceLimits
     from queueservice.workloads import WorkloadStore
 
     db = Database(tmp_path / "queue.db")
-    store = WorkloadStore(db, Limits())
+    store = WorkloadStore(db, ServiceLimits())
     device_id, now = str(uuid.uuid4()), int(time.time() * 1000)
     with db.transaction() as conn:
         conn.execute("INSERT INTO devices (device_id, name, client_id, secret_hash, "

@@ -13,7 +13,7 @@ from typing import Optional
 import sdnotify
 
 
-class Notifier:
+class SystemdNotify:
     def __init__(self, environ: Optional[dict] = None):
         env = os.environ if environ is None else environ
         self.enabled = bool(env.get("NOTIFY_SOCKET"))

@@ -1,4 +1,6 @@
-"""HTTP helpers shared by the routes: the service object, errors, JSON bodies, the caller."""
+"""The service's HTTP edge, what every route shares between a request and the stores: the
+service object a request reaches, the error answer, reading and checking bodies, fields and
+query parameters (sizes, time limits, the stock gateway's models), and who the caller is."""
 from __future__ import annotations
 
 import asyncio
@@ -17,11 +19,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from cloudqueue.errors import AuthError, BadRequest, Forbidden, QueueError
-from queueservice.files import FileStore, TooLarge
+from queueservice.errors import RequestTimeout, PayloadTooLarge
+from queueservice.files import FileStore
 from queueservice.identities import (API_KEY_PREFIX, IdentityStore, Principal,
                                          require_enabled, user_principal_of)
-from queueservice.notify import Notifier
-from queueservice.settings import Limits
+from queueservice.wakeups import WakeUps
+from queueservice.settings import ServiceLimits
 from queueservice.tokens import Signer, revoked
 from queueservice.workloads import WorkloadStore
 
@@ -43,14 +46,15 @@ async def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 class Service:
     """Everything a request handler needs; one per running service (``app.state.service``)."""
 
-    limits: Limits
+    limits: ServiceLimits
     identities: IdentityStore
     workloads: WorkloadStore
     files: FileStore
     signer: Signer
-    notifier: Notifier
+    #: wakes devices long-polling for work (``GET /devices/{id}/workload``), per device
+    device_wakeups: WakeUps
     #: wakes users long-polling a workload (``GET /workloads/{id}?WaitSeconds=``), per device
-    watchers: Notifier
+    user_wakeups: WakeUps
     prefix: str = ""
     public_url: str | None = None
     #: the supervisor of the mock devices' workers (``mockfleet.MockFleet``), once serving
@@ -72,13 +76,13 @@ class Service:
         workloads and (unless ``devices`` is False: nothing for it to pick up) the device's
         own long poll for work."""
         if devices:
-            await self.notifier.notify(device_id)
-        await self.watchers.notify(device_id)
+            await self.device_wakeups.notify(device_id)
+        await self.user_wakeups.notify(device_id)
 
     async def close_waits(self) -> None:
         """The service is stopping: every long poll answers now."""
-        await self.notifier.close()
-        await self.watchers.close()
+        await self.device_wakeups.close()
+        await self.user_wakeups.close()
 
     def presign(self, request: Request, method: str, key: str) -> str:
         return self.signer.presign(self.root_url(request), method, key,
@@ -114,13 +118,6 @@ def forbidden_unless(condition: bool, message: str) -> None:
 
 
 # -- JSON bodies -------------------------------------------------------------------------
-class RequestTimeout(QueueError):
-    """408: the client sent its request body too slowly (the connection is then closed)."""
-
-    default_kind = "request_timeout"
-    status = 408
-
-
 async def _within(awaitable: Awaitable[T], seconds: float) -> T:
     """``awaitable``'s result, or asyncio.TimeoutError after ``seconds`` (asyncio.timeout
     where it exists: wait_for's task per call costs ~15 us)."""
@@ -154,7 +151,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     whole within ``body_timeout_seconds`` (408 past it)."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise TooLarge(f"the request body is larger than {limit} bytes")
+        raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
     seconds = service(request).limits.body_timeout_seconds
     try:
         return await _within(_read_all(request, limit), seconds)
@@ -167,7 +164,7 @@ async def _read_all(request: Request, limit: int) -> bytes:
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise TooLarge(f"the request body is larger than {limit} bytes")
+            raise PayloadTooLarge(f"the request body is larger than {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 

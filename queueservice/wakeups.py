@@ -3,14 +3,14 @@
 A waiter reads the counter, looks (for work, or at its workload), and waits only while the
 counter is unchanged, so a wake-up that lands between its look and its wait is never lost.
 The service keeps two: one wakes devices waiting for work, the other users waiting on a
-workload of that device (``web.Service``).
+workload of that device (``httpedge.Service``).
 """
 from __future__ import annotations
 
 import asyncio
 
 
-class Notifier:
+class WakeUps:
     def __init__(self) -> None:
         self._versions: dict[str, int] = {}
         self._conditions: dict[str, asyncio.Condition] = {}

@@ -1,0 +1,33 @@
+"""Errors only the queue service raises. The service answers every error in the protocol's
+shape (``ErrorMessage``, ``ErrorKind``, the HTTP status), so its tree hangs under the
+protocol's root, ``cloudqueue.errors.QueueError``; the protocol's own errors (``BadRequest``,
+``NotFound``, ``Conflict``...) are raised as they are.
+
+    QueueError (cloudqueue.errors)
+     ├── BadRequest
+     │    └── PayloadTooLarge   413: a request body or an uploaded file over this service's
+     │                          limit
+     ├── RequestTimeout         408: the request body arrived too slowly (connection closed)
+     └── CognitoError           a Cognito-compatible login refused, answered in Cognito's
+                                shape (``__type`` = ``kind``, status 400)
+"""
+from __future__ import annotations
+
+from cloudqueue.errors import BadRequest, QueueError
+
+
+class PayloadTooLarge(BadRequest):
+    default_kind = "payload_too_large"
+    status = 413
+
+
+class RequestTimeout(QueueError):
+    """408: the client sent its request body too slowly (the connection is then closed)."""
+
+    default_kind = "request_timeout"
+    status = 408
+
+
+class CognitoError(QueueError):
+    def __init__(self, type_: str, message: str):
+        super().__init__(message, kind=type_, status=400)
