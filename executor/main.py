@@ -204,8 +204,11 @@ def _serve(bus: ChildBus, runner: Any, board: Any, sigterms: SigtermCount) -> in
         for msg in bus.recv(timeout, waker):
             kind = msg["type"]
             if kind == "run":
-                refusal = "the executor is busy" if job is not None else \
-                    "the executor is stopping (SIGTERM)" if sigterms.count else None
+                refusal = None
+                if job is not None:
+                    refusal = "the executor is busy"
+                elif sigterms.count:
+                    refusal = "the executor is stopping (SIGTERM)"
                 if refusal is not None:
                     bus.send("outcome", re=msg["id"], work_id=msg.get("work_id"),
                              status="REFUSED", error_message=refusal)
