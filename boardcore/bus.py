@@ -242,7 +242,8 @@ class ChildBus:
         self._sock.close(int(linger * 1000))
         self._ctx.term()
 
-    def close(self) -> None:
+    def close(self, linger: float = 0.0) -> None:
+        """Close, waiting up to ``linger`` seconds for messages not yet sent to leave."""
         if not self._sock.closed:
-            self._sock.close(0)
+            self._sock.close(int(linger * 1000))
         self._ctx.term()

@@ -5,6 +5,7 @@ one tree, drawn here.
      ├── SpoolError             the durable spool is unusable (missing, unwritable, corrupt entry)
      │    └── DiskFull          not enough free space to take new work
      ├── BusError               a malformed or unsupported message on the ZeroMQ bus
+     │    └── LimitsError       a run's limits (boardcore.limits.RunLimits) are not valid
      ├── BoardConfigError       a [supervisor]/[executor]/[uploader] setting is wrong
      ├── SandboxError           the executor could not set up its sandbox
      │    └── BoardBusy         another process holds the board's lock file
@@ -29,6 +30,10 @@ class DiskFull(SpoolError):
 
 
 class BusError(BoardError):
+    pass
+
+
+class LimitsError(BusError):
     pass
 
 

@@ -8,9 +8,10 @@ import configparser
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Optional, Tuple
 
-from boardcore.errors import BoardConfigError
+from boardcore.errors import BoardConfigError, LimitsError
+from boardcore.limits import RunLimits
 
 
 def _state_dir() -> Path:
@@ -51,7 +52,8 @@ class BoardSettings:
     soccfg_json: Optional[str] = None
     seed: Optional[int] = None
     time_scale: float = 0.0
-    deadline_seconds: float = 3600.0         # per workload, enforced by the supervisor
+    deadline_seconds: float = 3600.0         # per workload: the executor stops between programs
+    deadline_margin_seconds: float = 60.0    # the supervisor's SIGTERM at deadline + this
     grace_seconds: float = 5.0               # SIGTERM -> SIGKILL
     address_space_mb: int = 0                # 0 = unlimited
     open_files: int = 256
@@ -68,11 +70,11 @@ class BoardSettings:
     def board_lock(self) -> Path:
         return self.lock_file or self.run_dir / "board.lock"
 
-    def limits(self) -> Dict[str, float]:
-        """What the executor's runner is told (plain dict on the bus)."""
-        return {"deadline_seconds": self.deadline_seconds,
-                "max_workload_bytes": self.max_workload_mb * 2**20,
-                "max_result_bytes": self.max_result_mb * 2**20}
+    def limits(self) -> RunLimits:
+        """What the executor is told with each run."""
+        return RunLimits(deadline_seconds=self.deadline_seconds,
+                         max_workload_bytes=self.max_workload_mb * 2**20,
+                         max_result_bytes=self.max_result_mb * 2**20)
 
 
 _SECTIONS = {
@@ -83,7 +85,7 @@ _SECTIONS = {
                    "min_free_mb", "done_max_age_days", "done_max_mb",
                    "queue_heartbeat_seconds", "long_poll_seconds", "poll_seconds"),
     "executor": ("board", "board_name", "soccfg_json", "seed", "time_scale", "deadline_seconds",
-                 "grace_seconds", "address_space_mb", "open_files", "lock_file",
+                 "deadline_margin_seconds", "grace_seconds", "address_space_mb", "open_files", "lock_file",
                  "network_isolation", "max_workload_mb", "max_result_mb"),
     "uploader": ("retry_base_seconds", "retry_max_seconds", "scan_seconds"),
 }
@@ -146,6 +148,13 @@ def load_settings(path: Optional[os.PathLike | str]) -> BoardSettings:
     if settings.restart_max < 1 or settings.restart_period_seconds <= 0:
         raise BoardConfigError(f"{path} [supervisor]: restart_max must be at least 1 and "
                                "restart_period_seconds more than 0")
+    try:
+        settings.limits()
+    except LimitsError as exc:
+        raise BoardConfigError(f"{path} [executor]: {exc} (deadline_seconds, max_workload_mb, "
+                               "max_result_mb)") from None
+    if settings.deadline_margin_seconds < 0:
+        raise BoardConfigError(f"{path} [executor]: deadline_margin_seconds must be 0 or more")
     if settings.heartbeat_timeout_seconds <= 2 * settings.heartbeat_seconds:
         raise BoardConfigError(f"{path} [supervisor]: heartbeat_timeout_seconds must be more "
                                "than twice heartbeat_seconds")

@@ -4,8 +4,17 @@ Started by the supervisor as ``python -m executor.main --bus ipc://... [options]
 ``start_new_session=True`` and a scrubbed environment. In order, at its start:
 die with the parent, own process group, resource limits, private network, scrub the
 environment, lock the board, open the board, write the soccfg for the downloader, and only
-then say hello on the bus. Then it runs one job at a time (``run`` messages), reports
-progress, stops between programs when asked (``cancel``/``stop``), and answers ``outcome``.
+then say hello on the bus. Then it runs one job at a time (``run`` messages, with the run's
+``boardcore.limits.RunLimits``), reports progress, and answers ``outcome``.
+
+Stopping a run early (``executor.runner`` keeps the results so far, closes the file cleanly
+and records the outcome in it):
+- ``cancel``/``stop`` on the bus: at the next round boundary (CANCELLED);
+- the run's deadline: before the next program (FAILED, kind ``deadline``);
+- SIGTERM: the handler only counts it. The first: stop after the program running now
+  (FAILED, kind ``stopped``), answer, and exit; no new run is taken. A second: stop sooner,
+  at the next round boundary of that program (its partial data is dropped). The supervisor
+  sends SIGKILL ``grace_seconds`` after its first SIGTERM whatever the count.
 
 Exit codes: see ``boardcore.exitcodes``.
 """
@@ -16,6 +25,7 @@ import json
 import logging
 import os
 import queue
+import signal
 import sys
 import threading
 import time
@@ -24,7 +34,8 @@ from typing import Any, Dict, List, Optional
 from executor import sandbox
 from boardcore import exitcodes
 from boardcore.bus import ChildBus, Waker
-from boardcore.errors import BoardBusy, SandboxError
+from boardcore.errors import BoardBusy, LimitsError, SandboxError
+from boardcore.limits import RunLimits
 
 log = logging.getLogger("qick.executor")
 
@@ -48,16 +59,28 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+class SigtermCount:
+    """The SIGTERM handler: it only counts (the job's thread and the bus loop read it)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        self.count += 1
+
+
 class RunThread:
     """One workload running in a worker thread; the main thread keeps the bus alive."""
 
-    def __init__(self, runner: Any, board: Any, msg: Dict[str, Any], waker: Waker):
+    def __init__(self, runner: Any, board: Any, msg: Dict[str, Any], limits: RunLimits,
+                 sigterms: SigtermCount, waker: Waker):
         self.work_id: str = msg["work_id"]
         self.request_id: str = msg["id"]
         self.stop = threading.Event()
         self.progress: "queue.Queue[tuple]" = queue.Queue()
         self.outcome: Optional[Dict[str, Any]] = None
         self._runner, self._board, self._msg, self._waker = runner, board, msg, waker
+        self._limits, self._sigterms = limits, sigterms
         self.thread = threading.Thread(target=self._run, name=f"job-{self.work_id}", daemon=True)
 
     def _run(self) -> None:
@@ -65,10 +88,9 @@ class RunThread:
         started = time.monotonic()
         try:
             result = self._runner.run_workload(
-                msg["workload_path"], msg["results_path"], self._board,
-                _limits(self._runner, msg.get("limits") or {}),
-                self._progressed,
-                self.stop.is_set, work_id=self.work_id)
+                msg["workload_path"], msg["results_path"], self._board, self._limits,
+                self._progressed, self.stop.is_set, work_id=self.work_id,
+                terminations=lambda: self._sigterms.count)
             self.outcome = {
                 "status": result.status, "error_kind": result.error_kind,
                 "error_message": result.error_message, "programs_done": result.programs_done,
@@ -97,17 +119,6 @@ class RunThread:
         return self.outcome is not None and not self.thread.is_alive()
 
 
-def _limits(runner: Any, limits: Dict[str, Any]) -> Any:
-    """The runner's limits object, built from the plain dict the supervisor sends."""
-    factory = getattr(runner, "Limits", None)
-    if factory is None:
-        return limits
-    names = getattr(factory, "__dataclass_fields__", None)
-    if names is not None:
-        limits = {k: v for k, v in limits.items() if k in names}
-    return factory(**limits)
-
-
 def _write_soccfg(board: Any, path: Optional[str]) -> None:
     if not path:
         return
@@ -126,6 +137,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="executor[%(process)d] %(levelname)s %(message)s")
     args = parse_args(argv)
+    sigterms = SigtermCount()  # from here on, SIGTERM means "stop after this program"
+    signal.signal(signal.SIGTERM, sigterms)
     # 1. sandbox, before any thread exists (unshare applies to the calling thread)
     if not sandbox.die_with_parent(args.parent):
         log.error("the supervisor is gone; stopping")
@@ -167,9 +180,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         bus.hello(board=getattr(board, "name", args.board_name),
                   fingerprint=getattr(board, "fingerprint", None), board_kind=args.board,
                   network=network, limits=limits, soccfg=args.soccfg_out)
-        return _serve(bus, runner, board)
+        return _serve(bus, runner, board, sigterms)
     finally:
-        bus.close()
+        bus.close(linger=1.0)  # the last outcome must leave before we exit
         lock.release()
 
 
@@ -178,7 +191,7 @@ def _farewell(args: argparse.Namespace, reason: str) -> None:
     ChildBus(args.bus, "executor", args.heartbeat, args.heartbeat_timeout).farewell(reason)
 
 
-def _serve(bus: ChildBus, runner: Any, board: Any) -> int:
+def _serve(bus: ChildBus, runner: Any, board: Any, sigterms: SigtermCount) -> int:
     job: Optional[RunThread] = None
     stopping = False
     last_progress = None
@@ -191,11 +204,25 @@ def _serve(bus: ChildBus, runner: Any, board: Any) -> int:
         for msg in bus.recv(timeout, waker):
             kind = msg["type"]
             if kind == "run":
+                refusal = None
                 if job is not None:
+                    refusal = "the executor is busy"
+                elif sigterms.count:
+                    refusal = "the executor is stopping (SIGTERM)"
+                if refusal is not None:
                     bus.send("outcome", re=msg["id"], work_id=msg.get("work_id"),
-                             status="REFUSED", error_message="the executor is busy")
+                             status="REFUSED", error_message=refusal)
                     continue
-                job = RunThread(runner, board, msg, waker)
+                try:
+                    limits = RunLimits.from_message(msg.get("limits"))
+                except LimitsError as exc:
+                    log.error("refused the run of %s: %s", msg.get("work_id"), exc)
+                    bus.send("outcome", re=msg["id"], work_id=msg.get("work_id"),
+                             status="FAILED", error_kind="device_error",
+                             error_message=f"the board's executor refused the run: {exc}",
+                             programs_done=0, programs_total=0, has_results=False)
+                    continue
+                job = RunThread(runner, board, msg, limits, sigterms, waker)
                 last_progress = None
                 job.start()
             elif kind == "cancel" and job is not None and msg.get("work_id") == job.work_id:
@@ -214,7 +241,9 @@ def _serve(bus: ChildBus, runner: Any, board: Any) -> int:
             if job.finished:
                 bus.send("outcome", re=job.request_id, work_id=job.work_id, **job.outcome)
                 job = None
-        if stopping and job is None:
+        if (stopping or sigterms.count) and job is None:
+            if sigterms.count:
+                log.info("SIGTERM: stopping")
             return exitcodes.OK
         if not bus.tick(busy=job.work_id if job else None):
             log.error("no word from the supervisor for %.0f s; stopping", bus.beat.timeout)

@@ -10,11 +10,23 @@ Interface used by the board daemon's executor process:
         Board: .soc, .soccfg (a QickConfig), .config_dict (JSON-able soccfg, what the
         board uploads as its device configuration), .fingerprint, .name, .kind
 
-    outcome = run_workload(workload_path, results_path, board, limits=Limits(),
+    outcome = run_workload(workload_path, results_path, board, limits=None,
                            progress=lambda done, total: None, should_stop=lambda: False,
-                           work_id="", device="")
+                           work_id="", device="", terminations=lambda: 0,
+                           clock=time.monotonic)
         -> RunOutcome(status "DONE"|"FAILED"|"CANCELLED", error_kind, error_message,
                       programs_done, programs_total, seconds)
+        limits: the run's ``boardcore.limits.RunLimits`` (None: qickwork's default
+        ``WorkloadLimits`` and no deadline).
+
+Stopping early, always between programs or rounds, the file closed cleanly with the programs
+done so far and the outcome (one path, ``outcome`` below):
+- ``should_stop()`` true (a cancel): at the next round boundary -> CANCELLED;
+- the deadline (``limits.deadline_seconds`` after the run started, by ``clock``) passed:
+  before the next program -> FAILED, kind ``deadline``;
+- ``terminations()`` (SIGTERMs the executor received) 1: before the next program, 2 or more:
+  at the next round boundary -> FAILED, kind ``stopped``.
+The last program's end is not a stop: a workload whose programs all ran is DONE.
 
 Steps: read the workload (size-capped, checked as hostile data), refuse another firmware,
 validate every program against the board and the limits, then run each program with qick's
@@ -25,7 +37,7 @@ file with the programs done so far and the error, when the failure happened afte
 first program started; a workload refused before running gets no results file unless
 ``results_path`` is wanted anyway (it always is: the file then holds only the error).
 Error kinds: invalid_workload, firmware_mismatch, too_large (also a program that runs out
-of the process's memory), device_error.
+of the process's memory), device_error, deadline, stopped.
 """
 from __future__ import annotations
 
@@ -41,10 +53,11 @@ from executor.simboard import Resonator, SimulatedSoc
 from qickwork.errors import DeviceError, WorkloadError
 from qickwork.firmware import describe, fingerprint
 from qickwork.results import ResultsWriter
-from qickwork.validate import Limits, check_workload
+from boardcore.limits import RunLimits
+from qickwork.validate import WorkloadLimits, check_workload
 from qickwork.workload import check_firmware, make_program, qick_version, read_workload
 
-__all__ = ["Board", "Limits", "RunOutcome", "open_board", "run_workload"]
+__all__ = ["Board", "RunOutcome", "open_board", "run_workload"]
 
 log = logging.getLogger(__name__)
 
@@ -123,19 +136,21 @@ def _run_one(prog: Any, entry: Any, soc: Any, should_stop: Callable[[], bool]) -
 
 
 def run_workload(workload_path: str, results_path: str, board: Board,
-                 limits: Limits | None = None,
+                 limits: RunLimits | None = None,
                  progress: Callable[[int, int], None] = lambda done, total: None,
                  should_stop: Callable[[], bool] = lambda: False,
-                 work_id: str = "", device: str = "") -> RunOutcome:
+                 work_id: str = "", device: str = "",
+                 terminations: Callable[[], int] = lambda: 0,
+                 clock: Callable[[], float] = time.monotonic) -> RunOutcome:
     """Run a workload on ``board`` and write ``results_path``; see the module docstring."""
-    limits = limits or Limits()
-    started = time.monotonic()
+    checks, deadline = _workload_limits(limits), limits.deadline_seconds if limits else None
+    started = clock()
     entries: list = []
     writer: ResultsWriter | None = None
     done = 0
 
     def outcome(status: str, kind: str | None = None, message: str | None = None) -> RunOutcome:
-        seconds = time.monotonic() - started
+        seconds = clock() - started
         if writer is not None:
             try:
                 writer.finish(status, seconds=seconds, error_kind=kind or "",
@@ -144,11 +159,30 @@ def run_workload(workload_path: str, results_path: str, board: Board,
                 writer.close()
         return RunOutcome(status, kind, message, done, len(entries), seconds)
 
+    def stopped() -> RunOutcome | None:
+        """The outcome when the run must stop before its next program, else None."""
+        n = len(entries)
+        if should_stop():
+            return outcome("CANCELLED", None, f"cancelled after {done} of {n} programs")
+        if deadline is not None and clock() - started >= deadline:
+            return outcome("FAILED", "deadline",
+                           f"stopped at its deadline of {deadline:g} s after {done} of {n} "
+                           "programs (their results are kept); ask the board's admin for a "
+                           "longer deadline ([executor] deadline_seconds) or split the workload")
+        if terminations():
+            return outcome("FAILED", "stopped",
+                           f"the board stopped the run (SIGTERM) after {done} of {n} programs "
+                           "(their results are kept); submit the rest again")
+        return None
+
+    def stop_now() -> bool:
+        return should_stop() or terminations() >= 2
+
     try:
-        entries = read_workload(workload_path, max_bytes=limits.max_workload_bytes,
-                                max_programs=limits.max_programs)
+        entries = read_workload(workload_path, max_bytes=checks.max_workload_bytes,
+                                max_programs=checks.max_programs)
         check_firmware(entries, board.config_dict)
-        check_workload(entries, board.config_dict, limits)
+        check_workload(entries, board.config_dict, checks)
     except WorkloadError as exc:
         writer = _open_writer(results_path, len(entries), board, work_id, device)
         return outcome("FAILED", exc.kind, exc.message)
@@ -159,14 +193,15 @@ def run_workload(workload_path: str, results_path: str, board: Board,
                        f"cannot write the results file {results_path}: check the spool disk")
     progress(0, len(entries))
     for i, entry in enumerate(entries):
-        if should_stop():
-            return outcome("CANCELLED", None, f"cancelled after {done} of {len(entries)} programs")
-        t0 = time.monotonic()
+        early = stopped()
+        if early is not None:
+            return early
+        t0 = clock()
         try:
             prog = make_program(entry, board.soccfg, i)
             if hasattr(board.soc, "attach_program"):
                 board.soc.attach_program(prog)
-            result = _run_one(prog, entry, board.soc, should_stop)
+            result = _run_one(prog, entry, board.soc, stop_now)
         except WorkloadError as exc:
             return outcome("FAILED", exc.kind, exc.message)
         except MemoryError as exc:  # over the process's memory limit (the program's arrays)
@@ -183,19 +218,32 @@ def run_workload(workload_path: str, results_path: str, board: Board,
                            f"{type(exc).__name__}: {exc}. The {done} programs before it "
                            "completed; check this program's readout lengths, loop counts "
                            "and buffer sizes against the board")
-        if result is None:
+        if result is None and should_stop():
             return outcome("CANCELLED", None,
                            f"cancelled during program {i}; {done} of {len(entries)} completed")
+        if result is None:
+            return outcome("FAILED", "stopped",
+                           f"the board stopped the run (a second SIGTERM) during program {i}; "
+                           f"{done} of {len(entries)} completed (their results are kept); "
+                           "submit the rest again")
         note = result.pop("note", "")
         try:
-            writer.add(i, acqtype=entry.acqtype, seconds=time.monotonic() - t0, note=note,
-                       **result)
+            writer.add(i, acqtype=entry.acqtype, seconds=clock() - t0, note=note, **result)
         except (OSError, ValueError) as exc:
             return outcome("FAILED", "device_error",
                            f"writing the results of program {i} failed: {exc}")
         done += 1
         progress(done, len(entries))
     return outcome("DONE")
+
+
+def _workload_limits(limits: RunLimits | None) -> WorkloadLimits:
+    """What the workload's programs are checked against: the board's configured sizes,
+    qickwork's defaults for the rest."""
+    if limits is None:
+        return WorkloadLimits()
+    return WorkloadLimits(max_workload_bytes=limits.max_workload_bytes,
+                          max_result_bytes=limits.max_result_bytes)
 
 
 def _open_writer(path: str, total: int, board: Board, work_id: str,

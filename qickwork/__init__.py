@@ -8,15 +8,16 @@ from qickwork.estimate import Estimate, estimate_dump
 from qickwork.firmware import describe, fingerprint, tproc_version
 from qickwork.results import (ProgramResult, Results, ResultsWriter, read_results,
                               summarize_results)
-from qickwork.validate import Limits, check_entry, check_workload
+from qickwork.validate import WorkloadLimits, check_entry, check_workload
 from qickwork.workload import (FORMAT_VERSION, AcquireArgs, ProgramEntry, check_firmware,
                                dumps_workload, entry_for, make_program, read_workload,
                                write_workload)
 
 __all__ = ["AcquireArgs", "DeviceError", "Estimate", "FORMAT_VERSION", "FirmwareMismatch",
-           "IncompleteResults", "InvalidResults", "InvalidWorkload", "Limits", "ProgramEntry",
+           "IncompleteResults", "InvalidResults", "InvalidWorkload", "ProgramEntry",
            "ProgramResult", "Results",
-           "ResultsWriter", "WorkloadError", "WorkloadTooLarge", "check_entry", "check_firmware",
+           "ResultsWriter", "WorkloadError", "WorkloadLimits", "check_entry",
+           "check_firmware",
            "check_workload", "describe", "dumps_workload", "entry_for", "estimate_dump",
            "fingerprint", "make_program", "read_results", "read_workload", "summarize_results",
            "tproc_version",

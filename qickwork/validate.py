@@ -16,8 +16,11 @@ from qickwork.workload import ProgramEntry
 
 
 @dataclass
-class Limits:
-    """What one workload may ask of the board. Defaults suit a board with a few GB of RAM."""
+class WorkloadLimits:
+    """What one workload's programs may ask of a board, checked before anything runs (on the
+    user's PC and by the board's runner). Defaults suit a board with a few GB of RAM.
+    Not the limits of a run on the board (``boardcore.limits.RunLimits``: its deadline and
+    the board's configured sizes), from which the runner derives these."""
     max_workload_bytes: int = 512 * 1024 * 1024   # decompressed workload JSON
     max_programs: int = 100_000
     max_result_bytes: int = 2 * 1024 ** 3          # estimated size of all results
@@ -49,7 +52,7 @@ def result_bytes(entry: ProgramEntry) -> int:
     return size
 
 
-def check_entry(entry: ProgramEntry, index: int, soccfg: Any, limits: Limits) -> None:
+def check_entry(entry: ProgramEntry, index: int, soccfg: Any, limits: WorkloadLimits) -> None:
     """Raise ``InvalidWorkload`` / ``WorkloadTooLarge`` when program ``index`` cannot run here."""
     cfg = _cfg(soccfg)
     gens, readouts = cfg.get("gens", []), cfg.get("readouts", [])
@@ -117,7 +120,7 @@ def check_entry(entry: ProgramEntry, index: int, soccfg: Any, limits: Limits) ->
                 program=index)
 
 
-def check_workload(entries: list[ProgramEntry], soccfg: Any, limits: Limits) -> None:
+def check_workload(entries: list[ProgramEntry], soccfg: Any, limits: WorkloadLimits) -> None:
     """Every per-program check, then the total result size."""
     total = 0
     for i, entry in enumerate(entries):

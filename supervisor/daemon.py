@@ -317,6 +317,11 @@ class Supervisor:
         wanted = self.draining or child.killed_for == "stop"
         reason = f"exited with {rc}" if rc >= 0 else f"killed by signal {-rc}"
         if child.name == "executor":
+            if self.work.job is not None and rc == 0:
+                # it answered before it exited (a SIGTERM stops it after the program
+                # running): read that answer, still in flight, before filing a death
+                for identity, msg in self.bus.recv(0.05):
+                    self._handle(identity, msg, now)
             self.work.executor_died(child, rc, now)
             if rc > 0:
                 reason = f"the executor {exitcodes.MEANING.get(rc, reason)}"

@@ -4,6 +4,12 @@ One workload at a time goes to the executor with its limits; its outcome, a canc
 deadline or the executor's death moves it on to ``outgoing/`` for the uploader. The
 downloader is told when the board wants more work (``want_work``). Everything here runs in
 the supervisor's loop: it never blocks and never touches the network.
+
+Deadlines on both sides: the executor stops by itself between programs once the run's
+``deadline_seconds`` have passed, and answers. This side is the backstop for a program that
+runs on past it: at ``deadline_seconds + deadline_margin_seconds`` it sends SIGTERM (the
+executor stops after the program running, keeps the results so far and answers), and SIGKILL
+``grace_seconds`` later.
 """
 from __future__ import annotations
 
@@ -27,7 +33,7 @@ class Assignment:
     work_id: str
     request_id: str
     started: float
-    deadline: float
+    deadline: float                 # the backstop: the run's deadline plus the margin
     done: int = 0
     total: int = 0
     cancel_at: Optional[float] = None
@@ -70,10 +76,12 @@ class Dispatcher:
         self.spool.move(work_id, "ready", "running", meta)
         folder = self.spool.path("running", work_id)
         request = f"run-{work_id}-{meta.attempts}"
-        self.job = Assignment(work_id, request, now, now + self.s.deadline_seconds)
+        limits = self.s.limits()
+        self.job = Assignment(work_id, request, now,
+                       now + limits.deadline_seconds + self.s.deadline_margin_seconds)
         self._send("executor", "run", id=request, work_id=work_id,
                    workload_path=str(folder / WORKLOAD), results_path=str(folder / RESULTS),
-                   limits=self.s.limits())
+                   limits=limits.to_message())
         self.want_work(False)
         log.info("workload %s started", work_id)
 
@@ -109,7 +117,16 @@ class Dispatcher:
             return
         meta = self.spool.read_meta("running", job.work_id) or WorkMeta(job.work_id)
         status = msg.get("status") if msg.get("status") in OUTCOMES else "FAILED"
-        meta.finish(status, msg.get("error_kind"), msg.get("error_message"),
+        kind, message = msg.get("error_kind"), msg.get("error_message")
+        killed_for = self.children["executor"].killed_for
+        if kind == "stopped" and killed_for is not None:
+            # it stopped on our SIGTERM: say why we sent it (its programs done are kept)
+            meaning = classify_exit(0, killed_for, self.s.deadline_seconds)
+            status = "CANCELLED" if meaning.kind == "cancelled" else "FAILED"
+            kind = meaning.kind
+            message = (f"{meaning.message} (after {msg.get('programs_done') or 0} of "
+                       f"{msg.get('programs_total') or 0} programs; their results are kept)")
+        meta.finish(status, kind, message,
                     programs_done=int(msg.get("programs_done") or 0),
                     programs_total=int(msg.get("programs_total") or 0),
                     seconds=float(msg.get("seconds") or 0.0),
@@ -174,8 +191,9 @@ class Dispatcher:
         if job is None:
             return
         if now >= job.deadline and ex.killed_for is None and ex.alive():
-            log.warning("workload %s passed its deadline (%.0f s): stopping the executor",
-                        job.work_id, self.s.deadline_seconds)
+            log.warning("workload %s passed its deadline (%g s) and the margin (%g s): "
+                        "stopping the executor", job.work_id, self.s.deadline_seconds,
+                        self.s.deadline_margin_seconds)
             ex.terminate(now, "deadline", self.s.grace_seconds)
         elif job.cancel_at is not None and now - job.cancel_at > self.s.grace_seconds and \
                 ex.killed_for is None and ex.alive():

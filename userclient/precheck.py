@@ -8,7 +8,7 @@ mistake is refused in a second instead of after the wait in the queue:
 2. its programs were compiled for the firmware the device uploaded (its soccfg): same
    tProc version and, when the workload records it, the same firmware fingerprint;
 3. its programs fit that firmware (channels, envelope memory, decimated buffers) and the
-   default limits (``qickwork.Limits``; a board may be configured stricter).
+   default limits (``qickwork.WorkloadLimits``; a board may be configured stricter).
 
 A device that has not uploaded its soccfg yet cannot be checked against: that is a
 warning (``SubmitCheck.warnings``), not a refusal; its board checks the firmware itself
@@ -77,7 +77,7 @@ def check_before_submit(client: Any, path: str | os.PathLike, device_id: str) ->
     ``firmware_mismatch``, ``too_large``) when the board would refuse the workload, and
     what ``UserClient.get_device`` raises (``NotFound`` for an unknown device)."""
     entries = read_entries(path)
-    from qickwork import Limits, WorkloadError, check_firmware, check_workload
+    from qickwork import WorkloadLimits, WorkloadError, check_firmware, check_workload
     from qickwork.firmware import describe
 
     device = client.get_device(device_id)
@@ -89,7 +89,7 @@ def check_before_submit(client: Any, path: str | os.PathLike, device_id: str) ->
     soccfg = client.get_soccfg(device_id)
     try:
         check_firmware(entries, soccfg)
-        check_workload(entries, soccfg, Limits())
+        check_workload(entries, soccfg, WorkloadLimits())
     except WorkloadError as exc:
         raise BadRequest(f"{path} does not fit device {device_id}: {exc.message}",
                          kind=exc.kind) from None

@@ -49,9 +49,8 @@ import tempfile
 from typing import IO, Any, Iterator
 
 from qickwork import (AcquireArgs, Estimate, FirmwareMismatch, IncompleteResults,
-                      InvalidWorkload, Limits,
-                      ProgramEntry, ProgramResult, Results, check_entry, dumps_workload,
-                      entry_for,
+                      InvalidWorkload, ProgramEntry, ProgramResult, Results,
+                      WorkloadLimits, check_entry, dumps_workload, entry_for,
                       fingerprint, read_results, write_workload)
 from qickwork.firmware import FirmwareInfo, firmware_info
 
@@ -59,9 +58,9 @@ from qickwork.firmware import FirmwareInfo, firmware_info
 class WorkloadManager:
     """Collects programs compiled for one board and turns them into a workload file."""
 
-    def __init__(self, soccfg: Any = None, *, limits: Limits | None = None):
+    def __init__(self, soccfg: Any = None, *, limits: WorkloadLimits | None = None):
         self.soccfg = soccfg
-        self.limits = limits or Limits()
+        self.limits = limits or WorkloadLimits()
         # the original protocol's lists: programs made (add_program), and the dicts that
         # go into the file (add_acquire / add_decimated / add)
         self.proglist: list[Any] = []

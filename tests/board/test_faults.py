@@ -2,6 +2,7 @@
 past its deadline, malformed workloads, the queue service down for a while."""
 import gzip
 import os
+import re
 import signal
 
 import pytest
@@ -17,7 +18,10 @@ def _running(board):
 
 
 def test_hung_executor_hits_the_deadline_and_the_next_workload_runs(board_factory, tmp_path):
-    board = board_factory(executor=dict(SLOW, deadline_seconds="2")).start()
+    """The backstop: one program running far past the deadline cannot stop between
+    programs, and stopping after it (SIGTERM) is too late: SIGKILL after the grace."""
+    board = board_factory(executor=dict(SLOW, deadline_seconds="2",
+                                        deadline_margin_seconds="0.5")).start()
     slow = board.submit(make_workload(tmp_path / "slow.gz", programs=1, reps=20000))
     failed = board.wait_terminal(slow, 30)
     assert failed.WorkStatus == "FAILED" and failed.ErrorKind == "deadline"
@@ -26,6 +30,37 @@ def test_hung_executor_hits_the_deadline_and_the_next_workload_runs(board_factor
     assert board.wait_terminal(fast, 30).WorkStatus == "DONE"
     assert board.status()["children"]["executor"]["restarts"] == 1
     assert board.status()["state"] == "ONLINE"
+
+
+def test_sigterm_to_the_executor_mid_workload_keeps_the_programs_done(board_factory,
+                                                                     tmp_path):
+    """SIGTERM = stop after this program: no kill is needed, the results file is complete
+    and readable with the programs done, and records the outcome."""
+    import h5py
+    from cloudqueue.transfer import download_file
+    board = board_factory(executor=SLOW).start()
+    total = 6
+    work_id = board.submit(make_workload(tmp_path / "w.gz", programs=total, reps=300))
+    wait_for(lambda: (board.status()["current"] or {}).get("programs_done", 0) >= 1, 60,
+             what="a program done")
+    pid = board.child_pid("executor")
+    os.kill(pid, signal.SIGTERM)
+    work = board.wait_terminal(work_id, 40)
+    assert work.WorkStatus == "FAILED" and work.ErrorKind == "stopped", work
+    done, of = work.programs
+    assert 1 <= done < total and of == total
+    assert f"(SIGTERM) after {done} of {total} programs" in work.ErrorMessage
+    wait_for(lambda: re.search(rf"executor \(pid {pid}\) exited with 0", board.log()), 10,
+             what="the executor to exit by itself")
+    assert f"pid {pid}) did not stop in time: SIGKILL" not in board.log()
+    download_file(work.WorkloadResultUrl, tmp_path / "r.h5")
+    with h5py.File(tmp_path / "r.h5") as f:
+        assert (f.attrs["status"], f.attrs["error_kind"]) == ("FAILED", "stopped")
+        assert f.attrs["programs_done"] == done
+        assert sorted(f["data"].keys()) == [str(i) for i in range(done)]
+    # the executor is started again and takes the next workload
+    nxt = board.wait_terminal(board.submit(make_workload(tmp_path / "n.gz")), 40)
+    assert nxt.WorkStatus == "DONE"
 
 
 @pytest.mark.parametrize("content,words", [

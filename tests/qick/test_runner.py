@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from qick.helpers import progs2json
 
+from boardcore.limits import RunLimits
 from executor.boards import zcu216_v2
-from executor.runner import Limits, open_board, run_workload
+from executor.runner import open_board, run_workload
 from executor.simboard import Resonator
 from qickwork import entry_for, read_results, write_workload
 from qickwork.errors import WorkloadError
@@ -103,17 +104,29 @@ def test_bad_files_fail_cleanly(board, tmp_path, content, kind, message):
     wl = tmp_path / "w.gz"
     wl.write_bytes(content)
     out = run_workload(str(wl), str(tmp_path / "r.h5"), board,
-                       limits=Limits(max_workload_bytes=2_000_000))
+                       limits=RunLimits(deadline_seconds=60, max_workload_bytes=2_000_000,
+                                        max_result_bytes=2**30))
     assert (out.status, out.error_kind) == ("FAILED", kind)
     assert message in out.error_message
 
 
 def test_limits_on_shots_and_channels(board, tmp_path):
-    prog = SweepV2(board.soccfg, reps=1000, final_delay=1.0, cfg={"freq": 120.0})
-    out = run_workload(_write(tmp_path / "w.gz", board, [prog], rounds=5),
-                       str(tmp_path / "r.h5"), board, limits=Limits(max_shots=1000))
+    prog = SweepV2(board.soccfg, reps=8_000_000, final_delay=1.0, cfg={"freq": 120.0})
+    out = run_workload(_write(tmp_path / "w.gz", board, [prog], rounds=200),
+                       str(tmp_path / "r.h5"), board)
     assert out.error_kind == "too_large"
-    assert "program 0 runs 1000 shots x 5 rounds, over the board's limit of 1000" in out.error_message
+    assert ("program 0 runs 8000000 shots x 200 rounds, over the board's limit of 1000000000"
+            in out.error_message)
+
+
+def test_the_board_s_result_size_limit_reaches_the_checks(board, tmp_path):
+    prog = SweepV2(board.soccfg, reps=100, final_delay=1.0, cfg={"freq": 120.0})
+    wl = _write(tmp_path / "w.gz", board, [prog], save_shots=True, threshold=0.0)
+    out = run_workload(wl, str(tmp_path / "r.h5"), board,
+                       limits=RunLimits(deadline_seconds=60, max_workload_bytes=2**20,
+                                        max_result_bytes=100))
+    assert out.error_kind == "too_large"
+    assert "over the board's limit of 100" in out.error_message
 
 
 def test_a_failure_halfway_keeps_the_programs_done(board, tmp_path):
@@ -175,3 +188,99 @@ def test_envelope_over_generator_memory_fails_before_running(board, tmp_path):
     out = run_workload(str(tmp_path / "w.gz"), str(tmp_path / "r.h5"), board)
     assert out.error_kind == "too_large"
     assert f"envelope 'long' of generator 1 ends at sample {maxlen + 16}" in out.error_message
+
+
+class FakeClock:
+    """The runner's monotonic clock, moved on by the test."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _five_programs(board, tmp_path, rounds=1):
+    progs = [SweepV2(board.soccfg, reps=2, final_delay=1.0, cfg={"freq": f})
+             for f in (110, 120, 130, 140, 150)]
+    return _write(tmp_path / "w.gz", board, progs, rounds=rounds)
+
+
+def _deadline(seconds):
+    return RunLimits(deadline_seconds=seconds, max_workload_bytes=2**20, max_result_bytes=2**30)
+
+
+def test_the_run_stops_at_its_deadline_between_programs_keeping_the_results_so_far(board,
+                                                                                   tmp_path):
+    clock = FakeClock()
+
+    def ten_seconds_per_program(done, total):
+        clock.now += 10  # program `done` took 10 s (the first call: reading the workload)
+
+    out = run_workload(_five_programs(board, tmp_path), str(tmp_path / "r.h5"), board,
+                       limits=_deadline(25), progress=ten_seconds_per_program, clock=clock)
+    assert (out.status, out.error_kind, out.programs_done, out.programs_total) == \
+        ("FAILED", "deadline", 2, 5)
+    assert out.error_message.startswith("stopped at its deadline of 25 s after 2 of 5 programs")
+    assert "longer deadline ([executor] deadline_seconds) or split the workload" in \
+        out.error_message
+    assert out.seconds == 30
+    res = read_results(tmp_path / "r.h5")  # closed cleanly: readable, the outcome recorded
+    assert len(res) == 2 and res.attrs["programs_done"] == 2
+    assert (res.attrs["status"], res.attrs["error_kind"]) == ("FAILED", "deadline")
+
+
+def test_a_run_whose_programs_all_ran_is_done_even_past_its_deadline(board, tmp_path):
+    clock = FakeClock()
+    out = run_workload(_five_programs(board, tmp_path), str(tmp_path / "r.h5"), board,
+                       limits=_deadline(25), clock=clock,
+                       progress=lambda done, total: setattr(clock, "now",
+                                                            clock.now + 25 * (done == 5)))
+    assert (out.status, out.programs_done) == ("DONE", 5)
+
+
+def test_a_deadline_passed_before_the_first_program_runs_none(board, tmp_path):
+    clock = FakeClock()
+    out = run_workload(_five_programs(board, tmp_path), str(tmp_path / "r.h5"), board,
+                       limits=_deadline(5), clock=clock,
+                       progress=lambda done, total: setattr(clock, "now", clock.now + 6))
+    assert (out.status, out.error_kind, out.programs_done) == ("FAILED", "deadline", 0)
+    assert read_results(tmp_path / "r.h5").attrs["error_kind"] == "deadline"
+
+
+def test_a_sigterm_stops_the_run_after_the_program_running(board, tmp_path):
+    sigterms = []
+    out = run_workload(_five_programs(board, tmp_path, rounds=3), str(tmp_path / "r.h5"), board,
+                       progress=lambda done, total: done == 2 and sigterms.append(1),
+                       terminations=lambda: len(sigterms))
+    assert (out.status, out.error_kind, out.programs_done) == ("FAILED", "stopped", 2)
+    assert out.error_message.startswith("the board stopped the run (SIGTERM) after 2 of 5")
+    res = read_results(tmp_path / "r.h5")
+    assert len(res) == 2 and (res.attrs["status"], res.attrs["error_kind"]) == \
+        ("FAILED", "stopped")
+
+
+def test_a_second_sigterm_stops_at_the_next_round_dropping_that_program(board, tmp_path):
+    sigterms, started = [], []
+    attach = board.soc.attach_program
+
+    def two_sigterms_once_program_3_started(prog):  # after the runner's check between programs
+        if all(prog is not p for p in started):
+            started.append(prog)
+            if len(started) == 4:
+                sigterms.extend([1, 1])
+        attach(prog)
+    board.soc.attach_program = two_sigterms_once_program_3_started
+    out = run_workload(_five_programs(board, tmp_path, rounds=3), str(tmp_path / "r.h5"), board,
+                       terminations=lambda: len(sigterms))
+    assert (out.status, out.error_kind, out.programs_done) == ("FAILED", "stopped", 3)
+    assert out.error_message.startswith(
+        "the board stopped the run (a second SIGTERM) during program 3; 3 of 5 completed")
+    res = read_results(tmp_path / "r.h5")
+    assert len(res) == 3 and res.attrs["status"] == "FAILED"
+
+
+def test_a_cancel_wins_over_a_sigterm(board, tmp_path):
+    out = run_workload(_five_programs(board, tmp_path), str(tmp_path / "r.h5"), board,
+                       should_stop=lambda: True, terminations=lambda: 1)
+    assert (out.status, out.programs_done) == ("CANCELLED", 0)
