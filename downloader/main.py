@@ -44,6 +44,7 @@ class Downloader:
         self.wake = threading.Event()
         self._soccfg_sent: Optional[float] = None
         self._cancels_sent: set = set()
+        self.ask_backoff = Backoff(0.5, 30.0, floor=0.2)  # asking for work, downloading it
 
     def on_message(self, msg: Dict[str, Any]) -> None:
         if msg["type"] == "want_work":
@@ -98,19 +99,18 @@ class Downloader:
 
     # --- work thread --------------------------------------------------------------------
     def work_loop(self) -> None:
-        backoff = Backoff(0.5, 30.0, floor=0.2)
         stop = self.link.stop
         while not stop.is_set():
             if not self.want.wait(0.2):
                 continue
-            delay = self.ask_once(backoff)
+            delay = self.ask_once()
             if delay:
                 stop.wait(delay)
 
-    def ask_once(self, backoff: Backoff) -> float:
+    def ask_once(self) -> float:
         """Ask for work once and download what is handed out; returns how long to wait
         before asking again (0: at once)."""
-        spool = self.link.spool
+        spool, backoff = self.link.spool, self.ask_backoff
         try:
             if spool.ids("outgoing") and not self.client.supports("holding"):
                 # a stock service hands unreported work back first, counting an attempt

@@ -48,15 +48,17 @@ class Uploader:
             for work_id in self.link.spool.ids("outgoing"):
                 if self.link.stop.is_set():
                     return
-                backoff, next_try = self.retry.get(work_id, (None, 0.0))
-                if time.monotonic() < next_try:
-                    continue
-                self.upload(work_id)
+                if self.due(work_id, time.monotonic()):
+                    self.upload(work_id)
             waits = [t for _, t in self.retry.values()]
             wait = self.s.scan_seconds
             if waits:
                 wait = max(0.05, min(wait, min(waits) - time.monotonic()))
             self.kick.wait(wait)
+
+    def due(self, work_id: str, now: float) -> bool:
+        """False while a failed work waits out its backoff."""
+        return now >= self.retry.get(work_id, (None, 0.0))[1]
 
     def upload(self, work_id: str) -> None:
         spool = self.link.spool
