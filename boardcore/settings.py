@@ -135,7 +135,8 @@ SETTINGS: Tuple[Setting, ...] = (
 
 BY_NAME: Dict[str, Setting] = {s.name: s for s in SETTINGS}
 # the line where the board part of etc/config.template begins (the rest is cloudqueue.config's)
-TEMPLATE_MARK = "# ---- The board daemon (qick-supervisor, qick.service); every key is optional ----"
+TEMPLATE_MARK = ("# ---- The board daemon (qick-supervisor, qick.service); every key is "
+                 "optional ----")
 
 
 def _state_dir() -> Path:

@@ -1,6 +1,5 @@
 """Settings parsing (with clear errors), the template parses, and the health endpoint and
 `qick-supervisor status` against a real daemon."""
-import json
 import os
 import subprocess
 import sys
