@@ -1,9 +1,9 @@
-"""What the downloader and uploader share: arguments, the queue client from the config, and
-a bus loop in the main thread while worker threads talk to the network (ZeroMQ sockets
-are not thread-safe, so workers post messages to an outbox the main thread sends)."""
+"""What the downloader and uploader share: the queue client from the config, and a bus
+loop in the main thread while worker threads talk to the network (ZeroMQ sockets are not
+thread-safe, so workers post messages to an outbox the main thread sends). Their command
+line and settings: ``boardcore.childstart``."""
 from __future__ import annotations
 
-import argparse
 import logging
 import queue
 import sys
@@ -13,29 +13,17 @@ from typing import Any, Callable, Dict, List, Optional
 from boardcore import exitcodes
 from boardcore.bus import ChildBus, Waker
 from boardcore.spool import Spool
+from cloudqueue.auth import device_auth_from_config
+from cloudqueue.client import QueueClient
+from cloudqueue.config import load_config
+from cloudqueue.httpcall import Backoff
 
 log = logging.getLogger("qick")
-
-
-def base_parser(prog: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog)
-    p.add_argument("--bus", required=True)
-    p.add_argument("--parent", type=int, default=None)
-    p.add_argument("--heartbeat", type=float, default=1.0)
-    p.add_argument("--heartbeat-timeout", type=float, default=10.0)
-    p.add_argument("--spool", required=True)
-    p.add_argument("--config", default=None)
-    p.add_argument("--credentials", default=None)
-    return p
 
 
 def device_client(config: Optional[str], credentials: Optional[str], tries: int = 2):
     """(QueueClient, device id) from the config and credentials files. Retries inside the
     client are kept short: the caller has its own backoff across attempts."""
-    from cloudqueue.auth import device_auth_from_config
-    from cloudqueue.client import QueueClient
-    from cloudqueue.config import load_config
-    from cloudqueue.httpcall import Backoff
     cfg = load_config(config, credentials)
     auth = device_auth_from_config(cfg)
     client = QueueClient(cfg.api_endpoint, auth, timeout=15.0,
@@ -46,10 +34,9 @@ def device_client(config: Optional[str], credentials: Optional[str], tries: int 
 class Link:
     """The child's side: bus in the main thread, an outbox for the workers, a stop event."""
 
-    def __init__(self, args: argparse.Namespace, name: str):
-        self.args = args
+    def __init__(self, name: str, spool: Spool):
         self.name = name
-        self.spool = Spool(args.spool)
+        self.spool = spool
         self.outbox: "queue.Queue[tuple]" = queue.Queue()
         self.stop = threading.Event()
         self.waker = Waker()
@@ -58,9 +45,10 @@ class Link:
         self.outbox.put((kind, fields))
         self.waker.wake()  # sent now, not at the end of the bus loop's poll
 
-    def serve(self, on_message: Callable[[Dict[str, Any]], None], workers: List[threading.Thread],
-              **hello: Any) -> int:
-        bus = ChildBus(self.args.bus, self.name, self.args.heartbeat, self.args.heartbeat_timeout)
+    def serve(self, bus: ChildBus, on_message: Callable[[Dict[str, Any]], None],
+              workers: List[threading.Thread], **hello: Any) -> int:
+        """Say hello, start the workers, and run the bus until asked to stop (or the
+        supervisor is silent, or a worker died); closes ``bus``."""
         try:
             bus.hello(**hello)
             for worker in workers:

@@ -17,25 +17,34 @@ import threading
 import time
 from typing import Any, Dict, List, Optional
 
-from cloudqueue.errors import ConfigError, QueueError
 from boardcore import exitcodes
-from boardcore.errors import DiskFull, SpoolError
-from boardcore.queuelink import Link, base_parser, device_client, run_main
+from boardcore.bus import ChildBus
+from boardcore.childstart import child_parser, child_settings
+from boardcore.errors import BoardConfigError, DiskFull, SpoolError
+from boardcore.queuelink import Link, device_client, run_main
+from boardcore.settings import BoardSettings
+from boardcore.spool import WORKLOAD, Spool, WorkMeta
+from cloudqueue.errors import ConfigError, DownloadTooLarge, QueueError
+from cloudqueue.transfer import download_file, upload_file
 from supervisor.policy import Backoff
-from boardcore.spool import WORKLOAD, WorkMeta
 
 log = logging.getLogger("qick.downloader")
 
 
 class Downloader:
-    def __init__(self, link: Link, client: Any, device_id: str, args: Any):
-        self.link, self.client, self.device_id, self.args = link, client, device_id, args
+    """``client``: the queue's API (a ``QueueClient``); presigned transfers go through its
+    ``session``. ``settings``: the queue link's intervals, ``max_workload_mb``, and where
+    the executor writes the soccfg (``soccfg_path``)."""
+
+    def __init__(self, link: Link, client: Any, device_id: str, settings: BoardSettings):
+        self.link, self.client, self.device_id, self.s = link, client, device_id, settings
         self.want = threading.Event()
         self.status = "ONLINE"
         self.health: Optional[Dict[str, Any]] = None
         self.wake = threading.Event()
         self._soccfg_sent: Optional[float] = None
         self._cancels_sent: set = set()
+        self.ask_backoff = Backoff(0.5, 30.0, floor=0.2)  # asking for work, downloading it
 
     def on_message(self, msg: Dict[str, Any]) -> None:
         if msg["type"] == "want_work":
@@ -55,7 +64,7 @@ class Downloader:
         backoff = Backoff(1.0, 30.0, floor=0.5)
         failing: Optional[str] = None  # the last error logged: an outage is logged once
         while not self.link.stop.is_set():
-            delay = self.args.queue_heartbeat
+            delay = self.s.queue_heartbeat_seconds
             try:
                 answer = self.client.heartbeat(self.device_id, self.status, health=self.health)
                 self._contact(True)
@@ -78,62 +87,66 @@ class Downloader:
             self.link.stop.wait(delay)
 
     def _upload_soccfg(self, url: Optional[str]) -> None:
-        path = self.args.soccfg
-        if not url or not path or not os.path.exists(path):
+        path = self.s.soccfg_path
+        if not url or not path.exists():
             return
         mtime = os.path.getmtime(path)
         if mtime == self._soccfg_sent:
             return
-        from cloudqueue.transfer import upload_file
-        upload_file(url, path, what="soccfg upload")
+        upload_file(url, path, what="soccfg upload", session=self.client.session)
         self._soccfg_sent = mtime
         log.info("uploaded the board's soccfg")
 
     # --- work thread --------------------------------------------------------------------
     def work_loop(self) -> None:
-        backoff = Backoff(0.5, 30.0, floor=0.2)
         stop = self.link.stop
         while not stop.is_set():
             if not self.want.wait(0.2):
                 continue
-            try:
-                if self.link.spool.ids("outgoing") and not self.client.supports("holding"):
-                    # a stock service hands unreported work back first, counting an attempt
-                    # each time: ask once the uploader has reported what outgoing/ holds
-                    stop.wait(0.2)
-                    continue
-                work = self.client.get_work(self.device_id, wait_seconds=self.args.long_poll,
-                                            holding=self.held())
-                self._contact(True)
-                backoff.reset()
-            except QueueError as exc:
-                self._contact(False, str(exc))
-                log.warning("asking for work failed: %s", exc)
-                stop.wait(backoff.next_delay())
-                continue
-            if work is None:
-                if not self.client.supports("long-poll"):
-                    stop.wait(self.args.poll)  # stock service: poll like the original client
-                continue
-            work_id = str(work.get("WorkId") or "")
-            where = self.link.spool.find(work_id) if work_id else None
-            if where not in (None, "done", "incoming"):
-                # a stock service (no ?Holding=) hands back work this board already holds
-                # (EXECUTING or UPLOADING there, its outcome not reported yet): asking again
-                # at once would count one more attempt each time, so wait for it to move on
-                self.wait_while_held(work_id, where)
-                continue
-            try:
-                self.fetch(work_id, work["WorkloadUrl"])
-                backoff.reset()
-            except DiskFull as exc:
-                log.warning("%s", exc)
-                self._contact(True)
-                stop.wait(30.0)
-            except (QueueError, SpoolError, OSError, KeyError) as exc:
-                log.warning("downloading workload %s failed: %s", work_id, exc)
-                self.link.spool.remove("incoming", work_id)
-                stop.wait(backoff.next_delay())
+            delay = self.ask_once()
+            if delay:
+                stop.wait(delay)
+
+    def ask_once(self) -> float:
+        """Ask for work once and download what is handed out; returns how long to wait
+        before asking again (0: at once)."""
+        spool, backoff = self.link.spool, self.ask_backoff
+        try:
+            if spool.ids("outgoing") and not self.client.supports("holding"):
+                # a stock service hands unreported work back first, counting an attempt
+                # each time: ask once the uploader has reported what outgoing/ holds
+                return 0.2
+            work = self.client.get_work(self.device_id, wait_seconds=self.s.long_poll_seconds,
+                                        holding=self.held())
+            self._contact(True)
+            backoff.reset()
+        except QueueError as exc:
+            self._contact(False, str(exc))
+            log.warning("asking for work failed: %s", exc)
+            return backoff.next_delay()
+        if work is None:
+            # stock service: poll like the original client
+            return 0.0 if self.client.supports("long-poll") else self.s.poll_seconds
+        work_id = str(work.get("WorkId") or "")
+        where = spool.find(work_id) if work_id else None
+        if where not in (None, "done", "incoming"):
+            # a stock service (no ?Holding=) hands back work this board already holds
+            # (EXECUTING or UPLOADING there, its outcome not reported yet): asking again
+            # at once would count one more attempt each time, so wait for it to move on
+            self.wait_while_held(work_id, where)
+            return 0.0
+        try:
+            self.fetch(work_id, work["WorkloadUrl"])
+            backoff.reset()
+        except DiskFull as exc:
+            log.warning("%s", exc)
+            self._contact(True)
+            return 30.0
+        except (QueueError, SpoolError, OSError, KeyError) as exc:
+            log.warning("downloading workload %s failed: %s", work_id, exc)
+            spool.remove("incoming", work_id)
+            return backoff.next_delay()
+        return 0.0
 
     def held(self) -> List[str]:
         """Work this board has and the service must not hand back (our ``?Holding=``)."""
@@ -153,16 +166,14 @@ class Downloader:
             self.link.stop.wait(0.1)
 
     def fetch(self, work_id: str, url: str) -> None:
-        from cloudqueue.errors import DownloadTooLarge
-        from cloudqueue.transfer import download_file
         spool = self.link.spool
         folder = spool.create_incoming(work_id)
         meta = WorkMeta(work_id, received_at=time.time())
-        limit_mb = self.args.max_workload_mb
+        limit_mb = self.s.max_workload_mb
         try:
             # stops reading past the limit: a huge workload never fills the disk
             download_file(url, folder / WORKLOAD, what=f"download of workload {work_id}",
-                          max_bytes=limit_mb * 2**20)
+                          max_bytes=limit_mb * 2**20, session=self.client.session)
         except DownloadTooLarge as exc:
             size = f"{exc.size / 2**20:.1f} MB" if exc.size and exc.size > limit_mb * 2**20 + 1 \
                 else f"over {limit_mb} MB"
@@ -182,23 +193,20 @@ class Downloader:
 
 
 def main(argv=None) -> int:
-    p = base_parser("qick-downloader")
-    p.add_argument("--soccfg", default=None)
-    p.add_argument("--queue-heartbeat", type=float, default=5.0)
-    p.add_argument("--long-poll", type=int, default=20)
-    p.add_argument("--poll", type=float, default=5.0)
-    p.add_argument("--max-workload-mb", type=int, default=100)
-    args = p.parse_args(argv)
-    link = Link(args, "downloader")
+    args = child_parser("qick-downloader", __doc__.splitlines()[0]).parse_args(argv)
     try:
+        settings = child_settings(args)
         client, device_id = device_client(args.config, args.credentials)
-    except (ConfigError, QueueError) as exc:
+    except (BoardConfigError, ConfigError, QueueError) as exc:
         log.error("%s", exc)
         return exitcodes.USAGE
-    d = Downloader(link, client, device_id, args)
+    link = Link("downloader", Spool(settings.spool))
+    d = Downloader(link, client, device_id, settings)
     workers = [threading.Thread(target=d.heartbeat_loop, name="heartbeat", daemon=True),
                threading.Thread(target=d.work_loop, name="work", daemon=True)]
-    return link.serve(d.on_message, workers, device=device_id)
+    bus = ChildBus(args.bus, "downloader", settings.heartbeat_seconds,
+                   settings.heartbeat_timeout_seconds)
+    return link.serve(bus, d.on_message, workers, device=device_id)
 
 
 if __name__ == "__main__":

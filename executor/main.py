@@ -1,11 +1,13 @@
 """The executor process: the only process that touches the RFSoC.
 
-Started by the supervisor as ``python -m executor.main --bus ipc://... [options]`` with
-``start_new_session=True`` and a scrubbed environment. In order, at its start:
-die with the parent, own process group, resource limits, private network, scrub the
-environment, lock the board, open the board, write the soccfg for the downloader, and only
-then say hello on the bus. Then it runs one job at a time (``run`` messages, with the run's
-``boardcore.limits.RunLimits``), reports progress, and answers ``outcome``.
+Started by the supervisor as ``python -m executor.main --bus ipc://... --config FILE ...``
+(``boardcore.childstart``: it reads its ``[executor]`` settings from the config itself) with
+``start_new_session=True`` and an environment the supervisor scrubbed
+(``supervisor.childenv``). In order, at its start: die with the parent, own process group,
+resource limits, private network, lock the board, open the board, write the soccfg for the
+downloader, and only then say hello on the bus. Then it runs one job at a time (``run``
+messages, with the run's ``boardcore.limits.RunLimits``), reports progress, and answers
+``outcome``.
 
 Stopping a run early (``executor.runner`` keeps the results so far, closes the file cleanly
 and records the outcome in it):
@@ -15,6 +17,13 @@ and records the outcome in it):
   (FAILED, kind ``stopped``), answer, and exit; no new run is taken. A second: stop sooner,
   at the next round boundary of that program (its partial data is dropped). The supervisor
   sends SIGKILL ``grace_seconds`` after its first SIGTERM whatever the count.
+
+``python -m executor.main --check --config FILE``: set the resource limits, lock the board
+and open it the same way, then exit (no bus): 0 and the board's name on stdout when it
+opened; else one line on stderr saying why, and the exit code says what failed: 2 the
+config (``USAGE``), 75 the lock is held (``BOARD_BUSY``), 76 the board did not open
+(``BOARD_OPEN_FAILED``), 77 limits or lock file (``SANDBOX_FAILED``). ``qick-supervisor
+check`` runs it.
 
 Exit codes: see ``boardcore.exitcodes``.
 """
@@ -31,32 +40,26 @@ import threading
 import time
 from typing import Any, Dict, List, Optional
 
-from executor import sandbox
 from boardcore import exitcodes
 from boardcore.bus import ChildBus, Waker
-from boardcore.errors import BoardBusy, LimitsError, SandboxError
+from boardcore.childstart import child_parser, child_settings
+from boardcore.errors import BoardBusy, BoardConfigError, LimitsError, SandboxError
 from boardcore.limits import RunLimits
+from boardcore.settings import BoardSettings
+from executor import sandbox
+from qickwork.errors import WorkloadError
 
 log = logging.getLogger("qick.executor")
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="qick-executor", description=__doc__.splitlines()[0])
-    p.add_argument("--bus", required=True, help="the supervisor's bus address (ipc://...)")
-    p.add_argument("--parent", type=int, default=None, help="the supervisor's pid")
-    p.add_argument("--board", default="qick", choices=("simulated", "qick"))
-    p.add_argument("--board-name", default="zcu216-v2")
-    p.add_argument("--soccfg-json", default=None, help="simulated board: its soccfg JSON")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--time-scale", type=float, default=0.0)
-    p.add_argument("--lock-file", required=True)
-    p.add_argument("--soccfg-out", default=None, help="where to write the board's soccfg JSON")
-    p.add_argument("--address-space-mb", type=int, default=0)
-    p.add_argument("--open-files", type=int, default=256)
-    p.add_argument("--no-network-isolation", action="store_true")
-    p.add_argument("--heartbeat", type=float, default=1.0)
-    p.add_argument("--heartbeat-timeout", type=float, default=10.0)
-    return p.parse_args(argv)
+    p = child_parser("qick-executor", __doc__.splitlines()[0], bus_required=False)
+    p.add_argument("--check", action="store_true",
+                   help="lock and open the board, say whether it opened, exit (no bus)")
+    args = p.parse_args(argv)
+    if not args.check and not args.bus:
+        p.error("--bus is required (or --check)")
+    return args
 
 
 class SigtermCount:
@@ -134,9 +137,16 @@ def _write_soccfg(board: Any, path: Optional[str]) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    if args.check:
+        return check(args)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="executor[%(process)d] %(levelname)s %(message)s")
-    args = parse_args(argv)
+    try:
+        s = child_settings(args)
+    except BoardConfigError as exc:
+        log.error("%s", exc)
+        return exitcodes.USAGE
     sigterms = SigtermCount()  # from here on, SIGTERM means "stop after this program"
     signal.signal(signal.SIGTERM, sigterms)
     # 1. sandbox, before any thread exists (unshare applies to the calling thread)
@@ -144,16 +154,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         log.error("the supervisor is gone; stopping")
         return exitcodes.PARENT_GONE
     sandbox.own_process_group()
-    dropped = sandbox.scrub_own_environment()
-    if dropped:
-        log.warning("dropped credential-like environment variables: %s", ", ".join(dropped))
-    network = "not isolated (disabled by config)" if args.no_network_isolation \
-        else sandbox.isolate_network()
+    network = "private" if s.network_isolation else "not isolated (disabled by config)"
+    if s.network_isolation:
+        network = sandbox.isolate_network()
     if network != "private":
         log.warning("network: %s", network)
     try:
-        limits = sandbox.set_limits(args.address_space_mb * 2**20, args.open_files)
-        lock = sandbox.BoardLock(args.lock_file).acquire()
+        limits = sandbox.set_limits(s.address_space_mb * 2**20, s.open_files)
+        lock = sandbox.BoardLock(str(s.board_lock)).acquire()
     except BoardBusy as exc:
         log.error("%s", exc)
         return exitcodes.BOARD_BUSY
@@ -161,34 +169,78 @@ def main(argv: Optional[List[str]] = None) -> int:
         log.error("%s", exc)
         return exitcodes.SANDBOX_FAILED
     # 2. open the board (the heavy imports happen here, under the limits)
+    soccfg_out = str(s.soccfg_path)
     try:
-        from executor import runner
-        board = runner.open_board(kind=args.board, board=args.board_name,
-                                  soccfg_json=args.soccfg_json, seed=args.seed,
-                                  time_scale=args.time_scale)
-        _write_soccfg(board, args.soccfg_out)
+        runner, board = _open(s)
+        _write_soccfg(board, soccfg_out)
     except Exception as exc:
-        reason = f"cannot open the {args.board} board {args.board_name}: {exc}"
-        if args.board == "qick":  # what PYNQ said and what to look at (executor.openfail)
+        reason = f"cannot open the {s.board} board {s.board_name}: {exc}"
+        if s.board == "qick":  # what PYNQ said and what to look at (executor.openfail)
             reason = f"cannot open the real board (qick): {exc}"
         log.error("%s (%s)", reason, type(exc).__name__)
-        _farewell(args, reason)
+        _farewell(args, s, reason)
+        lock.release()
         return exitcodes.BOARD_OPEN_FAILED
     # 3. only now: hello
-    bus = ChildBus(args.bus, "executor", args.heartbeat, args.heartbeat_timeout)
+    bus = ChildBus(args.bus, "executor", s.heartbeat_seconds, s.heartbeat_timeout_seconds)
     try:
-        bus.hello(board=getattr(board, "name", args.board_name),
-                  fingerprint=getattr(board, "fingerprint", None), board_kind=args.board,
-                  network=network, limits=limits, soccfg=args.soccfg_out)
+        bus.hello(board=getattr(board, "name", s.board_name),
+                  fingerprint=getattr(board, "fingerprint", None), board_kind=s.board,
+                  network=network, limits=limits, soccfg=soccfg_out)
         return _serve(bus, runner, board, sigterms)
     finally:
         bus.close(linger=1.0)  # the last outcome must leave before we exit
         lock.release()
 
 
-def _farewell(args: argparse.Namespace, reason: str) -> None:
+def _open(s: BoardSettings) -> tuple:
+    """(the runner module, the open board). The runner is imported here, not at the top:
+    it imports numpy, qick and h5py, which must load under the resource limits."""
+    from executor import runner
+    board = runner.open_board(kind=s.board, board=s.board_name, soccfg_json=s.soccfg_json,
+                              seed=s.seed, time_scale=s.time_scale)
+    return runner, board
+
+
+def check(args: argparse.Namespace) -> int:
+    """``--check``: limits, lock, open, release; the board's name on stdout, or one line on
+    stderr saying why not (the exit code says which step failed)."""
+    logging.basicConfig(level=logging.CRITICAL)  # qick's and PYNQ's own chatter
+    try:
+        s = child_settings(args)
+        sandbox.set_limits(s.address_space_mb * 2**20, s.open_files)
+        lock = sandbox.BoardLock(str(s.board_lock)).acquire()  # BoardBusy names the holder
+    except BoardConfigError as exc:
+        return _say(exitcodes.USAGE, str(exc))
+    except BoardBusy as exc:
+        return _say(exitcodes.BOARD_BUSY, str(exc))
+    except SandboxError as exc:
+        return _say(exitcodes.SANDBOX_FAILED, str(exc))
+    try:
+        _, board = _open(s)
+    except WorkloadError as exc:  # open_board's own words (PYNQ's, and what to do)
+        return _say(exitcodes.BOARD_OPEN_FAILED,
+                    f"cannot open the {s.board} board {s.board_name}: {exc}")
+    except Exception as exc:  # noqa: BLE001 - any failure to open is the finding
+        return _say(exitcodes.BOARD_OPEN_FAILED,
+                    f"cannot open the {s.board} board {s.board_name}: {type(exc).__name__}: "
+                    f"{exc} (check [executor] board, board_name, soccfg_json; is the firmware "
+                    "loaded?)")
+    finally:
+        lock.release()
+    print(getattr(board, "name", s.board_name))
+    return exitcodes.OK
+
+
+def _say(code: int, reason: str) -> int:
+    print(" ".join(reason.split()), file=sys.stderr)  # one line, whatever the reason held
+    return code
+
+
+def _farewell(args: argparse.Namespace, s: BoardSettings, reason: str) -> None:
     """The supervisor reports this reason (ERROR on the heartbeat), not just an exit code."""
-    ChildBus(args.bus, "executor", args.heartbeat, args.heartbeat_timeout).farewell(reason)
+    ChildBus(args.bus, "executor", s.heartbeat_seconds, s.heartbeat_timeout_seconds
+             ).farewell(reason)
 
 
 def _serve(bus: ChildBus, runner: Any, board: Any, sigterms: SigtermCount) -> int:

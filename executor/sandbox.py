@@ -15,8 +15,8 @@ What each step does, and what happens where the platform does not allow it:
   hello and in ``/status`` (``"network": "shared (...)"``), and the admin can add the unit's
   ``RestrictAddressFamilies``/``IPAddressDeny`` instead. The ZeroMQ bus uses an ``ipc://``
   socket path, which works across network namespaces.
-- ``scrubbed_environment``/``scrub_own_environment``: the executor gets an allow-listed
-  environment; nothing that looks like a credential survives.
+- The environment is not set here: the supervisor starts the executor with an
+  allow-listed one, no credential in it (``supervisor.childenv``).
 - ``BoardLock``: an exclusive ``flock`` on the board's lock file. Anything else that drives
   the board (a notebook) should take the same lock::
 
@@ -30,21 +30,14 @@ import ctypes.util
 import errno
 import fcntl
 import os
-import re
 import resource
 import signal
-from typing import Dict, Mapping, Optional
+from typing import Dict, Optional
 
-from supervisor.boardaccess import env_allowed
 from boardcore.errors import BoardBusy, SandboxError
 
 PR_SET_PDEATHSIG = 1
 CLONE_NEWNET = 0x40000000
-# what PYNQ and QICK need to open the board (XILINX_XRT, BOARD, the venv's PATH, ...): the
-# same table the unit is rendered from, so the two cannot drift
-ENV_ALLOWED = env_allowed()
-SECRET_NAME = re.compile(r"SECRET|TOKEN|PASSW|CREDENTIAL|API_?KEY|^AWS_|COGNITO|AUTH",
-                         re.IGNORECASE)
 
 
 def _libc() -> ctypes.CDLL:
@@ -108,28 +101,6 @@ def isolate_network() -> str:
     if err == errno.EPERM:
         why += ": needs root or CAP_SYS_ADMIN"
     return f"shared (unshare(CLONE_NEWNET) failed: {why})"
-
-
-def scrubbed_environment(source: Mapping[str, str], extra: Optional[Mapping[str, str]] = None
-                         ) -> Dict[str, str]:
-    """The environment the supervisor gives the executor: allow-listed names only, never a
-    credential, one BLAS thread (keeps the address space small)."""
-    env = {k: v for k, v in source.items() if k in ENV_ALLOWED and not SECRET_NAME.search(k)}
-    env.update({"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-                "PYTHONUNBUFFERED": "1"})
-    for key, value in (extra or {}).items():
-        if SECRET_NAME.search(key):
-            raise SandboxError(f"refusing to pass {key} to the executor: it looks like a secret")
-        env[key] = value
-    return env
-
-
-def scrub_own_environment() -> list:
-    """Belt and braces: drop anything credential-like from this process's environment."""
-    dropped = [k for k in os.environ if SECRET_NAME.search(k)]
-    for key in dropped:
-        del os.environ[key]
-    return dropped
 
 
 class BoardLock:

@@ -4,7 +4,7 @@ table, and the ``qick.service`` unit rendered from it.
 The table (``NEEDS``) is the single source of three things that must agree:
 
 - the unit's sandbox: ``ReadWritePaths=``, ``DeviceAllow=``, each commented with who needs it;
-- the environment the executor keeps (``executor.sandbox.ENV_ALLOWED``);
+- the environment the supervisor gives the executor (``supervisor.childenv.ENV_ALLOWED``);
 - the ``/sys`` files that stay writable only because the unit leaves ``ProtectKernelTunables=``
   off (``ProtectSystem=strict`` does not cover ``/dev``, ``/proc`` and ``/sys``;
   ``ProtectKernelTunables=yes`` would make ``/sys`` read-only and PYNQ could not program the

@@ -9,23 +9,32 @@ needs an earlier one (the queue needs the credentials) is skipped when that one 
                  can read it (mode 0600)
     queue        the token endpoint answers and gives this device a token
     device       the token's device is [device] id (a device may read only its own record)
-    board        the board lock is free (else: which process holds it) and the board opens
-                 the way the executor opens it
+    board        the board lock is free (else: which process holds it) and the board opens:
+                 the executor itself, started as the daemon starts it (its environment,
+                 ``python -m executor.main --check``), locks and opens it, and exits
     spool        the spool folder is writable and has [supervisor] min_free_mb free
 """
 from __future__ import annotations
 
+import base64
 import json
 import os
 import stat
+import subprocess
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
-from cloudqueue.errors import AuthError, Forbidden, NotFound, QueueError
-from qickwork.errors import DeviceError
+from boardcore.childstart import MODULES, ChildStart
 from boardcore.errors import BoardError, DiskFull
 from boardcore.settings import BoardSettings, load_settings
+from boardcore.spool import Spool, atomic_write
+from cloudqueue.auth import device_auth_from_config
+from cloudqueue.client import QueueClient
+from cloudqueue.config import load_config
+from cloudqueue.errors import AuthError, Forbidden, NotFound, QueueError
+from cloudqueue.httpcall import Backoff
+from supervisor.childenv import executor_environment
+from supervisor.children import python_module
 
 SKIPPED = "skipped: fix the check above first"
 
@@ -91,7 +100,6 @@ class Preflight:
 
     # --- the checks: each returns what it found, or raises with what to fix -----------------
     def check_config(self) -> str:
-        from cloudqueue.config import load_config
         if not os.path.isfile(self.config_path):
             raise BoardError(f"{self.config_path}: no such config file; copy "
                              "etc/config.template there (or pass --config FILE)")
@@ -104,7 +112,6 @@ class Preflight:
                 f"{self.cfg.api_endpoint}, {self.settings.board} board")
 
     def check_credentials(self) -> str:
-        from cloudqueue.config import load_config
         path = self.credentials_path
         if not os.path.isfile(path):
             raise BoardError(f"{path}: no such credentials file; write the [credentials] id "
@@ -117,7 +124,6 @@ class Preflight:
         return f"{path}: [credentials] id and secret, mode {mode:04o}"
 
     def check_queue(self) -> str:
-        from cloudqueue.auth import device_auth_from_config
         self.auth = device_auth_from_config(self.cfg)
         try:
             self.auth.token()
@@ -129,8 +135,6 @@ class Preflight:
         return f"got a device token from {self.auth.token_url}"
 
     def check_device(self) -> str:
-        from cloudqueue.client import QueueClient
-        from cloudqueue.httpcall import Backoff
         device_id = self.cfg.device_id
         client = QueueClient(self.cfg.api_endpoint, self.auth, timeout=15.0,
                              backoff=Backoff(base=0.2, cap=1.0, tries=2))
@@ -147,35 +151,34 @@ class Preflight:
         return f"the token is device {device_id}'s" + (f" ({name})" if name else "")
 
     def check_board(self) -> str:
-        from executor.sandbox import BoardLock
         s = self.settings
-        lock_path = Path(s.board_lock)
+        lock_path = s.board_lock
         try:
             lock_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
             raise BoardError(f"cannot create {lock_path.parent} ({exc.strerror}); set "
                              "[executor] lock_file to a writable path") from None
-        lock = BoardLock(str(lock_path)).acquire()  # BoardBusy names the holder
+        start = ChildStart(bus=None, parent=None, config=self.config_path, credentials=None,
+                           spool=str(s.spool), run_dir=str(s.run_dir))
+        argv = python_module(MODULES["executor"], "--check", *start.argv())
         try:
-            from executor import runner
-            try:
-                board = runner.open_board(kind=s.board, board=s.board_name,
-                                          soccfg_json=s.soccfg_json, seed=s.seed,
-                                          time_scale=s.time_scale)
-            except DeviceError as exc:  # open_board's own message (PYNQ's words, what to do)
-                raise BoardError(f"cannot open the {s.board} board {s.board_name}: "
-                                 f"{exc.message}") from None
-            except Exception as exc:  # noqa: BLE001 - any failure to open is the finding
-                raise BoardError(f"cannot open the {s.board} board {s.board_name}: "
-                                 f"{type(exc).__name__}: {exc} (check [executor] board, "
-                                 "board_name, soccfg_json; is the firmware loaded?)") from None
-        finally:
-            lock.release()
-        return (f"{s.board} board {getattr(board, 'name', s.board_name)} opened, lock "
-                f"{lock_path} free")
+            done = subprocess.run(argv, env=executor_environment(os.environ),
+                                  stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                  timeout=s.start_timeout_seconds)
+        except subprocess.TimeoutExpired:
+            raise BoardError(f"the {s.board} board {s.board_name} did not open within "
+                             f"{s.start_timeout_seconds:g} s ([supervisor] "
+                             "start_timeout_seconds; is the firmware loading?)") from None
+        except OSError as exc:
+            raise BoardError(f"cannot start the executor ({exc.strerror or exc})") from None
+        if done.returncode != 0:
+            lines = done.stderr.strip().splitlines()  # its one line of why (executor.main)
+            raise BoardError(lines[-1] if lines else f"the executor's check exited with "
+                             f"{done.returncode} and said nothing")
+        name = (done.stdout.strip().splitlines() or [s.board_name])[-1]
+        return f"{s.board} board {name} opened, lock {lock_path} free"
 
     def check_spool(self) -> str:
-        from boardcore.spool import Spool, atomic_write
         s = self.settings
         spool = Spool(s.spool, s.min_free_mb * 2**20).ensure()
         probe = spool.root / ".preflight"
@@ -197,7 +200,6 @@ class Preflight:
 def _token_subject(token: str) -> Optional[str]:
     """The ``sub`` claim of a JWT, read without checking it (only to name the device in a
     message; our service puts the device id there, a stock Cognito token the client id)."""
-    import base64
     try:
         payload = token.split(".")[1]
         payload += "=" * (-len(payload) % 4)

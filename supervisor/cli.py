@@ -26,11 +26,17 @@ import urllib.error
 import urllib.request
 from typing import List, Optional
 
+from boardcore import exitcodes
+from boardcore.errors import BoardError, InstallError, ReloadFailed
+from boardcore.settings import load_settings
+from cloudqueue.config import load_config
 from cloudqueue.errors import QueueError
 from cloudqueue.version import VersionAction
-from boardcore import exitcodes
-from boardcore.errors import BoardError
-from boardcore.settings import load_settings
+from supervisor import asservice
+from supervisor.check import Preflight, as_json, format_results, require_private
+from supervisor.daemon import Supervisor
+from supervisor.health import HealthServer
+from supervisor.install import install, plan
 
 DEFAULT_CONFIG = "/etc/qick/config"
 DEFAULT_CREDENTIALS = "/etc/qick/credentials"
@@ -77,8 +83,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def install_service_command(unit_path: str, etc: str, dry_run: bool) -> int:
-    from boardcore.errors import InstallError, ReloadFailed
-    from supervisor.install import install, plan
     try:
         p = plan(unit_path, etc)
         if dry_run:
@@ -103,7 +107,6 @@ def install_service_command(unit_path: str, etc: str, dry_run: bool) -> int:
 
 
 def check_command(config: str, creds: str, want_json: bool, only: Optional[str] = None) -> int:
-    from supervisor.check import Preflight, as_json, format_results
     logging.basicConfig(level=logging.ERROR, stream=sys.stderr)  # the board's own chatter
     results = Preflight(config, creds).run(only)
     print(as_json(results) if want_json else format_results(results))
@@ -114,7 +117,6 @@ def as_service_command(config: Optional[str], creds: Optional[str],
                        unit_path: Optional[str]) -> int:
     """``check --as-service``: the board step in the unit's sandbox (supervisor.asservice).
     Without --config/--credentials: the files the unit's ExecStart names, else the defaults."""
-    from supervisor import asservice
     if not asservice.systemd_running():
         print("qick-supervisor: systemd is not running here (not PID 1), so the check cannot "
               "run in the unit's sandbox; run `check --as-service` on the board",
@@ -157,8 +159,6 @@ def _paths(args) -> tuple:
 def _check_queue_config(config: str, creds: str) -> None:
     """Fail early, with the file and key to fix, rather than in a child's log; refuse a
     credentials file other users may read."""
-    from cloudqueue.config import load_config
-    from supervisor.check import require_private
     cfg = load_config(config, creds)
     for section, key in (("service", "api_endpoint"), ("service", "oauth_endpoint"),
                          ("device", "id"), ("credentials", "id"), ("credentials", "secret")):
@@ -192,6 +192,10 @@ def format_status(status: dict) -> str:
 
 
 def status_command(settings, as_json: bool) -> int:
+    if settings.health is None:
+        print("qick-supervisor: the daemon's health endpoint is off ([supervisor] health is "
+              "empty); set it (e.g. 127.0.0.1:8787) and restart qick.service", file=sys.stderr)
+        return exitcodes.FAILURE
     host, port = settings.health
     url = f"http://{host}:{port}/status"
     try:
@@ -227,8 +231,6 @@ def main(argv: Optional[List[str]] = None) -> int:
         return exitcodes.USAGE
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="supervisor[%(process)d] %(levelname)s %(message)s")
-    from supervisor.daemon import Supervisor
-    from supervisor.health import HealthServer
     sup = Supervisor(settings, config, creds)
     if sup.simulated:
         logging.getLogger("qick.supervisor").warning(

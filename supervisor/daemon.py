@@ -7,6 +7,7 @@ snapshot (``supervisor.snapshot``), ping the watchdog.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
@@ -15,17 +16,18 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from executor.sandbox import scrubbed_environment
-from boardcore.bus import Heartbeat, SupervisorBus
 from boardcore import exitcodes
-from supervisor import snapshot
-from supervisor.children import Child, python_module
-from supervisor.dispatch import OUTCOMES, Dispatcher
+from boardcore.bus import Heartbeat, SupervisorBus
+from boardcore.childstart import MODULES, ChildStart
 from boardcore.errors import SpoolError
-from supervisor.systemd import SystemdNotify
-from supervisor.policy import Backoff, ChildStatus, ChildTracker, RestartIntensity
 from boardcore.settings import BoardSettings
 from boardcore.spool import INTERRUPTED, RESULTS, Spool
+from supervisor import snapshot
+from supervisor.childenv import executor_environment, link_environment
+from supervisor.children import Child, python_module
+from supervisor.dispatch import OUTCOMES, Dispatcher
+from supervisor.policy import Backoff, ChildStatus, ChildTracker, RestartIntensity
+from supervisor.systemd import SystemdNotify
 
 log = logging.getLogger("qick.supervisor")
 NAMES = ("downloader", "executor", "uploader")
@@ -43,6 +45,7 @@ def explain_interrupted(spool: Spool, work_id: str) -> None:
     if meta is None or not results.exists():
         return
     try:
+        # h5py: heavy, and needed only after a crash (imported here, not at every start)
         from qickwork.results import record_interruption, recorded_outcome
         seen = recorded_outcome(results)
         done, total = int(seen["ProgramsDone"] or 0), int(seen["ProgramsTotal"] or 0)
@@ -73,7 +76,7 @@ class Supervisor:
         self.spool = Spool(settings.spool, settings.min_free_mb * 2**20)
         self.systemd = systemd or SystemdNotify()
         self.run_dir = Path(settings.run_dir)
-        self.soccfg_path = self.run_dir / "soccfg.json"
+        self.soccfg_path = settings.soccfg_path
         self.children: Dict[str, Child] = {}
         self.work = Dispatcher(settings, self.spool, self.children, self._send)
         self.draining = False
@@ -101,49 +104,13 @@ class Supervisor:
                             slow_retry=s.restart_slow_seconds,
                             stable_seconds=max(5.0, 3 * s.heartbeat_timeout_seconds))
 
-    def _common_args(self) -> list:
-        args = ["--bus", self.bus.address, "--parent", str(os.getpid()),
-                "--heartbeat", str(self.s.heartbeat_seconds),
-                "--heartbeat-timeout", str(self.s.heartbeat_timeout_seconds)]
-        return args
-
-    def _net_args(self) -> list:
-        args = ["--spool", str(self.spool.root)]
-        if self.config_path:
-            args += ["--config", str(self.config_path)]
-        if self.credentials_path:
-            args += ["--credentials", str(self.credentials_path)]
-        return args
-
-    def _executor_argv(self) -> list:
-        s = self.s
-        args = self._common_args() + [
-            "--board", s.board, "--board-name", s.board_name, "--lock-file", str(s.board_lock),
-            "--soccfg-out", str(self.soccfg_path), "--time-scale", str(s.time_scale),
-            "--address-space-mb", str(s.address_space_mb), "--open-files", str(s.open_files)]
-        if s.soccfg_json:
-            args += ["--soccfg-json", s.soccfg_json]
-        if s.seed is not None:
-            args += ["--seed", str(s.seed)]
-        if not s.network_isolation:
-            args.append("--no-network-isolation")
-        return python_module("executor.main", *args)
-
-    def _downloader_argv(self) -> list:
-        s = self.s
-        return python_module("downloader.main", *self._common_args(), *self._net_args(),
-                             "--soccfg", str(self.soccfg_path),
-                             "--queue-heartbeat", str(s.queue_heartbeat_seconds),
-                             "--long-poll", str(s.long_poll_seconds),
-                             "--poll", str(s.poll_seconds),
-                             "--max-workload-mb", str(s.max_workload_mb))
-
-    def _uploader_argv(self) -> list:
-        s = self.s
-        return python_module("uploader.main", *self._common_args(), *self._net_args(),
-                             "--retry-base", str(s.retry_base_seconds),
-                             "--retry-max", str(s.retry_max_seconds),
-                             "--scan", str(s.scan_seconds))
+    def _argv(self, name: str) -> list:
+        """A child's command line: only what is not in the config (``boardcore.childstart``);
+        the executor never gets the credentials path."""
+        start = ChildStart(bus=self.bus.address, parent=os.getpid(), config=self.config_path,
+                           credentials=None if name == "executor" else self.credentials_path,
+                           spool=str(self.spool.root), run_dir=str(self.run_dir))
+        return python_module(MODULES[name], *start.argv())
 
     def setup(self) -> Dict[str, list]:
         """Spool recovery, run directory, bus. Returns the recovery report."""
@@ -159,19 +126,12 @@ class Supervisor:
             self.soccfg_path.unlink()
         self.bus = SupervisorBus(self.run_dir)
         parent_env = dict(os.environ)
-        child_env = lambda: dict(parent_env)  # noqa: E731 (network children keep the env)
-        code_path = str(Path(__file__).resolve().parent.parent)
-        exec_env = lambda: scrubbed_environment(  # noqa: E731
-            parent_env, {"PYTHONPATH": os.pathsep.join(
-                p for p in (code_path, parent_env.get("PYTHONPATH")) if p)})
+        envs = {"downloader": link_environment, "executor": executor_environment,
+                "uploader": link_environment}
         self.children.update({  # the dispatcher holds this same table
-            "downloader": Child("downloader", self._downloader_argv, child_env,
-                                self._tracker("downloader")),
-            "executor": Child("executor", self._executor_argv, exec_env,
-                              self._tracker("executor")),
-            "uploader": Child("uploader", self._uploader_argv, child_env,
-                              self._tracker("uploader")),
-        })
+            name: Child(name, functools.partial(self._argv, name),
+                        functools.partial(envs[name], parent_env), self._tracker(name))
+            for name in NAMES})
         return report
 
     def install_signal_handlers(self) -> None:

@@ -23,8 +23,10 @@ import sys
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
-from supervisor import boardaccess
 from boardcore.errors import InstallError, ReloadFailed
+from cloudqueue.config import cannot_write, write_atomically
+from supervisor import boardaccess
+from supervisor.childenv import SECRET_NAME
 
 DEFAULT_UNIT_PATH = "/etc/systemd/system/qick.service"
 
@@ -79,7 +81,6 @@ def board_environment(before: Dict[str, str], after: Dict[str, str]
                       ) -> Tuple[Dict[str, str], List[str]]:
     """The variables ``after`` set or changed relative to ``before``, minus shell internals
     and anything that looks like a secret (the file is world-readable); and notes."""
-    from executor.sandbox import SECRET_NAME
     kept, notes = {}, []
     for key, value in after.items():
         if key in SHELL_INTERNAL or key.startswith("BASH_FUNC_") or before.get(key) == value:
@@ -188,7 +189,6 @@ def plan(unit_path: str = DEFAULT_UNIT_PATH, etc: str = "/etc") -> Plan:
 
 
 def _write_public(path: str, text: str) -> None:
-    from cloudqueue.config import write_atomically
     try:
         write_atomically(path, text, mode=0o644)  # atomic: temp file, fsync, rename
         os.chmod(path, 0o644)  # the umask may have narrowed it: systemd needs it readable
@@ -199,7 +199,6 @@ def _write_public(path: str, text: str) -> None:
 def install(p: Plan) -> List[str]:
     """Write the environment file and the unit, run ``systemctl daemon-reload``; return one
     line per thing done. Nothing is written unless ``systemctl`` is there."""
-    from cloudqueue.config import cannot_write
     if os.geteuid() != 0:
         raise InstallError("install-service writes system files and runs systemctl: run it as "
                            "root (sudo qick-supervisor install-service); --dry-run needs no root")

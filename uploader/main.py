@@ -14,20 +14,27 @@ import time
 from pathlib import Path
 from typing import Any, Dict
 
+from boardcore import exitcodes
+from boardcore.bus import ChildBus
+from boardcore.childstart import child_parser, child_settings
+from boardcore.errors import BoardConfigError, SpoolError
+from boardcore.queuelink import Link, device_client, run_main
+from boardcore.settings import BoardSettings
+from boardcore.spool import RESULTS, Spool, WorkMeta
 from cloudqueue.errors import (BadRequest, ConfigError, Conflict, NotFound, NotSupported,
                                QueueError)
-from boardcore import exitcodes
-from boardcore.queuelink import Link, base_parser, device_client, run_main
+from cloudqueue.transfer import upload_file
 from supervisor.policy import Backoff
-from boardcore.errors import SpoolError
-from boardcore.spool import RESULTS, WorkMeta
 
 log = logging.getLogger("qick.uploader")
 
 
 class Uploader:
-    def __init__(self, link: Link, client: Any, device_id: str, args: Any):
-        self.link, self.client, self.device_id, self.args = link, client, device_id, args
+    """``client``: the queue's API (a ``QueueClient``); presigned transfers go through its
+    ``session``. ``settings``: ``[uploader]`` retry_base/max_seconds and scan_seconds."""
+
+    def __init__(self, link: Link, client: Any, device_id: str, settings: BoardSettings):
+        self.link, self.client, self.device_id, self.s = link, client, device_id, settings
         self.kick = threading.Event()
         self.retry: Dict[str, tuple] = {}   # work_id -> (Backoff, next try, monotonic)
 
@@ -41,15 +48,17 @@ class Uploader:
             for work_id in self.link.spool.ids("outgoing"):
                 if self.link.stop.is_set():
                     return
-                backoff, next_try = self.retry.get(work_id, (None, 0.0))
-                if time.monotonic() < next_try:
-                    continue
-                self.upload(work_id)
+                if self.due(work_id, time.monotonic()):
+                    self.upload(work_id)
             waits = [t for _, t in self.retry.values()]
-            wait = self.args.scan
+            wait = self.s.scan_seconds
             if waits:
                 wait = max(0.05, min(wait, min(waits) - time.monotonic()))
             self.kick.wait(wait)
+
+    def due(self, work_id: str, now: float) -> bool:
+        """False while a failed work waits out its backoff."""
+        return now >= self.retry.get(work_id, (None, 0.0))[1]
 
     def upload(self, work_id: str) -> None:
         spool = self.link.spool
@@ -87,8 +96,8 @@ class Uploader:
 
     def _later(self, meta: WorkMeta, what: str, error: str) -> None:
         """Retry this work after a backoff; one bad entry never stops the others."""
-        backoff = self.retry.get(meta.work_id, (Backoff(self.args.retry_base,
-                                                        self.args.retry_max),))[0]
+        backoff = self.retry.get(meta.work_id, (Backoff(self.s.retry_base_seconds,
+                                                        self.s.retry_max_seconds),))[0]
         delay = backoff.next_delay()
         self.retry[meta.work_id] = (backoff, time.monotonic() + delay)
         meta.upload_attempts += 1
@@ -99,8 +108,10 @@ class Uploader:
             log.warning("workload %s: cannot record the failed attempt (%s)", meta.work_id, exc)
         log.warning("%s; retry in %.1f s", what, delay)
 
+    def _put(self, url: str, results: Path, what: str) -> None:
+        upload_file(url, results, what=what, session=self.client.session)
+
     def _send(self, meta: WorkMeta, results) -> None:
-        from cloudqueue.transfer import upload_file
         c, dev = self.client, self.device_id
         if meta.outcome == "DONE":
             if not results.exists():
@@ -108,7 +119,7 @@ class Uploader:
                             "its results file is missing; submit it again")
             else:
                 url = c.results_upload_url(dev, meta.work_id, device_seconds=meta.seconds)
-                upload_file(url, results, what=f"results upload of {meta.work_id}")
+                self._put(url, results, f"results upload of {meta.work_id}")
                 return
         if not c.supports("failed-state"):
             # a stock service has no FAILED (nor CANCELLED): finish the work the only way it
@@ -119,8 +130,8 @@ class Uploader:
             else:
                 write_error_results(results, meta)
             url = c.results_upload_url(dev, meta.work_id)
-            upload_file(url, results, what=f"results upload of {meta.work_id} "
-                                           f"({meta.outcome}: {meta.error_message})")
+            self._put(url, results, f"results upload of {meta.work_id} "
+                                    f"({meta.outcome}: {meta.error_message})")
             return
         if meta.outcome == "CANCELLED":
             # the programs done before the stop are kept: uploaded as partial results
@@ -132,8 +143,8 @@ class Uploader:
                                       device_seconds=meta.seconds if partial else None,
                                       programs_done=meta.programs_done if partial else None)
             if partial and answer.get("UploadUrl"):
-                upload_file(answer["UploadUrl"], results,
-                            what=f"partial results upload of {meta.work_id} (CANCELLED)")
+                self._put(answer["UploadUrl"], results,
+                          f"partial results upload of {meta.work_id} (CANCELLED)")
             return
         partial = bool(meta.has_results and results.exists() and finish_partial(results, meta))
         answer = c.report_outcome(dev, meta.work_id, "FAILED",
@@ -142,13 +153,13 @@ class Uploader:
                                   partial_results=partial, device_seconds=meta.seconds,
                                   programs_done=meta.programs_done if partial else None)
         if partial and answer.get("UploadUrl"):
-            upload_file(answer["UploadUrl"], results,
-                        what=f"partial results upload of {meta.work_id}")
+            self._put(answer["UploadUrl"], results,
+                      f"partial results upload of {meta.work_id}")
 
 
 def write_error_results(path, meta: WorkMeta) -> None:
     """A results file holding only the outcome and the error (no program ran to the end)."""
-    from qickwork.results import ResultsWriter
+    from qickwork.results import ResultsWriter  # h5py: heavy, needed only for failures
     with ResultsWriter(path, programs_total=meta.programs_total or 0,
                        work_id=meta.work_id) as writer:
         writer.finish(meta.outcome or "FAILED", seconds=meta.seconds or 0.0,
@@ -160,7 +171,7 @@ def finish_partial(path: Path, meta: WorkMeta) -> bool:
     """Make partial results record the outcome: a file whose writer died (an executor
     killed for a deadline, a crash, a cancel that did not stop in time) still says RUNNING.
     False when the file cannot be opened (cut in the middle of a write)."""
-    from qickwork.results import record_interruption
+    from qickwork.results import record_interruption  # h5py: heavy, only for partials
     try:
         record_interruption(path, meta.outcome or "FAILED",
                             meta.error_kind or "device_error",
@@ -181,20 +192,19 @@ def record_outcome(path: Path, meta: WorkMeta) -> None:
 
 
 def main(argv=None) -> int:
-    p = base_parser("qick-uploader")
-    p.add_argument("--retry-base", type=float, default=1.0)
-    p.add_argument("--retry-max", type=float, default=300.0)
-    p.add_argument("--scan", type=float, default=2.0)
-    args = p.parse_args(argv)
-    link = Link(args, "uploader")
+    args = child_parser("qick-uploader", __doc__.splitlines()[0]).parse_args(argv)
     try:
+        settings = child_settings(args)
         client, device_id = device_client(args.config, args.credentials)
-    except (ConfigError, QueueError) as exc:
+    except (BoardConfigError, ConfigError, QueueError) as exc:
         log.error("%s", exc)
         return exitcodes.USAGE
-    up = Uploader(link, client, device_id, args)
+    link = Link("uploader", Spool(settings.spool))
+    up = Uploader(link, client, device_id, settings)
     worker = threading.Thread(target=up.loop, name="upload", daemon=True)
-    return link.serve(up.on_message, [worker], device=device_id)
+    bus = ChildBus(args.bus, "uploader", settings.heartbeat_seconds,
+                   settings.heartbeat_timeout_seconds)
+    return link.serve(bus, up.on_message, [worker], device=device_id)
 
 
 if __name__ == "__main__":

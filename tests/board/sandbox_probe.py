@@ -58,10 +58,6 @@ def main() -> int:
             reached = False
         print(json.dumps({"network": state, "reached_loopback_server": reached}), flush=True)
         return 0
-    if action == "env":
-        dropped = sandbox.scrub_own_environment()
-        print(json.dumps({"dropped": sorted(dropped), "env": dict(os.environ)}), flush=True)
-        return 0
     return 2
 
 

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from executor import sandbox
-from supervisor import boardaccess
+from supervisor import boardaccess, childenv
 from supervisor.boardaccess import NEEDS, needs, render_unit
 
 pytestmark = pytest.mark.device310
@@ -100,14 +99,14 @@ def test_environment_files_and_command():
 
 
 def test_executor_keeps_the_tables_environment_and_drops_secrets():
-    assert sandbox.ENV_ALLOWED == boardaccess.env_allowed()
+    assert childenv.ENV_ALLOWED == boardaccess.env_allowed()
     assert {"XILINX_XRT", "BOARD", "PATH", "LD_LIBRARY_PATH", "PYTHONPATH"} <= \
-        set(sandbox.ENV_ALLOWED)
-    assert not [n for n in sandbox.ENV_ALLOWED if sandbox.SECRET_NAME.search(n)]
+        set(childenv.ENV_ALLOWED)
+    assert not [n for n in childenv.ENV_ALLOWED if childenv.SECRET_NAME.search(n)]
     board = {"XILINX_XRT": "/usr", "BOARD": "ZCU216", "PATH": "/venv/bin:/usr/bin",
              "LD_LIBRARY_PATH": "/usr/lib", "AWS_SECRET_ACCESS_KEY": "x", "QICK_API_KEY": "k",
              "HOME": "/root", "VIRTUAL_ENV": "/venv"}
-    env = sandbox.scrubbed_environment(board)
+    env = childenv.scrubbed_environment(board)
     assert {k: env[k] for k in ("XILINX_XRT", "BOARD", "PATH", "LD_LIBRARY_PATH")} == \
         {k: board[k] for k in ("XILINX_XRT", "BOARD", "PATH", "LD_LIBRARY_PATH")}
     assert not {"AWS_SECRET_ACCESS_KEY", "QICK_API_KEY", "HOME", "VIRTUAL_ENV"} & set(env)

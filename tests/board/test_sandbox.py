@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from executor import sandbox
+from supervisor import childenv
 from boardcore.errors import SandboxError
 from tests.helpers import wait_for
 
@@ -89,15 +90,30 @@ def test_network_is_private_where_the_platform_allows():
         assert out["network"].startswith("shared (")
 
 
-def test_environment_is_scrubbed_of_credentials():
-    env = sandbox.scrubbed_environment({"PATH": "/bin", "AWS_SECRET_ACCESS_KEY": "x",
-                                        "HOME": "/root", "QICK_CREDENTIALS": "/etc/qick/c"})
+def test_the_scrubbed_environment_keeps_allowed_names_and_refuses_a_secret():
+    env = childenv.scrubbed_environment({"PATH": "/bin", "AWS_SECRET_ACCESS_KEY": "x",
+                                         "HOME": "/root", "QICK_CREDENTIALS": "/etc/qick/c"})
     assert env["PATH"] == "/bin" and "AWS_SECRET_ACCESS_KEY" not in env
     assert "QICK_CREDENTIALS" not in env and "HOME" not in env
     assert env["OPENBLAS_NUM_THREADS"] == "1"
     with pytest.raises(SandboxError, match="looks like a secret"):
-        sandbox.scrubbed_environment({}, {"DEVICE_SECRET": "s"})
-    leaky = dict(os.environ, PYTHONPATH=ROOT, MY_API_KEY="k", CLIENT_SECRET="s")
-    out = probe("env", env=leaky)
-    assert {"CLIENT_SECRET", "MY_API_KEY"} <= set(out["dropped"])
-    assert "CLIENT_SECRET" not in out["env"]
+        childenv.scrubbed_environment({}, {"DEVICE_SECRET": "s"})
+
+
+def test_the_executor_gets_only_allowed_names_and_no_credential(board_factory):
+    """The supervisor decides the executor's environment (supervisor.childenv): the running
+    executor holds allow-listed names only, no credential, and no credentials path."""
+    leaky = dict(os.environ, MY_API_KEY="key-value-1", CLIENT_SECRET="secret-value-2",
+                 AWS_SECRET_ACCESS_KEY="secret-value-3", HOME="/root")
+    board = board_factory().start(env=leaky)
+    pid = board.child_pid("executor")
+    with open(f"/proc/{pid}/environ", "rb") as fh:
+        env = dict(item.split("=", 1) for item in fh.read().decode().split("\0") if item)
+    with open(f"/proc/{pid}/cmdline", "rb") as fh:
+        argv = fh.read().decode().split("\0")
+    assert set(env) - set(childenv.ENV_ALLOWED) <= {
+        "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "PYTHONUNBUFFERED"}
+    assert not [name for name in env if childenv.SECRET_NAME.search(name)]
+    assert not [v for v in env.values() if v.startswith(("key-value", "secret-value"))]
+    assert "HOME" not in env and env["PYTHONPATH"].split(os.pathsep)[0] == childenv.CODE_PATH
+    assert "--credentials" not in argv and str(board.credentials) not in argv

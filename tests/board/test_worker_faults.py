@@ -1,13 +1,12 @@
 """A network child's worker thread must never die quietly: one bad spool entry does not stop
 the uploader, and a worker that dies anyway takes its process down (to be restarted)
 instead of leaving it answering heartbeats with nothing working."""
-import argparse
 import tempfile
 import threading
 import time
 
 from boardcore import exitcodes
-from boardcore.bus import SupervisorBus
+from boardcore.bus import ChildBus, SupervisorBus
 from boardcore.queuelink import Link
 from boardcore.spool import META, Spool
 from tests.board.conftest import make_workload
@@ -37,9 +36,8 @@ def test_a_dead_worker_thread_stops_its_process(tmp_path):
     with tempfile.TemporaryDirectory(prefix="qb", dir="/tmp") as run_dir:
         sup = SupervisorBus(run_dir)
         try:
-            args = argparse.Namespace(bus=sup.address, heartbeat=0.05, heartbeat_timeout=5.0,
-                                      spool=str(tmp_path / "spool"))
-            link = Link(args, "uploader")
+            link = Link("uploader", Spool(tmp_path / "spool"))
+            bus = ChildBus(sup.address, "uploader", 0.05, 5.0)
 
             def worker():
                 raise OSError(28, "No space left on device")
@@ -47,7 +45,7 @@ def test_a_dead_worker_thread_stops_its_process(tmp_path):
             hook, threading.excepthook = threading.excepthook, lambda info: None
             try:
                 started = time.monotonic()
-                code = link.serve(lambda msg: None, [threading.Thread(target=worker)])
+                code = link.serve(bus, lambda msg: None, [threading.Thread(target=worker)])
             finally:
                 threading.excepthook = hook
             assert code == exitcodes.FAILURE and link.stop.is_set()
