@@ -27,12 +27,6 @@ LAYOUT = ROOT / "docs" / "layout.md"
 # module that imports, and the package it may not import. The lead empties this at merge;
 # an entry that no longer matches an import fails the test (remove it then).
 ALLOWED_TODAY: Dict[Tuple[str, str], str] = {
-    # h-settings: the parent decides the child's environment; check opens the board by
-    # starting the executor as a process; the board lock moves to boardcore
-    ("executor.sandbox", "supervisor"): "h-settings: env_allowed",
-    ("supervisor.daemon", "executor"): "h-settings: scrubbed_environment",
-    ("supervisor.check", "executor"): "h-settings: BoardLock, runner.open_board",
-    ("supervisor.install", "executor"): "h-settings: SECRET_NAME",
     # h-util: the one Backoff moves to qickbase
     ("downloader.main", "supervisor"): "h-util: supervisor.policy.Backoff",
     ("uploader.main", "supervisor"): "h-util: supervisor.policy.Backoff",
