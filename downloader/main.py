@@ -21,8 +21,8 @@ from cloudqueue.errors import ConfigError, QueueError
 from boardcore import exitcodes
 from boardcore.errors import DiskFull, SpoolError
 from boardcore.queuelink import Link, base_parser, make_client, run_main
-from supervisor.policy import Backoff
 from boardcore.spool import WORKLOAD, WorkMeta
+from qickbase.backoff import Backoff, BackoffCounter
 
 log = logging.getLogger("qick.downloader")
 
@@ -52,7 +52,7 @@ class Downloader:
 
     # --- heartbeat thread ---------------------------------------------------------------
     def heartbeat_loop(self) -> None:
-        backoff = Backoff(1.0, 30.0, floor=0.5)
+        backoff = BackoffCounter(Backoff(1.0, 30.0))  # waits at least 0.5 s
         failing: Optional[str] = None  # the last error logged: an outage is logged once
         while not self.link.stop.is_set():
             delay = self.args.queue_heartbeat
@@ -91,7 +91,7 @@ class Downloader:
 
     # --- work thread --------------------------------------------------------------------
     def work_loop(self) -> None:
-        backoff = Backoff(0.5, 30.0, floor=0.2)
+        backoff = BackoffCounter(Backoff(0.5, 30.0))  # waits at least 0.25 s
         stop = self.link.stop
         while not stop.is_set():
             if not self.want.wait(0.2):

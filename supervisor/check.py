@@ -26,6 +26,8 @@ from cloudqueue.errors import AuthError, Forbidden, NotFound, QueueError
 from qickwork.errors import DeviceError
 from boardcore.errors import BoardError, DiskFull
 from boardcore.settings import BoardSettings, load_settings
+from qickbase.atomicfile import atomic_write
+from qickbase.backoff import Backoff
 
 SKIPPED = "skipped: fix the check above first"
 
@@ -130,10 +132,9 @@ class Preflight:
 
     def check_device(self) -> str:
         from cloudqueue.client import QueueClient
-        from cloudqueue.httpcall import Backoff
         device_id = self.cfg.device_id
         client = QueueClient(self.cfg.api_endpoint, self.auth, timeout=15.0,
-                             backoff=Backoff(base=0.2, cap=1.0, tries=2))
+                             backoff=Backoff(base=0.2, cap=1.0), tries=2)
         owner = _token_subject(self.auth.token())
         try:
             device = client.get_device(device_id)
@@ -175,7 +176,7 @@ class Preflight:
                 f"{lock_path} free")
 
     def check_spool(self) -> str:
-        from boardcore.spool import Spool, atomic_write
+        from boardcore.spool import Spool
         s = self.settings
         spool = Spool(s.spool, s.min_free_mb * 2**20).ensure()
         probe = spool.root / ".preflight"

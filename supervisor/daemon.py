@@ -23,9 +23,10 @@ from supervisor.children import Child, python_module
 from supervisor.dispatch import OUTCOMES, Dispatcher
 from boardcore.errors import SpoolError
 from supervisor.notify import Notifier
-from supervisor.policy import Backoff, ChildStatus, ChildTracker, RestartIntensity
+from supervisor.policy import ChildStatus, ChildTracker, RestartIntensity
 from boardcore.settings import BoardSettings
 from boardcore.spool import INTERRUPTED, RESULTS, Spool
+from qickbase.backoff import Backoff, BackoffCounter
 
 log = logging.getLogger("qick.supervisor")
 NAMES = ("downloader", "executor", "uploader")
@@ -96,7 +97,8 @@ class Supervisor:
     # --- set-up -----------------------------------------------------------------------------
     def _tracker(self, name: str) -> ChildTracker:
         s = self.s
-        return ChildTracker(name, Backoff(s.backoff_base_seconds, s.backoff_max_seconds),
+        return ChildTracker(name, BackoffCounter(Backoff(s.backoff_base_seconds,
+                                                         s.backoff_max_seconds)),
                             RestartIntensity(s.restart_max, s.restart_period_seconds),
                             slow_retry=s.restart_slow_seconds,
                             stable_seconds=max(5.0, 3 * s.heartbeat_timeout_seconds))

@@ -25,6 +25,7 @@ from typing import Dict, List, Optional, Tuple
 
 from supervisor import boardaccess
 from boardcore.errors import InstallError, ReloadFailed
+from qickbase.atomicfile import atomic_write
 
 DEFAULT_UNIT_PATH = "/etc/systemd/system/qick.service"
 
@@ -188,9 +189,9 @@ def plan(unit_path: str = DEFAULT_UNIT_PATH, etc: str = "/etc") -> Plan:
 
 
 def _write_public(path: str, text: str) -> None:
-    from cloudqueue.config import write_private
     try:
-        write_private(path, text, mode=0o644)  # atomic: temp file, fsync, rename
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        atomic_write(path, text, mode=0o644)
         os.chmod(path, 0o644)  # the umask may have narrowed it: systemd needs it readable
     except OSError as exc:
         raise InstallError(f"cannot write {path}: {exc.strerror}") from exc

@@ -18,9 +18,9 @@ from cloudqueue.errors import (BadRequest, ConfigError, Conflict, NotFound, NotS
                                QueueError)
 from boardcore import exitcodes
 from boardcore.queuelink import Link, base_parser, make_client, run_main
-from supervisor.policy import Backoff
 from boardcore.errors import SpoolError
 from boardcore.spool import RESULTS, WorkMeta
+from qickbase.backoff import Backoff, BackoffCounter
 
 log = logging.getLogger("qick.uploader")
 
@@ -29,7 +29,7 @@ class Uploader:
     def __init__(self, link: Link, client: Any, device_id: str, args: Any):
         self.link, self.client, self.device_id, self.args = link, client, device_id, args
         self.kick = threading.Event()
-        self.retry: Dict[str, tuple] = {}   # work_id -> (Backoff, next try, monotonic)
+        self.retry: Dict[str, tuple] = {}   # work_id -> (BackoffCounter, next try, monotonic)
 
     def on_message(self, msg: Dict[str, Any]) -> None:
         if msg["type"] == "kick":
@@ -87,8 +87,8 @@ class Uploader:
 
     def _later(self, meta: WorkMeta, what: str, error: str) -> None:
         """Retry this work after a backoff; one bad entry never stops the others."""
-        backoff = self.retry.get(meta.work_id, (Backoff(self.args.retry_base,
-                                                        self.args.retry_max),))[0]
+        backoff = self.retry.get(meta.work_id, (BackoffCounter(Backoff(
+            self.args.retry_base, self.args.retry_max)),))[0]
         delay = backoff.next_delay()
         self.retry[meta.work_id] = (backoff, time.monotonic() + delay)
         meta.upload_attempts += 1
