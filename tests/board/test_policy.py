@@ -32,7 +32,8 @@ def test_child_is_started_only_after_hello():
 
 
 def test_child_dies_into_backoff_then_flaps_into_fatal_with_slow_retries():
-    c = ChildTracker("executor", backoff=BackoffCounter(Backoff(base=1.0, cap=2.0), rand=lambda: 1.0),
+    c = ChildTracker("executor",
+                     backoff=BackoffCounter(Backoff(base=1.0, cap=2.0), rand=lambda: 1.0),
                      intensity=RestartIntensity(max_restarts=2, period=60.0), slow_retry=30.0)
     now = 0.0
     c.spawned(now)
