@@ -16,7 +16,7 @@ from boardcore.spool import Spool
 from cloudqueue.auth import device_auth_from_config
 from cloudqueue.client import QueueClient
 from cloudqueue.config import load_config
-from cloudqueue.httpcall import Backoff
+from qickbase.backoff import Backoff
 
 log = logging.getLogger("qick")
 
@@ -27,7 +27,7 @@ def device_client(config: Optional[str], credentials: Optional[str], tries: int 
     cfg = load_config(config, credentials)
     auth = device_auth_from_config(cfg)
     client = QueueClient(cfg.api_endpoint, auth, timeout=15.0,
-                         backoff=Backoff(base=0.2, cap=1.0, tries=tries))
+                         backoff=Backoff(base=0.2, cap=1.0), tries=tries)
     return client, cfg.device_id
 
 

@@ -8,9 +8,10 @@
 
 Each work directory holds ``meta.json`` (see ``WorkMeta``), ``workload.gz`` and, once run,
 ``results.h5``. A move between folders is one ``os.replace`` of the work directory followed
-by an fsync of both parents, so a crash leaves each workload in exactly one folder; the view
-is rebuilt from the folders alone (``Spool.recover``). Files are written to a temporary name,
-fsynced, then renamed (``atomic_write``).
+by an fsync of both parents (``qickbase.atomicfile.replace``), so a crash leaves each
+workload in exactly one folder; the view is rebuilt from the folders alone
+(``Spool.recover``). Files are written with ``qickbase.atomicfile.atomic_write`` (temporary
+name ending ``.tmp``, fsync, rename, fsync the folder); recovery removes leftover temps.
 """
 from __future__ import annotations
 
@@ -23,33 +24,14 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from boardcore.errors import DiskFull, SpoolError
+from qickbase.atomicfile import TMP_SUFFIX, atomic_write, fsync_dir, replace
 
 STATES = ("incoming", "ready", "running", "outgoing", "done")
 META = "meta.json"
 WORKLOAD = "workload.gz"
 RESULTS = "results.h5"
-TMP_SUFFIX = ".tmp"
 #: why work that was running when the daemon died ended (``Spool.recover``)
 INTERRUPTED = "the board daemon restarted while this workload was running"
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(str(path), os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` durably: temporary name, fsync, rename, fsync the folder."""
-    tmp = path.with_name(path.name + TMP_SUFFIX)
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
 
 
 @dataclass
@@ -168,9 +150,7 @@ class Spool:
             self.write_meta(src, meta)
         if target.exists():
             shutil.rmtree(target)
-        os.replace(source, target)
-        fsync_dir(source.parent)
-        fsync_dir(target.parent)
+        replace(source, target)
         return target
 
     def remove(self, state: str, work_id: str) -> None:

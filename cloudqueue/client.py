@@ -26,11 +26,13 @@ import requests
 from cloudqueue.auth import Auth, NoAuth
 from cloudqueue.errors import (BadRequest, Forbidden, NotFound, NotSupported, QueueError,
                                ServiceUnavailable)
-from cloudqueue.httpcall import Backoff, call
+from cloudqueue.httpcall import call
 from cloudqueue.models import Device, Priority, Workload
+from qickbase.backoff import Backoff
 
 DEFAULT_TIMEOUT = 30.0
-DEFAULT_BACKOFF = Backoff(base=0.5, cap=20.0, tries=5)
+DEFAULT_BACKOFF = Backoff(base=0.5, cap=20.0)
+DEFAULT_TRIES = 5          # calls of one request at most, the first included
 MAX_WAIT_SECONDS = 20
 MAX_HOLDING = 100          # the service's limit on ?Holding= (docs/protocol.md)
 #: the heartbeat ``DeviceStatus`` values the stock gateway's model allows
@@ -72,7 +74,7 @@ class QueueClient:
 
     def __init__(self, api_endpoint: str, auth: Auth | None = None, *,
                  timeout: float = DEFAULT_TIMEOUT, backoff: Backoff = DEFAULT_BACKOFF,
-                 session: requests.Session | None = None,
+                 tries: int = DEFAULT_TRIES, session: requests.Session | None = None,
                  sleep: Callable[[float], None] = time.sleep):
         if not api_endpoint or "://" not in api_endpoint:
             raise BadRequest(f"api_endpoint {api_endpoint!r} is not a URL; set [service] "
@@ -81,6 +83,7 @@ class QueueClient:
         self.auth = auth or NoAuth()
         self.timeout = timeout
         self.backoff = backoff
+        self.tries = tries
         self.session = session or requests.Session()
         self._sleep = sleep
         self._capabilities: Capabilities | None = None
@@ -102,8 +105,8 @@ class QueueClient:
             kwargs["data"] = json.dumps(json_body)
             headers = {"Content-Type": "application/json", **(headers or {})}
         answer = call(self.session, method, self.url(*segments), what=what,
-                      timeout=timeout or self.timeout, backoff=self.backoff, safe=safe,
-                      auth=auth or self.auth, params=params, headers=headers,
+                      timeout=timeout or self.timeout, backoff=self.backoff, tries=self.tries,
+                      safe=safe, auth=auth or self.auth, params=params, headers=headers,
                       sleep=self._sleep, **kwargs)
         try:
             if not answer.content.strip():

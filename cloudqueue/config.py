@@ -26,6 +26,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from cloudqueue.errors import ConfigError
+from qickbase.atomicfile import atomic_write
 
 USER_CONFIG = Path("~/.config/qick.conf")
 SYSTEM_CONFIG = Path("/etc/qick/config")
@@ -224,28 +225,8 @@ def cannot_write(path: str | os.PathLike) -> str | None:
 
 
 def write_atomically(path: str | os.PathLike, text: str, mode: int = 0o600) -> None:
-    """Write ``text`` to ``path`` atomically; the file is created with ``mode`` from the start.
-
-    The data goes to a new temporary file opened with ``mode`` (never chmod after writing,
-    so a secret is never readable by others, not even for a moment), then renamed.
-    """
+    """Write ``text`` to ``path`` (``~`` expanded, missing folders created) atomically;
+    the file has ``mode`` from its first byte (``qickbase.atomicfile.atomic_write``)."""
     target = Path(path).expanduser()
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    try:
-        os.unlink(tmp)  # a leftover of a crashed earlier run with the same pid
-    except FileNotFoundError:
-        pass
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    atomic_write(target, text, mode=mode)

@@ -1,41 +1,29 @@
 """One HTTP call with a timeout, retries on transient failures only, and errors mapped.
 
-Policy (pure, tested without sockets): ``Backoff.delay(n)`` doubles from ``base`` up to
-``cap`` with jitter; ``is_transient_status`` says which answers are worth another try
-(502, 503, 504; never a 4xx). A request that is not safe to repeat (a POST without an
-Idempotency-Key) is retried only when it provably never left this machine (the connection
-could not be made).
+Policy (pure, tested without sockets): ``tries`` calls at most (the first one included),
+waiting ``backoff.delay(n)`` (``qickbase.backoff``) between them; ``is_transient_status``
+says which answers are worth another try (502, 503, 504; never a 4xx). A request that is
+not safe to repeat (a POST without an Idempotency-Key) is retried only when it provably
+never left this machine (``never_sent``: the connection could not be made).
 """
 from __future__ import annotations
 
-import random
+import socket
 import time
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import requests
+import urllib3.exceptions
 
 from cloudqueue.errors import QueueError, ServiceUnavailable, error_for_status
+from qickbase.backoff import Backoff
 
 TRANSIENT_STATUSES = frozenset({502, 503, 504})
-
-
-@dataclass(frozen=True)
-class Backoff:
-    """Exponential backoff with jitter: attempt n waits in [ceiling/2, ceiling],
-    ceiling = min(cap, base * factor**n). ``tries`` counts the first call too."""
-
-    base: float = 0.5
-    factor: float = 2.0
-    cap: float = 30.0
-    tries: int = 5
-
-    def delay(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
-        ceiling = min(self.cap, self.base * self.factor ** attempt)
-        return ceiling / 2 + rand() * ceiling / 2
-
-
-NO_RETRY = Backoff(tries=1)
+#: failures that happen before a connection exists, so no byte of the request was sent:
+#: a connect timeout, a refused or unreachable connection, a host name that does not
+#: resolve (urllib3's NameResolutionError is a NewConnectionError)
+_NEVER_SENT = (requests.exceptions.ConnectTimeout, urllib3.exceptions.ConnectTimeoutError,
+               urllib3.exceptions.NewConnectionError, ConnectionRefusedError, socket.gaierror)
 
 
 def is_transient_status(status: int) -> bool:
@@ -43,24 +31,25 @@ def is_transient_status(status: int) -> bool:
 
 
 def never_sent(exc: BaseException) -> bool:
-    """True when the request failed before any byte could reach the server."""
-    if isinstance(exc, requests.exceptions.ConnectTimeout):
-        return True
+    """True when the request failed before any byte could reach the server: ``exc`` or
+    one of the errors it wraps (``reason``, ``args``, ``__cause__``, ``__context__``, the
+    way requests and urllib3 chain them) is a failure to connect."""
+    return any(isinstance(e, _NEVER_SENT) for e in _chain(exc))
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and every exception reachable from it, each once."""
     seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        name = type(current).__name__
-        if name in ("NewConnectionError", "ConnectionRefusedError", "NameResolutionError"):
-            return True
-        reason = getattr(current, "reason", None)
-        if isinstance(reason, BaseException) and id(reason) not in seen:
-            current = reason
+    todo = [exc]
+    while todo:
+        current = todo.pop()
+        if id(current) in seen:
             continue
-        args = getattr(current, "args", ())
-        nested = next((a for a in args if isinstance(a, BaseException)), None)
-        current = nested or current.__cause__ or current.__context__
-    return False
+        seen.add(id(current))
+        yield current
+        linked = [getattr(current, "reason", None), *getattr(current, "args", ()),
+                  current.__cause__, current.__context__]
+        todo.extend(e for e in linked if isinstance(e, BaseException))
 
 
 def error_message(answer: requests.Response) -> tuple[str | None, str | None]:
@@ -94,13 +83,15 @@ def error_from_response(answer: requests.Response, what: str) -> QueueError:
 
 
 def call(session: requests.Session, method: str, url: str, *, what: str,
-         timeout: float, backoff: Backoff = NO_RETRY, safe: bool = True,
+         timeout: float, backoff: Backoff = Backoff(), tries: int = 1, safe: bool = True,
          auth: Any = None, retry_on_401: bool = True,
          body: Callable[[], Any] | None = None,
          sleep: Callable[[float], None] = time.sleep, **kwargs: Any) -> requests.Response:
     """Send one request, retrying transient failures; return the 2xx answer or raise.
 
-    ``body`` is called before every try to get a fresh ``data`` (a file rewound, say).
+    ``tries`` counts every call, the first included (1: no retry), with ``backoff``
+    between them. ``body`` is called before every try to get a fresh ``data`` (a file
+    rewound, say).
     ``safe`` says whether the request may be repeated after it might have arrived.
     A 401 makes ``auth.invalidate()`` drop its token and the request is sent once more.
     """
@@ -113,7 +104,7 @@ def call(session: requests.Session, method: str, url: str, *, what: str,
             answer = session.request(method, url, timeout=timeout, auth=auth, **kwargs)
         except (requests.ConnectionError, requests.Timeout) as exc:
             attempt += 1
-            if attempt < backoff.tries and (safe or never_sent(exc)):
+            if attempt < tries and (safe or never_sent(exc)):
                 sleep(backoff.delay(attempt - 1))
                 continue
             kind = "timeout" if isinstance(exc, requests.Timeout) else "connection"
@@ -129,7 +120,7 @@ def call(session: requests.Session, method: str, url: str, *, what: str,
             continue
         if is_transient_status(answer.status_code) and safe:
             attempt += 1
-            if attempt < backoff.tries:
+            if attempt < tries:
                 answer.close()
                 sleep(backoff.delay(attempt - 1))
                 continue

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Callable
@@ -23,11 +22,14 @@ from typing import IO, Any, Callable
 import requests
 
 from cloudqueue.errors import ChecksumMismatch, DownloadTooLarge, QueueError, ServiceUnavailable
-from cloudqueue.httpcall import Backoff, call
+from cloudqueue.httpcall import call
+from qickbase.atomicfile import atomic_open
+from qickbase.backoff import Backoff
 
 CHUNK_SIZE = 1 << 16
 DEFAULT_TIMEOUT = 60.0
-TRANSFER_BACKOFF = Backoff(base=0.5, cap=30.0, tries=5)
+TRANSFER_BACKOFF = Backoff(base=0.5, cap=30.0)
+TRANSFER_TRIES = 5           # the first try included
 
 
 @dataclass
@@ -77,6 +79,7 @@ class _HashingReader:
 def upload_file(url: str, source: str | os.PathLike | IO[bytes], *, sha256: bool = False,
                 session: requests.Session | None = None,
                 timeout: float = DEFAULT_TIMEOUT, backoff: Backoff = TRANSFER_BACKOFF,
+               tries: int = TRANSFER_TRIES,
                 headers: dict[str, str] | None = None,
                 sleep: Callable[[float], None] | None = None,
                 what: str = "upload") -> Transferred:
@@ -101,7 +104,7 @@ def upload_file(url: str, source: str | os.PathLike | IO[bytes], *, sha256: bool
         send_headers.update(headers or {})
         extra = {"sleep": sleep} if sleep is not None else {}
         answer = call(session, "PUT", url, what=what, timeout=timeout, backoff=backoff,
-                      safe=True, body=body, headers=send_headers, **extra)
+                      tries=tries, safe=True, body=body, headers=send_headers, **extra)
         answer.close()
         reader: _HashingReader = state["reader"]
         if reader.sent != length:
@@ -121,10 +124,12 @@ def download_file(url: str, dest: str | os.PathLike, *, sha256: bool = False,
                   expected_sha256: str | None = None,
                   session: requests.Session | None = None,
                   timeout: float = DEFAULT_TIMEOUT, backoff: Backoff = TRANSFER_BACKOFF,
+                  tries: int = TRANSFER_TRIES,
                   sleep: Callable[[float], None] | None = None,
                   chunk_size: int = CHUNK_SIZE, what: str = "download",
                   max_bytes: int | None = None) -> Transferred:
-    """GET a presigned URL into ``dest`` (temp file + fsync + rename; retried from scratch).
+    """GET a presigned URL into ``dest`` (``qickbase.atomicfile.atomic_open``: temp file,
+    fsync, rename; retried from scratch).
 
     ``max_bytes``: refuse a larger file (``DownloadTooLarge``, whose ``size`` is the announced
     length or at least ``max_bytes + 1``) before or while reading it, so a huge file never
@@ -137,14 +142,12 @@ def download_file(url: str, dest: str | os.PathLike, *, sha256: bool = False,
     extra = {"sleep": sleep} if sleep is not None else {}
     attempt = 0
     while True:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part",
-                                        dir=target.parent)
         digest = hashlib.sha256() if want_hash else None
         size = 0
         try:
-            with os.fdopen(fd, "wb") as out:
+            with atomic_open(target) as out:  # an exception below leaves nothing behind
                 answer = call(session, "GET", url, what=what, timeout=timeout,
-                              backoff=backoff, safe=True, stream=True, **extra)
+                              backoff=backoff, tries=tries, safe=True, stream=True, **extra)
                 with answer:
                     expected_length = _announced_length(answer.headers)
                     if (max_bytes is not None and expected_length is not None
@@ -159,31 +162,23 @@ def download_file(url: str, dest: str | os.PathLike, *, sha256: bool = False,
                             digest.update(block)
                 if expected_length is not None and expected_length != size:
                     raise requests.ConnectionError(f"got {size} of {expected_length} bytes")
-                out.flush()
-                os.fsync(out.fileno())
-            hexdigest = digest.hexdigest() if digest is not None else None
-            if expected_sha256 is not None and hexdigest != expected_sha256.lower():
-                raise ChecksumMismatch(f"{what}: the file's SHA-256 is {hexdigest}, not the "
-                                       f"announced {expected_sha256}; nothing was saved")
-            os.replace(tmp_name, target)
-            _fsync_dir(target.parent)
+                hexdigest = digest.hexdigest() if digest is not None else None
+                if expected_sha256 is not None and hexdigest != expected_sha256.lower():
+                    raise ChecksumMismatch(f"{what}: the file's SHA-256 is {hexdigest}, not "
+                                           f"the announced {expected_sha256}; nothing was "
+                                           "saved")
             return Transferred(size=size, sha256=hexdigest, path=target)
         except requests.RequestException as exc:
             # The connection dropped while the body was streaming: start again.
-            _unlink(tmp_name)
             attempt += 1
-            if attempt >= backoff.tries:
+            if attempt >= tries:
                 raise ServiceUnavailable(f"{what}: the connection kept dropping "
                                          f"({type(exc).__name__}); try again later",
                                          kind="connection") from None
             (sleep or _sleep)(backoff.delay(attempt - 1))
         except OSError as exc:
-            _unlink(tmp_name)
             raise QueueError(f"{what}: cannot write {target}: {exc.strerror or exc}",
                              kind="local_io") from None
-        except BaseException:
-            _unlink(tmp_name)
-            raise
 
 
 def _announced_length(headers: Any) -> int | None:
@@ -205,10 +200,12 @@ def _too_large(what: str, max_bytes: int, size: int | None) -> DownloadTooLarge:
 
 def fetch_json(url: str, *, session: requests.Session | None = None,
                timeout: float = DEFAULT_TIMEOUT, backoff: Backoff = TRANSFER_BACKOFF,
+               tries: int = TRANSFER_TRIES,
                what: str = "download") -> Any:
     """GET a small JSON document from a presigned URL."""
     session = session or requests.Session()
-    answer = call(session, "GET", url, what=what, timeout=timeout, backoff=backoff, safe=True)
+    answer = call(session, "GET", url, what=what, timeout=timeout, backoff=backoff,
+                  tries=tries, safe=True)
     try:
         return answer.json()
     except ValueError:
@@ -220,21 +217,3 @@ def _sleep(seconds: float) -> None:
     time.sleep(seconds)
 
 
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -26,7 +26,7 @@ from boardcore.settings import BoardSettings
 from boardcore.spool import WORKLOAD, Spool, WorkMeta
 from cloudqueue.errors import ConfigError, DownloadTooLarge, QueueError
 from cloudqueue.transfer import download_file, upload_file
-from supervisor.policy import Backoff
+from qickbase.backoff import Backoff, BackoffCounter
 
 log = logging.getLogger("qick.downloader")
 
@@ -44,7 +44,7 @@ class Downloader:
         self.wake = threading.Event()
         self._soccfg_sent: Optional[float] = None
         self._cancels_sent: set = set()
-        self.ask_backoff = Backoff(0.5, 30.0, floor=0.2)  # asking for work, downloading it
+        self.ask_backoff = BackoffCounter(Backoff(0.5, 30.0))  # asking for work: waits at least 0.25 s
 
     def on_message(self, msg: Dict[str, Any]) -> None:
         if msg["type"] == "want_work":
@@ -61,7 +61,7 @@ class Downloader:
 
     # --- heartbeat thread ---------------------------------------------------------------
     def heartbeat_loop(self) -> None:
-        backoff = Backoff(1.0, 30.0, floor=0.5)
+        backoff = BackoffCounter(Backoff(1.0, 30.0))  # waits at least 0.5 s
         failing: Optional[str] = None  # the last error logged: an outage is logged once
         while not self.link.stop.is_set():
             delay = self.s.queue_heartbeat_seconds

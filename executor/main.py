@@ -40,6 +40,7 @@ import threading
 import time
 from typing import Any, Dict, List, Optional
 
+from qickbase.atomicfile import atomic_write
 from boardcore import exitcodes
 from boardcore.bus import ChildBus, Waker
 from boardcore.childstart import child_parser, child_settings
@@ -128,12 +129,7 @@ def _write_soccfg(board: Any, path: Optional[str]) -> None:
     cfg = getattr(board, "config_dict", None)
     if cfg is None:
         return
-    tmp = path + ".tmp"
-    with open(tmp, "w") as fh:
-        json.dump(cfg, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(cfg), mode=0o644)  # not secret: the downloader sends it
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -30,7 +30,6 @@ import gzip
 import json
 import math
 import os
-import tempfile
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ from typing import IO, Any, Iterable, Mapping
 
 import numpy as np
 
+from qickbase.atomicfile import atomic_write
 from qickwork.errors import FirmwareMismatch, InvalidWorkload, WorkloadTooLarge
 from qickwork.firmware import (FirmwareInfo, describe, firmware_info, fingerprint,
                                tproc_version)
@@ -156,20 +156,9 @@ def dumps_workload(entries: Iterable[ProgramEntry], compresslevel: int = 6) -> b
 
 
 def write_workload(path: str | os.PathLike, entries: Iterable[ProgramEntry]) -> int:
-    """Write a workload file atomically (temporary name, then rename); return its size."""
+    """Write a workload file atomically (``qickbase.atomicfile``); return its size."""
     data = dumps_workload(entries)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".workload-", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write(os.path.abspath(path), data)
     return len(data)
 
 

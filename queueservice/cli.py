@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import os
 import signal
 import socket
 import sys
@@ -17,6 +16,7 @@ from pathlib import Path
 from cloudqueue.errors import QueueError
 from queueservice.settings import DEFAULT_ADMIN_EMAIL, DEFAULT_PORT, ServiceLimits
 from cloudqueue.version import VersionAction
+from qickbase.atomicfile import atomic_write
 
 log = logging.getLogger("qick_queue")
 
@@ -98,9 +98,7 @@ class HideFileQueries(logging.Filter):
 
 
 def _write_port_file(path: Path, port: int) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(f"{port}\n")
-    os.replace(tmp, path)
+    atomic_write(path, f"{port}\n", mode=0o644)
 
 
 def _limits(args: argparse.Namespace) -> ServiceLimits:

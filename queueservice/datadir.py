@@ -1,7 +1,6 @@
 """The data folder of one service: ``queue.db``, ``files/``, ``secret`` and ``admin.conf``."""
 from __future__ import annotations
 
-import os
 import secrets
 import time
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ from cloudqueue.errors import ConfigError
 from queueservice.db import Database
 from queueservice.files import FileStore
 from queueservice.identities import IdentityStore
+from qickbase.atomicfile import atomic_write
 
 
 @dataclass(frozen=True)
@@ -46,17 +46,6 @@ class DataDir:
         if len(secret) < 32:
             raise ConfigError(f"the secret in {self.secret_path} is too short: it is damaged")
         return secret
-
-
-def write_secret_file(path: Path, text: str) -> None:
-    """Write a file only its owner can read (0600), atomically."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
 
 
 @dataclass(frozen=True)
@@ -101,7 +90,7 @@ def init_data_dir(root: Path, *, port: int, admin_email: str,
     data.root.mkdir(parents=True, exist_ok=True)
     data.root.chmod(0o700)  # the database holds password and key hashes
     FileStore(data.files_path).create()
-    write_secret_file(data.secret_path, secrets.token_hex(32) + "\n")
+    atomic_write(data.secret_path, secrets.token_hex(32) + "\n")
     db = Database(data.db_path)
     try:
         _, api_key, _ = IdentityStore(db).add_user(
@@ -109,18 +98,17 @@ def init_data_dir(root: Path, *, port: int, admin_email: str,
             with_password=False)
     finally:
         db.close()
-    write_secret_file(data.admin_conf,
-                      "# qick-queue admin: a ready userclient config (keep it private)\n"
-                      "[service]\n"
-                      f"api_endpoint = {url}\n"
-                      "# devices get their tokens here, the original user client logs in here\n"
-                      f"oauth_endpoint = {url}\n"
-                      f"cognito_url = {url}\n"
-                      "# one user pool on this service: any values do, the original client "
-                      "reads them\n"
-                      f"clientid = {OUR_SERVICE_CLIENT_ID}\n"
-                      f"cognito_userpool = {OUR_SERVICE_USER_POOL}\n\n"
-                      "[user]\n"
-                      f"username = {admin_email}\n"
-                      f"api_key = {api_key}\n")
+    atomic_write(data.admin_conf,
+                 "# qick-queue admin: a ready userclient config (keep it private)\n"
+                 "[service]\n"
+                 f"api_endpoint = {url}\n"
+                 "# devices get their tokens here, the original user client logs in here\n"
+                 f"oauth_endpoint = {url}\n"
+                 f"cognito_url = {url}\n"
+                 "# one user pool on this service: any values do, the original client reads them\n"
+                 f"clientid = {OUR_SERVICE_CLIENT_ID}\n"
+                 f"cognito_userpool = {OUR_SERVICE_USER_POOL}\n\n"
+                 "[user]\n"
+                 f"username = {admin_email}\n"
+                 f"api_key = {api_key}\n")
     return InitResult(data.admin_conf, admin_email, api_key, url)

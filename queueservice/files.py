@@ -1,21 +1,20 @@
 """Files on disk: workloads, results and device configurations, under ``DIR/files``.
 
-An upload is streamed to a temporary file in chunks (never held in memory), its size
-limited while it streams, hashed on the way, fsynced, and only then renamed into place
-(``os.replace`` and an fsync of the folder), so a crash leaves either the old file or the
-new one, never half of one.
+An upload is streamed to a temporary file in ``tmp/`` in chunks (never held in memory), its
+size limited while it streams, hashed on the way, fsynced, and only then renamed into place
+(``qickbase.atomicfile.PendingFile``: ``os.replace`` and an fsync of the folders), so a
+crash leaves either the old file or the new one, never half of one.
 """
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import AsyncIterator
 
 from cloudqueue.errors import NotFound
+from qickbase.atomicfile import PendingFile
 from queueservice.errors import PayloadTooLarge
 
 KINDS = ("workloads", "results", "configs")
@@ -35,9 +34,13 @@ def parse_key(key: str) -> tuple[str, str]:
 class Staged:
     """An uploaded file waiting in the temp folder for its rename."""
 
-    path: Path
+    pending: PendingFile
     size: int
     sha256: str
+
+    @property
+    def path(self) -> Path:
+        return self.pending.path
 
 
 class FileStore:
@@ -74,38 +77,30 @@ class FileStore:
 
     async def stage(self, chunks: AsyncIterator[bytes], max_bytes: int) -> Staged:
         """Stream ``chunks`` into a temp file; PayloadTooLarge (413) past ``max_bytes``."""
-        fd, name = tempfile.mkstemp(dir=self.tmp, prefix="up-")
-        path = Path(name)
+        pending = PendingFile(self.tmp, name="upload")
         digest = hashlib.sha256()
         size = 0
         try:
-            with os.fdopen(fd, "wb") as out:
-                async for chunk in chunks:
-                    if not chunk:
-                        continue
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise PayloadTooLarge(f"the file is larger than this service's limit of "
-                                       f"{max_bytes} bytes: make it smaller or ask the admin "
-                                       f"to raise --max-upload-mb")
-                    digest.update(chunk)
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
+            async for chunk in chunks:
+                if not chunk:
+                    continue
+                size += len(chunk)
+                if size > max_bytes:
+                    raise PayloadTooLarge(f"the file is larger than this service's limit of "
+                                   f"{max_bytes} bytes: make it smaller or ask the admin "
+                                   f"to raise --max-upload-mb")
+                digest.update(chunk)
+                pending.file.write(chunk)
+            pending.sync()
         except BaseException:
-            path.unlink(missing_ok=True)
+            pending.discard()
             raise
-        return Staged(path, size, digest.hexdigest())
+        return Staged(pending, size, digest.hexdigest())
 
     def commit(self, staged: Staged, key: str) -> None:
         """Move a staged upload into place atomically, and make the rename durable."""
-        target = self.path(key)
-        os.replace(staged.path, target)
-        dir_fd = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        staged.pending.commit(self.path(key))
 
     def discard(self, staged: Staged) -> None:
-        staged.path.unlink(missing_ok=True)
+        """Remove a staged upload (nothing once committed)."""
+        staged.pending.discard()

@@ -27,12 +27,13 @@ from typing import Any, Callable, Dict, List, Optional
 from boardcore.childstart import MODULES, ChildStart
 from boardcore.errors import BoardError, DiskFull
 from boardcore.settings import BoardSettings, load_settings
-from boardcore.spool import Spool, atomic_write
+from boardcore.spool import Spool
 from cloudqueue.auth import device_auth_from_config
 from cloudqueue.client import QueueClient
 from cloudqueue.config import load_config
 from cloudqueue.errors import AuthError, Forbidden, NotFound, QueueError
-from cloudqueue.httpcall import Backoff
+from qickbase.atomicfile import atomic_write
+from qickbase.backoff import Backoff
 from supervisor.childenv import executor_environment
 from supervisor.children import python_module
 
@@ -137,7 +138,7 @@ class Preflight:
     def check_device(self) -> str:
         device_id = self.cfg.device_id
         client = QueueClient(self.cfg.api_endpoint, self.auth, timeout=15.0,
-                             backoff=Backoff(base=0.2, cap=1.0, tries=2))
+                             backoff=Backoff(base=0.2, cap=1.0), tries=2)
         owner = _token_subject(self.auth.token())
         try:
             device = client.get_device(device_id)

@@ -22,11 +22,12 @@ from boardcore.childstart import MODULES, ChildStart
 from boardcore.errors import SpoolError
 from boardcore.settings import BoardSettings
 from boardcore.spool import INTERRUPTED, RESULTS, Spool
+from qickbase.backoff import Backoff, BackoffCounter
 from supervisor import snapshot
 from supervisor.childenv import executor_environment, link_environment
 from supervisor.children import Child, python_module
 from supervisor.dispatch import OUTCOMES, Dispatcher
-from supervisor.policy import Backoff, ChildStatus, ChildTracker, RestartIntensity
+from supervisor.policy import ChildStatus, ChildTracker, RestartIntensity
 from supervisor.systemd import SystemdNotify
 
 log = logging.getLogger("qick.supervisor")
@@ -99,7 +100,8 @@ class Supervisor:
     # --- set-up -----------------------------------------------------------------------------
     def _tracker(self, name: str) -> ChildTracker:
         s = self.s
-        return ChildTracker(name, Backoff(s.backoff_base_seconds, s.backoff_max_seconds),
+        return ChildTracker(name, BackoffCounter(Backoff(s.backoff_base_seconds,
+                                                         s.backoff_max_seconds)),
                             RestartIntensity(s.restart_max, s.restart_period_seconds),
                             slow_retry=s.restart_slow_seconds,
                             stable_seconds=max(5.0, 3 * s.heartbeat_timeout_seconds))

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
 from boardcore.errors import InstallError, ReloadFailed
-from cloudqueue.config import cannot_write, write_atomically
+from cloudqueue.config import cannot_write
+from qickbase.atomicfile import atomic_write
 from supervisor import boardaccess
 from supervisor.childenv import SECRET_NAME
 
@@ -190,7 +191,8 @@ def plan(unit_path: str = DEFAULT_UNIT_PATH, etc: str = "/etc") -> Plan:
 
 def _write_public(path: str, text: str) -> None:
     try:
-        write_atomically(path, text, mode=0o644)  # atomic: temp file, fsync, rename
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        atomic_write(path, text, mode=0o644)
         os.chmod(path, 0o644)  # the umask may have narrowed it: systemd needs it readable
     except OSError as exc:
         raise InstallError(f"cannot write {path}: {exc.strerror}") from exc

@@ -1,49 +1,22 @@
 """Pure policy objects of the supervisor: (history, now) -> decision, no processes, no I/O.
 
-- ``Backoff``: exponential delay with full jitter and a cap (retries of the network and of
-  child restarts).
 - ``RestartIntensity``: N restarts within T seconds means the child is flapping; the
   supervisor then reports ``ERROR`` and retries slowly instead.
 - ``ChildStatus``/``ChildTracker``: the child state machine. "Started" is a condition (the
-  child said hello on the bus), not the return of ``Popen``.
+  child said hello on the bus), not the return of ``Popen``; restarts wait out the one
+  backoff policy (``qickbase.backoff``).
 - ``classify_exit``: why a child died, from its wait status and what the supervisor did.
 """
 from __future__ import annotations
 
 import enum
-import random
 import signal
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable, Deque, Optional
+from typing import Deque, Optional
 
 from boardcore import exitcodes
-
-
-class Backoff:
-    """Delay before attempt ``n`` (0-based): ``uniform(0, min(cap, base * 2**n))`` ("full jitter"),
-    never below ``floor``. ``reset()`` after a success."""
-
-    def __init__(self, base: float = 0.5, cap: float = 30.0, floor: float = 0.0,
-                 rand: Callable[[], float] = random.random):
-        if base <= 0 or cap < base:
-            raise ValueError("backoff needs 0 < base <= cap")
-        self.base, self.cap, self.floor = base, cap, floor
-        self.attempt = 0
-        self._rand = rand
-
-    def ceiling(self, attempt: Optional[int] = None) -> float:
-        n = self.attempt if attempt is None else attempt
-        return min(self.cap, self.base * (2 ** min(n, 62)))
-
-    def next_delay(self) -> float:
-        """The delay for the current attempt; counts the attempt."""
-        delay = max(self.floor, self.ceiling() * self._rand())
-        self.attempt += 1
-        return delay
-
-    def reset(self) -> None:
-        self.attempt = 0
+from qickbase.backoff import BackoffCounter
 
 
 class RestartIntensity:
@@ -157,7 +130,7 @@ class ChildTracker:
     stayed up for ``stable_seconds``.
     """
     name: str
-    backoff: Backoff = field(default_factory=Backoff)
+    backoff: BackoffCounter = field(default_factory=BackoffCounter)
     intensity: RestartIntensity = field(default_factory=RestartIntensity)
     slow_retry: float = 60.0
     stable_seconds: float = 30.0

@@ -24,7 +24,7 @@ from boardcore.spool import RESULTS, Spool, WorkMeta
 from cloudqueue.errors import (BadRequest, ConfigError, Conflict, NotFound, NotSupported,
                                QueueError)
 from cloudqueue.transfer import upload_file
-from supervisor.policy import Backoff
+from qickbase.backoff import Backoff, BackoffCounter
 
 log = logging.getLogger("qick.uploader")
 
@@ -36,7 +36,7 @@ class Uploader:
     def __init__(self, link: Link, client: Any, device_id: str, settings: BoardSettings):
         self.link, self.client, self.device_id, self.s = link, client, device_id, settings
         self.kick = threading.Event()
-        self.retry: Dict[str, tuple] = {}   # work_id -> (Backoff, next try, monotonic)
+        self.retry: Dict[str, tuple] = {}   # work_id -> (BackoffCounter, next try, monotonic)
 
     def on_message(self, msg: Dict[str, Any]) -> None:
         if msg["type"] == "kick":
@@ -96,8 +96,8 @@ class Uploader:
 
     def _later(self, meta: WorkMeta, what: str, error: str) -> None:
         """Retry this work after a backoff; one bad entry never stops the others."""
-        backoff = self.retry.get(meta.work_id, (Backoff(self.s.retry_base_seconds,
-                                                        self.s.retry_max_seconds),))[0]
+        backoff = self.retry.get(meta.work_id, (BackoffCounter(Backoff(
+            self.s.retry_base_seconds, self.s.retry_max_seconds)),))[0]
         delay = backoff.next_delay()
         self.retry[meta.work_id] = (backoff, time.monotonic() + delay)
         meta.upload_attempts += 1

@@ -33,6 +33,7 @@ from cloudqueue.errors import (BadRequest, ConfigError, Conflict, NotFound, Queu
                                ServiceUnavailable)
 from cloudqueue.models import Device, Priority, Workload, WorkStatus
 from cloudqueue.transfer import Transferred, download_file, fetch_json, upload_file
+from qickbase.backoff import Backoff, BackoffCounter
 from userclient.display import plain
 from userclient.errors import WaitTimeout, WorkNotDone
 
@@ -398,8 +399,12 @@ class UserClient:
 
     def _wait(self, work_id: str, poll_interval: float, timeout: float | None,
               on_answer: Callable[[Workload], Any]) -> Workload:
+        if not poll_interval > 0:
+            raise BadRequest(f"interval must be more than 0 seconds (got {poll_interval})")
         deadline = None if timeout is None else self._clock() + timeout
-        interval = min(POLL_FIRST_SECONDS, poll_interval)
+        # polls start fast and slow down to poll_interval; a change starts them fast again
+        pause = BackoffCounter(Backoff(base=min(POLL_FIRST_SECONDS, poll_interval),
+                                       cap=poll_interval))
         last_status = None
         long_poll = self.client.supports("workload-wait")
         token: str | None = None
@@ -425,7 +430,7 @@ class UserClient:
                     if fresh and (deadline is None or deadline - self._clock() > 0.1):
                         continue  # the next request waits on the service, not here
                 if work.WorkStatus != last_status:
-                    interval = min(POLL_FIRST_SECONDS, poll_interval)
+                    pause.reset()
                     last_status = work.WorkStatus
             if deadline is not None:
                 left = deadline - self._clock()
@@ -434,10 +439,9 @@ class UserClient:
                     raise WaitTimeout(f"workload {work_id} is still {status} after "
                                       f"{timeout:g} s; it stays in the queue: wait again "
                                       f"later", kind="timeout")
-                self._sleep(min(interval, left))
+                self._sleep(min(pause.next_delay(), left))
             else:
-                self._sleep(interval)
-            interval = min(interval * 2, poll_interval)
+                self._sleep(pause.next_delay())
 
     def final_status(self, work: Workload) -> Workload:
         """``work`` with the outcome its board recorded, where the service cannot show it.

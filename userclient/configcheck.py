@@ -7,7 +7,6 @@ from cloudqueue.auth import ApiKeyAuth
 from cloudqueue.client import QueueClient
 from cloudqueue.errors import (AuthError, BadRequest, Forbidden, NotFound, QueueError,
                                ServiceUnavailable)
-from cloudqueue.httpcall import NO_RETRY
 
 
 def check_service(api_endpoint: str, api_key: str | None, *, timeout: float = 10.0) -> str:
@@ -18,7 +17,7 @@ def check_service(api_endpoint: str, api_key: str | None, *, timeout: float = 10
     key is refused). Without a key (a Cognito user of the stock service) only the URL is
     checked: the login is checked at the first command."""
     client = QueueClient(api_endpoint, ApiKeyAuth(api_key) if api_key else None,
-                         timeout=timeout, backoff=NO_RETRY)
+                         timeout=timeout, tries=1)
     hint = "check --api-endpoint (with its stage path, e.g. https://host/dev)"
     try:
         caps = client.capabilities()

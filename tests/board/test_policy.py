@@ -1,37 +1,14 @@
-"""The supervisor's pure policy objects: backoff, restart intensity, child states, deaths."""
+"""The supervisor's pure policy objects: restart intensity, child states, deaths (the
+backoff itself is tested in tests/base/test_backoff.py)."""
 import signal
 
 import pytest
 
 from boardcore import exitcodes
-from supervisor.policy import (Backoff, ChildStatus, ChildTracker, RestartIntensity,
-                               classify_exit)
+from qickbase.backoff import Backoff, BackoffCounter
+from supervisor.policy import ChildStatus, ChildTracker, RestartIntensity, classify_exit
 
 pytestmark = pytest.mark.device310
-
-
-def test_backoff_doubles_up_to_the_cap_with_full_jitter():
-    top = Backoff(base=0.5, cap=4.0, rand=lambda: 1.0)
-    assert [top.next_delay() for _ in range(6)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
-    low = Backoff(base=0.5, cap=4.0, floor=0.1, rand=lambda: 0.0)
-    assert low.next_delay() == 0.1  # jitter may reach zero; the floor holds
-    top.reset()
-    assert top.next_delay() == 0.5
-
-
-def test_backoff_jitter_spreads_delays_below_the_ceiling():
-    b = Backoff(base=1.0, cap=8.0)
-    delays = []
-    for _ in range(200):
-        b.attempt = 3
-        delays.append(b.next_delay())
-    assert all(0 <= d <= 8.0 for d in delays)
-    assert len(set(round(d, 3) for d in delays)) > 50
-
-
-def test_backoff_rejects_a_cap_below_the_base():
-    with pytest.raises(ValueError):
-        Backoff(base=2.0, cap=1.0)
 
 
 def test_restart_intensity_counts_only_within_the_period():
@@ -55,7 +32,8 @@ def test_child_is_started_only_after_hello():
 
 
 def test_child_dies_into_backoff_then_flaps_into_fatal_with_slow_retries():
-    c = ChildTracker("executor", backoff=Backoff(base=1.0, cap=2.0, rand=lambda: 1.0),
+    c = ChildTracker("executor",
+                     backoff=BackoffCounter(Backoff(base=1.0, cap=2.0), rand=lambda: 1.0),
                      intensity=RestartIntensity(max_restarts=2, period=60.0), slow_retry=30.0)
     now = 0.0
     c.spawned(now)

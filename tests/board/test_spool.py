@@ -6,7 +6,8 @@ import time
 import pytest
 
 from boardcore.errors import DiskFull, SpoolError
-from boardcore.spool import META, RESULTS, STATES, WORKLOAD, Spool, WorkMeta, atomic_write
+from boardcore.spool import META, RESULTS, STATES, WORKLOAD, Spool, WorkMeta
+from qickbase.atomicfile import PendingFile
 
 pytestmark = pytest.mark.device310
 
@@ -61,14 +62,20 @@ def test_ids_are_in_arrival_order(tmp_path):
     assert spool.ids("ready") == ["c", "b", "a"]
 
 
-def test_atomic_write_leaves_the_old_file_when_interrupted(tmp_path):
-    target = tmp_path / "f.json"
-    atomic_write(target, b"old")
-    # a crash after the temporary file was written but before the rename
-    (tmp_path / "f.json.tmp").write_bytes(b"half")
-    assert target.read_bytes() == b"old"
-    atomic_write(target, b"new")
-    assert target.read_bytes() == b"new" and not (tmp_path / "f.json.tmp").exists()
+def test_a_meta_write_killed_before_its_rename_keeps_the_old_meta_and_recovery_drops_the_temp(
+        tmp_path):
+    spool = Spool(tmp_path).ensure()
+    folder = _add(spool, "ready", "w1", attempts=1)
+    # the writer dies after writing its temporary file, before the rename
+    killed = PendingFile(folder, name=META)
+    killed.file.write(b'{"work_id": "w1", "attempts": 2')
+    killed.file.close()
+    assert spool.read_meta("ready", "w1").attempts == 1 and spool.ids("ready") == ["w1"]
+    spool.recover()
+    assert sorted(os.listdir(folder)) == [META, WORKLOAD]
+    spool.write_meta("ready", WorkMeta("w1", attempts=3))
+    assert spool.read_meta("ready", "w1").attempts == 3
+    assert sorted(os.listdir(folder)) == [META, WORKLOAD]
 
 
 def test_recover_with_work_in_every_folder(tmp_path):

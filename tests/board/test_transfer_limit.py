@@ -8,11 +8,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from cloudqueue.errors import DownloadTooLarge
-from cloudqueue.httpcall import Backoff
+from qickbase.backoff import Backoff
 from cloudqueue.transfer import CHUNK_SIZE, download_file
 
 pytestmark = pytest.mark.device310
-NOSLEEP = {"backoff": Backoff(base=0.001, cap=0.002, tries=3), "sleep": lambda s: None}
+NOSLEEP = {"backoff": Backoff(base=0.001, cap=0.002), "tries": 3, "sleep": lambda s: None}
 ENDLESS = 2**30  # what the server would send if the client never stopped reading
 
 

@@ -12,7 +12,7 @@ import pytest
 from cloudqueue.auth import ApiKeyAuth
 from cloudqueue.client import QueueClient
 from cloudqueue.errors import NotSupported, ServiceUnavailable
-from cloudqueue.httpcall import Backoff
+from qickbase.backoff import Backoff
 from userclient.client import UserClient
 
 from .fakes import FakeServer, Reply
@@ -66,7 +66,7 @@ def stock(request):
 
 def client_for(srv, **kwargs):
     return QueueClient(srv.url + "/dev/", ApiKeyAuth("token"),
-                       backoff=Backoff(base=0.001, cap=0.002, tries=3),
+                       backoff=Backoff(base=0.001, cap=0.002), tries=3,
                        sleep=lambda s: None, **kwargs)
 
 

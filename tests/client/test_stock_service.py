@@ -15,7 +15,6 @@ import pytest
 from cloudqueue.auth import ApiKeyAuth
 from cloudqueue.client import QueueClient
 from cloudqueue.errors import NotFound, ServiceUnavailable
-from cloudqueue.httpcall import Backoff
 from cloudqueue.transfer import upload_file
 from tests.server.api import Api, World, submit
 from userclient.client import UserClient
@@ -73,7 +72,7 @@ def test_only_the_stock_handlers_own_500_on_a_stock_service_means_not_found(capa
         return Reply(500, {"ErrorMessage": "Rate exceeded"})
 
     with FakeServer(handler) as srv:
-        client = QueueClient(srv.url, ApiKeyAuth("k"), backoff=Backoff(tries=1))
+        client = QueueClient(srv.url, ApiKeyAuth("k"), tries=1)
         if stock:
             with pytest.raises(NotFound, match="no such workload w-missing"):
                 client.get_workload("w-missing")

@@ -7,15 +7,15 @@ import os
 import pytest
 
 from cloudqueue.errors import ChecksumMismatch, Forbidden, ServiceUnavailable
-from cloudqueue.httpcall import Backoff
+from qickbase.backoff import Backoff
 from cloudqueue.transfer import CHUNK_SIZE, download_file, fetch_json, file_sha256, upload_file
 
 from .fakes import FakeServer, Reply
 
 pytestmark = pytest.mark.device310  # the board runs this code on Python 3.10
 
-FAST = Backoff(base=0.001, cap=0.002, tries=3)
-NOSLEEP = {"backoff": FAST, "sleep": lambda s: None}
+TRIES = 3
+NOSLEEP = {"backoff": Backoff(base=0.001, cap=0.002), "tries": TRIES, "sleep": lambda s: None}
 
 
 @pytest.fixture
@@ -113,7 +113,7 @@ def test_download_that_keeps_dropping_leaves_nothing_behind(tmp_path, payload):
     with FakeServer(lambda seen: Reply(200, data, drop_after=10)) as srv:
         with pytest.raises(ServiceUnavailable, match="kept dropping"):
             download_file(srv.url + "/r", dest, **NOSLEEP)
-        assert len(srv.seen) == FAST.tries
+        assert len(srv.seen) == TRIES
     assert list(tmp_path.iterdir()) == [tmp_path / "work.bin"]
 
 

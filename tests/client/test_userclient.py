@@ -10,7 +10,7 @@ import pytest
 from cloudqueue.auth import ApiKeyAuth
 from cloudqueue.client import QueueClient
 from cloudqueue.errors import Conflict, NotFound
-from cloudqueue.httpcall import Backoff
+from qickbase.backoff import Backoff
 from userclient.client import UserClient
 from userclient.errors import WaitTimeout
 
@@ -35,7 +35,7 @@ class Clock:
 
 def user_for(srv, clock):
     client = QueueClient(srv.url, ApiKeyAuth("qk_t"), sleep=clock.sleep,
-                         backoff=Backoff(base=0.01, cap=0.02, tries=3))
+                         backoff=Backoff(base=0.01, cap=0.02), tries=3)
     return UserClient(client=client, sleep=clock.sleep, clock=clock)
 
 
@@ -62,16 +62,21 @@ def test_wait_reports_progress_rides_out_an_outage_and_returns_the_final_state()
 
 def test_wait_never_gives_up_without_a_timeout_and_raises_with_one():
     polls = []
+    done_at = [40]  # the poll that answers DONE
 
     def handler(seen):
         polls.append(1)
-        return Reply(200, {"WorkId": "w1", "WorkStatus": "READY" if len(polls) < 40 else "DONE"})
+        return Reply(200, {"WorkId": "w1",
+                           "WorkStatus": "READY" if len(polls) < done_at[0] else "DONE"})
 
     clock = Clock()
     with FakeServer(handler) as srv:
         assert user_for(srv, clock).wait_until_done("w1", interval=10).WorkStatus == "DONE"
-        assert len(polls) == 40 and clock.now > 300  # waited on, with a growing pause
+        # waited on, with a growing pause: the 39 pauses are at least the lower halves of
+        # 0.5, 1, 2, 4, 8 and then 10 s (equal jitter), 177.75 s in all
+        assert len(polls) == 40 and clock.now >= 177.75
         polls.clear()
+        done_at[0] = 10**6  # READY for good now
         clock2 = Clock()
         with pytest.raises(WaitTimeout, match="still READY after 30 s"):
             user_for(srv, clock2).wait_until_done("w1", timeout=30)
