@@ -1,13 +1,15 @@
 """Fuzz every endpoint of a running service with generated bodies, query strings and headers
-(hypothesis, a fixed seed, bounded to about a minute in all), as an admin, a user, a device
-and a stranger; and a smaller set under ``--stock-protocol``.
+(hypothesis, a fixed seed, 600 + 200 examples, about half a minute; QICK_FUZZ_SCALE=5 for a
+longer run), as an admin, a user, a device and a stranger; and a smaller set under
+``--stock-protocol``.
 
 What must hold for every request: no answer >= 500 (under ``--stock-protocol`` only the stock
 handler's documented 500 for an unknown id); every 4xx carries ``{ErrorMessage, ErrorKind}``
 (except the shapes the stock side fixes: Cognito's ``{__type, message}`` at ``POST /``,
 OAuth2's ``{error}`` at ``/oauth2/token``, the stock gateway's under ``--stock-protocol``);
-a refused request changes nothing in the database (but the device's ``last_seen``, which
-records any call of the device); the keep-alive connection stays usable after every answer.
+a refused request changes nothing in the database (but the device's ``last_seen`` and an API
+key's ``last_used``, which record any call); the keep-alive connection stays usable after
+every answer.
 """
 from __future__ import annotations
 
