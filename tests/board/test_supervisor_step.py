@@ -114,7 +114,8 @@ class Clock:
 class Board:
     """A supervisor on the fakes, with the moves a test makes."""
 
-    def __init__(self, tmp_path: Path, **sections: Dict[str, str]):
+    def __init__(self, tmp_path: Path, environ: Optional[Dict[str, str]] = None,
+                 **sections: Dict[str, str]):
         values = {
             "supervisor": {"spool": str(tmp_path / "spool"), "run_dir": str(tmp_path / "run"),
                            "heartbeat_seconds": "1", "heartbeat_timeout_seconds": "3",
@@ -131,7 +132,8 @@ class Board:
                                                                keys.items())
                                   for section, keys in values.items()))
         self.clock, self.os, self.bus = Clock(), FakeProcesses(), FakeBus()
-        self.sup = Supervisor(load_settings(config), str(config), None, notifier=Notifier({}),
+        self.notifier = Notifier(environ or {})  # no NOTIFY_SOCKET: it counts, sends nothing
+        self.sup = Supervisor(load_settings(config), str(config), None, notifier=self.notifier,
                               clock=self.clock, processes=self.os)
         self.sup.bus = self.bus
         self.sup.setup()
@@ -141,15 +143,16 @@ class Board:
         self.clock.now += after
         return self.sup.step(self.clock.now)
 
-    def idle(self, seconds: float) -> bool:
-        """Let ``seconds`` pass in passes of at most 1 s, every live child beating."""
+    def idle(self, seconds: float, tick: float = 1.0, silent: tuple = ()) -> bool:
+        """Let ``seconds`` pass in passes of at most ``tick``, every live child beating but
+        the ``silent`` ones."""
         done = False
         while seconds > 1e-9:
             for name, child in self.sup.children.items():
-                if child.alive() and child.identity is not None:
+                if child.alive() and child.identity is not None and name not in silent:
                     self.say(name, "heartbeat")
-            done = self.step(after=min(1.0, seconds))
-            seconds -= min(1.0, seconds)
+            done = self.step(after=min(tick, seconds))
+            seconds -= min(tick, seconds)
         return done
 
     def proc(self, name: str) -> FakeProcess:
@@ -305,6 +308,42 @@ def test_a_child_that_never_says_hello_is_killed_at_the_start_timeout(board: Boa
     board.step(after=1.5)  # 10.5 s after its start: past start_timeout_seconds = 10
     assert board.os.signals_to(executor) == [signal.SIGKILL]
     assert board.sup.children["executor"].killed_for == "unresponsive"
+
+
+#: WATCHDOG_USEC of 0.75 s: a ping every 0.25 s; passes of 1/16 s (exact in binary)
+WATCHDOG, TICK = {"WATCHDOG_USEC": "750000"}, 0.0625
+
+
+def test_watchdog_pings_at_a_third_of_its_interval_while_all_are_healthy(tmp_path: Path):
+    board = Board(tmp_path, environ=WATCHDOG)
+    board.step()
+    assert not board.notifier.ready_sent, "READY only once all three said hello"
+    board.hello("downloader", "executor", "uploader")
+    board.step()
+    assert board.notifier.ready_sent
+    before = board.notifier.pings
+    board.idle(2.0, tick=TICK)
+    assert board.notifier.pings - before == 8
+
+
+def test_a_child_late_by_half_its_timeout_stops_the_pings_until_it_is_replaced(
+        tmp_path: Path):
+    board = Board(tmp_path, environ=WATCHDOG)
+    board.up()
+    board.idle(1.0, tick=TICK)
+    uploader = board.proc("uploader")
+    pinging = board.notifier.pings
+    board.idle(1.25, tick=TICK, silent=("uploader",))  # within half its 3 s timeout
+    assert board.notifier.pings - pinging == 5
+    board.idle(0.5, tick=TICK, silent=("uploader",))  # 1.75 s silent: late
+    stopped = board.notifier.pings
+    board.idle(1.0, tick=TICK, silent=("uploader",))  # 2.75 s: not yet replaced
+    assert board.notifier.pings == stopped, "pings went on while a child was late"
+    assert board.os.signals_to(uploader) == []
+    board.idle(0.5, tick=TICK, silent=("uploader",))  # 3.25 s: killed, reaped
+    assert board.os.signals_to(uploader)[0] == signal.SIGKILL
+    assert board.sup.children["uploader"].proc is not uploader
+    assert board.notifier.pings > stopped, "pings resume once the late child is gone"
 
 
 def test_ready_work_goes_to_the_running_executor(board: Board):
