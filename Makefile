@@ -27,8 +27,13 @@ install310: $(PY310)
 
 test: test-main test-board310
 
+# Four workers on two cores: most tests wait on real processes and sockets, not the CPU.
+# Each test file stays on one worker (its module-scoped services are started once).
+# Every test is parallel-safe (ports bound to 0, tmp paths); TEST_WORKERS=0 runs serially.
+TEST_WORKERS ?= 4
+
 test-main: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # Device-side unit tests under the board's Python.
 test-board310: install310

@@ -33,7 +33,8 @@ simulated board learns which program runs from the program object that calls
 
 Time. With ``time_scale=0`` everything returns as fast as possible. With ``time_scale=s``
 a round takes ``s`` times the program's estimated duration (``qickwork.estimate``): the
-shot counter and the streamed data advance with the clock.
+shot counter and the streamed data advance with the clock (``clock`` and ``sleep``: the
+monotonic clock and its sleep, replaced in tests by a clock the sleep moves).
 """
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ import re
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 from qick.qick_asm import QickConfig
@@ -139,8 +140,11 @@ class SimulatedSoc(QickConfig):
     """A stand-in for ``qick.QickSoc``: see the module docstring."""
 
     def __init__(self, soccfg: dict | str, *, resonator: Resonator | None = None,
-                 seed: int | None = None, time_scale: float = 0.0, max_chunks_per_poll: int = 8):
+                 seed: int | None = None, time_scale: float = 0.0, max_chunks_per_poll: int = 8,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep):
         super().__init__(soccfg)
+        self._clock, self._sleep = clock, sleep
         tproc = self["tprocs"][0]["type"]
         self.TPROC_VERSION = 2 if tproc == "qick_processor" else 1
         self.resonator = resonator or Resonator()
@@ -272,7 +276,7 @@ class SimulatedSoc(QickConfig):
         total = self._program_shots()
         self._total = total if total is not None else 2 ** 31 - 1
         self._shot_s = self._shot_seconds()
-        self._run_start = time.monotonic()
+        self._run_start = self._clock()
         self._dec = {}
         for ch, (_avg, buf) in enumerate(self.enabled):
             if buf and self.buf_cfg[ch] and total is not None:
@@ -284,9 +288,9 @@ class SimulatedSoc(QickConfig):
             return 0
         if self._shot_s <= 0:
             return self._total
-        done = int((time.monotonic() - self._run_start) / self._shot_s)
+        done = int((self._clock() - self._run_start) / self._shot_s)
         if done < self._total:
-            time.sleep(min(self._shot_s, 0.005))
+            self._sleep(min(self._shot_s, 0.005))
         return min(self._total, done)
 
     def _trigs(self, ch: int) -> int:
@@ -399,11 +403,11 @@ class SimulatedSoc(QickConfig):
         if st is None:
             return []
         out = []
-        deadline = time.monotonic() + max(totaltime, 0.0)
+        deadline = self._clock() + max(totaltime, 0.0)
         while st["sent"] < st["total"] and len(out) < self.max_chunks_per_poll:
             available = self.get_tproc_counter(1)
             if available < min(st["sent"] + st["stride"], st["total"]):
-                if out and time.monotonic() > deadline:
+                if out and self._clock() > deadline:
                     break
                 continue
             new = min(available - st["sent"], st["stride"])
@@ -417,7 +421,7 @@ class SimulatedSoc(QickConfig):
                 iq = np.stack([resp.real, resp.imag], axis=-1) * window + noise
                 data.append(np.round(iq).astype(np.int32))
             addr = st["sent"] * st["reads"][0] % self["readouts"][0]["avg_maxlen"]
-            stats = (time.monotonic() - (self._run_start or 0.0), available, addr, new)
+            stats = (self._clock() - (self._run_start or 0.0), available, addr, new)
             st["sent"] += new
             out.append((new, (data, stats)))
         if st["sent"] >= st["total"]:

@@ -1,5 +1,6 @@
 """Mechanism of the process manager: spawn, signal and reap children (policy lives in
-``supervisor.policy``). Every OS call on a child goes through ``Child``, one seam."""
+``supervisor.policy``). Every OS call on a child goes through ``Processes``, one seam that
+the tests replace with a fake OS layer (no real processes)."""
 from __future__ import annotations
 
 import logging
@@ -14,6 +15,21 @@ from boardcore.bus import Heartbeat
 from supervisor.policy import ChildStatus, ChildTracker
 
 log = logging.getLogger("qick.supervisor")
+
+
+class Processes:
+    """The OS calls the supervisor makes on its children: start one, signal its group.
+
+    What ``start`` returns is used as a ``subprocess.Popen`` (``pid``, ``returncode``,
+    ``poll()``, ``wait(timeout)``, ``send_signal(sig)``)."""
+
+    def start(self, argv: List[str], env: Dict[str, str], stderr=None) -> subprocess.Popen:
+        """Start the process in its own session (own process group); never preexec_fn."""
+        return subprocess.Popen(argv, env=env, start_new_session=True,
+                                stdin=subprocess.DEVNULL, stderr=stderr, close_fds=True)
+
+    def killpg(self, pgid: int, sig: int) -> None:
+        os.killpg(pgid, sig)
 
 
 @dataclass
@@ -32,6 +48,7 @@ class Child:
     stop_sent_at: Optional[float] = None
     last_pid: Optional[int] = None              # the pid of the process before this one
     last_words: str = ""                        # why it could not start (its farewell)
+    processes: Processes = field(default_factory=Processes)  # the OS seam
 
     @property
     def pid(self) -> Optional[int]:
@@ -42,9 +59,8 @@ class Child:
         return self.tracker.status
 
     def spawn(self, now: float, heartbeat: Heartbeat, stderr=None) -> None:
-        """Start the process in its own session (own process group); never preexec_fn."""
-        self.proc = subprocess.Popen(self.argv(), env=self.env(), start_new_session=True,
-                                     stdin=subprocess.DEVNULL, stderr=stderr, close_fds=True)
+        """Start the process in its own session (own process group)."""
+        self.proc = self.processes.start(self.argv(), self.env(), stderr)
         self.identity, self.hello, self.killed_for, self.kill_at = None, {}, None, None
         self.stop_sent_at, self.last_words = None, ""
         self.beat = heartbeat
@@ -56,7 +72,7 @@ class Child:
         if self.proc is None or self.proc.returncode is not None:
             return
         try:
-            os.killpg(self.proc.pid, sig)
+            self.processes.killpg(self.proc.pid, sig)
         except ProcessLookupError:
             pass
         except PermissionError:
@@ -95,7 +111,7 @@ class Child:
             return None
         # anything it left behind in its group goes too
         try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.processes.killpg(self.proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
         return rc

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 
 from boardcore import exitcodes
 from boardcore.bus import Heartbeat, SupervisorBus
@@ -25,7 +25,7 @@ from boardcore.spool import INTERRUPTED, RESULTS, Spool
 from qickbase.backoff import Backoff, BackoffCounter
 from supervisor import snapshot
 from supervisor.childenv import executor_environment, link_environment
-from supervisor.children import Child, python_module
+from supervisor.children import Child, Processes, python_module
 from supervisor.dispatch import OUTCOMES, Dispatcher
 from supervisor.policy import ChildStatus, ChildTracker, RestartIntensity
 from supervisor.systemd import SystemdNotify
@@ -71,8 +71,14 @@ def explain_interrupted(spool: Spool, work_id: str) -> None:
 
 class Supervisor:
     def __init__(self, settings: BoardSettings, config_path: Optional[str],
-                 credentials_path: Optional[str], systemd: Optional[SystemdNotify] = None):
+                 credentials_path: Optional[str], systemd: Optional[SystemdNotify] = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 processes: Optional[Processes] = None):
+        """``clock`` (monotonic seconds) and ``processes`` (the OS calls on children) are
+        the seams the step's direct tests replace; so is ``bus`` when set before ``setup``."""
         self.s = settings
+        self.clock = clock
+        self.processes = processes or Processes()
         self.config_path, self.credentials_path = config_path, credentials_path
         self.spool = Spool(settings.spool, settings.min_free_mb * 2**20)
         self.systemd = systemd or SystemdNotify()
@@ -86,7 +92,7 @@ class Supervisor:
         self.queue: Dict[str, Any] = {"ok": False, "error": "no contact yet", "last_ok_at": None}
         self.counts = {name: 0 for name in OUTCOMES}
         self.snapshot: Dict[str, Any] = snapshot.initial_snapshot(
-            self.queue, self.counts, time.monotonic(), simulated=self.simulated)
+            self.queue, self.counts, clock(), simulated=self.simulated)
         self.bus: Optional[SupervisorBus] = None
         self._next_prune = 0.0
         self._next_health_push = 0.0
@@ -126,7 +132,8 @@ class Supervisor:
             explain_interrupted(self.spool, work_id)
         if self.soccfg_path.exists():
             self.soccfg_path.unlink()
-        self.bus = SupervisorBus(self.run_dir)
+        if self.bus is None:
+            self.bus = SupervisorBus(self.run_dir)
         parent_env = dict(os.environ)
         envs = {"downloader": link_environment, "executor": executor_environment,
                 "uploader": link_environment}
@@ -134,6 +141,8 @@ class Supervisor:
             name: Child(name, functools.partial(self._argv, name),
                         functools.partial(envs[name], parent_env), self._tracker(name))
             for name in NAMES})
+        for child in self.children.values():
+            child.processes = self.processes
         return report
 
     def install_signal_handlers(self) -> None:
@@ -152,16 +161,17 @@ class Supervisor:
         self.setup()
         try:
             while True:
-                if self.step(time.monotonic()):
+                if self.step(self.clock()):
                     return 0
         finally:
             self.shutdown()
 
     def step(self, now: float) -> bool:
-        """One pass of the loop. Returns True when the supervisor may exit."""
+        """One pass of the loop. Returns True when the supervisor may exit. ``now`` is the
+        clock when the pass began; what arrives on the bus meanwhile is read at its time."""
         for identity, msg in self.bus.recv(0.05):
-            self._handle(identity, msg, time.monotonic())
-        now = time.monotonic()
+            self._handle(identity, msg, self.clock())
+        now = self.clock()
         for child in self.children.values():
             self._supervise(child, now)
         self.work.enforce_deadline(now)

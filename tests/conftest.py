@@ -24,6 +24,8 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
+from queueservice.datadir import init_data_dir
+from queueservice.settings import DEFAULT_ADMIN_EMAIL
 from tests.helpers import wait_for
 
 
@@ -37,9 +39,9 @@ class QueueService:
         self.log_path = self.data_dir / "service.log"
         self.admin_conf = self.data_dir / "admin.conf"
         if not (self.data_dir / "queue.db").exists():
-            subprocess.run([sys.executable, "-m", "queueservice.cli", "init",
-                            "--data", str(self.data_dir), "--port", "0"],
-                           check=True, capture_output=True, text=True, timeout=60)
+            # what `qick-queue init --port 0` does, without a process start (the CLI's own
+            # init is tested in tests/server/test_lifecycle.py)
+            init_data_dir(self.data_dir, port=0, admin_email=DEFAULT_ADMIN_EMAIL)
         conf = configparser.ConfigParser()
         conf.read(self.admin_conf)
         self.admin_key = conf["user"]["api_key"]

@@ -65,7 +65,7 @@ def test_sigterm_to_the_executor_mid_workload_keeps_the_programs_done(board_fact
 
 @pytest.mark.parametrize("content,words", [
     (b"this is not gzip", "gzip"),
-    (gzip.compress(b'{"not": valid json'), "JSON"),
+    (gzip.compress(b'{"not": valid json', mtime=0), "JSON"),
 ])
 def test_malformed_workloads_fail_clearly_and_the_board_stays_online(board_factory, tmp_path,
                                                                      content, words):

@@ -107,7 +107,8 @@ def test_a_lost_upload_answer_retried_runs_the_work_once(board_factory, tmp_path
                             "service accepted it" in text else None)(board.log()), 10,
                    what="the uploader's log line")
     assert "refused" not in log
-    assert board.status()["counts"].get("DONE") == 1
+    # the uploader tells the supervisor after that line: its count follows on the bus
+    wait_for(lambda: board.status()["counts"].get("DONE") == 1, 10, what="DONE counted once")
     assert board.stop() == 0
 
 

@@ -81,10 +81,10 @@ def test_ready_watchdog_status_stopping_and_a_stalled_loop(board_factory):
         assert "STATUS=ONLINE" in ready_msg
         # READY came only after all three children said hello
         assert all(c["state"] == "RUNNING" for c in board.status()["children"].values())
+        # regular pings (their period, a third of WATCHDOG_USEC, is asserted on the
+        # supervisor's step with a fake clock: test_supervisor_step.py)
         start = time.monotonic()
         wait_for(lambda: len(fake.pings(start)) >= 4, 10, what="regular WATCHDOG=1")
-        gaps = [b - a for a, b in zip(fake.pings(start), fake.pings(start)[1:])]
-        assert max(gaps) < 0.3  # under half of the 0.6 s interval
         # a stalled main loop: no more pings
         os.kill(board.proc.pid, signal.SIGSTOP)
         try:
@@ -102,7 +102,9 @@ def test_ready_watchdog_status_stopping_and_a_stalled_loop(board_factory):
         fake.close()
 
 
-def test_an_unresponsive_child_stops_the_pings_until_it_is_replaced(board_factory):
+def test_an_unresponsive_child_is_replaced_and_the_pings_go_on(board_factory):
+    """The pause of the pings while its heartbeat is late is asserted on the supervisor's
+    step with a fake clock (test_supervisor_step.py); here, the real processes."""
     fake = FakeSystemd()
     board = board_factory()
     try:
@@ -110,15 +112,12 @@ def test_an_unresponsive_child_stops_the_pings_until_it_is_replaced(board_factor
         board.start(env=env)
         pid = board.child_pid("uploader")
         os.kill(pid, signal.SIGSTOP)  # hung: alive, but no heartbeats
-        # heartbeat timeout is 3 s: within it pings continue, then they stop until restart
+        # heartbeat timeout is 3 s: past it the uploader is replaced
         wait_for(lambda: board.status()["children"]["uploader"]["restarts"] >= 1, 15,
                  what="the hung uploader to be replaced")
         new_pid = board.child_pid("uploader")
         assert new_pid != pid
         after = time.monotonic()
         wait_for(lambda: fake.pings(after), 5, what="pings again")
-        pings = fake.pings()
-        gaps = [b - a for a, b in zip(pings, pings[1:])]
-        assert max(gaps) > 1.0, "pings should pause while a child's heartbeat is late"
     finally:
         fake.close()

@@ -97,7 +97,7 @@ def test_firmware_mismatch_fails_with_both_names(board, tmp_path):
 
 @pytest.mark.parametrize("content,kind,message", [
     (b"garbage", "invalid_workload", "not a gzip file"),
-    (gzip.compress(b"[{]"), "invalid_workload", "not valid JSON"),
+    (gzip.compress(b"[{]", mtime=0), "invalid_workload", "not valid JSON"),
     (gzip.compress(b" " * 3_000_000), "too_large", "decompresses to more than"),
 ])
 def test_bad_files_fail_cleanly(board, tmp_path, content, kind, message):

@@ -1,7 +1,6 @@
 """The simulated board answers unmodified qick acquire()/acquire_decimated() like hardware."""
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest
@@ -86,15 +85,29 @@ def test_envelope_over_generator_memory_is_refused(soc2):
         soc2.load_envelope(1, np.zeros((16385, 2), dtype=np.int16), 0)
 
 
-def test_time_scale_follows_the_estimated_duration():
-    soc = SimulatedSoc(zcu216_v2(), seed=1, time_scale=1.0)
+class SteppedClock:
+    """A monotonic clock that only its own sleep moves."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.mark.parametrize("scale", [1.0, 3.0])
+def test_time_scale_follows_the_estimated_duration(scale):
+    clock = SteppedClock()
+    soc = SimulatedSoc(zcu216_v2(), seed=1, time_scale=scale, clock=clock, sleep=clock.sleep)
     prog = SweepV2(soc, reps=1000, final_delay=10.0,
                    cfg={"freq": QickSweep1D("f", 100, 200), "steps": 11})
-    expected = estimate_dump(prog.dump_prog(), soc.get_cfg()).seconds
-    t0 = time.monotonic()
+    expected = estimate_dump(prog.dump_prog(), soc.get_cfg()).seconds * scale
     prog.acquire(soc, progress=False)
-    took = time.monotonic() - t0
-    assert expected * 0.9 <= took <= expected * 3 + 0.2
+    # the run took its scaled estimate on the board's clock, to within the last poll's step
+    assert expected <= clock.now <= expected + 0.005 + 1e-9
 
 
 def test_the_soc_is_also_a_qickconfig(soc2):

@@ -40,6 +40,15 @@ class Api:
         return self.call("PUT", path, **kw)
 
 
+def long_polls(service: Any, waiter: str) -> int:
+    """How many long polls the service holds now (``/metrics``): ``device`` polls for work,
+    ``workload`` users' waits. A test waits on it to know a poll is parked."""
+    text = requests.get(service.root + "/metrics", timeout=10).text
+    prefix = f'qick_queue_long_polls{{waiter="{waiter}"}} '
+    return int(next(line for line in text.splitlines() if line.startswith(prefix))
+               [len(prefix):])
+
+
 def put_file(url: str, data: bytes) -> requests.Response:
     return requests.put(url, data=data, headers={"Content-Type": "application/octet-stream"},
                         timeout=30)

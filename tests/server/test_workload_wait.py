@@ -4,41 +4,46 @@ next poll; on a stock-protocol service the feature is hidden."""
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 import requests
 
-from tests.server.api import Api, World, assert_error, put_file, status, submit
+from tests.helpers import wait_for
+from tests.server.api import Api, World, assert_error, long_polls, put_file, status, submit
 from tests.server.test_progress import health
+
+#: the longest wait the service grants: a poll answered well before it was woken
+LONGEST = 20
+#: how long a test waits for an answer that a change should bring at once: under LONGEST,
+#: so an answer within it cannot be the poll's own timeout (it fails only on a real hang)
+WOKEN_WITHIN = 12
 
 
 class Waiter(threading.Thread):
-    """A user's long poll in the background; ``answered_at`` is its monotonic end time."""
+    """A user's long poll in the background (``WaitSeconds`` = the longest)."""
 
-    def __init__(self, user: Api, work_id: str, seen: str, wait: float = 10):
+    def __init__(self, user: Api, work_id: str, seen: str, wait: float = LONGEST):
         super().__init__(daemon=True)
         self.user, self.work_id, self.seen, self.wait = user, work_id, seen, wait
         self.body: dict[str, Any] | None = None
-        self.answered_at = 0.0
-        self.started_at = time.monotonic()
         self.start()
 
     def run(self) -> None:
         resp = self.user.get(f"/workloads/{self.work_id}",
                              params={"WaitSeconds": self.wait, "Seen": self.seen})
-        self.answered_at = time.monotonic()
         assert resp.status_code == 200, resp.text
         self.body = resp.json()
 
-    def result(self) -> dict[str, Any]:
-        self.join(15)
-        assert self.body is not None, "the long poll did not answer"
+    def result(self, within: float = WOKEN_WITHIN) -> dict[str, Any]:
+        """The answer, which must come ``within`` seconds: woken, not timed out."""
+        self.join(within)
+        assert self.body is not None, "the long poll was not woken by the change"
         return self.body
 
     def assert_still_waiting(self, world: World, user: Api) -> None:
-        """The poll is held (a synchronous request on the same service got through first)."""
-        assert status(user, self.work_id)["WorkStatus"]
+        """The poll is held: the service counts it among its long polls."""
+        wait_for(lambda: long_polls(world.service, "workload") >= 1, 10,
+                 what="the service to hold the poll")
         assert self.is_alive(), self.body
 
 
@@ -50,22 +55,19 @@ def test_waiting_user_learns_of_hand_out_progress_and_outcome_at_once(world: Wor
 
     waiter = Waiter(user, work_id, token)
     waiter.assert_still_waiting(world, user)
-    handed = time.monotonic()
     assert device.next_work().json()["WorkId"] == work_id
     body = waiter.result()
     assert body["WorkStatus"] == "EXECUTING" and body["ChangeToken"] != token
-    assert waiter.answered_at - handed < 1.0
 
     waiter = Waiter(user, work_id, body["ChangeToken"])
     waiter.assert_still_waiting(world, user)
-    beat = time.monotonic()
     device.heartbeat("BUSY", Health=health(work_id, 7, 20))
     body = waiter.result()
     assert body["Progress"] == {"ProgramsDone": 7, "ProgramsTotal": 20}
-    assert waiter.answered_at - beat < 1.0
 
     # the same progress again changes nothing the user watches: the poll stays held
     waiter = Waiter(user, work_id, body["ChangeToken"])
+    waiter.assert_still_waiting(world, user)
     device.heartbeat("BUSY", Health=health(work_id, 7, 20))
     waiter.assert_still_waiting(world, user)
     url = device.report(work_id).json()["UploadUrl"]
@@ -73,11 +75,9 @@ def test_waiting_user_learns_of_hand_out_progress_and_outcome_at_once(world: Wor
 
     waiter = Waiter(user, work_id, status(user, work_id)["ChangeToken"])
     waiter.assert_still_waiting(world, user)
-    uploaded = time.monotonic()
     assert put_file(url, b"results").status_code == 200
     body = waiter.result()
     assert body["WorkStatus"] == "DONE" and body["WorkloadResultUrl"]
-    assert waiter.answered_at - uploaded < 1.0
 
 
 def test_a_failure_and_a_cancel_end_the_wait(world: World):
@@ -87,20 +87,16 @@ def test_a_failure_and_a_cancel_end_the_wait(world: World):
     device.next_work()
     waiter = Waiter(user, work_id, status(user, work_id)["ChangeToken"])
     waiter.assert_still_waiting(world, user)
-    failed = time.monotonic()
     device.report(work_id, {"Outcome": "FAILED", "ErrorMessage": "qubit fled",
                             "ErrorKind": "device_error"})
     body = waiter.result()
-    assert waiter.answered_at - failed < 1.0
     assert body["WorkStatus"] == "FAILED" and body["ErrorMessage"] == "qubit fled"
 
     queued = submit(user, device.id)
     waiter = Waiter(user, queued, status(user, queued)["ChangeToken"])
     waiter.assert_still_waiting(world, user)
-    cancelled = time.monotonic()
     assert user.post(f"/workloads/{queued}/cancel").status_code == 200
     assert waiter.result()["WorkStatus"] == "CANCELLED"
-    assert waiter.answered_at - cancelled < 1.0
 
 
 def test_queue_position_change_ends_the_wait_of_the_work_behind(world: World):
@@ -111,10 +107,8 @@ def test_queue_position_change_ends_the_wait_of_the_work_behind(world: World):
     assert before["QueuePosition"] == 2
     waiter = Waiter(user, second, before["ChangeToken"])
     waiter.assert_still_waiting(world, user)
-    cancelled = time.monotonic()
     assert user.post(f"/workloads/{first}/cancel").status_code == 200
     assert waiter.result()["QueuePosition"] == 1
-    assert waiter.answered_at - cancelled < 1.0
 
 
 def test_answers_at_once_when_changed_finished_or_without_seen(world: World):
@@ -122,16 +116,15 @@ def test_answers_at_once_when_changed_finished_or_without_seen(world: World):
     user, _ = world.user()
     work_id = submit(user, device.id)
     path = f"/workloads/{work_id}"
-    for params in ({"WaitSeconds": 10, "Seen": "0123456789abcdef"},  # an older token
-                   {"WaitSeconds": 10}):                            # no token yet
-        started = time.monotonic()
-        assert user.get(path, params=params).status_code == 200
-        assert time.monotonic() - started < 2
+    # each request's own timeout is under its WaitSeconds: a held poll fails it
+    for params in ({"WaitSeconds": LONGEST, "Seen": "0123456789abcdef"},  # an older token
+                   {"WaitSeconds": LONGEST}):                            # no token yet
+        assert user.get(path, params=params, timeout=WOKEN_WITHIN).status_code == 200
     assert user.post(f"/workloads/{work_id}/cancel").status_code == 200
     done = status(user, work_id)
-    started = time.monotonic()
-    body = user.get(path, params={"WaitSeconds": 10, "Seen": done["ChangeToken"]}).json()
-    assert body["WorkStatus"] == "CANCELLED" and time.monotonic() - started < 2
+    body = user.get(path, params={"WaitSeconds": LONGEST, "Seen": done["ChangeToken"]},
+                    timeout=WOKEN_WITHIN).json()
+    assert body["WorkStatus"] == "CANCELLED"
 
 
 def test_no_change_holds_for_wait_seconds_and_answers_the_same_token(world: World):
@@ -139,9 +132,9 @@ def test_no_change_holds_for_wait_seconds_and_answers_the_same_token(world: Worl
     user, _ = world.user()
     work_id = submit(user, device.id)
     token = status(user, work_id)["ChangeToken"]
-    started = time.monotonic()
-    body = user.get(f"/workloads/{work_id}", params={"WaitSeconds": 0.6, "Seen": token}).json()
-    assert 0.5 <= time.monotonic() - started < 3
+    waiter = Waiter(user, work_id, token, wait=1)
+    waiter.assert_still_waiting(world, user)  # held, not answered at once
+    body = waiter.result()  # and answered at its end
     assert body["ChangeToken"] == token and body["WorkStatus"] == "READY"
 
 
@@ -151,17 +144,16 @@ def test_only_the_owner_or_an_admin_may_wait(world: World):
     stranger, _ = world.user()
     work_id = submit(owner, device.id)
     token = status(owner, work_id)["ChangeToken"]
-    params = {"WaitSeconds": 5, "Seen": token}
-    started = time.monotonic()
-    assert_error(stranger.get(f"/workloads/{work_id}", params=params), 404, "not_found")
-    assert time.monotonic() - started < 2  # refused before any wait
-    assert_error(device.api.get(f"/workloads/{work_id}", params=params), 403)
+    params = {"WaitSeconds": LONGEST, "Seen": token}
+    # refused before any wait (a held request would fail its shorter timeout)
+    assert_error(stranger.get(f"/workloads/{work_id}", params=params, timeout=WOKEN_WITHIN),
+                 404, "not_found")
+    assert_error(device.api.get(f"/workloads/{work_id}", params=params,
+                                timeout=WOKEN_WITHIN), 403)
     admin_waiter = Waiter(world.admin, work_id, token)
     admin_waiter.assert_still_waiting(world, owner)
-    handed = time.monotonic()
     device.next_work()
     assert admin_waiter.result()["WorkStatus"] == "EXECUTING"
-    assert admin_waiter.answered_at - handed < 1.0
 
 
 def test_bad_wait_parameters_are_400(world: World):
@@ -187,6 +179,6 @@ def test_stock_protocol_hides_the_wait(queue_service_factory):
     assert requests.get(world.service.url + "/capabilities", timeout=10).status_code == 403
     body = status(user, work_id)
     assert "ChangeToken" not in body
-    started = time.monotonic()
-    resp = user.get(f"/workloads/{work_id}", params={"WaitSeconds": 10, "Seen": "abc"})
-    assert resp.status_code == 200 and time.monotonic() - started < 2
+    resp = user.get(f"/workloads/{work_id}", params={"WaitSeconds": LONGEST, "Seen": "abc"},
+                    timeout=WOKEN_WITHIN)  # answered at once: the wait is ignored
+    assert resp.status_code == 200
