@@ -123,7 +123,8 @@ class Board:
                            "restart_period_seconds": "60", "restart_slow_seconds": "60",
                            "backoff_base_seconds": "0.5", "backoff_max_seconds": "2",
                            "stop_timeout_seconds": "20", "min_free_mb": "0"},
-            "executor": {"board": "simulated", "grace_seconds": "2", "deadline_seconds": "30"},
+            "executor": {"board": "simulated", "grace_seconds": "2", "deadline_seconds": "30",
+                         "deadline_margin_seconds": "5"},
         }
         for section, more in sections.items():
             values.setdefault(section, {}).update(more)
@@ -365,14 +366,15 @@ def test_the_executor_dying_mid_workload_files_it_failed(board: Board):
     assert board.sup.work.job is None
 
 
-def test_a_workload_past_its_deadline_gets_sigterm_then_sigkill_after_the_grace(board: Board):
+def test_a_workload_past_its_deadline_and_margin_gets_sigterm_then_sigkill_after_the_grace(
+        board: Board):
     board.up()
     board.running_job("w1")
     executor = board.proc("executor")
     executor.ignores_term = True  # stuck in a program: only SIGKILL ends it
-    board.idle(29.0)
+    board.idle(34.0)  # past its own 30 s deadline: the executor's to stop; not the margin
     assert board.os.signals_to(executor) == []
-    board.idle(1.5)  # past the 30 s deadline
+    board.idle(1.5)  # past deadline + margin (35 s): the parent's backstop
     assert board.os.signals_to(executor) == [signal.SIGTERM]
     board.idle(1.0)
     assert board.os.signals_to(executor) == [signal.SIGTERM]  # grace: 2 s
