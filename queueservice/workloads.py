@@ -184,7 +184,7 @@ class WorkloadStore:
     def results_uploaded(self, work_id: str, now: int) -> Row:
         """The results file arrived: DONE, or FAILED/CANCELLED when the device reported
         that outcome with partial results. CANCELLED work takes its partial results once."""
-        with self._transaction() as conn:
+        with self.db.transaction() as conn:
             row, exists = _select_with_device(conn, work_id)
             return self._apply(conn, work_id, row, transitions.ResultsUploaded(exists), now)
 
