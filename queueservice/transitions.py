@@ -2,15 +2,14 @@
 
 ::
 
-                 FileUploaded                 HandedOut               Reported DONE
-    CREATED ───────────────────▶ READY ─────────────────▶ EXECUTING ──────────────▶ UPLOADING
-       │   (Submitted makes it)   ▲  │                     │  ▲   │                    │
-       │                          │  └─ CancelRequested ─┐ │  │   └── Reported FAILED/ │ ResultsUploaded
-       │ UploadTimeout            │     (CREATED, READY) │ │  │       CANCELLED        ▼
-       ▼                          └──── LeaseTimeout ────┼─┘  │     (no partial)     DONE
-     FAILED                             (back in line)   ▼    └ HandedOut again      (FAILED, CANCELLED
-                                                     CANCELLED  (a restarted board)   when reported so
-                                                                                      with partial results)
+    (none) --Submitted--> CREATED --FileUploaded--> READY --HandedOut--> EXECUTING
+    EXECUTING --Reported DONE (or partial)--> UPLOADING --ResultsUploaded--> DONE
+                                                   (FAILED/CANCELLED when so reported)
+    EXECUTING --Reported FAILED/CANCELLED--> FAILED/CANCELLED
+    EXECUTING/UPLOADING --LeaseTimeout--> READY (its place in line kept)
+    CREATED --UploadTimeout--> FAILED;  CREATED/READY --CancelRequested--> CANCELLED
+    READY/EXECUTING --HandedOut past max_attempts--> FAILED
+    anything unfinished --DeviceDeleted--> CANCELLED
 
 ``transition`` answers the ``Change`` an event makes to a workload (its new status and the
 columns to set, possibly none), or raises the refusal the API answers (an error of
@@ -42,7 +41,7 @@ CancelRequested    ``POST /workloads/{id}/cancel``              CREATED/READY ->
 LeaseTimeout       the sweep and the device's own calls         EXECUTING/UPLOADING -> READY
                                                                 (CANCELLED if asked) once the
                                                                 device is silent too long
-DeviceDeleted      an admin deletes the device (``CancelWork``)  unfinished -> CANCELLED
+DeviceDeleted      an admin deletes the device, ``CancelWork``  unfinished -> CANCELLED
 =================  ===========================================  ============================
 
 Times are integer milliseconds since the epoch. The hand-out order is not a time: work
@@ -166,7 +165,7 @@ class Change:
         if wrong:
             raise ValueError(f"a change may not set {sorted(wrong)}")
 
-    def is_none(self, row: Row | None) -> bool:
+    def changes_nothing(self, row: Row | None) -> bool:
         """Whether this changes nothing in ``row``."""
         return (row is not None and self.status == row["status"] and not self.fields
                 and self.number is None)

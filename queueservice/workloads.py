@@ -332,7 +332,7 @@ def write(conn: sqlite3.Connection, work_id: str, row: Row | None,
     still hold what was read, so of two racing writers only one applies (the other gets
     ``Conflict``; the transaction rolls back). Answers the row after; ``row`` itself when
     the change is none."""
-    if change.is_none(row):
+    if change.changes_nothing(row):
         return row
     if row is None:
         raise ValueError(f"a change needs the row of workload {work_id}")

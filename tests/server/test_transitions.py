@@ -151,7 +151,7 @@ def test_a_file_is_never_replaced():
 def test_upload_timeout_is_the_policy_rule_at_its_boundary():
     ttl = t.UploadTimeout(ttl_seconds=5)
     at_limit = row("CREATED", created_at=NOW - 5_000)
-    assert t.transition(W, at_limit, ttl, NOW).is_none(at_limit)
+    assert t.transition(W, at_limit, ttl, NOW).changes_nothing(at_limit)
     late = row("CREATED", created_at=NOW - 5_001)
     change = t.transition(W, late, ttl, NOW)
     assert change.status == "FAILED" and change.fields["error_kind"] == "upload_expired"
@@ -257,7 +257,7 @@ def test_a_cancel_of_running_work_waits_for_its_device():
 
 def test_a_lease_ends_only_past_its_time_and_keeps_the_place_in_line():
     fresh = t.LeaseTimeout(last_seen=NOW - 1_000, lease_seconds=1)
-    assert t.transition(W, row("EXECUTING"), fresh, NOW).is_none(row("EXECUTING"))
+    assert t.transition(W, row("EXECUTING"), fresh, NOW).changes_nothing(row("EXECUTING"))
     gone = t.LeaseTimeout(last_seen=NOW - 1_001, lease_seconds=1)
     change = t.transition(W, row("UPLOADING", pending_outcome="FAILED"), gone, NOW)
     assert change == t.Change("READY", {"pending_outcome": None, "error_message": None,
