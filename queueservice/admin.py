@@ -13,14 +13,12 @@ import secrets
 from typing import Any
 
 from cloudqueue.errors import BadRequest, Conflict, NotFound
-from queueservice import mockspec, policy
+from queueservice import mockspec, policy, transitions, workloads
 from queueservice.db import Database
 from queueservice.identities import (NO_DEVICE_HINT, Principal, insert_api_key,
                                           new_api_key, sha256_hex)
 
 Row = dict[str, Any]
-#: what a user sees for the work of a device an admin deleted with ``CancelWork``
-DELETED_DEVICE_KIND = "device_deleted"
 NO_USER_HINT = "check it against the list of users (`userclient users`)"
 
 
@@ -161,13 +159,12 @@ class AdminStore:
                                "workload(s) (queued or running): wait for them, or delete "
                                "with --cancel-work (CancelWork=true) to cancel them",
                                kind="device_busy")
+            deleted = transitions.DeviceDeleted(device_id, device["name"])
             for work_id in open_work:
-                conn.execute(
-                    "UPDATE workloads SET status = 'CANCELLED', finished_at = ?, "
-                    "cancel_requested = 1, pending_outcome = NULL, error_kind = ?, "
-                    "error_message = ? WHERE work_id = ?",
-                    (now, DELETED_DEVICE_KIND,
-                     f"an admin deleted device {device['name']} ({device_id})", work_id))
+                row = dict(conn.execute("SELECT * FROM workloads WHERE work_id = ?",
+                                        (work_id,)).fetchone())
+                workloads.write(conn, work_id, row,
+                                transitions.transition(work_id, row, deleted, now))
             conn.execute("DELETE FROM devices WHERE device_id = ?", (device_id,))
         return device, open_work
 

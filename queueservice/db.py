@@ -134,6 +134,32 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE workloads ADD COLUMN estimated_seconds REAL;
     """,
+    # 5 -> 6: the hand-out order from a database sequence, not the clock. One counter
+    # (queue_sequence) numbers the moments work joins a device's queue (ready_seq, its
+    # place in line) and is handed out (handout_seq, was handed_out_at in microseconds).
+    # Work in a queue now is numbered in the order it had: by ReadyAt (then WorkId, the old
+    # tie-break), then its hand-outs by their old times; the counter starts after them.
+    """
+    CREATE TABLE queue_sequence (value INTEGER NOT NULL);
+    ALTER TABLE workloads ADD COLUMN ready_seq INTEGER;        -- place in its device's line
+    ALTER TABLE workloads RENAME COLUMN handed_out_at TO handout_seq;
+    CREATE TEMP TABLE renumbered AS SELECT work_id,
+        status = 'READY' OR handout_seq IS NULL AS not_out,
+        ROW_NUMBER() OVER (ORDER BY COALESCE(ready_at, 0), work_id) AS ready_n,
+        ROW_NUMBER() OVER (PARTITION BY status = 'READY' OR handout_seq IS NULL
+                           ORDER BY handout_seq, work_id) AS out_n
+        FROM workloads WHERE status IN ('READY', 'EXECUTING', 'UPLOADING');
+    UPDATE workloads SET handout_seq = NULL;
+    UPDATE workloads SET
+        ready_seq = (SELECT r.ready_n FROM renumbered r WHERE r.work_id = workloads.work_id),
+        handout_seq = (SELECT CASE WHEN r.not_out THEN NULL
+                                   ELSE (SELECT COUNT(*) FROM renumbered) + r.out_n END
+                       FROM renumbered r WHERE r.work_id = workloads.work_id)
+        WHERE work_id IN (SELECT work_id FROM renumbered);
+    INSERT INTO queue_sequence (value) SELECT MAX(COALESCE(MAX(ready_seq), 0),
+                                                  COALESCE(MAX(handout_seq), 0)) FROM workloads;
+    DROP TABLE temp.renumbered;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,14 +1,15 @@
 """Queue policy as plain functions of (state, now) -> decision: no I/O, no clock reads.
 
 Rows are mappings with the workload columns of ``db`` (``status``, ``priority``,
-``ready_at``, ``attempts``, ``cancel_requested``, ``work_id``, ...). Times are integer
-milliseconds since the epoch.
+``ready_seq``, ``attempts``, ``cancel_requested``, ``work_id``, ...). Times are integer
+milliseconds since the epoch. What an event does to a workload's state is
+``transitions``'; which work comes next, and the timers it uses, are here.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Collection, Iterable, Mapping, Sequence
+from typing import Any, Collection, Iterable, Iterator, Mapping, Sequence
 
 from cloudqueue.models import format_time
 
@@ -45,9 +46,11 @@ def run_time(seconds: Any) -> float | None:
 
 
 def queue_key(row: Row) -> tuple:
-    """The device queue order: (status rank, priority rank, ReadyAt), then id for ties."""
+    """The device queue order: (status rank, priority rank, place in line), then id. The
+    place in line is the number of the database's queue sequence the work took when it
+    became READY (``ready_seq``), not a time: a clock that steps back reorders nothing."""
     return (STATUS_RANK.get(row["status"], 9), PRIORITY_RANK.get(row["priority"], 9),
-            row["ready_at"] or 0, row["work_id"])
+            row["ready_seq"] or 0, row["work_id"])
 
 
 def queue_order(rows: Iterable[Row]) -> list[Row]:
@@ -55,86 +58,33 @@ def queue_order(rows: Iterable[Row]) -> list[Row]:
     return sorted((r for r in rows if r["status"] in ACTIVE), key=queue_key)
 
 
-@dataclass(frozen=True)
-class Finalize:
-    """A workload the hand-out ends instead of handing it out."""
-
-    work_id: str
-    status: str
-    error_kind: str | None = None
-    error_message: str | None = None
-
-
-@dataclass(frozen=True)
-class Handout:
-    """What one ``GET /devices/{id}/workload`` decides."""
-
-    chosen: Row | None            # the work to hand out (None: no work, answer [])
-    counts_attempt: bool          # this hand-out is one more attempt
-    finalize: list[Finalize]      # work passed over and ended on the way
-
-
-def plan_handout(rows: Iterable[Row], max_attempts: int,
-                 asked_at: int | None = None, holding: Collection[str] = ()) -> Handout:
-    """Pick the work to hand out, ending on the way what must not run again.
+def handout_candidates(rows: Iterable[Row], asked: int | None = None,
+                       holding: Collection[str] = ()) -> Iterator[Row]:
+    """The device's active work a poll may be handed, in queue order: the store asks
+    ``transitions`` about each in turn (``HandedOut``), ending on the way what must not run
+    again (no poison pill), until one is handed out.
 
     - Work the device says it already holds (``holding``: ours, ``?Holding=``) is skipped
       without counting an attempt: the board is running or uploading it, and asks for the
       *next* work. Without it, the stock rule below applies.
-
     - EXECUTING/UPLOADING work is handed back (stock: a restarted device resumes it) only
-      when it was handed out before this request was made (``asked_at``); work handed to a
-      concurrent request of the same device is skipped, so two racing polls never share.
-      (``asked_at`` and ``handed_out_at`` are microseconds, so sequential calls differ.)
-
-    - EXECUTING work whose cancel was requested is re-handed to nobody: ``CANCELLED``.
-    - A hand-out of READY or EXECUTING work counts one attempt; one that would exceed
-      ``max_attempts`` ends it ``FAILED``/``attempts_exhausted`` and the next work is
-      considered (no poison pill).
-    - UPLOADING work is handed back without counting an attempt: it ran, only its results
-      upload is missing.
+      when it was handed out before this request was made: ``asked`` is the queue
+      sequence's last number when the poll arrived (``WorkloadStore.sequence_mark``), and
+      work handed to a concurrent poll of the same device took a later number
+      (``handout_seq``), so two racing polls never share.
     """
-    ended: list[Finalize] = []
     for row in queue_order(rows):
         if row["work_id"] in holding:
             continue
-        if (row["status"] != "READY" and asked_at is not None
-                and (row["handed_out_at"] or 0) >= asked_at):
+        if (row["status"] != "READY" and asked is not None
+                and (row["handout_seq"] or 0) > asked):
             continue
-        if row["status"] == "UPLOADING":
-            return Handout(row, False, ended)
-        if row["status"] == "EXECUTING" and row["cancel_requested"]:
-            ended.append(Finalize(row["work_id"], "CANCELLED"))
-            continue
-        if row["attempts"] >= max_attempts:
-            ended.append(Finalize(
-                row["work_id"], "FAILED", "attempts_exhausted",
-                f"the device was handed this workload {row['attempts']} times without "
-                f"finishing it (limit {max_attempts}); it may crash the device: check it "
-                f"and submit it again"))
-            continue
-        return Handout(row, True, ended)
-    return Handout(None, False, ended)
-
-
-def takes_results(row: Row) -> bool:
-    """Whether a results file may arrive for this workload now: running or finished work
-    (a re-upload of DONE/FAILED replaces the file: an uploader retrying), and CANCELLED
-    work that ran on its device, once (the programs done before the stop)."""
-    if row["status"] in ("EXECUTING", "UPLOADING", "DONE", "FAILED"):
-        return True
-    return (row["status"] == "CANCELLED" and row["started_at"] is not None
-            and not row["has_result"])
+        yield row
 
 
 def lease_expired(last_seen: int | None, now: int, lease_seconds: float) -> bool:
     """A device silent for longer than the lease has lost its EXECUTING/UPLOADING work."""
     return last_seen is None or now - last_seen > lease_seconds * 1000
-
-
-def after_lease(row: Row) -> str:
-    """Where work goes when its lease ends: back to READY, or CANCELLED if asked to."""
-    return "CANCELLED" if row["cancel_requested"] else "READY"
 
 
 def upload_expired(row: Row, now: int, ttl_seconds: float) -> bool:

@@ -132,7 +132,7 @@ async def next_work(request: Request) -> Response:
     """
     # the poll's moment is its arrival, before anything that may wait (authentication is a
     # database read): work handed to another poll after it arrived is never handed to it
-    asked_at = time.time_ns() // 1000  # microseconds: see policy.plan_handout
+    asked = service(request).workloads.sequence_mark()  # see policy.handout_candidates
     device_id = request.path_params["device_id"]
     await the_device(request, device_id)
     wait = wait_seconds(request)
@@ -144,7 +144,7 @@ async def next_work(request: Request) -> Response:
     while True:
         seen = svc.device_wakeups.version(device_id)
         await _touch(svc, device_id, now_ms())
-        row, ended = await call(svc.workloads.claim, device_id, asked_at, holding)
+        row, ended = await call(svc.workloads.claim, device_id, asked, holding)
         if row is not None or ended:
             await svc.queue_changed(device_id, devices=False)
         if row is not None:

@@ -1,18 +1,20 @@
 """The workload store: workloads and the device queue over SQLite (sync, no HTTP).
 
-Every state change is one transaction under the database lock; the policy (which work to
-hand out, what a lease or an attempt limit does) comes from ``policy``.
+Every state change is one transaction under the database lock: read the row, ask
+``transitions`` what the event does (or the refusal), write the change with a
+compare-and-set (``write``). Which work to hand out comes from ``policy``.
 """
 from __future__ import annotations
 
 import sqlite3
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Collection, Iterable
+from typing import Any, Collection, Iterable, Iterator, Mapping
 
-from cloudqueue.errors import BadRequest, Conflict, NotFound
-from queueservice import policy
+from cloudqueue.errors import Conflict, NotFound
+from queueservice import policy, transitions
 from queueservice.db import Database
 from queueservice.identities import NO_DEVICE_HINT
 from queueservice.settings import ServiceLimits
@@ -36,6 +38,8 @@ class WorkloadStore:
     def __init__(self, db: Database, limits: ServiceLimits):
         self.db = db
         self.limits = limits
+        with db.reading() as conn:
+            self._mark = _sequence_value(conn)
 
     # -- reads -------------------------------------------------------------------------
     def get(self, work_id: str) -> Row | None:
@@ -122,12 +126,12 @@ class WorkloadStore:
                     if row is not None:
                         return dict(row), False
             work_id = str(uuid.uuid4())
-            conn.execute(
-                "INSERT INTO workloads (work_id, device_id, account_id, user_given_name, "
-                "workload_name, priority, status, created_at, workload_sha256) "
-                "VALUES (?, ?, ?, ?, ?, ?, 'CREATED', ?, ?)",
-                (work_id, device_id, account_id, user_given_name, workload_name, priority,
-                 now, sha256))
+            change = transitions.transition(work_id, None, transitions.Submitted(), now)
+            _insert(conn, {"work_id": work_id, "device_id": device_id,
+                           "account_id": account_id, "user_given_name": user_given_name,
+                           "workload_name": workload_name, "priority": priority,
+                           "workload_sha256": sha256, "status": change.status,
+                           **change.fields})
             if idempotency_key is not None:
                 conn.execute(
                     "INSERT OR REPLACE INTO idempotency (account_id, key, body_hash, work_id, "
@@ -138,88 +142,51 @@ class WorkloadStore:
         return dict(row), True
 
     def bulk_insert(self, rows: Iterable[dict]) -> int:
-        """Insert ready-made workload rows (benchmarks, imports); answers how many."""
+        """Insert ready-made workload rows (benchmarks, imports); answers how many. Work in
+        a queue (READY, EXECUTING, UPLOADING) without its place in line (``ready_seq``)
+        takes the next number of the queue sequence, in the order given."""
         count = 0
-        with self.db.transaction() as conn:
+        with self._transaction() as conn:
             for r in rows:
-                cols = ", ".join(r)
-                marks = ", ".join("?" for _ in r)
-                conn.execute(f"INSERT INTO workloads ({cols}) VALUES ({marks})", tuple(r.values()))
+                if r["status"] in policy.ACTIVE and r.get("ready_seq") is None:
+                    r = {**r, "ready_seq": take_number(conn)}
+                _insert(conn, r)
                 count += 1
         return count
 
     # -- file arrivals (the S3 events of the stock service) ----------------------------
     def check_workload_upload(self, work_id: str) -> Row:
-        """The workload a workload file may be uploaded for (else NotFound / Conflict)."""
+        """The workload a workload file may be uploaded for (else NotFound / Conflict): one
+        that takes its file now, or has it already (the caller compares the bytes)."""
         row = self.get(work_id)
-        if row is None:
-            raise NotFound(f"no workload {work_id}: submit the workload again "
-                           "(`userclient submit`)")
-        if row["status"] in policy.TERMINAL and not row["has_workload"]:
-            raise Conflict(f"workload {work_id} is {row['status']}: it takes no file any "
-                           "more; submit a new workload")
+        if row is None or not row["has_workload"]:
+            transitions.check(work_id, row, transitions.FileUploaded())
         return row
 
     def workload_uploaded(self, work_id: str, now: int,
                           estimated_seconds: float | None = None) -> Row:
-        """The workload's first file arrived: CREATED becomes READY, ReadyAt = now, with the
-        board time estimated from the file (None: unknown). Only CREATED work without a file
-        takes one: a file, once there, is never replaced (``immutable_workload_file``), so
-        nothing here resets work that was handed out."""
-        with self.db.transaction() as conn:
-            row = conn.execute("SELECT * FROM workloads WHERE work_id = ?", (work_id,)).fetchone()
-            if row is None or row["status"] != "CREATED" or row["has_workload"]:
-                raise Conflict(f"workload {work_id} can no longer take a file")
-            status = "CANCELLED" if row["cancel_requested"] else "READY"
-            finished = now if status == "CANCELLED" else None
-            changed = conn.execute(
-                "UPDATE workloads SET status = ?, ready_at = ?, has_workload = 1, "
-                "finished_at = ?, estimated_seconds = ? "
-                "WHERE work_id = ? AND status = 'CREATED' AND has_workload = 0",
-                (status, now, finished, estimated_seconds, work_id)).rowcount
-            if changed != 1:
-                raise Conflict(f"workload {work_id} can no longer take a file")
-            return dict(conn.execute("SELECT * FROM workloads WHERE work_id = ?",
-                                     (work_id,)).fetchone())
+        """The workload's first file arrived: CREATED becomes READY (joining its device's
+        queue), ReadyAt = now, with the board time estimated from the file (None: unknown).
+        A file, once there, is never replaced (``immutable_workload_file``)."""
+        with self._transaction() as conn:
+            return self._apply(conn, work_id, _select(conn, work_id),
+                               transitions.FileUploaded(estimated_seconds), now)
 
     def check_results_upload(self, work_id: str) -> Row:
         """The workload a results file may be uploaded for (else NotFound / Conflict):
         one that takes results now, of a device that still exists (the upload URL of a
         deleted device's board is refused, as its credentials are)."""
         with self.db.reading() as conn:
-            row = _row(conn.execute("SELECT w.*, d.device_id IS NOT NULL AS device_exists "
-                                    "FROM workloads w LEFT JOIN devices d "
-                                    "ON d.device_id = w.device_id WHERE w.work_id = ?",
-                                    (work_id,)).fetchone())
-        if row is None:
-            raise NotFound(f"no workload {work_id}")
-        if not row.pop("device_exists"):
-            raise Conflict(f"workload {work_id}'s device was deleted: it takes no results")
-        if not policy.takes_results(row):
-            raise Conflict(f"workload {work_id} is {row['status']}: it takes no results")
+            row, exists = _select_with_device(conn, work_id)
+        transitions.check(work_id, row, transitions.ResultsUploaded(exists))
         return row
 
     def results_uploaded(self, work_id: str, now: int) -> Row:
         """The results file arrived: DONE, or FAILED/CANCELLED when the device reported
         that outcome with partial results. CANCELLED work takes its partial results once."""
         with self.db.transaction() as conn:
-            row = conn.execute("SELECT * FROM workloads WHERE work_id = ?", (work_id,)).fetchone()
-            if row is None or not policy.takes_results(row):
-                raise Conflict(f"workload {work_id} takes no results now")
-            if row["status"] in ("EXECUTING", "UPLOADING"):
-                status = row["pending_outcome"] if row["pending_outcome"] in (
-                    "FAILED", "CANCELLED") else "DONE"
-                seconds = row["device_seconds"]
-                if seconds is None:
-                    seconds = policy.device_seconds(None, row["started_at"], now)
-                conn.execute(
-                    "UPDATE workloads SET status = ?, finished_at = ?, device_seconds = ?, "
-                    "pending_outcome = NULL, has_result = 1 WHERE work_id = ?",
-                    (status, now, seconds, work_id))
-            else:  # a re-upload of finished work (an uploader retrying): replace, no change
-                conn.execute("UPDATE workloads SET has_result = 1 WHERE work_id = ?", (work_id,))
-            return dict(conn.execute("SELECT * FROM workloads WHERE work_id = ?",
-                                     (work_id,)).fetchone())
+            row, exists = _select_with_device(conn, work_id)
+            return self._apply(conn, work_id, row, transitions.ResultsUploaded(exists), now)
 
     # -- the device side ---------------------------------------------------------------
     def touch_device(self, device_id: str, now: int) -> list[str]:
@@ -229,149 +196,70 @@ class WorkloadStore:
             conn.execute("UPDATE devices SET last_seen = ? WHERE device_id = ?", (now, device_id))
         return changed
 
-    def claim(self, device_id: str, asked_at: int | None = None,
-              holding: Collection[str] = ()) -> tuple[Row | None, list[policy.Finalize]]:
-        """Hand the device its next work, ending on the way what must not run.
+    def sequence_mark(self) -> int:
+        """The last number of the queue sequence given out (committed): a poll takes it on
+        arrival, and is never handed back work handed out after it (``asked`` of
+        ``policy.handout_candidates``). Read without the lock, so a poll never waits to
+        arrive; the database's counter is the truth, kept here after each commit (one
+        service process per database)."""
+        return self._mark
+
+    def claim(self, device_id: str, asked: int | None = None,
+              holding: Collection[str] = ()) -> tuple[Row | None, list[str]]:
+        """Hand the device its next work, ending on the way what must not run: answers the
+        work handed out (None: none) and the WorkIds ended.
 
         One atomic claim: the read, the choice and the update are one transaction under
-        the lock, the times are taken inside it, and the update changes the chosen row only
-        in the state it was read in (else ``Conflict``, rolled back), so two polls can
-        never both take the same work.
+        the lock, the time is taken inside it, and each change is a compare-and-set on the
+        row as it was read (else ``Conflict``, rolled back), so two polls can never both
+        take the same work.
 
-        ``asked_at``: when the device's request arrived, in microseconds since the epoch;
-        ``holding``: work the device already has (see ``policy.plan_handout``)."""
-        with self.db.transaction() as conn:
+        ``asked``: ``sequence_mark()`` when the device's request arrived; ``holding``: work
+        the device already has (see ``policy.handout_candidates``)."""
+        with self._transaction() as conn:
             now = time.time_ns() // 1_000_000
             rows = [dict(r) for r in conn.execute(
                 "SELECT * FROM workloads WHERE device_id = ? AND status IN (?, ?, ?)",
                 (device_id, *policy.ACTIVE)).fetchall()]
-            plan = policy.plan_handout(rows, self.limits.max_attempts, asked_at, holding)
-            by_id = {r["work_id"]: r for r in rows}
-            for end in plan.finalize:
-                seconds = policy.device_seconds(None, by_id[end.work_id]["started_at"], now)
-                conn.execute(
-                    "UPDATE workloads SET status = ?, error_kind = ?, error_message = ?, "
-                    "finished_at = ?, device_seconds = COALESCE(device_seconds, ?) "
-                    "WHERE work_id = ?",
-                    (end.status, end.error_kind, end.error_message, now, seconds, end.work_id))
-            chosen = plan.chosen
-            if chosen is None:
-                return None, plan.finalize
-            fresh = plan.counts_attempt and chosen["status"] == "READY"
-            # the hand-out's moment, as late as it can be: a poll that arrived before it
-            # (whenever that poll gets the lock) never gets this work
-            handed_out_at = time.time_ns() // 1000
-            changed = conn.execute(
-                "UPDATE workloads SET status = ?, attempts = attempts + ?, started_at = ?, "
-                "handed_out_at = ?, "
-                "programs_done = CASE WHEN ? THEN NULL ELSE programs_done END, "
-                "programs_total = CASE WHEN ? THEN NULL ELSE programs_total END "
-                "WHERE work_id = ? AND device_id = ? AND status = ? AND attempts = ? "
-                "AND handed_out_at IS ?",
-                ("EXECUTING" if plan.counts_attempt else chosen["status"],
-                 1 if plan.counts_attempt else 0,
-                 now if fresh else chosen["started_at"], handed_out_at,
-                 fresh, fresh,  # a new run starts from nothing done
-                 chosen["work_id"], device_id, chosen["status"], chosen["attempts"],
-                 chosen["handed_out_at"])).rowcount
-            if changed != 1:  # cannot happen under the lock; never hand out on a doubt
-                raise Conflict(f"workload {chosen['work_id']} changed while it was handed "
-                               "out: ask again")
-            row = conn.execute("SELECT * FROM workloads WHERE work_id = ?",
-                               (chosen["work_id"],)).fetchone()
-            return dict(row), plan.finalize
+            ended = []
+            event = transitions.HandedOut(self.limits.max_attempts)
+            for row in policy.handout_candidates(rows, asked, holding):
+                after = self._apply(conn, row["work_id"], row, event, now)
+                if after["status"] in policy.ACTIVE:
+                    return after, ended
+                ended.append(row["work_id"])
+            return None, ended
 
     def record_progress(self, device_id: str, work_id: str, done: int, total: int) -> bool:
         """The device's health says how far its current work is: keep it on the workload,
-        only when that work is this device's and EXECUTING. Answers whether it was kept."""
+        only when that work is this device's and EXECUTING. Answers whether it was kept
+        (a refused one is dropped: the heartbeat carries no answer about it)."""
         with self.db.transaction() as conn:
-            cur = conn.execute(
-                "UPDATE workloads SET programs_done = ?, programs_total = ? "
-                "WHERE work_id = ? AND device_id = ? AND status = 'EXECUTING'",
-                (done, total, work_id, device_id))
-            return cur.rowcount > 0
+            row = _select(conn, work_id, device_id)
+            try:
+                self._apply(conn, work_id, row, transitions.Progress(done, total), 0)
+            except (NotFound, Conflict):
+                return False
+            return True
 
     def report(self, device_id: str, work_id: str, *, outcome: str | None,
                error_message: str | None = None, error_kind: str | None = None,
                partial: bool = False, sha256: str | None = None,
                device_seconds: float | None = None, programs_done: int | None = None,
                now: int) -> Row:
-        """``PUT /devices/{id}/workloads/{WorkId}``: the device's outcome for its work.
-
-        Transitions happen only from EXECUTING/UPLOADING (stock: READY or finished work
-        still gets an upload URL and does not change).
-        """
+        """``PUT /devices/{id}/workloads/{WorkId}``: the device's outcome for its work
+        (``transitions.Reported``)."""
+        event = transitions.Reported(outcome, error_message, error_kind, partial, sha256,
+                                     device_seconds, programs_done)
         with self.db.transaction() as conn:
-            row = conn.execute("SELECT * FROM workloads WHERE work_id = ? AND device_id = ?",
-                               (work_id, device_id)).fetchone()
-            if row is None:
-                raise NotFound(f"workload {work_id} is not this device's work")
-            row = dict(row)
-            if sha256 is not None:
-                conn.execute("UPDATE workloads SET result_sha256 = ? WHERE work_id = ?",
-                             (sha256, work_id))
-            if device_seconds is not None and row["status"] in ("EXECUTING", "UPLOADING"):
-                conn.execute("UPDATE workloads SET device_seconds = ? WHERE work_id = ?",
-                             (device_seconds, work_id))
-            seconds = policy.device_seconds(device_seconds, row["started_at"], now)
-            if programs_done is not None and outcome in ("FAILED", "CANCELLED") and \
-                    row["status"] in ("EXECUTING", "UPLOADING") and row["programs_total"]:
-                # the last count, which the heartbeats' progress may not have caught up with
-                conn.execute("UPDATE workloads SET programs_done = ? WHERE work_id = ?",
-                             (min(programs_done, row["programs_total"]), work_id))
-            if row["status"] in ("EXECUTING", "UPLOADING"):
-                if outcome in (None, "DONE"):
-                    if row["status"] == "EXECUTING":
-                        conn.execute("UPDATE workloads SET status = 'UPLOADING' "
-                                     "WHERE work_id = ?", (work_id,))
-                elif outcome == "FAILED":
-                    message = error_message or "the device reported a failure without a message"
-                    kind = error_kind or "device_error"
-                    if partial:
-                        conn.execute(
-                            "UPDATE workloads SET status = 'UPLOADING', pending_outcome = "
-                            "'FAILED', error_message = ?, error_kind = ? WHERE work_id = ?",
-                            (message, kind, work_id))
-                    else:
-                        conn.execute(
-                            "UPDATE workloads SET status = 'FAILED', error_message = ?, "
-                            "error_kind = ?, finished_at = ?, device_seconds = ?, "
-                            "pending_outcome = NULL WHERE work_id = ?",
-                            (message, kind, now, seconds, work_id))
-                elif outcome == "CANCELLED" and partial:
-                    # the programs done before the stop: CANCELLED once they arrive
-                    conn.execute(
-                        "UPDATE workloads SET status = 'UPLOADING', pending_outcome = "
-                        "'CANCELLED', error_message = ?, error_kind = ? WHERE work_id = ?",
-                        (error_message, error_kind, work_id))
-                elif outcome == "CANCELLED":
-                    conn.execute(
-                        "UPDATE workloads SET status = 'CANCELLED', finished_at = ?, "
-                        "device_seconds = ?, pending_outcome = NULL WHERE work_id = ?",
-                        (now, seconds, work_id))
-                else:
-                    raise BadRequest(f"unknown Outcome {outcome!r}: use DONE, FAILED or CANCELLED")
-            return dict(conn.execute("SELECT * FROM workloads WHERE work_id = ?",
-                                     (work_id,)).fetchone())
+            return self._apply(conn, work_id, _select(conn, work_id, device_id), event, now)
 
     # -- users -------------------------------------------------------------------------
     def cancel(self, work_id: str, now: int) -> Row:
         """Cancel: CREATED/READY at once; EXECUTING/UPLOADING once the device learns of it."""
         with self.db.transaction() as conn:
-            row = conn.execute("SELECT * FROM workloads WHERE work_id = ?", (work_id,)).fetchone()
-            if row is None:
-                raise NotFound(f"no workload {work_id}")
-            if row["status"] in policy.TERMINAL:
-                raise Conflict(f"workload {work_id} is already {row['status']}: "
-                               "there is nothing to cancel")
-            if row["status"] in ("CREATED", "READY"):
-                conn.execute("UPDATE workloads SET status = 'CANCELLED', finished_at = ?, "
-                             "cancel_requested = 1 WHERE work_id = ?", (now, work_id))
-            else:
-                conn.execute("UPDATE workloads SET cancel_requested = 1 WHERE work_id = ?",
-                             (work_id,))
-            return dict(conn.execute("SELECT * FROM workloads WHERE work_id = ?",
-                                     (work_id,)).fetchone())
+            return self._apply(conn, work_id, _select(conn, work_id),
+                               transitions.CancelRequested(), now)
 
     # -- housekeeping ------------------------------------------------------------------
     def expire_leases(self, now: int) -> list[str]:
@@ -381,45 +269,118 @@ class WorkloadStore:
 
     def _expire_leases(self, conn: sqlite3.Connection, now: int,
                        device_id: str | None) -> list[str]:
-        sql = ("SELECT w.work_id, w.device_id, w.cancel_requested, w.started_at, d.last_seen "
+        """The candidates are the running work (of one device); ``transitions`` decides
+        (``policy.lease_expired``)."""
+        sql = ("SELECT w.*, d.last_seen AS device_last_seen "
                "FROM workloads w JOIN devices d ON d.device_id = w.device_id "
-               "WHERE w.status IN ('EXECUTING', 'UPLOADING')")
-        args: tuple = ()
+               "WHERE w.status IN (?, ?)")
+        args: tuple = transitions.RUNNING
         if device_id is not None:
             sql += " AND w.device_id = ?"
-            args = (device_id,)
+            args += (device_id,)
         changed = set()
         for r in conn.execute(sql, args).fetchall():
-            if not policy.lease_expired(r["last_seen"], now, self.limits.lease_seconds):
-                continue
-            status = policy.after_lease(r)
-            if status == "CANCELLED":
-                conn.execute("UPDATE workloads SET status = 'CANCELLED', finished_at = ?, "
-                             "pending_outcome = NULL WHERE work_id = ?", (now, r["work_id"]))
-            else:
-                conn.execute("UPDATE workloads SET status = 'READY', pending_outcome = NULL, "
-                             "error_message = NULL, error_kind = NULL WHERE work_id = ?",
-                             (r["work_id"],))
-            changed.add(r["device_id"])
+            row = dict(r)
+            event = transitions.LeaseTimeout(row.pop("device_last_seen"),
+                                             self.limits.lease_seconds)
+            if self._apply(conn, row["work_id"], row, event, now) is not row:
+                changed.add(row["device_id"])
         return sorted(changed)
 
     def expire_uploads(self, now: int) -> list[tuple[str, str]]:
         """CREATED work never uploaded within the TTL: FAILED/upload_expired. Answers
-        (WorkId, DeviceId) of each."""
-        cutoff = now - int(self.limits.upload_ttl_seconds * 1000)
+        (WorkId, DeviceId) of each. The candidates are all CREATED work (few: each waits
+        at most the TTL); ``transitions`` decides (``policy.upload_expired``), so the rule
+        has one copy, not a second one in SQL."""
+        event = transitions.UploadTimeout(self.limits.upload_ttl_seconds)
+        ended = []
         with self.db.transaction() as conn:
-            rows = conn.execute("SELECT work_id, device_id FROM workloads "
-                                "WHERE status = 'CREATED' AND created_at < ?",
-                                (cutoff,)).fetchall()
+            rows = conn.execute("SELECT * FROM workloads WHERE status = 'CREATED'").fetchall()
             for r in rows:
-                conn.execute(
-                    "UPDATE workloads SET status = 'FAILED', error_kind = 'upload_expired', "
-                    "error_message = ?, finished_at = ? WHERE work_id = ?",
-                    ("the workload file was never uploaded; submit the workload again",
-                     now, r["work_id"]))
-        return [(r["work_id"], r["device_id"]) for r in rows]
+                row = dict(r)
+                if self._apply(conn, row["work_id"], row, event, now) is not row:
+                    ended.append((row["work_id"], row["device_id"]))
+        return ended
+
+    # -- applying a transition ---------------------------------------------------------
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction that may take numbers of the queue sequence: once it is
+        committed, ``sequence_mark`` shows them."""
+        with self.db.lock:
+            with self.db.transaction() as conn:
+                yield conn
+            self._mark = _sequence_value(conn)
+
+    def _apply(self, conn: sqlite3.Connection, work_id: str, row: Row | None,
+               event: transitions.Event, now: int) -> Row:
+        """Ask ``transitions`` what ``event`` does to the row read in this transaction and
+        write it (``write``): answers the row after, ``row`` itself when nothing changed."""
+        return write(conn, work_id, row, transitions.transition(work_id, row, event, now))
 
     def purge_idempotency(self, now: int) -> None:
         cutoff = now - self.limits.idempotency_seconds * 1000
         with self.db.transaction() as conn:
             conn.execute("DELETE FROM idempotency WHERE created_at < ?", (cutoff,))
+
+
+# -- the writes, shared with the admin's store ---------------------------------------------
+def write(conn: sqlite3.Connection, work_id: str, row: Row | None,
+          change: transitions.Change) -> Row:
+    """Write ``change`` to the workload read as ``row`` in this transaction, as a
+    compare-and-set: the update applies only while the status and every column it sets
+    still hold what was read, so of two racing writers only one applies (the other gets
+    ``Conflict``; the transaction rolls back). Answers the row after; ``row`` itself when
+    the change is none."""
+    if change.changes_nothing(row):
+        return row
+    if row is None:
+        raise ValueError(f"a change needs the row of workload {work_id}")
+    sets = {"status": change.status, **change.fields}
+    if change.number is not None:
+        sets[change.number] = take_number(conn)
+    guard = {column: row[column] for column in sets}
+    assignments = ", ".join(f"{column} = ?" for column in sets)
+    conditions = " AND ".join(f"{column} IS ?" for column in guard)
+    updated = conn.execute(
+        f"UPDATE workloads SET {assignments} WHERE work_id = ? AND {conditions}",
+        (*sets.values(), work_id, *guard.values())).rowcount
+    if updated != 1:  # cannot happen under the lock; never apply a change on a doubt
+        raise Conflict(f"workload {work_id} changed while it was being changed: try again")
+    return _select(conn, work_id)
+
+
+def take_number(conn: sqlite3.Connection) -> int:
+    """The next number of the queue sequence (in this transaction)."""
+    conn.execute("UPDATE queue_sequence SET value = value + 1")
+    return _sequence_value(conn)
+
+
+def _sequence_value(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT value FROM queue_sequence").fetchone()[0])
+
+
+def _select(conn: sqlite3.Connection, work_id: str, device_id: str | None = None) -> Row | None:
+    """The workload's row (of this device only, when ``device_id`` is given)."""
+    if device_id is None:
+        return _row(conn.execute("SELECT * FROM workloads WHERE work_id = ?",
+                                 (work_id,)).fetchone())
+    return _row(conn.execute("SELECT * FROM workloads WHERE work_id = ? AND device_id = ?",
+                             (work_id, device_id)).fetchone())
+
+
+def _select_with_device(conn: sqlite3.Connection, work_id: str) -> tuple[Row | None, bool]:
+    """The workload's row, and whether its device still exists."""
+    row = _row(conn.execute("SELECT w.*, d.device_id IS NOT NULL AS device_exists "
+                            "FROM workloads w LEFT JOIN devices d "
+                            "ON d.device_id = w.device_id WHERE w.work_id = ?",
+                            (work_id,)).fetchone())
+    if row is None:
+        return None, False
+    return row, bool(row.pop("device_exists"))
+
+
+def _insert(conn: sqlite3.Connection, row: Mapping[str, Any]) -> None:
+    columns = ", ".join(row)
+    marks = ", ".join("?" for _ in row)
+    conn.execute(f"INSERT INTO workloads ({columns}) VALUES ({marks})", tuple(row.values()))

@@ -77,7 +77,7 @@ def test_concurrent_polls_of_one_device_never_share_work(world: World):
 
 def test_claims_of_polls_in_flight_together_never_share_work(tmp_path):
     """The store's claim, under real threads on a real SQLite store: 16 polls that arrived
-    together (one ``asked_at``) against 40 READY workloads, round after round, each round's
+    together (one ``sequence_mark``) against 40 READY workloads, round after round, each round's
     polls naming the work handed out before in ``Holding`` (as a board does): every
     workload is handed out exactly once, one attempt each, and polls beyond the work get
     nothing."""
@@ -101,13 +101,13 @@ def test_claims_of_polls_in_flight_together_never_share_work(tmp_path):
     handed: Counter = Counter()
     nothing = 0
     while len(handed) < len(everything):
-        asked_at = time.time_ns() // 1000  # the round's polls arrive together
+        asked = store.sequence_mark()  # the round's polls arrive together
         holding = frozenset(handed)
         start = threading.Barrier(POLLS)
 
         def claim(_: int) -> str | None:
             start.wait(10)
-            row, _ended = store.claim(device_id, asked_at, holding)
+            row, _ended = store.claim(device_id, asked, holding)
             return row["work_id"] if row else None
 
         with ThreadPoolExecutor(POLLS) as pool:
