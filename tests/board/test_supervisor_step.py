@@ -133,8 +133,8 @@ class Board:
                                                                keys.items())
                                   for section, keys in values.items()))
         self.clock, self.os, self.bus = Clock(), FakeProcesses(), FakeBus()
-        self.notifier = SystemdNotify(environ or {})  # no NOTIFY_SOCKET: it counts, sends nothing
-        self.sup = Supervisor(load_settings(config), str(config), None, systemd=self.notifier,
+        self.systemd = SystemdNotify(environ or {})  # no NOTIFY_SOCKET: it counts, sends nothing
+        self.sup = Supervisor(load_settings(config), str(config), None, systemd=self.systemd,
                               clock=self.clock, processes=self.os)
         self.sup.bus = self.bus
         self.sup.setup()
@@ -318,13 +318,13 @@ WATCHDOG, TICK = {"WATCHDOG_USEC": "750000"}, 0.0625
 def test_watchdog_pings_at_a_third_of_its_interval_while_all_are_healthy(tmp_path: Path):
     board = Board(tmp_path, environ=WATCHDOG)
     board.step()
-    assert not board.notifier.ready_sent, "READY only once all three said hello"
+    assert not board.systemd.ready_sent, "READY only once all three said hello"
     board.hello("downloader", "executor", "uploader")
     board.step()
-    assert board.notifier.ready_sent
-    before = board.notifier.pings
+    assert board.systemd.ready_sent
+    before = board.systemd.pings
     board.idle(2.0, tick=TICK)
-    assert board.notifier.pings - before == 8
+    assert board.systemd.pings - before == 8
 
 
 def test_a_child_late_by_half_its_timeout_stops_the_pings_until_it_is_replaced(
@@ -333,18 +333,18 @@ def test_a_child_late_by_half_its_timeout_stops_the_pings_until_it_is_replaced(
     board.up()
     board.idle(1.0, tick=TICK)
     uploader = board.proc("uploader")
-    pinging = board.notifier.pings
+    pinging = board.systemd.pings
     board.idle(1.25, tick=TICK, silent=("uploader",))  # within half its 3 s timeout
-    assert board.notifier.pings - pinging == 5
+    assert board.systemd.pings - pinging == 5
     board.idle(0.5, tick=TICK, silent=("uploader",))  # 1.75 s silent: late
-    stopped = board.notifier.pings
+    stopped = board.systemd.pings
     board.idle(1.0, tick=TICK, silent=("uploader",))  # 2.75 s: not yet replaced
-    assert board.notifier.pings == stopped, "pings went on while a child was late"
+    assert board.systemd.pings == stopped, "pings went on while a child was late"
     assert board.os.signals_to(uploader) == []
     board.idle(0.5, tick=TICK, silent=("uploader",))  # 3.25 s: killed, reaped
     assert board.os.signals_to(uploader)[0] == signal.SIGKILL
     assert board.sup.children["uploader"].proc is not uploader
-    assert board.notifier.pings > stopped, "pings resume once the late child is gone"
+    assert board.systemd.pings > stopped, "pings resume once the late child is gone"
 
 
 def test_ready_work_goes_to_the_running_executor(board: Board):
