@@ -14,7 +14,7 @@ from cloudqueue.errors import Conflict, NotFound
 from queueservice import transitions
 from queueservice.admin import AdminStore
 from queueservice.db import MIGRATIONS, SCHEMA_VERSION, Database, _statements
-from queueservice.settings import Limits
+from queueservice.settings import ServiceLimits
 from queueservice.workloads import WorkloadStore, write
 
 T0 = 1_700_000_000_000  # ms
@@ -48,7 +48,7 @@ def submit(store: WorkloadStore, device_id: str, now: int = T0, priority: str = 
 
 
 def test_a_workload_walks_from_submit_to_done(db):
-    store = WorkloadStore(db, Limits())
+    store = WorkloadStore(db, ServiceLimits())
     device = add_device(db)
     work = submit(store, device, upload_at=T0 + 1)
     handed, ended = store.claim(device, store.sequence_mark())
@@ -65,7 +65,7 @@ def test_a_workload_walks_from_submit_to_done(db):
 
 
 def test_the_store_answers_the_apis_refusals(db):
-    store = WorkloadStore(db, Limits())
+    store = WorkloadStore(db, ServiceLimits())
     device = add_device(db)
     with pytest.raises(NotFound, match="no workload nope: submit the workload again"):
         store.check_workload_upload("nope")
@@ -84,7 +84,7 @@ def test_the_store_answers_the_apis_refusals(db):
 
 def test_the_line_is_the_order_work_became_ready_whatever_the_clock_said(db):
     """Regression: the order was ReadyAt, so a clock stepped back put later work first."""
-    store = WorkloadStore(db, Limits())
+    store = WorkloadStore(db, ServiceLimits())
     device = add_device(db)
     first = submit(store, device, upload_at=T0 + 5_000)
     second = submit(store, device, upload_at=T0 + 1_000)  # the clock stepped back 4 s
@@ -97,7 +97,7 @@ def test_the_line_is_the_order_work_became_ready_whatever_the_clock_said(db):
 
 
 def test_a_poll_is_never_handed_work_handed_out_after_it_arrived(db):
-    store = WorkloadStore(db, Limits())
+    store = WorkloadStore(db, ServiceLimits())
     device = add_device(db)
     work = submit(store, device, upload_at=T0)
     asked_before = store.sequence_mark()   # a poll arrives ...
@@ -110,7 +110,7 @@ def test_a_poll_is_never_handed_work_handed_out_after_it_arrived(db):
 
 
 def test_a_hand_out_ends_a_poison_pill_and_hands_out_the_next(db):
-    store = WorkloadStore(db, Limits(max_attempts=1))
+    store = WorkloadStore(db, ServiceLimits(max_attempts=1))
     device = add_device(db)
     pill = submit(store, device, upload_at=T0)
     store.claim(device, store.sequence_mark())
@@ -123,7 +123,7 @@ def test_a_hand_out_ends_a_poison_pill_and_hands_out_the_next(db):
 
 def test_a_change_is_a_compare_and_set_on_the_row_as_read(db):
     """Two writers that read the same row: the second's change does not apply."""
-    store = WorkloadStore(db, Limits())
+    store = WorkloadStore(db, ServiceLimits())
     device = add_device(db)
     work = submit(store, device, upload_at=T0)
     read_by_both = store.get(work)
@@ -139,7 +139,7 @@ def test_a_change_is_a_compare_and_set_on_the_row_as_read(db):
 
 
 def test_the_upload_sweep_applies_the_policy_rule_at_its_boundary(db):
-    store = WorkloadStore(db, Limits(upload_ttl_seconds=10))
+    store = WorkloadStore(db, ServiceLimits(upload_ttl_seconds=10))
     device = add_device(db)
     on_time = submit(store, device, now=T0)
     late = submit(store, device, now=T0 - 1)
@@ -153,7 +153,7 @@ def test_the_upload_sweep_applies_the_policy_rule_at_its_boundary(db):
 
 
 def test_a_lease_sweep_puts_work_back_in_its_place_in_line(db):
-    store = WorkloadStore(db, Limits(lease_seconds=60))
+    store = WorkloadStore(db, ServiceLimits(lease_seconds=60))
     silent = add_device(db, last_seen=T0)
     work = submit(store, silent, upload_at=T0)
     place = store.get(work)["ready_seq"]
@@ -168,7 +168,7 @@ def test_a_lease_sweep_puts_work_back_in_its_place_in_line(db):
 
 
 def test_deleting_a_device_cancels_its_work_through_the_state_machine(db):
-    store = WorkloadStore(db, Limits())
+    store = WorkloadStore(db, ServiceLimits())
     device = add_device(db)
     queued, done = submit(store, device, upload_at=T0), submit(store, device, upload_at=T0)
     store.claim(device, store.sequence_mark(), {queued})
@@ -182,7 +182,7 @@ def test_deleting_a_device_cancels_its_work_through_the_state_machine(db):
 
 
 def test_bulk_inserted_queued_work_takes_places_in_line_in_the_order_given(db):
-    store = WorkloadStore(db, Limits())
+    store = WorkloadStore(db, ServiceLimits())
     device = add_device(db)
     ids = [str(uuid.uuid4()) for _ in range(3)]
     store.bulk_insert({"work_id": w, "device_id": device, "account_id": "a",
@@ -245,7 +245,7 @@ def test_a_version_5_database_upgrades_in_place_and_keeps_its_order(tmp_path: Pa
         assert by_name["uploading"]["handout_seq"] > placed[-1][0]
         assert by_name["ready_again"]["handout_seq"] is None
         assert by_name["done"]["handout_seq"] is None and by_name["done"]["ready_seq"] is None
-        store = WorkloadStore(db, Limits())
+        store = WorkloadStore(db, ServiceLimits())
         assert store.sequence_mark() == by_name["executing"]["handout_seq"]
         # a poll after the upgrade is a restarted device: its running work comes back
         handed, _ = store.claim(ids["device"], store.sequence_mark())
