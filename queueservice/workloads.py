@@ -319,6 +319,10 @@ class WorkloadStore:
                 # the last count, which the heartbeats' progress may not have caught up with
                 conn.execute("UPDATE workloads SET programs_done = ? WHERE work_id = ?",
                              (min(programs_done, row["programs_total"]), work_id))
+            if programs_done and outcome == "DONE" and row["status"] == "EXECUTING":
+                # a run shorter than a heartbeat: its count came only with the outcome
+                conn.execute("UPDATE workloads SET programs_done = ?, programs_total = ? "
+                             "WHERE work_id = ?", (programs_done, programs_done, work_id))
             if row["status"] in ("EXECUTING", "UPLOADING"):
                 if outcome in (None, "DONE"):
                     if row["status"] == "EXECUTING":

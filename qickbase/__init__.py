@@ -1,0 +1,1 @@
+"""What every package of the project may share (imports nothing of ours)."""
