@@ -207,11 +207,13 @@ class MockFleet:
         quick = now - daemon.started < QUICK_EXIT_SECONDS
         daemon.quick_exits = daemon.quick_exits + 1 if quick else 0
         if daemon.quick_exits >= QUICK_EXITS:
+            words = _last_words(daemon.log_path)
+            hint = "; install what mock devices need: pip install 'qick-queue[server]'" \
+                if "ImportError" in words or "ModuleNotFoundError" in words else ""
             daemon.error = (
                 f"the mock board's daemon cannot start: it exited at once "
-                f"{daemon.quick_exits} times in a row ({reason}){_last_words(daemon.log_path)}"
-                "; the admin finds its log in the service's data folder "
-                f"(mock/{daemon.device_id}/daemon.log)")
+                f"{daemon.quick_exits} times in a row ({reason}){words}{hint}; the admin "
+                f"finds its log in the service's data folder (mock/{daemon.device_id}/)")
             daemon.marked_at = None
 
     def _missing_soccfg(self, row: dict) -> Optional[str]:
@@ -342,7 +344,7 @@ def _last_words(path: Path) -> str:
     except OSError:
         return ""
     lines = [ln for ln in lines if ln]
-    return f": {lines[-1][:200]}" if lines else ""
+    return f": {lines[-1][:150]}" if lines else ""
 
 
 def _exit_reason(code: Optional[int]) -> str:
