@@ -21,7 +21,8 @@ module keeps only what the daemon cannot do for itself, and never imports qick o
 - a new mock device is picked up at once (``wake()``) or by the next sweep (1 s);
 - a deleted device's daemon, and every daemon at ``stop()``, gets SIGTERM (it drains:
   the current workload may finish within its stop timeout), then SIGKILL after
-  ``STOP_SECONDS``.
+  ``STOP_SECONDS``; a daemon a crashed service left running (``daemon.pid``) is stopped
+  the same way before a new one starts on its folder.
 """
 from __future__ import annotations
 
@@ -37,6 +38,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
+
+import psutil
 
 from cloudqueue.config import write_private
 from qickbase.backoff import Backoff
@@ -54,6 +57,7 @@ STOP_SECONDS = 10.0
 #: there it would bring zmq into the web process)
 MAX_IPC_PATH = 100
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
+PID_FILE = "daemon.pid"
 
 
 def daemon_settings(*, spool: Path, run_dir: Path, board: Optional[str],
@@ -269,6 +273,7 @@ class MockFleet:
         return config, credentials
 
     def _spawn(self, daemon: _Daemon, row: dict, now: float) -> None:
+        _end_leftover(daemon.folder)
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_ROOT, env.get("PYTHONPATH"))
                                             if p)
@@ -286,10 +291,31 @@ class MockFleet:
             daemon.not_before = now + self.backoff.delay(daemon.attempt)
             daemon.attempt += 1
             return
+        (daemon.folder / PID_FILE).write_text(f"{proc.pid}\n")
         with self._lock:
             daemon.proc, daemon.started, daemon.not_before = proc, now, 0.0
             daemon.starts += 1
         log.info("mock device %s: board daemon started (pid %d)", daemon.device_id, proc.pid)
+
+
+def _end_leftover(folder: Path) -> None:
+    """Stop a daemon a crashed service left running on this folder (the pid it wrote, if
+    that process still runs on this folder's config): two daemons must never share a
+    spool. SIGTERM (it drains), then SIGKILL."""
+    try:
+        proc = psutil.Process(int((folder / PID_FILE).read_text()))
+        if str(folder / "config") not in proc.cmdline():
+            return  # the pid was reused by another process
+        log.warning("mock device %s: stopping the board daemon (pid %d) a previous run of "
+                    "the service left running", folder.name, proc.pid)
+        proc.terminate()
+        try:
+            proc.wait(STOP_SECONDS)
+        except psutil.TimeoutExpired:
+            proc.kill()
+            proc.wait(STOP_SECONDS)
+    except (OSError, ValueError, psutil.Error):
+        return  # no pid file, or that process is gone
 
 
 def _run_dir(folder: Path) -> Path:

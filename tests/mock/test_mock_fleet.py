@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import time
 
@@ -84,3 +85,29 @@ def test_a_mirror_waits_for_its_soccfg_then_runs_the_daemon_on_a_copy_of_it(tmp_
         fleet.stop()
     assert daemon.proc.returncode == 0  # SIGTERM: the daemon drained and stopped by itself
     assert not settings.run_dir.exists()
+
+
+def test_a_daemon_left_by_a_crashed_service_is_stopped_before_a_new_one_starts(tmp_path):
+    """Two daemons must never share a mock's spool: a restarted service (a new fleet on the
+    same data folder) first stops the daemon the crashed one left running."""
+    identities = IdentityStore(Database(tmp_path / "q.db"))
+    row, _ = identities.add_device("mock", 60, int(time.time() * 1000), {"Board": "zcu216-v2"})
+
+    def fleet() -> MockFleet:
+        return MockFleet(identities, lambda device_id: tmp_path / device_id,
+                         "http://127.0.0.1:9/api", "http://127.0.0.1:9", tmp_path / "mock")
+
+    crashed = fleet()
+    crashed.sweep(0.0)
+    left = crashed.daemons[row["device_id"]].proc  # its service is gone without a stop()
+    restarted = fleet()
+    try:
+        restarted.sweep(0.0)
+        assert left.poll() is not None  # stopped (and reaped) before the new one started
+        new = restarted.daemons[row["device_id"]].proc
+        assert new.poll() is None and new.pid != left.pid
+        assert (tmp_path / "mock" / row["device_id"] / "daemon.pid").read_text().strip() == \
+            str(new.pid)
+    finally:
+        restarted.stop()
+        shutil.rmtree(crashed.daemons[row["device_id"]].run_dir, ignore_errors=True)
