@@ -156,11 +156,6 @@ class MockFleet:
         for daemon in daemons:
             _remove_short_run_dir(daemon)
 
-    def pids(self) -> dict[str, int]:
-        """Running daemons by device id (health pages, tests)."""
-        with self._lock:
-            return {d: w.proc.pid for d, w in self.daemons.items() if w.running()}
-
     # -- the loop ----------------------------------------------------------------------
     def _loop(self) -> None:
         while not self._stop.is_set():
