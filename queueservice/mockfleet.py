@@ -72,8 +72,9 @@ def daemon_settings(*, spool: Path, run_dir: Path, board: Optional[str],
             "backoff_base_seconds": "0.2", "backoff_max_seconds": "5",
             "restart_slow_seconds": "10", "stop_timeout_seconds": "3",
             "min_free_mb": "50", "done_max_age_days": "1", "done_max_mb": "100",
-            # the service sees a mock as often as it asks of its devices (as a board is)
-            "queue_heartbeat_seconds": f"{max(0.5, min(5.0, refresh_timeout / 3)):g}",
+            # often (cheap on loopback: a new soccfg or a cancel is seen soon), and well
+            # within the device's RefreshTimeout
+            "queue_heartbeat_seconds": f"{max(0.5, min(1.0, refresh_timeout / 3)):g}",
             "long_poll_seconds": "2"},
         "executor": {
             "board": "simulated", "board_name": board or mockspec.DEFAULT_BOARD,

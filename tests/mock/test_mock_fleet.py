@@ -66,7 +66,7 @@ def test_a_mirror_waits_for_its_soccfg_then_runs_the_daemon_on_a_copy_of_it(tmp_
         assert settings.deadline_seconds == 7 and settings.address_space_mb == 900
         assert not settings.health_enabled
         assert settings.spool == folder / "spool"
-        assert settings.queue_heartbeat_seconds == 3  # the device's RefreshTimeout / 3
+        assert settings.queue_heartbeat_seconds == 1  # often, within RefreshTimeout (9 s)
         assert json.loads(open(settings.soccfg_json).read())["fw_timestamp"] == "lab build"
         # a short private run folder instead, removed with the daemon
         bus = os.path.join(settings.run_dir, "bus")

@@ -120,7 +120,8 @@ def test_a_mock_whose_board_cannot_open_under_the_memory_limit_shows_error(
         return body if body["DeviceStatus"] == "ERROR" else None
 
     body = wait_for(in_error, 60, interval=0.2, what="the mock listed as ERROR")
-    assert "executor" in body["StatusReason"] and "board" in body["StatusReason"], body
+    assert "cannot open the simulated board" in body["StatusReason"], body
+    assert "address space limit of 64 MB" in body["StatusReason"], body
     assert body["Simulated"] is True
 
 
