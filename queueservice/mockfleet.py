@@ -37,7 +37,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import psutil
 
@@ -118,8 +118,8 @@ class _Daemon:
 
 
 class MockFleet:
-    def __init__(self, identities: Any, config_path: Any, api_url: str, root_url: str,
-                 root: Path, *, python: str = sys.executable,
+    def __init__(self, identities: Any, config_path: Callable[[str], Path], api_url: str,
+                 root_url: str, root: Path, *, python: str = sys.executable,
                  deadline_seconds: float = MOCK_DEADLINE_SECONDS,
                  memory_mb: int = MOCK_MEMORY_MB):
         """``config_path(device_id)``: where the service keeps the soccfg that device
