@@ -10,15 +10,8 @@ import psutil
 from executor.boards import zcu216_v1
 from tests.conftest import QueueService
 from tests.helpers import wait_for
-from tests.mock.test_mock_device import daemon_pids
+from tests.mock.test_mock_device import daemon_pids, gone
 from tests.server.api import World, assert_error, put_file
-
-
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def test_deleting_a_mock_device_stops_its_daemon(queue_service: QueueService):

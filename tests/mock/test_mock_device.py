@@ -65,6 +65,13 @@ def daemon_pids(service, device_id: str) -> list[int]:
     return found
 
 
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def ready(admin: Api, device_id: str) -> dict:
     """Wait until the mock heartbeats ONLINE with its configuration uploaded."""
     def check():
@@ -170,9 +177,15 @@ def test_a_killed_mock_daemon_is_restarted_and_the_queue_still_works(service, tm
     ready(world.admin, device_id)
 
     first = wait_for(lambda: daemon_pids(service, device_id), 10, what="the daemon process")
+    children = psutil.Process(first[0]).children()
+    assert len(children) == 3  # its downloader, executor and uploader
     os.kill(first[0], signal.SIGKILL)
     wait_for(lambda: daemon_pids(service, device_id) not in ([], first), 20, interval=0.1,
              what="a new daemon")
+    # the orphans stop by themselves (no word from their supervisor; the executor dies
+    # with its parent)
+    wait_for(lambda: all(gone(c.pid) for c in children), 20, interval=0.1,
+             what="the killed daemon's children to stop")
     uc = user_client(service, world)
     wm, path = sweep_workload(uc.get_soccfg(device_id), tmp_path)
     work = uc.wait_until_done(uc.create_work(path, device_id), timeout=60, interval=0.2)
