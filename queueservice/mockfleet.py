@@ -58,6 +58,7 @@ STOP_SECONDS = 10.0
 MAX_IPC_PATH = 100
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[1])
 PID_FILE = "daemon.pid"
+SYSTEMD_NOTIFY = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 
 
 def daemon_settings(*, spool: Path, run_dir: Path, board: Optional[str],
@@ -270,7 +271,8 @@ class MockFleet:
 
     def _spawn(self, daemon: _Daemon, row: dict, now: float) -> None:
         _end_leftover(daemon.folder)
-        env = dict(os.environ)
+        # the service's own systemd unit (if any) is not the daemon's to notify
+        env = {k: v for k, v in os.environ.items() if k not in SYSTEMD_NOTIFY}
         env["PYTHONPATH"] = os.pathsep.join(p for p in (PACKAGE_ROOT, env.get("PYTHONPATH"))
                                             if p)
         try:

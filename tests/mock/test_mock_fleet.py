@@ -33,7 +33,9 @@ def test_the_mock_limits_are_declared_once():
     assert mockfleet.MAX_IPC_PATH == MAX_IPC_PATH  # kept equal: the web process has no zmq
 
 
-def test_a_mirror_waits_for_its_soccfg_then_runs_the_daemon_on_a_copy_of_it(tmp_path):
+def test_a_mirror_waits_for_its_soccfg_then_runs_the_daemon_on_a_copy_of_it(tmp_path,
+                                                                           monkeypatch):
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))  # the service's systemd
     identities = IdentityStore(Database(tmp_path / "q.db"))
     now = int(time.time() * 1000)
     real, _ = identities.add_device("real", 60, now)
@@ -79,6 +81,7 @@ def test_a_mirror_waits_for_its_soccfg_then_runs_the_daemon_on_a_copy_of_it(tmp_
         assert identities.device_by_client(mirror["client_id"], secret)["device_id"] == \
             mirror["device_id"]
         pid = daemon.proc.pid
+        assert "NOTIFY_SOCKET" not in psutil.Process(pid).environ()  # not its unit
         wait_for(lambda: len(psutil.Process(pid).children()) == 3, 20,
                  what="the daemon's downloader, executor and uploader")
     finally:
