@@ -415,7 +415,7 @@ class QueueClient:
 
         ``DONE`` with no extras is the stock call (an empty body). ``FAILED`` and
         ``CANCELLED`` need our service (``programs_done``: how many programs the partial
-        results hold)."""
+        results hold; with ``DONE``, how many ran, sent where the service shows progress)."""
         outcome = outcome.upper()
         body: dict[str, Any] = {}
         caps = self.capabilities()
@@ -438,6 +438,8 @@ class QueueClient:
                 body["ContentSHA256"] = sha256
             if device_seconds is not None:
                 body["DeviceSeconds"] = float(device_seconds)
+            if outcome == "DONE" and programs_done is not None and "progress" in caps:
+                body["ProgramsDone"] = int(programs_done)  # a run too short for a heartbeat
             if body and "Outcome" not in body:
                 body["Outcome"] = "DONE"
         return self._call("PUT", ("devices", device_id, "workloads", work_id),

@@ -171,6 +171,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         _write_soccfg(board, soccfg_out)
     except Exception as exc:
         reason = f"cannot open the {s.board} board {s.board_name}: {exc}"
+        if s.address_space_mb and isinstance(exc, (ImportError, MemoryError)):
+            # a library that cannot be mapped under the limit fails its import
+            reason = (f"cannot open the {s.board} board {s.board_name} within the "
+                      f"executor's address space limit of {s.address_space_mb} MB "
+                      f"([executor] address_space_mb): {' '.join(str(exc).split())}")
         if s.board == "qick":  # what PYNQ said and what to look at (executor.openfail)
             reason = f"cannot open the real board (qick): {exc}"
         log.error("%s (%s)", reason, type(exc).__name__)

@@ -12,6 +12,8 @@ Layers, each in its own module:
 - ``files``        the files on disk, written by streaming to a temp file + fsync + rename
 - ``http``         HTTP helpers: error answers, JSON body checks, the caller's identity
 - ``routes_*``     the endpoints; ``app`` wires them into a Starlette application
+- ``mockspec``     what ``POST /devices {Mock}`` accepts (pure data)
+- ``mockfleet``    runs one board daemon (``qick-supervisor``, simulated board) per mock device
 - ``cli``          ``qick-queue init`` and ``qick-queue serve``
 
 Nothing in ``cloudqueue`` imports this package, so clients never pull in the web stack.

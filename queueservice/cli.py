@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 from cloudqueue.errors import QueueError
-from queueservice.settings import DEFAULT_ADMIN_EMAIL, DEFAULT_PORT, ServiceLimits
+from queueservice.settings import (DEFAULT_ADMIN_EMAIL, DEFAULT_PORT, MOCK_DEADLINE_SECONDS,
+                                   MOCK_MEMORY_MB, ServiceLimits)
 from cloudqueue.version import VersionAction
 from qickbase.atomicfile import atomic_write
 
@@ -69,10 +70,12 @@ def _parser() -> argparse.ArgumentParser:
                        help="connections open at once; more are answered 503 and closed "
                             f"(default {d.max_connections}; the open-file limit is raised "
                             "to fit when it can be)")
-    serve.add_argument("--mock-deadline-seconds", type=float, default=300.0,
-                       help="longest run of one workload on a mock device (default 300)")
-    serve.add_argument("--mock-memory-mb", type=int, default=2048,
-                       help="memory limit of a mock device's run (default 2048)")
+    serve.add_argument("--mock-deadline-seconds", type=float, default=MOCK_DEADLINE_SECONDS,
+                       help="longest run of one workload on a mock device "
+                            f"(default {MOCK_DEADLINE_SECONDS:g})")
+    serve.add_argument("--mock-memory-mb", type=int, default=MOCK_MEMORY_MB,
+                       help="memory limit of a mock device's executor "
+                            f"(default {MOCK_MEMORY_MB})")
     serve.add_argument("--stock-protocol", action="store_true",
                        help="answer as the stock AWS service does (403 on our own paths such as "
                             "/capabilities, its request models, 500 for unknown ids, no long "
@@ -168,7 +171,7 @@ async def _serve(args: argparse.Namespace) -> None:
 
 
 def _start_fleet(app, args: argparse.Namespace, port: int):
-    """The mock devices' workers, which reach this service over loopback."""
+    """The mock devices' board daemons, which reach this service over loopback."""
     from queueservice.mockfleet import MockFleet
     host = args.host
     if host in ("", "0.0.0.0"):
@@ -177,7 +180,8 @@ def _start_fleet(app, args: argparse.Namespace, port: int):
         host = "::1"
     root = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
     svc = app.state.service
-    fleet = MockFleet(svc.identities, root + svc.prefix, root, Path(args.data) / "mock",
+    fleet = MockFleet(svc.identities, lambda device_id: svc.files.path(f"configs/{device_id}"),
+                      root + svc.prefix, root, Path(args.data) / "mock",
                       deadline_seconds=args.mock_deadline_seconds,
                       memory_mb=args.mock_memory_mb)
     svc.fleet = fleet

@@ -17,7 +17,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from cloudqueue.errors import QueueError
 
-#: descriptors kept for the database, staged uploads, logs and the mock devices' workers
+#: descriptors kept for the database, staged uploads, logs and the mock devices' daemons
 RESERVED_DESCRIPTORS = 128
 #: refused connections are logged at most once in this many seconds (a flood of them must
 #: not flood the log), with the count refused since the last line

@@ -57,7 +57,7 @@ class Service:
     user_wakeups: WakeUps
     prefix: str = ""
     public_url: str | None = None
-    #: the supervisor of the mock devices' workers (``mockfleet.MockFleet``), once serving
+    #: what runs the mock devices' board daemons (``mockfleet.MockFleet``), once serving
     fleet: Any = None
     #: HTTP answers by status class, for ``/metrics`` (``health.RequestCounter``)
     requests: Counter = dataclasses.field(default_factory=Counter)

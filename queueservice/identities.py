@@ -257,8 +257,8 @@ class IdentityStore:
         return [dict(r) for r in rows]
 
     def new_secret(self, device_id: str) -> str:
-        """Replace a device's client secret; answers the new one (mock workers get a fresh
-        secret each start, so none is kept anywhere at rest)."""
+        """Replace a device's client secret; answers the new one (a mock's board daemon gets
+        a fresh secret at each start, in its 0600 credentials file)."""
         secret = secrets.token_urlsafe(40)
         with self.db.transaction() as conn:
             conn.execute("UPDATE devices SET secret_hash = ? WHERE device_id = ?",
@@ -285,7 +285,7 @@ class IdentityStore:
                  json.dumps(health) if health is not None else None, device_id))
 
     def mark_status(self, device_id: str, status: str, health: dict, now: int) -> None:
-        """The service's own word on a device it runs (a mock whose worker cannot start):
+        """The service's own word on a device it runs (a mock whose daemon cannot start):
         shown as a heartbeat would be, without counting as the device's call (leases)."""
         with self.db.transaction() as conn:
             conn.execute("UPDATE devices SET reported_status = ?, last_refreshed = ?, "

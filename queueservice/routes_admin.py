@@ -122,6 +122,6 @@ async def delete_device(request: Request) -> Response:
     await call(svc.files.path(f"configs/{device_id}").unlink, missing_ok=True)
     await svc.queue_changed(device_id)  # wake its long poll and whoever waits on its work
     if row["mock"] is not None and svc.fleet is not None:
-        svc.fleet.wake()  # its worker is stopped
+        svc.fleet.wake()  # its daemon is stopped
     return json_ok({"DeviceId": device_id, "DeviceName": row["name"], "Deleted": True,
                     "CancelledWork": cancelled})

@@ -69,12 +69,6 @@ async def get_device(request: Request) -> Response:
     body = views.device_detail(svc, request, row, now_ms(),
                                with_health=who.is_admin or who.kind == "device",
                                queue_length=len(active))
-    mirror = mockspec.mirror_of(row)
-    if who.kind == "device" and mirror is not None:
-        # a mock mirror reads the soccfg of the device it stands in for
-        mirrored = await call(svc.identities.device, mirror)
-        if mirrored is not None and mirrored["config_refreshed"] is not None:
-            body["MirrorConfigurationUrl"] = svc.presign(request, "GET", f"configs/{mirror}")
     return json_ok(body)
 
 

@@ -5,6 +5,10 @@ from dataclasses import dataclass
 
 DEFAULT_PORT = 8750
 DEFAULT_ADMIN_EMAIL = "admin@localhost"
+#: a mock device's board daemon: longest run of one workload (its ``[executor]
+#: deadline_seconds``) and its executor's address space (``address_space_mb``)
+MOCK_DEADLINE_SECONDS = 300.0
+MOCK_MEMORY_MB = 2048
 
 
 @dataclass(frozen=True)

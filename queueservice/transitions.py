@@ -289,6 +289,9 @@ def _reported(work_id: str, row: Row | None, event: Reported, now: int) -> Chang
             and row["programs_total"]):
         # the last count, which the heartbeats' progress may not have caught up with
         fields["programs_done"] = min(event.programs_done, row["programs_total"])
+    if event.programs_done and outcome == "DONE" and status == "EXECUTING":
+        # a run shorter than a heartbeat: its count came only with the outcome
+        fields["programs_done"] = fields["programs_total"] = event.programs_done
     seconds = policy.device_seconds(event.device_seconds, row["started_at"], now)
     finished = {"finished_at": now, "device_seconds": seconds, "pending_outcome": None}
     if outcome in (None, "DONE"):

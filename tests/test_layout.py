@@ -25,21 +25,6 @@ from boardcore.childstart import MODULES
 ROOT = Path(__file__).resolve().parents[1]
 LAYOUT = ROOT / "docs" / "layout.md"
 
-# Known violations while issue 10's parts are merged one by one. Each entry is exact: the
-# module that imports, and the package it may not import. The lead empties this at merge;
-# an entry that no longer matches an import fails the test (remove it then).
-ALLOWED_TODAY: Dict[Tuple[str, str], str] = {
-    # h-mock: mockboard/ is deleted (mock devices run the real board daemon)
-    ("mockboard.run", "executor"): "h-mock",
-    ("mockboard.run", "qickwork"): "h-mock",
-    ("mockboard.worker", "cloudqueue"): "h-mock",
-    ("mockboard.worker", "executor"): "h-mock",
-    ("mockboard.worker", "qickwork"): "h-mock",
-}
-# Packages in the code but not in the table (mockboard: being deleted, h-mock) and in the
-# table but not yet in the code (qickbase: being created, h-util). Emptied at merge.
-PACKAGES_NOT_IN_TABLE_TODAY = {"mockboard"}
-PACKAGES_NOT_IN_CODE_TODAY: Set[str] = set()
 
 
 # -- the table -------------------------------------------------------------------------------
@@ -183,38 +168,29 @@ def test_the_table_names_only_its_own_packages_and_has_no_cycle() -> None:
 
 def test_every_package_is_in_the_table() -> None:
     table, code = set(parse_layout()), code_packages()
-    missing = code - table - PACKAGES_NOT_IN_TABLE_TODAY
+    missing = code - table
     assert not missing, (f"packages missing from the table in {LAYOUT}: {sorted(missing)}; "
                          "add a row saying what each owns and may import")
-    absent = table - code - PACKAGES_NOT_IN_CODE_TODAY
+    absent = table - code
     assert not absent, f"{LAYOUT} lists packages that do not exist: {sorted(absent)}"
-    stale = (PACKAGES_NOT_IN_TABLE_TODAY - (code - table)) | (
-        PACKAGES_NOT_IN_CODE_TODAY - (table - code))
-    assert not stale, f"remove {sorted(stale)} from this test's *_TODAY package sets"
 
 
 def test_every_import_is_one_the_table_allows() -> None:
     table = parse_layout()
-    violations, allowed_seen = [], set()
+    violations = []
     for package, target, imp in package_imports():
         if target in table.get(package, ()):
-            continue
-        if (imp.module, target) in ALLOWED_TODAY:
-            allowed_seen.add((imp.module, target))
             continue
         violations.append(f"{imp.module}:{imp.line} imports {imp.target} "
                           f"({package} may import: {sorted(table.get(package, ())) or 'nothing'})")
     assert not violations, (f"imports the table in {LAYOUT} does not allow:\n  "
                             + "\n  ".join(violations))
-    stale = set(ALLOWED_TODAY) - allowed_seen
-    assert not stale, f"ALLOWED_TODAY entries that no import needs any more: {sorted(stale)}"
 
 
 def test_no_import_cycle_between_packages() -> None:
     graph: Dict[str, Set[str]] = defaultdict(set)
-    for package, target, imp in package_imports():
-        if (imp.module, target) not in ALLOWED_TODAY:
-            graph[package].add(target)
+    for package, target, _imp in package_imports():
+        graph[package].add(target)
     assert not cycle(graph), f"an import cycle between packages: {' -> '.join(cycle(graph))}"
 
 
@@ -258,7 +234,7 @@ NETWORK = {"cloudqueue", "requests", "urllib3", "http.client", "urllib.request",
 SERVICE = {"starlette", "uvicorn", "anyio", "jwt", "sqlite3", "_sqlite3", "queueservice"}
 #: what the board needs and the web process must never load
 BOARD = {"qick", "numpy", "h5py", "zmq", "boardcore", "supervisor", "executor", "downloader",
-         "uploader", "mockboard"}
+         "uploader"}
 
 
 def test_the_sandboxed_executor_loads_no_network_client() -> None:
@@ -288,7 +264,7 @@ def root_name(tree: ErrorTree) -> str:
 
 def test_every_exception_derives_from_its_package_root_and_is_in_its_tree() -> None:
     trees = parse_error_trees()
-    packages = sorted(code_packages() - PACKAGES_NOT_IN_TABLE_TODAY)
+    packages = sorted(code_packages())
     assert set(packages) <= set(trees), (
         f"packages without a row in {LAYOUT}'s error trees: {sorted(set(packages) - set(trees))}")
     problems = []

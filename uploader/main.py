@@ -118,7 +118,8 @@ class Uploader:
                 meta.finish("FAILED", "device_error", "the board finished the workload but "
                             "its results file is missing; submit it again")
             else:
-                url = c.results_upload_url(dev, meta.work_id, device_seconds=meta.seconds)
+                url = c.results_upload_url(dev, meta.work_id, device_seconds=meta.seconds,
+                                           programs_done=meta.programs_total or None)
                 self._put(url, results, f"results upload of {meta.work_id}")
                 return
         if not c.supports("failed-state"):

@@ -1,5 +1,6 @@
 """A mock device that cannot run says so: ERROR with the reason, never an ONLINE device
-that takes no work. And the server's install has what mock devices need."""
+that takes no work. And the server's install has what mock devices (the board daemon)
+need."""
 from __future__ import annotations
 
 import os
@@ -25,14 +26,16 @@ def _requirement_names(reqs: list[str]) -> set[str]:
 
 
 def test_the_server_extra_can_run_mock_devices_and_the_board_extra_stays_lean():
-    """Regression: `pip install '.[server]'` lacked h5py and qick, so mock workers died."""
+    """Regression: `pip install '.[server]'` lacked h5py and qick, so mock workers died.
+    A mock device is the board daemon: the server extra has what the board's has."""
     import tomllib  # Python 3.11+; this module is also collected by the board's 3.10 run
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     extras = {k: _requirement_names(v) for k, v in project["optional-dependencies"].items()}
     base = _requirement_names(project["dependencies"])
-    # what a mock run imports: the simulated board (numpy, qick), results files (h5py),
-    # and the device client (requests)
-    assert {"numpy", "qick", "h5py"} <= extras["server"] and "requests" in base
+    # what a mock device runs: the board daemon (its bus, process handling, watchdog), the
+    # simulated board (numpy, qick), results files (h5py), and the device client (requests)
+    assert extras["board"] <= extras["server"] and "requests" in base
+    assert {"pyzmq", "psutil", "sdnotify", "numpy", "qick", "h5py"} <= extras["server"]
     assert not extras["board"] & {"starlette", "uvicorn", "pyjwt"}
 
 
@@ -51,7 +54,7 @@ def _with_path(monkeypatch, folder: str) -> None:
     monkeypatch.setenv("PYTHONPATH", folder + (os.pathsep + old if old else ""))
 
 
-def test_a_mock_whose_worker_cannot_import_h5py_shows_error_with_the_reason(
+def test_a_mock_whose_daemon_cannot_import_h5py_shows_error_with_the_reason(
         queue_service_factory, tmp_path, monkeypatch):
     _with_path(monkeypatch, _hide(tmp_path, "h5py"))
     service = queue_service_factory()
@@ -71,7 +74,8 @@ def test_a_mock_whose_worker_cannot_import_h5py_shows_error_with_the_reason(
     work = submit(user, device_id)
     body = status(user, work)
     assert body["WorkStatus"] == "READY" and body["EstimatedStartAt"] is None
-    assert body["EstimatedStartReason"].startswith("device in ERROR (the mock board cannot")
+    assert body["EstimatedStartReason"].startswith(
+        "device in ERROR (the mock board's daemon cannot start")
     # the CLI: `devices` and `device` show it
     conf = tmp_path / "user.conf"
     conf.write_text(f"[service]\napi_endpoint = {service.url}\n[user]\napi_key = "
@@ -84,37 +88,38 @@ def test_a_mock_whose_worker_cannot_import_h5py_shows_error_with_the_reason(
                               *args], capture_output=True, text=True, timeout=60, env=env)
         assert out.returncode == 0, out.stderr
         assert "ERROR (mock)" in out.stdout and "h5py" in out.stdout, out.stdout
-    # the worker stays up reporting ERROR: no restart loop
-    assert "worker exited" not in service.log_path.read_text()
+    # the service keeps trying, with backoff, while the device stays ERROR
+    assert "board daemon exited (exit code 1)" in service.log_path.read_text()
 
 
-def test_a_mock_worker_that_exits_at_once_marks_its_device_error(tmp_path, monkeypatch):
-    """The fleet itself (real worker processes, real SQLite): a worker that cannot even
-    start its device client exits at once; after a few times the device shows ERROR with
-    the exit and the worker's last words, kept while it lasts; ONLINE never."""
+def test_a_mock_daemon_that_exits_at_once_marks_its_device_error(tmp_path, monkeypatch):
+    """The fleet itself (real daemon processes, real SQLite): a daemon that cannot even
+    start exits at once; after a few times the device shows ERROR with the exit and the
+    daemon's last words, kept while it lasts; ONLINE never."""
     from queueservice import views
     from queueservice.db import Database
     from queueservice.identities import IdentityStore
     from queueservice.mockfleet import QUICK_EXITS, MockFleet
-    _with_path(monkeypatch, _hide(tmp_path, "requests"))
+    _with_path(monkeypatch, _hide(tmp_path, "h5py"))
     identities = IdentityStore(Database(tmp_path / "q.db"))
     row, _ = identities.add_device("mock", 60, int(time.time() * 1000), {"Board": "zcu216-v2"})
-    fleet = MockFleet(identities, "http://127.0.0.1:9", "http://127.0.0.1:9", tmp_path / "logs")
-    fleet.log_dir.mkdir()
+    fleet = MockFleet(identities, lambda device_id: tmp_path / "configs" / device_id,
+                      "http://127.0.0.1:9", "http://127.0.0.1:9", tmp_path / "mock")
     clock = 0.0
     for start in range(QUICK_EXITS):
-        fleet.sweep(clock)  # starts the worker
-        worker = fleet.workers[row["device_id"]]
-        assert worker.starts == start + 1
-        worker.proc.wait(30)  # it dies at once
+        fleet.sweep(clock)  # starts the daemon
+        daemon = fleet.daemons[row["device_id"]]
+        assert daemon.starts == start + 1
+        daemon.proc.wait(30)  # it dies at once
         assert identities.device(row["device_id"])["reported_status"] != "ONLINE"
         clock += 0.1
         fleet.sweep(clock)  # notices the exit; restarts after the backoff
-        clock = worker.not_before
+        clock = daemon.not_before
     device = identities.device(row["device_id"])
     assert device["reported_status"] == "ERROR"
     listed = views.device_summary(device, int(time.time() * 1000))
     assert listed["DeviceStatus"] == "ERROR"
     assert f"exited at once {QUICK_EXITS} times in a row (exit code 1)" in listed["StatusReason"]
-    assert "requests" in listed["StatusReason"]  # its last words
+    assert "h5py" in listed["StatusReason"]  # its last words
+    assert "pip install 'qick-queue[server]'" in listed["StatusReason"]
     fleet.stop()

@@ -47,6 +47,16 @@ def test_progress_follows_the_heartbeat_and_done_shows_total(world: World):
     assert body["Progress"] == {"ProgramsDone": 201, "ProgramsTotal": 201}
 
 
+def test_a_run_shorter_than_a_heartbeat_shows_its_count_from_the_done_report(world: World):
+    """The board daemon's uploader sends ``ProgramsDone`` with ``DONE``: a run over before
+    any heartbeat carried its progress still shows total/total (it did: None)."""
+    device, user, work_id = running(world)
+    url = device.report(work_id, {"Outcome": "DONE", "ProgramsDone": 2}).json()["UploadUrl"]
+    assert status(user, work_id)["Progress"] == {"ProgramsDone": 2, "ProgramsTotal": 2}
+    assert put_file(url, b"results").status_code == 200
+    assert status(user, work_id)["Progress"] == {"ProgramsDone": 2, "ProgramsTotal": 2}
+
+
 def test_progress_only_from_the_device_the_work_is_on(world: World):
     device, user, work_id = running(world)
     other = world.device("other")
