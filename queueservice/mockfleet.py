@@ -41,7 +41,7 @@ from typing import Any, Callable, Optional
 
 import psutil
 
-from cloudqueue.config import write_private
+from cloudqueue.config import write_atomically
 from qickbase.backoff import Backoff
 from queueservice import mockspec
 from queueservice.settings import MOCK_DEADLINE_SECONDS, MOCK_MEMORY_MB
@@ -253,7 +253,7 @@ class MockFleet:
         soccfg = None
         if spec.get("MirrorOf"):
             soccfg = folder / "soccfg.json"
-            write_private(soccfg, self.config_path(spec["MirrorOf"]).read_text())
+            write_atomically(soccfg, self.config_path(spec["MirrorOf"]).read_text())
         if daemon.run_dir is None:
             daemon.run_dir = _run_dir(folder)
         sections = {"service": {"api_endpoint": self.api_url, "oauth_endpoint": self.root_url},
@@ -263,9 +263,9 @@ class MockFleet:
             soccfg_json=soccfg, refresh_timeout=row["refresh_timeout"],
             deadline_seconds=self.deadline_seconds, memory_mb=self.memory_mb))
         config, credentials = folder / "config", folder / "credentials"
-        write_private(config, ini_text(sections))
+        write_atomically(config, ini_text(sections))
         secret = self.identities.new_secret(daemon.device_id)
-        write_private(credentials, ini_text({"credentials": {"id": row["client_id"],
+        write_atomically(credentials, ini_text({"credentials": {"id": row["client_id"],
                                                              "secret": secret}}))
         return config, credentials
 
