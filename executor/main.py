@@ -48,9 +48,11 @@ from boardcore.errors import BoardBusy, BoardConfigError, LimitsError, SandboxEr
 from boardcore.limits import RunLimits
 from boardcore.settings import BoardSettings
 from executor import sandbox
-from qickwork.errors import WorkloadError
 
 log = logging.getLogger("qick.executor")
+#: what to install when an import the board needs fails
+MISSING_HINT = ("pip install 'qick-queue[board]'; a queue service running mock devices: "
+                "pip install 'qick-queue[server]'")
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -171,11 +173,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         _write_soccfg(board, soccfg_out)
     except Exception as exc:
         reason = f"cannot open the {s.board} board {s.board_name}: {exc}"
-        if s.address_space_mb and isinstance(exc, (ImportError, MemoryError)):
-            # a library that cannot be mapped under the limit fails its import
+        if s.address_space_mb and (isinstance(exc, MemoryError) or (
+                isinstance(exc, ImportError) and not isinstance(exc, ModuleNotFoundError))):
+            # a library that cannot be mapped under the limit fails its import (a missing
+            # one is a ModuleNotFoundError)
             reason = (f"cannot open the {s.board} board {s.board_name} within the "
                       f"executor's address space limit of {s.address_space_mb} MB "
                       f"([executor] address_space_mb): {' '.join(str(exc).split())}")
+        elif isinstance(exc, ImportError):
+            reason = _open_failed(s, exc)
         if s.board == "qick":  # what PYNQ said and what to look at (executor.openfail)
             reason = f"cannot open the real board (qick): {exc}"
         log.error("%s (%s)", reason, type(exc).__name__)
@@ -219,18 +225,25 @@ def check(args: argparse.Namespace) -> int:
         return _say(exitcodes.SANDBOX_FAILED, str(exc))
     try:
         _, board = _open(s)
-    except WorkloadError as exc:  # open_board's own words (PYNQ's, and what to do)
-        return _say(exitcodes.BOARD_OPEN_FAILED,
-                    f"cannot open the {s.board} board {s.board_name}: {exc}")
     except Exception as exc:  # noqa: BLE001 - any failure to open is the finding
-        return _say(exitcodes.BOARD_OPEN_FAILED,
-                    f"cannot open the {s.board} board {s.board_name}: {type(exc).__name__}: "
-                    f"{exc} (check [executor] board, board_name, soccfg_json; is the firmware "
-                    "loaded?)")
+        return _say(exitcodes.BOARD_OPEN_FAILED, _open_failed(s, exc))
     finally:
         lock.release()
     print(getattr(board, "name", s.board_name))
     return exitcodes.OK
+
+
+def _open_failed(s: BoardSettings, exc: Exception) -> str:
+    """Why the board did not open, in one line. qickwork (numpy, h5py) is loaded by
+    ``_open`` under the limits, so its error type is looked up only once it is there."""
+    errors = sys.modules.get("qickwork.errors")
+    if errors is not None and isinstance(exc, errors.WorkloadError):
+        return f"cannot open the {s.board} board {s.board_name}: {exc}"  # open_board's words
+    if isinstance(exc, ImportError):
+        return (f"cannot open the {s.board} board {s.board_name}: {exc}: this Python lacks "
+                f"what the board needs ({MISSING_HINT})")
+    return (f"cannot open the {s.board} board {s.board_name}: {type(exc).__name__}: {exc} "
+            "(check [executor] board, board_name, soccfg_json; is the firmware loaded?)")
 
 
 def _say(code: int, reason: str) -> int:

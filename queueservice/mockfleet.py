@@ -44,7 +44,8 @@ import psutil
 from cloudqueue.config import write_atomically
 from qickbase.backoff import Backoff
 from queueservice import mockspec
-from queueservice.settings import MOCK_DEADLINE_SECONDS, MOCK_MEMORY_MB
+from queueservice.settings import (MOCK_DEADLINE_MARGIN_SECONDS, MOCK_DEADLINE_SECONDS,
+                                   MOCK_MEMORY_MB)
 
 log = logging.getLogger("qick_queue.mock")
 STABLE_SECONDS = 30.0
@@ -80,7 +81,8 @@ def daemon_settings(*, spool: Path, run_dir: Path, board: Optional[str],
         "executor": {
             "board": "simulated", "board_name": board or mockspec.DEFAULT_BOARD,
             "soccfg_json": str(soccfg_json) if soccfg_json else "",
-            "deadline_seconds": f"{deadline_seconds:g}", "grace_seconds": "2",
+            "deadline_seconds": f"{deadline_seconds:g}",
+            "deadline_margin_seconds": f"{MOCK_DEADLINE_MARGIN_SECONDS:g}", "grace_seconds": "2",
             "address_space_mb": str(memory_mb), "network_isolation": "no"},
         "uploader": {"retry_base_seconds": "0.2", "retry_max_seconds": "5",
                      "scan_seconds": "0.5"},

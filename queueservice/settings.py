@@ -9,6 +9,9 @@ DEFAULT_ADMIN_EMAIL = "admin@localhost"
 #: deadline_seconds``) and its executor's address space (``address_space_mb``)
 MOCK_DEADLINE_SECONDS = 300.0
 MOCK_MEMORY_MB = 2048
+#: the mock daemon's backstop above its deadline ([executor] deadline_margin_seconds): a
+#: simulated program that runs on past the deadline is stopped this soon after it
+MOCK_DEADLINE_MARGIN_SECONDS = 2.0
 
 
 @dataclass(frozen=True)

@@ -74,7 +74,8 @@ class FakeQueueClient:
         return self._answer("get_work", None, device_id=device_id, holding=holding)
 
     def results_upload_url(self, device_id: str, work_id: str,
-                           device_seconds: Optional[float] = None) -> str:
+                           device_seconds: Optional[float] = None,
+                           programs_done: Optional[int] = None) -> str:
         return self._answer("results_upload_url", f"https://store.test/results/{work_id}",
                             device_id=device_id, work_id=work_id)
 

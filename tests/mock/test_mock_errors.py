@@ -45,7 +45,7 @@ def _hide(tmp_path: Path, module: str) -> str:
     folder = tmp_path / f"without-{module}"
     (folder / module).mkdir(parents=True)
     (folder / module / "__init__.py").write_text(
-        f"raise ImportError(\"No module named '{module}' (hidden by the test)\")\n")
+        f"raise ModuleNotFoundError(\"No module named '{module}' (hidden by the test)\")\n")
     return str(folder)
 
 
@@ -74,8 +74,10 @@ def test_a_mock_whose_daemon_cannot_import_h5py_shows_error_with_the_reason(
     work = submit(user, device_id)
     body = status(user, work)
     assert body["WorkStatus"] == "READY" and body["EstimatedStartAt"] is None
+    # the daemon runs; its executor cannot open the board, and the daemon says why
     assert body["EstimatedStartReason"].startswith(
-        "device in ERROR (the mock board's daemon cannot start")
+        "device in ERROR (executor: the executor could not open the board")
+    assert "h5py" in body["EstimatedStartReason"]
     # the CLI: `devices` and `device` show it
     conf = tmp_path / "user.conf"
     conf.write_text(f"[service]\napi_endpoint = {service.url}\n[user]\napi_key = "
@@ -88,19 +90,23 @@ def test_a_mock_whose_daemon_cannot_import_h5py_shows_error_with_the_reason(
                               *args], capture_output=True, text=True, timeout=60, env=env)
         assert out.returncode == 0, out.stderr
         assert "ERROR (mock)" in out.stdout and "h5py" in out.stdout, out.stdout
-    # the service keeps trying, with backoff, while the device stays ERROR
-    assert "board daemon exited (exit code 1)" in service.log_path.read_text()
+    # the daemon keeps trying its executor, with backoff, while the device stays ERROR
+    daemon_log = service.data_dir / "mock" / device_id / "daemon.log"
+    wait_for(lambda: daemon_log.read_text().count("-> BACKOFF") >= 2, 30,
+             what="the executor restarted with backoff")
+    assert "No module named 'h5py'" in daemon_log.read_text()
 
 
 def test_a_mock_daemon_that_exits_at_once_marks_its_device_error(tmp_path, monkeypatch):
     """The fleet itself (real daemon processes, real SQLite): a daemon that cannot even
-    start exits at once; after a few times the device shows ERROR with the exit and the
-    daemon's last words, kept while it lasts; ONLINE never."""
+    start (its bus library, pyzmq, missing) exits at once; after a few times the device
+    shows ERROR with the exit and the daemon's last words, kept while it lasts; ONLINE
+    never."""
     from queueservice import views
     from queueservice.db import Database
     from queueservice.identities import IdentityStore
     from queueservice.mockfleet import QUICK_EXITS, MockFleet
-    _with_path(monkeypatch, _hide(tmp_path, "h5py"))
+    _with_path(monkeypatch, _hide(tmp_path, "zmq"))
     identities = IdentityStore(Database(tmp_path / "q.db"))
     row, _ = identities.add_device("mock", 60, int(time.time() * 1000), {"Board": "zcu216-v2"})
     fleet = MockFleet(identities, lambda device_id: tmp_path / "configs" / device_id,
@@ -120,6 +126,6 @@ def test_a_mock_daemon_that_exits_at_once_marks_its_device_error(tmp_path, monke
     listed = views.device_summary(device, int(time.time() * 1000))
     assert listed["DeviceStatus"] == "ERROR"
     assert f"exited at once {QUICK_EXITS} times in a row (exit code 1)" in listed["StatusReason"]
-    assert "h5py" in listed["StatusReason"]  # its last words
+    assert "zmq" in listed["StatusReason"]  # its last words
     assert "pip install 'qick-queue[server]'" in listed["StatusReason"]
     fleet.stop()
