@@ -8,14 +8,18 @@ import logging
 import queue
 import sys
 import threading
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Protocol
 
 from boardcore import exitcodes
 from boardcore.bus import ChildBus, Waker
+from boardcore.childstart import child_parser, child_settings
+from boardcore.errors import BoardConfigError
+from boardcore.settings import BoardSettings
 from boardcore.spool import Spool
 from cloudqueue.auth import device_auth_from_config
 from cloudqueue.client import QueueClient
 from cloudqueue.config import load_config
+from cloudqueue.errors import ConfigError, QueueError
 from qickbase.backoff import Backoff
 
 log = logging.getLogger("qick")
@@ -81,6 +85,32 @@ class Link:
         finally:
             bus.close()
             self.waker.close()
+
+
+class LinkWork(Protocol):
+    """What a link child does: answer the supervisor's messages, and work in threads."""
+
+    def on_message(self, msg: Dict[str, Any]) -> None: ...
+
+    def threads(self) -> List[threading.Thread]: ...
+
+
+def serve_link_child(name: str, summary: str, argv: Optional[List[str]],
+                     make: Callable[[Link, QueueClient, str, BoardSettings], LinkWork]) -> int:
+    """The life of a downloader or uploader process: its settings and queue client from
+    the config, its work, the bus until the supervisor says stop (the exit code)."""
+    args = child_parser(f"qick-{name}", summary).parse_args(argv)
+    try:
+        settings = child_settings(args)
+        client, device_id = device_client(args.config, args.credentials)
+    except (BoardConfigError, ConfigError, QueueError) as exc:
+        log.error("%s", exc)
+        return exitcodes.USAGE
+    link = Link(name, Spool(settings.spool))
+    work = make(link, client, device_id, settings)
+    bus = ChildBus(args.bus, name, settings.heartbeat_seconds,
+                   settings.heartbeat_timeout_seconds)
+    return link.serve(bus, work.on_message, work.threads(), device=device_id)
 
 
 def run_main(name: str, body: Callable[[], int]) -> None:

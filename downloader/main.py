@@ -17,14 +17,11 @@ import threading
 import time
 from typing import Any, Dict, List, Optional
 
-from boardcore import exitcodes
-from boardcore.bus import ChildBus
-from boardcore.childstart import child_parser, child_settings
-from boardcore.errors import BoardConfigError, DiskFull, SpoolError
-from boardcore.queuelink import Link, device_client, run_main
+from boardcore.errors import DiskFull, SpoolError
+from boardcore.queuelink import Link, run_main, serve_link_child
 from boardcore.settings import BoardSettings
-from boardcore.spool import WORKLOAD, Spool, WorkMeta
-from cloudqueue.errors import ConfigError, DownloadTooLarge, QueueError
+from boardcore.spool import WORKLOAD, WorkMeta
+from cloudqueue.errors import DownloadTooLarge, QueueError
 from cloudqueue.transfer import download_file, upload_file
 from qickbase.backoff import Backoff, BackoffCounter
 
@@ -60,6 +57,10 @@ class Downloader:
         self.link.post("queue", ok=ok, error=error, at=time.time())
 
     # --- heartbeat thread ---------------------------------------------------------------
+    def threads(self) -> List[threading.Thread]:
+        return [threading.Thread(target=self.heartbeat_loop, name="heartbeat", daemon=True),
+                threading.Thread(target=self.work_loop, name="work", daemon=True)]
+
     def heartbeat_loop(self) -> None:
         backoff = BackoffCounter(Backoff(1.0, 30.0))  # waits at least 0.5 s
         failing: Optional[str] = None  # the last error logged: an outage is logged once
@@ -192,21 +193,8 @@ class Downloader:
         self.link.post("work", work_id=work_id)
 
 
-def main(argv=None) -> int:
-    args = child_parser("qick-downloader", __doc__.splitlines()[0]).parse_args(argv)
-    try:
-        settings = child_settings(args)
-        client, device_id = device_client(args.config, args.credentials)
-    except (BoardConfigError, ConfigError, QueueError) as exc:
-        log.error("%s", exc)
-        return exitcodes.USAGE
-    link = Link("downloader", Spool(settings.spool))
-    d = Downloader(link, client, device_id, settings)
-    workers = [threading.Thread(target=d.heartbeat_loop, name="heartbeat", daemon=True),
-               threading.Thread(target=d.work_loop, name="work", daemon=True)]
-    bus = ChildBus(args.bus, "downloader", settings.heartbeat_seconds,
-                   settings.heartbeat_timeout_seconds)
-    return link.serve(bus, d.on_message, workers, device=device_id)
+def main(argv: Optional[List[str]] = None) -> int:
+    return serve_link_child("downloader", __doc__.splitlines()[0], argv, Downloader)
 
 
 if __name__ == "__main__":

@@ -12,17 +12,13 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, List, Optional
 
-from boardcore import exitcodes
-from boardcore.bus import ChildBus
-from boardcore.childstart import child_parser, child_settings
-from boardcore.errors import BoardConfigError, SpoolError
-from boardcore.queuelink import Link, device_client, run_main
+from boardcore.errors import SpoolError
+from boardcore.queuelink import Link, run_main, serve_link_child
 from boardcore.settings import BoardSettings
-from boardcore.spool import RESULTS, Spool, WorkMeta
-from cloudqueue.errors import (BadRequest, ConfigError, Conflict, NotFound, NotSupported,
-                               QueueError)
+from boardcore.spool import RESULTS, WorkMeta
+from cloudqueue.errors import BadRequest, Conflict, NotFound, NotSupported, QueueError
 from cloudqueue.transfer import upload_file
 from qickbase.backoff import Backoff, BackoffCounter
 
@@ -41,6 +37,9 @@ class Uploader:
     def on_message(self, msg: Dict[str, Any]) -> None:
         if msg["type"] == "kick":
             self.kick.set()
+
+    def threads(self) -> List[threading.Thread]:
+        return [threading.Thread(target=self.loop, name="upload", daemon=True)]
 
     def loop(self) -> None:
         while not self.link.stop.is_set():
@@ -192,20 +191,8 @@ def record_outcome(path: Path, meta: WorkMeta) -> None:
         write_error_results(path, meta)
 
 
-def main(argv=None) -> int:
-    args = child_parser("qick-uploader", __doc__.splitlines()[0]).parse_args(argv)
-    try:
-        settings = child_settings(args)
-        client, device_id = device_client(args.config, args.credentials)
-    except (BoardConfigError, ConfigError, QueueError) as exc:
-        log.error("%s", exc)
-        return exitcodes.USAGE
-    link = Link("uploader", Spool(settings.spool))
-    up = Uploader(link, client, device_id, settings)
-    worker = threading.Thread(target=up.loop, name="upload", daemon=True)
-    bus = ChildBus(args.bus, "uploader", settings.heartbeat_seconds,
-                   settings.heartbeat_timeout_seconds)
-    return link.serve(bus, up.on_message, [worker], device=device_id)
+def main(argv: Optional[List[str]] = None) -> int:
+    return serve_link_child("uploader", __doc__.splitlines()[0], argv, Uploader)
 
 
 if __name__ == "__main__":
