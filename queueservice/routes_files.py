@@ -14,9 +14,9 @@ bytes changes nothing either.
 from __future__ import annotations
 
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import Response
 
-from cloudqueue.errors import ChecksumMismatch, Conflict, NotFound
+from cloudqueue.errors import ChecksumMismatch, Conflict
 from queueservice import estimates, policy
 from queueservice.errors import PayloadTooLarge
 from queueservice.files import parse_key
@@ -128,9 +128,5 @@ async def put_file(request: Request) -> Response:
 async def get_file(request: Request) -> Response:
     svc = service(request)
     key, kind, ident = _checked_key(request, "GET")
-    path = svc.files.path(key)
-    if not path.is_file():
-        raise NotFound(f"the file {key} has not been uploaded")
     suffix = {"workloads": "-work", "results": "-output", "configs": "-config"}[kind]
-    return FileResponse(path, media_type="application/octet-stream",
-                        filename=f"{ident}{suffix}")
+    return await call(svc.files.response, key, f"{ident}{suffix}")
