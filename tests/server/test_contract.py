@@ -50,9 +50,9 @@ def test_new_device_is_offline_with_zero_last_refreshed_and_no_config_url(world:
     assert one["QueueLength"] == 0
 
 
-def test_heartbeat_sets_status_and_config_upload_sets_configuration(world: World):
-    device = world.device()
-    user, _ = world.user()
+def test_heartbeat_sets_status_and_config_upload_sets_configuration(files_world: World):
+    device = files_world.device()
+    user, _ = files_world.user()
     beat = device.heartbeat("BUSY")
     assert beat.status_code == 200
     body = beat.json()
@@ -74,9 +74,9 @@ def test_device_goes_offline_after_refresh_timeout(world: World):
              == "OFFLINE", 5, interval=0.1, what="OFFLINE")
 
 
-def test_workload_walks_created_ready_executing_uploading_done(world: World):
-    device = world.device()
-    user, _ = world.user()
+def test_workload_walks_created_ready_executing_uploading_done(files_world: World):
+    device = files_world.device()
+    user, _ = files_world.user()
     assert device.next_work().json() == []
     resp = user.post("/workloads", json={"DeviceId": device.id, "Priority": "HIGH"})
     assert resp.status_code == 201
@@ -122,11 +122,12 @@ def _state(user: Api, work_id: str) -> dict:
                                       "Attempts", "DeviceSeconds", "ErrorKind")}
 
 
-def test_workload_file_sent_again_with_the_same_bytes_is_200_and_changes_nothing(world: World):
+def test_workload_file_sent_again_with_the_same_bytes_is_200_and_changes_nothing(
+        files_world: World):
     """Not the stock behaviour (a second upload set running work back to READY, so one
     lost answer ran it twice): a workload file is immutable once uploaded."""
-    device = world.device()
-    user, _ = world.user()
+    device = files_world.device()
+    user, _ = files_world.user()
     resp = user.post("/workloads", json={"DeviceId": device.id, "Priority": "LOW"}).json()
     assert put_file(resp["UploadUrl"], b"v1").status_code == 200
     ready = _state(user, resp["WorkId"])
@@ -142,9 +143,9 @@ def test_workload_file_sent_again_with_the_same_bytes_is_200_and_changes_nothing
     assert after["StartedAt"] == running["StartedAt"] and after["ReadyAt"] == ready["ReadyAt"]
 
 
-def test_workload_file_with_other_bytes_is_409_in_every_state(world: World):
-    device = world.device()
-    user, _ = world.user()
+def test_workload_file_with_other_bytes_is_409_in_every_state(files_world: World):
+    device = files_world.device()
+    user, _ = files_world.user()
     resp = user.post("/workloads", json={"DeviceId": device.id, "Priority": "LOW"}).json()
     work = resp["WorkId"]
     put_file(resp["UploadUrl"], b"v1")
@@ -168,9 +169,9 @@ def test_workload_file_with_other_bytes_is_409_in_every_state(world: World):
     assert device.next_work().json() == []
 
 
-def test_results_sent_again_after_done_change_nothing(world: World):
-    device = world.device()
-    user, _ = world.user()
+def test_results_sent_again_after_done_change_nothing(files_world: World):
+    device = files_world.device()
+    user, _ = files_world.user()
     work = submit(user, device.id)
     device.next_work()
     url = device.report(work).json()["UploadUrl"]
