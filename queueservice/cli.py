@@ -202,6 +202,10 @@ def main(argv: list[str] | None = None) -> int:
                         getattr(logging, args.log_level.upper()),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
+    # the AWS library's own INFO lines (where it found credentials, the endpoint) are noise
+    # beside the service's: only its warnings show (``--files s3://...``)
+    for library in ("boto3", "botocore", "s3transfer"):
+        logging.getLogger(library).setLevel(logging.WARNING)
     try:
         if args.command == "init":
             from queueservice.datadir import init_data_dir
