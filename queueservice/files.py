@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,8 @@ _KEY = re.compile(r"^(workloads|results|configs)/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-
 CHUNK_BYTES = 1 << 20
 #: S3 uploads past this size go in parts of this size (streamed from the staged file)
 S3_PART_BYTES = 8 * 2**20
+#: locks that keep writes of one key one at a time (a key picks one by its hash)
+WRITE_LOCKS = 64
 
 
 def parse_key(key: str) -> tuple[str, str]:
@@ -72,6 +75,13 @@ class FileStore(ABC):
 
     def __init__(self, tmp: Path):
         self.tmp = Path(tmp)
+        self._write_locks = [threading.Lock() for _ in range(WRITE_LOCKS)]
+
+    def writing(self, key: str) -> threading.Lock:
+        """The lock to hold from "may this key be written?" until its state change is
+        applied: two uploads of one key in this process never interleave (a workload file's
+        first upload is the one kept), and other keys never wait on it."""
+        return self._write_locks[hash(key) % WRITE_LOCKS]
 
     def create(self) -> None:
         """Make what the store needs (idempotent); clears uploads a crash left half-written."""

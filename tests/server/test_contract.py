@@ -1,10 +1,15 @@
 """Part 1 contract: each stock endpoint's fields, status codes, transitions and queue order."""
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import requests
 
 from tests.helpers import wait_for
 from tests.server.api import ISO, Api, World, assert_error, put_file, status, submit
+
+RACERS = 6  # uploads of one workload file at once
 
 
 def test_capabilities_lists_the_extras_without_auth(world: World):
@@ -167,6 +172,29 @@ def test_workload_file_with_other_bytes_is_409_in_every_state(files_world: World
     assert _state(user, work) == done and done["WorkStatus"] == "DONE"
     assert requests.get(status(user, work)["WorkloadUrl"], timeout=10).content == b"v1"
     assert device.next_work().json() == []
+
+
+def test_racing_first_uploads_of_other_bytes_keep_exactly_one(files_world: World):
+    """Uploads of one workload file with other bytes, all at once (no announced SHA-256, as
+    the original client): one is kept (200, READY), every other is 409, and the stored file
+    is the kept one's bytes."""
+    device = files_world.device()
+    user, _ = files_world.user()
+    created = user.post("/workloads", json={"DeviceId": device.id, "Priority": "LOW"}).json()
+    start = threading.Barrier(RACERS)
+
+    def upload(n: int) -> tuple[int, bytes]:
+        data = f"version {n} ".encode() * 50_000
+        start.wait(10)
+        return put_file(created["UploadUrl"], data).status_code, data
+
+    with ThreadPoolExecutor(RACERS) as pool:
+        answers = list(pool.map(upload, range(RACERS)))
+    kept = [data for code, data in answers if code == 200]
+    assert len(kept) == 1 and sorted(code for code, _ in answers) == [200] + [409] * (RACERS - 1)
+    ready = status(user, created["WorkId"])
+    assert ready["WorkStatus"] == "READY"
+    assert requests.get(ready["WorkloadUrl"], timeout=30).content == kept[0]
 
 
 def test_results_sent_again_after_done_change_nothing(files_world: World):
