@@ -139,8 +139,9 @@ class FileStore(ABC):
         """Remove the file (nothing if absent)."""
 
     @abstractmethod
-    def response(self, key: str, filename: str) -> Response:
-        """The file streamed as a download named ``filename``; NotFound if absent."""
+    def response(self, key: str, filename: str, byte_range: str | None = None) -> Response:
+        """The file streamed as a download named ``filename`` (206 with the part a
+        ``Range: bytes=...`` header asks for); NotFound if absent."""
 
 
 class LocalFiles(FileStore):
@@ -187,7 +188,8 @@ class LocalFiles(FileStore):
     def delete(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)
 
-    def response(self, key: str, filename: str) -> Response:
+    def response(self, key: str, filename: str, byte_range: str | None = None) -> Response:
+        """Starlette's FileResponse reads the request's Range header itself."""
         path = self.path(key)
         if not path.is_file():
             raise NotFound(f"the file {key} has not been uploaded")
@@ -295,7 +297,7 @@ class S3Files(FileStore):
         if recorded:
             return recorded
         digest = hashlib.sha256()  # an object put there by other means: hash it, streamed
-        for chunk in self._chunks(self._get(key)):
+        for chunk in self._chunks(self._whole(key)):
             digest.update(chunk)
         return digest.hexdigest()
 
@@ -303,13 +305,23 @@ class S3Files(FileStore):
         head = self._head(key)
         return None if head is None else int(head["ContentLength"])
 
-    def _get(self, key: str) -> dict:
+    def _get(self, key: str, byte_range: str = "") -> dict | None:
+        """S3's answer (its ``Body`` a stream); None when nothing is in ``byte_range``."""
+        ranged = {"Range": byte_range} if byte_range else {}
         try:
-            return self.client.get_object(Bucket=self.bucket, Key=self._object(key))
+            return self.client.get_object(Bucket=self.bucket, Key=self._object(key), **ranged)
         except self._store_errors as exc:
             if self._missing(exc):
                 raise NotFound(f"the file {key} has not been uploaded") from None
+            if (isinstance(exc, self._client_error)
+                    and exc.response.get("Error", {}).get("Code") == "InvalidRange"):
+                return None
             raise self._unavailable(exc, f"reading {key}") from None
+
+    def _whole(self, key: str) -> dict:
+        answer = self._get(key)
+        assert answer is not None  # no range asked: none refused
+        return answer
 
     def _chunks(self, answer: dict) -> Iterator[bytes]:
         body = answer["Body"]
@@ -320,7 +332,7 @@ class S3Files(FileStore):
 
     def read_text(self, key: str) -> str | None:
         try:
-            return b"".join(self._chunks(self._get(key))).decode()
+            return b"".join(self._chunks(self._whole(key))).decode()
         except NotFound:
             return None
 
@@ -330,12 +342,25 @@ class S3Files(FileStore):
         except self._store_errors as exc:
             raise self._unavailable(exc, f"deleting {key}") from None
 
-    def response(self, key: str, filename: str) -> Response:
-        answer = self._get(key)
-        return StreamingResponse(self._chunks(answer), media_type="application/octet-stream",
-                                 headers={"Content-Length": str(answer["ContentLength"]),
-                                          "Content-Disposition":
-                                              f'attachment; filename="{filename}"'})
+    def response(self, key: str, filename: str, byte_range: str | None = None) -> Response:
+        """One range (``bytes=A-B``, ``A-``, ``-N``) is asked of S3; anything else (several
+        ranges, a malformed header) is ignored and the whole file sent, as HTTP allows."""
+        single = byte_range.strip() if byte_range else ""
+        if not _SINGLE_RANGE.fullmatch(single):
+            single = ""
+        answer = self._get(key, single)
+        if answer is None:
+            return Response(status_code=416,
+                            headers={"Content-Range": f"bytes */{self.size(key)}"})
+        headers = {"Content-Length": str(answer["ContentLength"]), "Accept-Ranges": "bytes",
+                   "Content-Disposition": f'attachment; filename="{filename}"'}
+        if single and answer.get("ContentRange"):
+            headers["Content-Range"] = answer["ContentRange"]
+        return StreamingResponse(self._chunks(answer), status_code=206 if single else 200,
+                                 media_type="application/octet-stream", headers=headers)
+
+
+_SINGLE_RANGE = re.compile(r"bytes=(\d+-\d*|-\d+)")
 
 
 def open_files(files: str | None, files_path: Path) -> FileStore:

@@ -136,4 +136,4 @@ async def get_file(request: Request) -> Response:
     svc = service(request)
     key, kind, ident = _checked_key(request, "GET")
     suffix = {"workloads": "-work", "results": "-output", "configs": "-config"}[kind]
-    return await call(svc.files.response, key, f"{ident}{suffix}")
+    return await call(svc.files.response, key, f"{ident}{suffix}", request.headers.get("range"))

@@ -197,6 +197,23 @@ def test_racing_first_uploads_of_other_bytes_keep_exactly_one(files_world: World
     assert requests.get(ready["WorkloadUrl"], timeout=30).content == kept[0]
 
 
+def test_a_file_download_streams_a_byte_range(files_world: World):
+    device = files_world.device()
+    user, _ = files_world.user()
+    data = bytes(range(256)) * 40
+    url = status(user, submit(user, device.id, data))["WorkloadUrl"]
+    whole = requests.get(url, timeout=30)
+    assert whole.status_code == 200 and whole.content == data
+    assert whole.headers["Accept-Ranges"] == "bytes"
+    part = requests.get(url, headers={"Range": "bytes=100-299"}, timeout=30)
+    assert part.status_code == 206 and part.content == data[100:300]
+    assert part.headers["Content-Range"] == f"bytes 100-299/{len(data)}"
+    tail = requests.get(url, headers={"Range": "bytes=-10"}, timeout=30)
+    assert tail.status_code == 206 and tail.content == data[-10:]
+    beyond = requests.get(url, headers={"Range": f"bytes={len(data) + 5}-"}, timeout=30)
+    assert beyond.status_code == 416 and beyond.headers["Content-Range"] == f"bytes */{len(data)}"
+
+
 def test_results_sent_again_after_done_change_nothing(files_world: World):
     device = files_world.device()
     user, _ = files_world.user()

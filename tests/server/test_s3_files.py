@@ -152,3 +152,14 @@ def test_an_s3_url_names_the_bucket_and_a_folder_like_prefix():
     assert parse_s3_url("s3://bucket") == ("bucket", "")
     assert parse_s3_url("s3://bucket/") == ("bucket", "")
     assert parse_s3_url("s3://my.bucket-1/lab/one/") == ("my.bucket-1", "lab/one/")
+
+
+def test_deleting_a_device_deletes_its_configuration_object(queue_service_factory, s3: MotoS3):
+    bucket = s3.new_bucket()
+    service = queue_service_factory(files=f"s3://{bucket}/p", env=s3.env)
+    world = World(service)
+    device = world.device()
+    assert put_file(device.heartbeat().json()["UploadUrl"], b"{}").status_code == 200
+    assert s3.keys(bucket) == [f"p/configs/{device.id}"]
+    assert world.admin.call("DELETE", f"/devices/{device.id}").status_code == 200
+    assert s3.keys(bucket) == []
