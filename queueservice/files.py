@@ -44,6 +44,9 @@ _KEY = re.compile(r"^(workloads|results|configs)/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-
 CHUNK_BYTES = 1 << 20
 #: S3 uploads past this size go in parts of this size (streamed from the staged file)
 S3_PART_BYTES = 8 * 2**20
+#: how long an S3 request may take to connect, and then wait for each answer's bytes
+S3_CONNECT_SECONDS = 10
+S3_READ_SECONDS = 60
 #: locks that keep writes of one key one at a time (a key picks one by its hash)
 WRITE_LOCKS = 64
 
@@ -218,14 +221,17 @@ class S3Files(FileStore):
     def __init__(self, url: str, tmp: Path, client: Any = None):
         # boto3 is the S3 store's alone: the default (local) service never imports it
         import boto3
-        from boto3.s3.transfer import TransferConfig
-        from botocore.exceptions import BotoCoreError, ClientError
         from boto3.exceptions import Boto3Error
+        from boto3.s3.transfer import TransferConfig
+        from botocore.config import Config
+        from botocore.exceptions import BotoCoreError, ClientError
 
         super().__init__(tmp)
         self.url = url
         self.bucket, self.prefix = parse_s3_url(url)
-        self.client = client or boto3.client("s3")
+        # retries as the AWS configuration says (AWS_MAX_ATTEMPTS, AWS_RETRY_MODE)
+        self.client = client or boto3.client("s3", config=Config(
+            connect_timeout=S3_CONNECT_SECONDS, read_timeout=S3_READ_SECONDS))
         self._transfer = TransferConfig(multipart_threshold=S3_PART_BYTES,
                                         multipart_chunksize=S3_PART_BYTES, max_concurrency=4)
         self._client_error = ClientError
