@@ -18,7 +18,7 @@ from queueservice import (health, openapi, routes_admin, routes_auth, routes_dev
                                routes_files, routes_workloads)
 from queueservice.datadir import DataDir
 from queueservice.db import Database
-from queueservice.files import FileStore
+from queueservice.files import open_files
 from queueservice.identities import IdentityStore
 from queueservice.wakeups import WakeUps
 from queueservice.settings import ServiceLimits
@@ -151,27 +151,29 @@ async def _housekeeping_loop(svc: Service) -> None:
 
 
 def open_service(data_dir: Path, limits: ServiceLimits, *, prefix: str = "",
-                 public_url: str | None = None) -> tuple[Service, Database]:
+                 public_url: str | None = None,
+                 files: str | None = None) -> tuple[Service, Database]:
+    """``files``: ``s3://bucket/prefix`` for files in S3; None keeps them in the data folder."""
     data = DataDir(Path(data_dir))
     secret = data.read_secret()
+    store = open_files(files, data.files_path)
+    store.create()  # first: a bucket that cannot be used stops the start, with why
     db = Database(data.db_path)
-    files = FileStore(data.files_path)
-    files.create()
-    files.clear_tmp()
     svc = Service(limits=limits, identities=IdentityStore(db), workloads=WorkloadStore(db, limits),
-                  files=files, signer=Signer(secret), device_wakeups=WakeUps(),
+                  files=store, signer=Signer(secret), device_wakeups=WakeUps(),
                   user_wakeups=WakeUps(), prefix=prefix,
                   public_url=public_url)
     return svc, db
 
 
 def create_app(data_dir: Path, limits: ServiceLimits | None = None, *, prefix: str = "",
-               public_url: str | None = None) -> Starlette:
+               public_url: str | None = None, files: str | None = None) -> Starlette:
     """The service as an ASGI app. ``prefix`` (e.g. ``/dev``) puts the API under a path, as
-    an API Gateway stage does; token endpoints and files stay at the root."""
+    an API Gateway stage does; token endpoints and files stay at the root. ``files``:
+    ``s3://bucket/prefix`` keeps the files in S3 (``queueservice.files``)."""
     limits = limits or ServiceLimits()
     prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
-    svc, db = open_service(data_dir, limits, prefix=prefix, public_url=public_url)
+    svc, db = open_service(data_dir, limits, prefix=prefix, public_url=public_url, files=files)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

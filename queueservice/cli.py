@@ -51,6 +51,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--prefix", default="", help="path prefix of the API, e.g. /dev")
     serve.add_argument("--public-url", help="the service root as clients reach it (for "
                                             "presigned URLs; default: the request's Host)")
+    serve.add_argument("--files", metavar="s3://BUCKET/PREFIX",
+                       help="keep workload, results and configuration files in this S3 "
+                            "bucket (or S3-compatible store: AWS_ENDPOINT_URL) under PREFIX, "
+                            "with the standard AWS credentials (environment, ~/.aws); "
+                            "default: DATA/files")
     serve.add_argument("--max-upload-mb", type=float, default=d.max_upload_mb)
     serve.add_argument("--lease-seconds", type=float, default=d.lease_seconds)
     serve.add_argument("--max-attempts", type=int, default=d.max_attempts)
@@ -129,7 +134,8 @@ async def _serve(args: argparse.Namespace) -> None:
 
     limits = _limits(args)
     reserve_descriptors(limits.max_connections)
-    app = create_app(args.data, limits, prefix=args.prefix, public_url=args.public_url)
+    app = create_app(args.data, limits, prefix=args.prefix, public_url=args.public_url,
+                     files=args.files)
     sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     # Accepted connections inherit this: without it, a response written in two parts
@@ -180,7 +186,8 @@ def _start_fleet(app, args: argparse.Namespace, port: int):
         host = "::1"
     root = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
     svc = app.state.service
-    fleet = MockFleet(svc.identities, lambda device_id: svc.files.path(f"configs/{device_id}"),
+    fleet = MockFleet(svc.identities,
+                      lambda device_id: svc.files.read_text(f"configs/{device_id}"),
                       root + svc.prefix, root, Path(args.data) / "mock",
                       deadline_seconds=args.mock_deadline_seconds,
                       memory_mb=args.mock_memory_mb)
@@ -195,6 +202,10 @@ def main(argv: list[str] | None = None) -> int:
                         getattr(logging, args.log_level.upper()),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
+    # the AWS library's own INFO lines (where it found credentials, the endpoint) are noise
+    # beside the service's: only its warnings show (``--files s3://...``)
+    for library in ("boto3", "botocore", "s3transfer"):
+        logging.getLogger(library).setLevel(logging.WARNING)
     try:
         if args.command == "init":
             from queueservice.datadir import init_data_dir

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 from cloudqueue.cognito import OUR_SERVICE_CLIENT_ID, OUR_SERVICE_USER_POOL
 from cloudqueue.errors import ConfigError
 from queueservice.db import Database
-from queueservice.files import FileStore
+from queueservice.files import LocalFiles
 from queueservice.identities import IdentityStore
 from qickbase.atomicfile import atomic_write
 
@@ -89,7 +89,7 @@ def init_data_dir(root: Path, *, port: int, admin_email: str,
         raise ConfigError(f"--admin-email {admin_email!r} is not an e-mail address")
     data.root.mkdir(parents=True, exist_ok=True)
     data.root.chmod(0o700)  # the database holds password and key hashes
-    FileStore(data.files_path).create()
+    LocalFiles(data.files_path).create()
     atomic_write(data.secret_path, secrets.token_hex(32) + "\n")
     db = Database(data.db_path)
     try:

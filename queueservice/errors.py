@@ -8,6 +8,8 @@ protocol's root, ``cloudqueue.errors.QueueError``; the protocol's own errors (``
      │    └── PayloadTooLarge   413: a request body or an uploaded file over this service's
      │                          limit
      ├── RequestTimeout         408: the request body arrived too slowly (connection closed)
+     ├── StorageUnavailable     503: the file store (S3) failed or cannot be reached; the
+     │                          file was not stored and the state did not change
      └── CognitoError           a Cognito-compatible login refused, answered in Cognito's
                                 shape (``__type`` = ``kind``, status 400)
 """
@@ -31,3 +33,10 @@ class RequestTimeout(QueueError):
 class CognitoError(QueueError):
     def __init__(self, type_: str, message: str):
         super().__init__(message, kind=type_, status=400)
+
+
+class StorageUnavailable(QueueError):
+    """503: the file store could not be used; nothing was stored, try again shortly."""
+
+    default_kind = "storage_unavailable"
+    status = 503

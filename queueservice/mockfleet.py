@@ -122,13 +122,13 @@ class _Daemon:
 
 
 class MockFleet:
-    def __init__(self, identities: Any, config_path: Callable[[str], Path], api_url: str,
+    def __init__(self, identities: Any, read_config: Callable[[str], Optional[str]], api_url: str,
                  root_url: str, root: Path, *, python: str = sys.executable,
                  deadline_seconds: float = MOCK_DEADLINE_SECONDS,
                  memory_mb: int = MOCK_MEMORY_MB):
-        """``config_path(device_id)``: where the service keeps the soccfg that device
-        uploaded (``FileStore.path("configs/<id>")``); ``root``: ``<data>/mock``."""
-        self.identities, self.config_path = identities, config_path
+        """``read_config(device_id)``: the soccfg that device uploaded, None if none
+        (``FileStore.read_text("configs/<id>")``); ``root``: ``<data>/mock``."""
+        self.identities, self.read_config = identities, read_config
         self.api_url, self.root_url = api_url, root_url
         self.root = Path(root)
         self.python = python
@@ -223,7 +223,7 @@ class MockFleet:
     def _missing_soccfg(self, row: dict) -> Optional[str]:
         """Why a mirror cannot start yet (its device has not uploaded a soccfg), or None."""
         mirror = mockspec.mirror_of(row)
-        if mirror is None or self.config_path(mirror).is_file():
+        if mirror is None or self.read_config(mirror) is not None:
             return None
         return (f"mirrored device {mirror} has not uploaded its configuration yet: start its "
                 "board daemon once")
@@ -256,7 +256,10 @@ class MockFleet:
         soccfg = None
         if spec.get("MirrorOf"):
             soccfg = folder / "soccfg.json"
-            write_atomically(soccfg, self.config_path(spec["MirrorOf"]).read_text())
+            text = self.read_config(spec["MirrorOf"])
+            if text is None:
+                raise FileNotFoundError(f"device {spec['MirrorOf']} has no configuration")
+            write_atomically(soccfg, text)
         if daemon.run_dir is None:
             daemon.run_dir = _run_dir(folder)
         sections = {"service": {"api_endpoint": self.api_url, "oauth_endpoint": self.root_url},

@@ -119,7 +119,7 @@ async def delete_device(request: Request) -> Response:
     svc = service(request)
     row, cancelled = await call(_store(request).delete_device, device_id, now_ms(),
                                 cancel_work=cancel_work)
-    await call(svc.files.path(f"configs/{device_id}").unlink, missing_ok=True)
+    await call(svc.files.delete, f"configs/{device_id}")
     await svc.queue_changed(device_id)  # wake its long poll and whoever waits on its work
     if row["mock"] is not None and svc.fleet is not None:
         svc.fleet.wake()  # its daemon is stopped

@@ -13,12 +13,14 @@ bytes changes nothing either.
 """
 from __future__ import annotations
 
-from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+import contextlib
 
-from cloudqueue.errors import ChecksumMismatch, Conflict, NotFound
+from starlette.requests import Request
+from starlette.responses import Response
+
+from cloudqueue.errors import ChecksumMismatch, Conflict, QueueError
 from queueservice import estimates, policy
-from queueservice.errors import PayloadTooLarge
+from queueservice.errors import PayloadTooLarge, StorageUnavailable
 from queueservice.files import parse_key
 from queueservice.httpedge import Service, body_stream, call, now_ms, service
 
@@ -72,28 +74,33 @@ def _finished_results_unchanged(svc: Service, staged, key: str, ident: str) -> b
 
 
 def _arrive(svc: Service, staged, key: str, kind: str, ident: str) -> str | None:
-    """Rename the file into place and apply its state change, as one step under the lock
-    (a workload's board time is estimated from the file first, outside the lock).
+    """Put the file in place, then apply its state change: one upload of a key at a time
+    (``FileStore.writing``), the database's lock held only for the state change, never
+    while the file is written (an S3 upload takes a while). A workload's board time is
+    estimated from the staged file first.
 
     Answers the device whose queue changed (to wake its long-polls), None if none did."""
     estimate = estimates.workload_seconds(staged.path) if kind == "workloads" else None
-    now = now_ms()
-    if kind == "workloads":
-        with svc.workloads.db.lock:
-            if not svc.workloads.check_workload_upload(ident)["has_workload"]:
-                svc.files.commit(staged, key)
-                return svc.workloads.workload_uploaded(ident, now, estimate)["device_id"]
-        _same_as_stored(svc, staged, key, ident)  # a concurrent first upload was first
-        return None
     if kind == "results" and _finished_results_unchanged(svc, staged, key, ident):
         return None
-    with svc.workloads.db.lock:
+    with svc.files.writing(key):
+        if kind == "workloads":
+            if svc.workloads.check_workload_upload(ident)["has_workload"]:
+                _same_as_stored(svc, staged, key, ident)  # a concurrent first upload was first
+                return None
+            svc.files.commit(staged, key)
+            try:
+                return svc.workloads.workload_uploaded(ident, now_ms(), estimate)["device_id"]
+            except QueueError:  # it ended meanwhile (cancelled, upload expired): no file
+                with contextlib.suppress(StorageUnavailable):
+                    svc.files.delete(key)
+                raise
         if kind == "results":
             svc.workloads.check_results_upload(ident)
             svc.files.commit(staged, key)
-            return svc.workloads.results_uploaded(ident, now)["device_id"]
+            return svc.workloads.results_uploaded(ident, now_ms())["device_id"]
         svc.files.commit(staged, key)
-        svc.identities.config_uploaded(ident, now)
+        svc.identities.config_uploaded(ident, now_ms())
         return None
 
 
@@ -128,9 +135,5 @@ async def put_file(request: Request) -> Response:
 async def get_file(request: Request) -> Response:
     svc = service(request)
     key, kind, ident = _checked_key(request, "GET")
-    path = svc.files.path(key)
-    if not path.is_file():
-        raise NotFound(f"the file {key} has not been uploaded")
     suffix = {"workloads": "-work", "results": "-output", "configs": "-config"}[kind]
-    return FileResponse(path, media_type="application/octet-stream",
-                        filename=f"{ident}{suffix}")
+    return await call(svc.files.response, key, f"{ident}{suffix}", request.headers.get("range"))

@@ -5,6 +5,8 @@
                            as ``lease_seconds=1``, ``max_attempts=2``, ``prefix="/dev"``,
                            ``max_upload_mb=0.01``; all are stopped at the end of the test.
 ``start_queue_service(data_dir, **serve_options)``  the same, for other scopes.
+``env={...}`` (with any of them) adds environment variables to the service's process
+(e.g. the S3 endpoint and credentials of ``files="s3://..."``: tests/server/conftest.py).
 
 Each service object has ``url`` (the API endpoint, with the prefix), ``root`` (the service
 root: /oauth2/token, /files), ``port``, ``data_dir``, ``admin_key`` (a bearer API key of the
@@ -30,8 +32,9 @@ from tests.helpers import wait_for
 
 
 class QueueService:
-    def __init__(self, data_dir: Path, **options: Any):
+    def __init__(self, data_dir: Path, *, env: dict[str, str] | None = None, **options: Any):
         self.data_dir = Path(data_dir)
+        self.env = dict(env or {})
         self.options = options
         self.prefix = "/" + str(options.get("prefix", "")).strip("/") if options.get("prefix") else ""
         self.port: int | None = None
@@ -70,7 +73,7 @@ class QueueService:
             args += [flag] if value is True else [flag, str(value)]
         log = open(self.log_path, "a")
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+                                     start_new_session=True, env={**os.environ, **self.env})
         log.close()
 
         def listening() -> bool:

@@ -15,6 +15,10 @@ from tests.server.api import World, status, submit
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _no_config(device_id: str) -> None:
+    return None  # no device here uploads a configuration
+
+
 def _requirement_names(reqs: list[str]) -> set[str]:
     names = set()
     for req in reqs:
@@ -109,7 +113,7 @@ def test_a_mock_daemon_that_exits_at_once_marks_its_device_error(tmp_path, monke
     _with_path(monkeypatch, _hide(tmp_path, "zmq"))
     identities = IdentityStore(Database(tmp_path / "q.db"))
     row, _ = identities.add_device("mock", 60, int(time.time() * 1000), {"Board": "zcu216-v2"})
-    fleet = MockFleet(identities, lambda device_id: tmp_path / "configs" / device_id,
+    fleet = MockFleet(identities, _no_config,
                       "http://127.0.0.1:9", "http://127.0.0.1:9", tmp_path / "mock")
     clock = 0.0
     for start in range(QUICK_EXITS):

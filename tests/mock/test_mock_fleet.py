@@ -7,6 +7,7 @@ import os
 import shutil
 import stat
 import time
+from pathlib import Path
 
 import psutil
 
@@ -20,6 +21,14 @@ from queueservice.identities import IdentityStore
 from queueservice.mockfleet import MockFleet
 from queueservice.settings import MOCK_DEADLINE_SECONDS, MOCK_MEMORY_MB
 from tests.helpers import wait_for
+
+
+def _configs_in(folder: Path):
+    """MockFleet's ``read_config`` over configurations kept as files in ``folder``."""
+    def read_config(device_id: str) -> str | None:
+        path = folder / device_id
+        return path.read_text() if path.is_file() else None
+    return read_config
 
 
 def private(path) -> bool:
@@ -43,7 +52,7 @@ def test_a_mirror_waits_for_its_soccfg_then_runs_the_daemon_on_a_copy_of_it(tmp_
     configs = tmp_path / "configs"
     configs.mkdir()
     deep = tmp_path / ("d" * 80)  # the bus socket cannot live under this data folder
-    fleet = MockFleet(identities, lambda device_id: configs / device_id,
+    fleet = MockFleet(identities, _configs_in(configs),
                       "http://127.0.0.1:9/api", "http://127.0.0.1:9", deep / "mock",
                       deadline_seconds=7, memory_mb=900)
     try:
@@ -97,7 +106,7 @@ def test_a_daemon_left_by_a_crashed_service_is_stopped_before_a_new_one_starts(t
     row, _ = identities.add_device("mock", 60, int(time.time() * 1000), {"Board": "zcu216-v2"})
 
     def fleet() -> MockFleet:
-        return MockFleet(identities, lambda device_id: tmp_path / device_id,
+        return MockFleet(identities, _configs_in(tmp_path),
                          "http://127.0.0.1:9/api", "http://127.0.0.1:9", tmp_path / "mock")
 
     crashed = fleet()

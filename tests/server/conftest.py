@@ -1,14 +1,82 @@
 """Fixtures of the service tests: one service shared by a test module (each test makes
-its own users and devices, so tests do not see each other's work)."""
+its own users and devices, so tests do not see each other's work).
+
+``world``             a World on the module's service (files in its data folder).
+``files_world``       the same on a service per file store: the data folder ("local") and
+                      S3 ("s3": moto's server mode, a real HTTP S3 endpoint), for the tests
+                      of the file contract, which run once against each.
+``files_options``     the ``serve`` options (and environment) of each file store, for tests
+                      that start their own service: ``queue_service_factory(**files_options)``.
+``s3``                the S3 endpoint (``MotoS3``), started once per test session.
+"""
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
+import boto3
 import pytest
+from moto.server import ThreadedMotoServer
 
 from tests.conftest import QueueService, start_queue_service
 from tests.server.api import World
+
+FILE_STORES = ["local", "s3"]
+
+
+class MotoS3:
+    """moto's S3 in server mode on a free loopback port (``port``: 0 picks one; a given
+    port starts it again where it was, with the objects it had: they live in this
+    process)."""
+
+    _buckets = itertools.count()
+
+    def __init__(self, port: int = 0):
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        self.server.start()
+        self.port = self.server.get_host_and_port()[1]
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        #: what a service needs to reach it: the standard AWS variables (fake credentials:
+        #: moto accepts any), few retries so that a stopped endpoint fails fast
+        self.env = {"AWS_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": "testing-key-id",
+                    "AWS_SECRET_ACCESS_KEY": "testing-secret-key",
+                    "AWS_DEFAULT_REGION": "us-east-1", "AWS_RETRY_MODE": "standard",
+                    "AWS_MAX_ATTEMPTS": "2"}
+        self.client = boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
+                                   aws_access_key_id="testing-key-id",
+                                   aws_secret_access_key="testing-secret-key")
+
+    def new_bucket(self) -> str:
+        name = f"qick-files-{next(self._buckets)}"
+        self.client.create_bucket(Bucket=name)
+        return name
+
+    def keys(self, bucket: str) -> list[str]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket)
+        return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3() -> Iterator[MotoS3]:
+    store = MotoS3()
+    yield store
+    store.stop()
+
+
+def _options(store: str, request: pytest.FixtureRequest) -> dict[str, Any]:
+    if store == "local":
+        return {}
+    s3_store: MotoS3 = request.getfixturevalue("s3")
+    return {"files": f"s3://{s3_store.new_bucket()}/queue", "env": s3_store.env}
+
+
+@pytest.fixture(params=FILE_STORES)
+def files_options(request: pytest.FixtureRequest) -> dict[str, Any]:
+    return _options(request.param, request)
 
 
 @pytest.fixture(scope="module")
@@ -18,6 +86,20 @@ def shared_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[QueueSe
     service.stop()
 
 
+@pytest.fixture(scope="module", params=FILE_STORES)
+def files_service(request: pytest.FixtureRequest,
+                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[QueueService]:
+    service = start_queue_service(Path(tmp_path_factory.mktemp(f"queue-{request.param}")),
+                                  **_options(request.param, request))
+    yield service
+    service.stop()
+
+
 @pytest.fixture
 def world(shared_service: QueueService) -> World:
     return World(shared_service)
+
+
+@pytest.fixture
+def files_world(files_service: QueueService) -> World:
+    return World(files_service)

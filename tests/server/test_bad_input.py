@@ -95,8 +95,8 @@ def test_oversized_json_body_is_413(world: World):
                  413, "payload_too_large")
 
 
-def test_oversized_upload_is_413_and_stays_created(queue_service_factory):
-    service = queue_service_factory(max_upload_mb=0.01)  # about 10 kB
+def test_oversized_upload_is_413_and_stays_created(queue_service_factory, files_options):
+    service = queue_service_factory(max_upload_mb=0.01, **files_options)  # about 10 kB
     world = World(service)
     device = world.device()
     user, _ = world.user()
@@ -139,9 +139,9 @@ def test_tampered_and_expired_urls_are_403(queue_service_factory):
     assert put_file(fresh["UploadUrl"] + "&x-amz-checksum-crc32=AAAA", b"ok").status_code == 200
 
 
-def test_checksum_mismatch_is_400_and_nothing_changes(world: World):
-    device = world.device()
-    user, _ = world.user()
+def test_checksum_mismatch_is_400_and_nothing_changes(files_world: World):
+    device = files_world.device()
+    user, _ = files_world.user()
     data = b"the real workload"
     created = user.post("/workloads", json={"DeviceId": device.id, "Priority": "LOW",
                                             "ContentSHA256": sha(data)}).json()

@@ -1,10 +1,15 @@
 """Part 1 contract: each stock endpoint's fields, status codes, transitions and queue order."""
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import requests
 
 from tests.helpers import wait_for
 from tests.server.api import ISO, Api, World, assert_error, put_file, status, submit
+
+RACERS = 6  # uploads of one workload file at once
 
 
 def test_capabilities_lists_the_extras_without_auth(world: World):
@@ -50,9 +55,9 @@ def test_new_device_is_offline_with_zero_last_refreshed_and_no_config_url(world:
     assert one["QueueLength"] == 0
 
 
-def test_heartbeat_sets_status_and_config_upload_sets_configuration(world: World):
-    device = world.device()
-    user, _ = world.user()
+def test_heartbeat_sets_status_and_config_upload_sets_configuration(files_world: World):
+    device = files_world.device()
+    user, _ = files_world.user()
     beat = device.heartbeat("BUSY")
     assert beat.status_code == 200
     body = beat.json()
@@ -74,9 +79,9 @@ def test_device_goes_offline_after_refresh_timeout(world: World):
              == "OFFLINE", 5, interval=0.1, what="OFFLINE")
 
 
-def test_workload_walks_created_ready_executing_uploading_done(world: World):
-    device = world.device()
-    user, _ = world.user()
+def test_workload_walks_created_ready_executing_uploading_done(files_world: World):
+    device = files_world.device()
+    user, _ = files_world.user()
     assert device.next_work().json() == []
     resp = user.post("/workloads", json={"DeviceId": device.id, "Priority": "HIGH"})
     assert resp.status_code == 201
@@ -122,11 +127,12 @@ def _state(user: Api, work_id: str) -> dict:
                                       "Attempts", "DeviceSeconds", "ErrorKind")}
 
 
-def test_workload_file_sent_again_with_the_same_bytes_is_200_and_changes_nothing(world: World):
+def test_workload_file_sent_again_with_the_same_bytes_is_200_and_changes_nothing(
+        files_world: World):
     """Not the stock behaviour (a second upload set running work back to READY, so one
     lost answer ran it twice): a workload file is immutable once uploaded."""
-    device = world.device()
-    user, _ = world.user()
+    device = files_world.device()
+    user, _ = files_world.user()
     resp = user.post("/workloads", json={"DeviceId": device.id, "Priority": "LOW"}).json()
     assert put_file(resp["UploadUrl"], b"v1").status_code == 200
     ready = _state(user, resp["WorkId"])
@@ -142,9 +148,9 @@ def test_workload_file_sent_again_with_the_same_bytes_is_200_and_changes_nothing
     assert after["StartedAt"] == running["StartedAt"] and after["ReadyAt"] == ready["ReadyAt"]
 
 
-def test_workload_file_with_other_bytes_is_409_in_every_state(world: World):
-    device = world.device()
-    user, _ = world.user()
+def test_workload_file_with_other_bytes_is_409_in_every_state(files_world: World):
+    device = files_world.device()
+    user, _ = files_world.user()
     resp = user.post("/workloads", json={"DeviceId": device.id, "Priority": "LOW"}).json()
     work = resp["WorkId"]
     put_file(resp["UploadUrl"], b"v1")
@@ -168,9 +174,49 @@ def test_workload_file_with_other_bytes_is_409_in_every_state(world: World):
     assert device.next_work().json() == []
 
 
-def test_results_sent_again_after_done_change_nothing(world: World):
-    device = world.device()
-    user, _ = world.user()
+def test_racing_first_uploads_of_other_bytes_keep_exactly_one(files_world: World):
+    """Uploads of one workload file with other bytes, all at once (no announced SHA-256, as
+    the original client): one is kept (200, READY), every other is 409, and the stored file
+    is the kept one's bytes."""
+    device = files_world.device()
+    user, _ = files_world.user()
+    created = user.post("/workloads", json={"DeviceId": device.id, "Priority": "LOW"}).json()
+    start = threading.Barrier(RACERS)
+
+    def upload(n: int) -> tuple[int, bytes]:
+        data = f"version {n} ".encode() * 50_000
+        start.wait(10)
+        return put_file(created["UploadUrl"], data).status_code, data
+
+    with ThreadPoolExecutor(RACERS) as pool:
+        answers = list(pool.map(upload, range(RACERS)))
+    kept = [data for code, data in answers if code == 200]
+    assert len(kept) == 1 and sorted(code for code, _ in answers) == [200] + [409] * (RACERS - 1)
+    ready = status(user, created["WorkId"])
+    assert ready["WorkStatus"] == "READY"
+    assert requests.get(ready["WorkloadUrl"], timeout=30).content == kept[0]
+
+
+def test_a_file_download_streams_a_byte_range(files_world: World):
+    device = files_world.device()
+    user, _ = files_world.user()
+    data = bytes(range(256)) * 40
+    url = status(user, submit(user, device.id, data))["WorkloadUrl"]
+    whole = requests.get(url, timeout=30)
+    assert whole.status_code == 200 and whole.content == data
+    assert whole.headers["Accept-Ranges"] == "bytes"
+    part = requests.get(url, headers={"Range": "bytes=100-299"}, timeout=30)
+    assert part.status_code == 206 and part.content == data[100:300]
+    assert part.headers["Content-Range"] == f"bytes 100-299/{len(data)}"
+    tail = requests.get(url, headers={"Range": "bytes=-10"}, timeout=30)
+    assert tail.status_code == 206 and tail.content == data[-10:]
+    beyond = requests.get(url, headers={"Range": f"bytes={len(data) + 5}-"}, timeout=30)
+    assert beyond.status_code == 416 and beyond.headers["Content-Range"] == f"bytes */{len(data)}"
+
+
+def test_results_sent_again_after_done_change_nothing(files_world: World):
+    device = files_world.device()
+    user, _ = files_world.user()
     work = submit(user, device.id)
     device.next_work()
     url = device.report(work).json()["UploadUrl"]
