@@ -13,7 +13,8 @@ import pytest
 from cloudqueue.errors import Conflict, NotFound
 from queueservice import transitions
 from queueservice.admin import AdminStore
-from queueservice.db import MIGRATIONS, SCHEMA_VERSION, Database, _statements
+from queueservice.db import Database
+from queueservice.legacy import MIGRATIONS, SCHEMA_VERSION, statements
 from queueservice.settings import ServiceLimits
 from queueservice.workloads import WorkloadStore, write
 
@@ -199,7 +200,7 @@ def make_v5_database(path: Path) -> dict[str, str]:
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
     for script in MIGRATIONS[:5]:
-        for statement in _statements(script):
+        for statement in statements(script):
             conn.execute(statement)
     conn.execute("INSERT INTO schema_version (version) VALUES (5)")
     device = str(uuid.uuid4())
