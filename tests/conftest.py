@@ -27,6 +27,7 @@ import pytest
 from queueservice.datadir import init_data_dir
 from queueservice.settings import DEFAULT_ADMIN_EMAIL
 from tests.helpers import wait_for
+from tests.pgserver import PostgresServer, find_binaries, unavailable
 
 
 class QueueService:
@@ -129,3 +130,22 @@ def queue_service_factory(tmp_path: Path) -> Iterator[Callable[..., QueueService
 @pytest.fixture
 def queue_service(queue_service_factory: Callable[..., QueueService]) -> QueueService:
     return queue_service_factory()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server for the session (tests/pgserver.py); skipped when its
+    binaries are missing here, a failure in CI."""
+    binaries = find_binaries()
+    if binaries is None:
+        unavailable("PostgreSQL's initdb/pg_ctl not found (apt-get install postgresql)")
+    server = PostgresServer(binaries)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """A new empty database on the session's server (one per test)."""
+    return postgres_server.create_database()

@@ -1,5 +1,5 @@
-"""The workload store on a real SQLite file (tmp_path), no HTTP: transitions applied with a
-compare-and-set, the hand-out order from the queue sequence, the sweeps, the upgrade of a
+"""The workload store on a real SQLite file (tmp_path) and on a real PostgreSQL server
+(tests/pgserver.py), no HTTP: transitions applied with a compare-and-set, the hand-out order from the queue sequence, the sweeps, the upgrade of a
 version 5 database that holds work."""
 from __future__ import annotations
 
@@ -21,9 +21,13 @@ from queueservice.workloads import WorkloadStore, write
 T0 = 1_700_000_000_000  # ms
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database(tmp_path / "queue.db")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """The store's database on each engine: a SQLite file, a PostgreSQL database."""
+    if request.param == "sqlite":
+        database = Database(tmp_path / "queue.db")
+    else:
+        database = Database(request.getfixturevalue("postgres_url"))
     yield database
     database.close()
 
