@@ -151,10 +151,11 @@ async def _housekeeping_loop(svc: Service) -> None:
 
 
 def open_service(data_dir: Path, limits: ServiceLimits, *, prefix: str = "",
-                 public_url: str | None = None) -> tuple[Service, Database]:
-    data = DataDir(Path(data_dir))
+                 public_url: str | None = None,
+                 database: str | None = None) -> tuple[Service, Database]:
+    data = DataDir(Path(data_dir), database)
     secret = data.read_secret()
-    db = Database(data.db_path)
+    db = Database(data.database_target)
     files = FileStore(data.files_path)
     files.create()
     files.clear_tmp()
@@ -166,12 +167,14 @@ def open_service(data_dir: Path, limits: ServiceLimits, *, prefix: str = "",
 
 
 def create_app(data_dir: Path, limits: ServiceLimits | None = None, *, prefix: str = "",
-               public_url: str | None = None) -> Starlette:
+               public_url: str | None = None, database: str | None = None) -> Starlette:
     """The service as an ASGI app. ``prefix`` (e.g. ``/dev``) puts the API under a path, as
-    an API Gateway stage does; token endpoints and files stay at the root."""
+    an API Gateway stage does; token endpoints and files stay at the root. ``database``: a
+    ``postgresql://`` URL holding the state (None: ``queue.db`` in the data folder)."""
     limits = limits or ServiceLimits()
     prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
-    svc, db = open_service(data_dir, limits, prefix=prefix, public_url=public_url)
+    svc, db = open_service(data_dir, limits, prefix=prefix, public_url=public_url,
+                           database=database)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

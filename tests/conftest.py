@@ -39,7 +39,7 @@ class QueueService:
         self.proc: subprocess.Popen | None = None
         self.log_path = self.data_dir / "service.log"
         self.admin_conf = self.data_dir / "admin.conf"
-        if not (self.data_dir / "queue.db").exists():
+        if not self.admin_conf.exists():
             # what `qick-queue init --port 0` does, without a process start (the CLI's own
             # init is tested in tests/server/test_lifecycle.py)
             init_data_dir(self.data_dir, port=0, admin_email=DEFAULT_ADMIN_EMAIL)
