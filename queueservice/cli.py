@@ -209,9 +209,10 @@ def main(argv: list[str] | None = None) -> int:
                         getattr(logging, args.log_level.upper()),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
-    # the AWS library's own INFO lines (where it found credentials, the endpoint) are noise
-    # beside the service's: only its warnings show (``--files s3://...``)
-    for library in ("boto3", "botocore", "s3transfer"):
+    # libraries' own INFO lines are noise beside the service's: only their warnings show
+    # (the AWS library: where it found credentials, the endpoint; Alembic: its plugins,
+    # at every start)
+    for library in ("boto3", "botocore", "s3transfer", "alembic"):
         logging.getLogger(library).setLevel(logging.WARNING)
     try:
         if args.command == "init":
