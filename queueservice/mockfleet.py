@@ -41,7 +41,7 @@ from typing import Any, Callable, Optional
 
 import psutil
 
-from cloudqueue.config import write_atomically
+from cloudqueue.config import render_ini, write_atomically
 from qickbase.backoff import Backoff
 from queueservice import mockspec
 from queueservice.settings import (MOCK_DEADLINE_MARGIN_SECONDS, MOCK_DEADLINE_SECONDS,
@@ -88,14 +88,6 @@ def daemon_settings(*, spool: Path, run_dir: Path, board: Optional[str],
         "uploader": {"retry_base_seconds": "0.2", "retry_max_seconds": "5",
                      "scan_seconds": "0.5"},
     }
-
-
-def ini_text(sections: dict[str, dict[str, str]]) -> str:
-    lines: list[str] = []
-    for section, values in sections.items():
-        lines.append(f"[{section}]")
-        lines += [f"{key} = {value}" for key, value in values.items()]
-    return "\n".join(lines) + "\n"
 
 
 @dataclass
@@ -269,10 +261,10 @@ class MockFleet:
             soccfg_json=soccfg, refresh_timeout=row["refresh_timeout"],
             deadline_seconds=self.deadline_seconds, memory_mb=self.memory_mb))
         config, credentials = folder / "config", folder / "credentials"
-        write_atomically(config, ini_text(sections))
+        write_atomically(config, render_ini(sections))
         secret = self.identities.new_secret(daemon.device_id)
-        write_atomically(credentials, ini_text({"credentials": {"id": row["client_id"],
-                                                             "secret": secret}}))
+        write_atomically(credentials, render_ini({"credentials": {"id": row["client_id"],
+                                                               "secret": secret}}))
         return config, credentials
 
     def _spawn(self, daemon: _Daemon, row: dict, now: float) -> None:
