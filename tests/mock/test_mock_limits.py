@@ -5,6 +5,7 @@ Tiny limits, real service, real board daemons (``[executor] deadline_seconds`` a
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import psutil
 import pytest
@@ -71,6 +72,17 @@ def executor_pids(service, device_id: str) -> list[int]:
     return found
 
 
+def start_long_run(service, name: str, tmp_path) -> tuple[World, str, Any, str]:
+    """A mock device running a long workload: (world, device id, user client, WorkId)."""
+    world, device_id = mock_device(service, name)
+    uc = user_client(service, world)
+    long_workload(uc.get_soccfg(device_id), tmp_path / "long.json.gz")
+    work_id = uc.create_work(tmp_path / "long.json.gz", device_id)
+    wait_for(lambda: running(world, device_id, work_id), 20, interval=0.05,
+             what="the run to start")
+    return world, device_id, uc, work_id
+
+
 def running(world: World, device_id: str, work_id: str) -> bool:
     """The mock's executor runs this workload (its heartbeat's ``CurrentWork`` says so)."""
     health = world.admin.get(f"/devices/{device_id}").json().get("Health") or {}
@@ -128,12 +140,7 @@ def test_a_mock_whose_board_cannot_open_under_the_memory_limit_shows_error(
 def test_a_run_whose_executor_dies_is_reported_as_crashed(limited, tmp_path):
     """The out-of-memory killer's way (SIGKILL mid-run): FAILED ``crashed`` saying so, and
     a fresh executor takes the next work."""
-    world, device_id = mock_device(limited, "dies")
-    uc = user_client(limited, world)
-    long_workload(uc.get_soccfg(device_id), tmp_path / "long.json.gz")
-    work_id = uc.create_work(tmp_path / "long.json.gz", device_id)
-    wait_for(lambda: running(world, device_id, work_id), 20, interval=0.05,
-             what="the run to start")
+    world, device_id, uc, work_id = start_long_run(limited, "dies", tmp_path)
     first = executor_pids(limited, device_id)
     psutil.Process(first[0]).kill()
     work = uc.wait_until_done(work_id, timeout=30, interval=0.1)
@@ -145,12 +152,7 @@ def test_a_run_whose_executor_dies_is_reported_as_crashed(limited, tmp_path):
 
 
 def test_cancel_while_running_stops_the_run_and_ends_cancelled(limited, tmp_path):
-    world, device_id = mock_device(limited, "cancel-me")
-    uc = user_client(limited, world)
-    long_workload(uc.get_soccfg(device_id), tmp_path / "long.json.gz")
-    work_id = uc.create_work(tmp_path / "long.json.gz", device_id)
-    wait_for(lambda: running(world, device_id, work_id), 20, interval=0.05,
-             what="the run to start")
+    world, device_id, uc, work_id = start_long_run(limited, "cancel-me", tmp_path)
     executor = executor_pids(limited, device_id)
     uc.cancel(work_id)
     work = uc.wait_until_done(work_id, timeout=30, interval=0.1)
