@@ -240,20 +240,21 @@ def make_target(data_dir: Path, *, stock: bool) -> Target:
         stock)
 
 
-@pytest.fixture(scope="module")
-def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
-    t = make_target(tmp_path_factory.mktemp("fuzz"), stock=False)
+def serve_target(tmp_path_factory: pytest.TempPathFactory, *, stock: bool) -> Iterator[Target]:
+    t = make_target(tmp_path_factory.mktemp("fuzzstock" if stock else "fuzz"), stock=stock)
     yield t
     t.conn.close()
     t.service.stop()
+
+
+@pytest.fixture(scope="module")
+def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
+    yield from serve_target(tmp_path_factory, stock=False)
 
 
 @pytest.fixture(scope="module")
 def stock_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
-    t = make_target(tmp_path_factory.mktemp("fuzzstock"), stock=True)
-    yield t
-    t.conn.close()
-    t.service.stop()
+    yield from serve_target(tmp_path_factory, stock=True)
 
 
 #: paths whose usual caller is an admin (the other callers are drawn too, less often)
