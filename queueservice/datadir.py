@@ -103,7 +103,7 @@ def init_data_dir(root: Path, *, port: int, admin_email: str,
     db = Database(data.database_target)
     try:
         with db.reading() as conn:
-            if conn.execute("SELECT COUNT(*) FROM users").scalar():
+            if conn.execute("SELECT COUNT(*) FROM users").fetchone()[0]:
                 raise ConfigError(f"the database {db.describe()} already holds a qick-queue "
                                   "store: serve it, or give an empty database")
         _, api_key, _ = IdentityStore(db).add_user(

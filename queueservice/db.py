@@ -1,32 +1,34 @@
-"""The database: SQLite (the embedded default: a file, WAL) or PostgreSQL, through
-SQLAlchemy; the schema declared once (``schema``) and migrated by Alembic
-(``queueservice/migrations``, configured here: no alembic.ini).
+"""The database: SQLite (the embedded default: a file, WAL) or PostgreSQL; the tables
+declared once (``schema``, SQLAlchemy) and migrated by Alembic (``queueservice/migrations``,
+configured here: no alembic.ini).
 
-Every use is under one lock in this process, so a claim reads and updates in one
-transaction that no other thread of the service interleaves. On SQLite a write transaction
-is ``BEGIN IMMEDIATE`` (the file's write lock at once, as before); on PostgreSQL the
-compare-and-set of ``workloads.write`` and the row locks of the claim keep the guarantees
-against other processes on the same database.
+The store's queries are SQL both engines run alike, with ``?`` marks, executed on the
+driver's own cursor (``Connection.execute``). SQLAlchemy declares the tables, runs the
+migrations, parses the URL and keeps PostgreSQL's connection pool; its statement and
+result layer is not on the request path because, measured on the embedded default, it
+made a status request 3-10 times slower (bench/bench_queue.py, docs in the README). Where
+the engines differ, the caller asks ``Connection.dialect``.
 
-The store modules run engine-neutral SQL with ``?`` marks (``Connection.execute``) and
-SQLAlchemy Core where the engines differ (``workloads``).
+Every use is under one lock in this process. On SQLite that lock guards the one
+connection and a write is ``BEGIN IMMEDIATE`` (the file's write lock at once); reads run
+outside a transaction, each statement its own snapshot, as they always have. On
+PostgreSQL each transaction takes a pooled connection; the compare-and-set of
+``workloads.write`` and the row locks of the claim keep the guarantees against other
+replicas on the same database.
 """
 from __future__ import annotations
 
+import functools
+import sqlite3
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
-from alembic import command
-from alembic.config import Config
-from alembic.util import CommandError
-from sqlalchemy import Engine, create_engine, event, inspect, make_url, text
+from sqlalchemy import Engine, create_engine, event, inspect, make_url
 from sqlalchemy import Connection as SAConnection
-from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import StaticPool
-from sqlalchemy.sql import Executable
 
 from cloudqueue.errors import ConfigError
 from queueservice import legacy
@@ -34,11 +36,14 @@ from queueservice import legacy
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 #: the Alembic revision equal to the last hand-written schema (``legacy.SCHEMA_VERSION``)
 BASELINE = "0001_baseline"
+#: the newest revision in ``migrations/versions`` (a test checks): a database already
+#: there starts the service without loading Alembic (a fifth of a second)
+HEAD = "0001_baseline"
 
 
 class Record(dict):
-    """A row: by column name (``row["status"]``, ``dict(row)``) or by position
-    (``row[0]``), as ``sqlite3.Row`` was."""
+    """A PostgreSQL row as SQLite's ``sqlite3.Row`` answers: by column name
+    (``row["status"]``, ``dict(row)``) or by position (``row[0]``)."""
 
     def __getitem__(self, key: Any) -> Any:
         if isinstance(key, int):
@@ -46,52 +51,41 @@ class Record(dict):
         return super().__getitem__(key)
 
 
-class Result:
-    """The answer of ``Connection.execute``: rows as ``Record`` (read at once), or the
-    count of rows a write changed."""
+class Rows(Protocol):
+    """What ``Connection.execute`` answers (a DB-API cursor)."""
+    rowcount: int
 
-    def __init__(self, result: CursorResult):
-        self.rowcount = result.rowcount
-        self.rows = ([Record(r._mapping) for r in result] if result.returns_rows else [])
-
-    def fetchone(self) -> Record | None:
-        return self.rows[0] if self.rows else None
-
-    def fetchall(self) -> list[Record]:
-        return self.rows
-
-    def scalar(self) -> Any:
-        return self.rows[0][0] if self.rows else None
-
-    def __iter__(self) -> Iterator[Record]:
-        return iter(self.rows)
+    def fetchone(self) -> Any: ...
+    def fetchall(self) -> list[Any]: ...
+    def __iter__(self) -> Iterator[Any]: ...
 
 
 class Connection:
-    """One transaction's connection. ``execute`` takes a SQLAlchemy Core statement, or an
-    engine-neutral SQL string with ``?`` marks and its parameters in order."""
+    """The connection of one transaction (or of a read): ``execute`` runs SQL with ``?``
+    marks and its parameters in order; ``dialect`` is ``"sqlite"`` or ``"postgresql"``."""
 
-    def __init__(self, connection: SAConnection):
-        self.connection = connection
-        self.dialect = connection.dialect.name
+    def __init__(self, driver: Any, dialect: str):
+        self.driver = driver
+        self.dialect = dialect
 
-    def execute(self, statement: str | Executable,
-                params: Sequence[Any] | Mapping[str, Any] = ()) -> Result:
-        if isinstance(statement, str):
-            statement, params = _qmark_text(statement, params)
-        return Result(self.connection.execute(statement, dict(params) if params else None))
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Rows:
+        if self.dialect == "sqlite":
+            return self.driver.execute(sql, params)
+        cursor = self.driver.cursor(row_factory=_record_rows)
+        cursor.execute(_format_marks(sql),
+                       [int(v) if isinstance(v, bool) else v for v in params])
+        return cursor
 
 
-def _qmark_text(sql: str, params: Sequence[Any]) -> tuple[Executable, dict[str, Any]]:
-    """``?`` marks to SQLAlchemy's named binds (our SQL holds no '?' or ':' in literals);
-    booleans as the 0/1 the schema stores."""
-    parts = sql.replace(":", r"\:").split("?")
-    if len(parts) - 1 != len(params):
-        raise ValueError(f"{len(parts) - 1} marks and {len(params)} parameters in: {sql}")
-    named = "".join(part + (f":p{i}" if i < len(params) else "")
-                    for i, part in enumerate(parts))
-    values = {f"p{i}": int(v) if isinstance(v, bool) else v for i, v in enumerate(params)}
-    return text(named), values
+@functools.lru_cache(maxsize=1024)
+def _format_marks(sql: str) -> str:
+    """``?`` marks as psycopg's ``%s`` (our SQL holds no '?' in its literals)."""
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+def _record_rows(cursor: Any) -> Callable[[Sequence[Any]], Record]:
+    names = [column.name for column in cursor.description or ()]
+    return lambda values: Record(zip(names, values))
 
 
 class Database:
@@ -104,6 +98,11 @@ class Database:
         self.engine = make_engine(target)
         self.dialect = self.engine.dialect.name
         self.migrate()
+        self._sqlite: sqlite3.Connection | None = None
+        if self.dialect == "sqlite":  # the pool's one connection (StaticPool), kept out
+            self._checked_out = self.engine.raw_connection()
+            self._sqlite = self._checked_out.driver_connection
+            self._sqlite.row_factory = sqlite3.Row
 
     @property
     def path(self) -> Path | None:
@@ -113,9 +112,15 @@ class Database:
     def migrate(self) -> None:
         """Bring the schema to Alembic's head. A SQLite database made before Alembic goes
         through the old list (``legacy``) to the baseline first, in the same transaction."""
+        from alembic import command
+        from alembic.util import CommandError
+
         with self.lock, self.engine.connect() as conn, conn.begin():
             tables = set(inspect(conn).get_table_names())
-            config = _alembic_config(conn)
+            if "alembic_version" in tables and conn.exec_driver_sql(
+                    "SELECT version_num FROM alembic_version").scalar() == HEAD:
+                return
+            config = alembic_config(conn)
             try:
                 if "schema_version" in tables and "alembic_version" not in tables:
                     legacy.upgrade(conn, self.describe())
@@ -134,20 +139,34 @@ class Database:
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
         """A write transaction under the lock; rolled back on error."""
-        with self.lock, self.engine.connect() as conn, conn.begin():
-            yield Connection(conn)
+        with self.lock:
+            if self._sqlite is None:
+                with self.engine.connect() as conn, conn.begin():
+                    yield Connection(conn.connection.driver_connection, self.dialect)
+                return
+            self._sqlite.execute("BEGIN IMMEDIATE")
+            try:
+                yield Connection(self._sqlite, "sqlite")
+            except BaseException:
+                self._sqlite.execute("ROLLBACK")
+                raise
+            self._sqlite.execute("COMMIT")
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:
-        """A read transaction under the lock (on SQLite a plain ``BEGIN``: no write lock)."""
-        with self.lock, self.engine.connect() as conn:
-            conn = conn.execution_options(sqlite_begin="BEGIN")
-            with conn.begin():
-                yield Connection(conn)
+        """The connection for reads, under the lock (SQLite: no transaction)."""
+        with self.lock:
+            if self._sqlite is None:
+                with self.engine.connect() as conn, conn.begin():
+                    yield Connection(conn.connection.driver_connection, self.dialect)
+                return
+            yield Connection(self._sqlite, "sqlite")
 
     def close(self) -> None:
         with self.lock:
             self.engine.dispose()
+            if self._sqlite is not None:
+                self._sqlite.close()
 
 
 def make_engine(target: Path | str) -> Engine:
@@ -168,7 +187,7 @@ def make_engine(target: Path | str) -> Engine:
 
 def _sqlite_engine(path: Path) -> Engine:
     """One SQLite connection shared by threads (always under ``Database.lock``), WAL; a
-    transaction starts with ``BEGIN IMMEDIATE`` unless it asks for a plain ``BEGIN``."""
+    SQLAlchemy transaction (the migrations) starts with ``BEGIN IMMEDIATE``."""
     engine = create_engine(f"sqlite:///{path}", poolclass=StaticPool,
                            connect_args={"check_same_thread": False, "timeout": 30})
 
@@ -180,13 +199,15 @@ def _sqlite_engine(path: Path) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _begin(conn: SAConnection) -> None:
-        conn.exec_driver_sql(conn.get_execution_options().get("sqlite_begin",
-                                                              "BEGIN IMMEDIATE"))
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 
 
-def _alembic_config(conn: SAConnection) -> Config:
+def alembic_config(conn: SAConnection) -> Any:
+    """Alembic's configuration for the store on ``conn`` (no alembic.ini)."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.attributes["connection"] = conn

@@ -16,11 +16,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import update
-
 from cloudqueue.errors import AuthError, BadRequest, Conflict, Forbidden, NotFound
 from queueservice.db import Database
-from queueservice.schema import users
 
 #: what to do about an unknown DeviceId, in words for CLI and HTTP callers alike
 NO_DEVICE_HINT = "check the DeviceId against the list of devices (`userclient devices`)"
@@ -190,9 +187,9 @@ class IdentityStore:
         """
         with self.db.transaction() as conn:
             changed = conn.execute(
-                update(users).where(users.c.user_id == user_id,
-                                    users.c.password_hash.is_not_distinct_from(previous_hash))
-                .values(password_hash=hash_password(password), password_temporary=0)).rowcount
+                "UPDATE users SET password_hash = ?, password_temporary = 0 "
+                "WHERE user_id = ? AND password_hash IS NOT DISTINCT FROM ?",
+                (hash_password(password), user_id, previous_hash)).rowcount
             if changed:
                 conn.execute("DELETE FROM refresh_tokens WHERE user_id = ?", (user_id,))
         return bool(changed)

@@ -12,20 +12,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Collection, Iterable, Iterator, Mapping
 
-from sqlalchemy import and_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
-
 from cloudqueue.errors import Conflict, NotFound
 from queueservice import policy, transitions
-from queueservice.db import Connection, Database, Record
-from queueservice.schema import idempotency, queue_sequence, workloads
+from queueservice.db import Connection, Database
 from queueservice.identities import NO_DEVICE_HINT
 from queueservice.settings import ServiceLimits
 
 Row = dict[str, Any]
 
 
-def _row(r: Record | None) -> Row | None:
+def _row(r: Any) -> Row | None:
     return dict(r) if r is not None else None
 
 
@@ -222,10 +218,10 @@ class WorkloadStore:
             now = time.time_ns() // 1_000_000
             # PostgreSQL: lock the device's queue, skipping rows another service process
             # holds (it is changing them); SQLite: the write lock is the whole file's
+            lock = " FOR UPDATE SKIP LOCKED" if conn.dialect == "postgresql" else ""
             rows = [dict(r) for r in conn.execute(
-                select(workloads).where(workloads.c.device_id == device_id,
-                                        workloads.c.status.in_(policy.ACTIVE))
-                .with_for_update(skip_locked=True))]
+                "SELECT * FROM workloads WHERE device_id = ? AND status IN (?, ?, ?)" + lock,
+                (device_id, *policy.ACTIVE))]
             ended = []
             event = transitions.HandedOut(self.limits.max_attempts)
             for row in policy.handout_candidates(rows, asked, holding):
@@ -345,10 +341,12 @@ def write(conn: Connection, work_id: str, row: Row | None,
     sets = {"status": change.status, **change.fields}
     if change.number is not None:
         sets[change.number] = take_number(conn)
-    guard = [workloads.c[column].is_not_distinct_from(row[column]) for column in sets]
+    guard = {column: row[column] for column in sets}
+    assignments = ", ".join(f"{column} = ?" for column in sets)
+    conditions = " AND ".join(f"{column} IS NOT DISTINCT FROM ?" for column in guard)
     updated = conn.execute(
-        update(workloads).where(workloads.c.work_id == work_id, and_(*guard))
-        .values({column: _stored(value) for column, value in sets.items()})).rowcount
+        f"UPDATE workloads SET {assignments} WHERE work_id = ? AND {conditions}",
+        (*sets.values(), work_id, *guard.values())).rowcount
     if updated != 1:  # cannot happen under the lock; never apply a change on a doubt
         raise Conflict(f"workload {work_id} changed while it was being changed: try again")
     return _select(conn, work_id)
@@ -357,26 +355,23 @@ def write(conn: Connection, work_id: str, row: Row | None,
 def take_number(conn: Connection) -> int:
     """The next number of the queue sequence (in this transaction). The update locks the
     counter row until the transaction ends, so numbers commit in the order taken."""
-    conn.execute(update(queue_sequence).values(value=queue_sequence.c.value + 1))
+    conn.execute("UPDATE queue_sequence SET value = value + 1")
     return _sequence_value(conn)
 
 
 def _sequence_value(conn: Connection) -> int:
-    return int(conn.execute(select(queue_sequence.c.value)).scalar())
-
-
-def _stored(value: Any) -> Any:
-    """A value as the schema stores it: flags as 0/1."""
-    return int(value) if isinstance(value, bool) else value
+    return int(conn.execute("SELECT value FROM queue_sequence").fetchone()[0])
 
 
 def _remember_key(conn: Connection, values: Mapping[str, Any]) -> None:
     """Keep an Idempotency-Key's request (replacing an expired one of the same key)."""
-    dialect = postgresql if conn.dialect == "postgresql" else sqlite
-    insert = dialect.insert(idempotency).values(dict(values))
-    conn.execute(insert.on_conflict_do_update(
-        index_elements=["account_id", "key"],
-        set_={c: insert.excluded[c] for c in ("body_hash", "work_id", "created_at")}))
+    conn.execute(
+        "INSERT INTO idempotency (account_id, key, body_hash, work_id, created_at) "
+        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (account_id, key) DO UPDATE SET "
+        "body_hash = excluded.body_hash, work_id = excluded.work_id, "
+        "created_at = excluded.created_at",
+        (values["account_id"], values["key"], values["body_hash"], values["work_id"],
+         values["created_at"]))
 
 
 def _select(conn: Connection, work_id: str, device_id: str | None = None) -> Row | None:

@@ -12,11 +12,12 @@ from typing import Any, Iterator
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
 from cloudqueue.errors import ConfigError, Conflict, NotFound
 from queueservice import transitions
 from queueservice.admin import AdminStore
-from queueservice.db import BASELINE, Database
+from queueservice.db import BASELINE, HEAD, Database, alembic_config
 from queueservice.legacy import MIGRATIONS, SCHEMA_VERSION, statements
 from queueservice.schema import metadata
 from queueservice.settings import ServiceLimits
@@ -296,7 +297,15 @@ def legacy_only(difference: Any) -> bool:
 
 def alembic_revision(db: Database) -> str:
     with db.reading() as conn:
-        return conn.execute("SELECT version_num FROM alembic_version").scalar()
+        return conn.execute("SELECT version_num FROM alembic_version").fetchone()[0]
+
+
+def test_head_names_the_newest_migration(db):
+    """``db.HEAD`` lets an up-to-date database start without Alembic: it must be the
+    scripts' head, or a new migration would never run."""
+    with db.engine.connect() as conn:
+        scripts = ScriptDirectory.from_config(alembic_config(conn))
+    assert scripts.get_current_head() == HEAD
 
 
 def test_a_new_database_has_the_declared_schema_and_an_empty_queue_sequence(db):
@@ -322,7 +331,7 @@ def test_a_version_6_database_upgrades_in_place_with_nothing_lost(tmp_path: Path
         assert alembic_revision(db) == BASELINE
         assert [d for d in schema_differences(db) if not legacy_only(d)] == []
         with db.reading() as conn:
-            after = {r[0]: tuple(r.values()) for r in conn.execute(
+            after = {r[0]: tuple(r) for r in conn.execute(
                 "SELECT * FROM workloads ORDER BY work_id")}
         assert after == before
         store = WorkloadStore(db, ServiceLimits())
