@@ -152,13 +152,16 @@ async def _housekeeping_loop(svc: Service) -> None:
 
 def open_service(data_dir: Path, limits: ServiceLimits, *, prefix: str = "",
                  public_url: str | None = None,
-                 files: str | None = None) -> tuple[Service, Database]:
-    """``files``: ``s3://bucket/prefix`` for files in S3; None keeps them in the data folder."""
-    data = DataDir(Path(data_dir))
+                 files: str | None = None, database: str | None = None
+                 ) -> tuple[Service, Database]:
+    """``files``: ``s3://bucket/prefix`` for files in S3; None keeps them in the data folder.
+    ``database``: a ``postgresql://`` URL holding the state (None: ``queue.db`` in the data
+    folder)."""
+    data = DataDir(Path(data_dir), database)
     secret = data.read_secret()
     store = open_files(files, data.files_path)
     store.create()  # first: a bucket that cannot be used stops the start, with why
-    db = Database(data.db_path)
+    db = Database(data.database_target)
     svc = Service(limits=limits, identities=IdentityStore(db), workloads=WorkloadStore(db, limits),
                   files=store, signer=Signer(secret), device_wakeups=WakeUps(),
                   user_wakeups=WakeUps(), prefix=prefix,
@@ -167,13 +170,16 @@ def open_service(data_dir: Path, limits: ServiceLimits, *, prefix: str = "",
 
 
 def create_app(data_dir: Path, limits: ServiceLimits | None = None, *, prefix: str = "",
-               public_url: str | None = None, files: str | None = None) -> Starlette:
+               public_url: str | None = None, files: str | None = None,
+               database: str | None = None) -> Starlette:
     """The service as an ASGI app. ``prefix`` (e.g. ``/dev``) puts the API under a path, as
     an API Gateway stage does; token endpoints and files stay at the root. ``files``:
-    ``s3://bucket/prefix`` keeps the files in S3 (``queueservice.files``)."""
+    ``s3://bucket/prefix`` keeps the files in S3 (``queueservice.files``); ``database``: a
+    ``postgresql://`` URL holding the state (None: ``queue.db`` in the data folder)."""
     limits = limits or ServiceLimits()
     prefix = "/" + prefix.strip("/") if prefix.strip("/") else ""
-    svc, db = open_service(data_dir, limits, prefix=prefix, public_url=public_url, files=files)
+    svc, db = open_service(data_dir, limits, prefix=prefix, public_url=public_url,
+                           files=files, database=database)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

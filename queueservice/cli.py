@@ -22,6 +22,11 @@ from qickbase.atomicfile import atomic_write
 log = logging.getLogger("qick_queue")
 
 
+DATABASE_HELP = ("the state in PostgreSQL (postgresql://user@host/dbname; needs "
+                 "qick-queue[postgres]) instead of queue.db in --data (the default); init "
+                 "and serve take the same URL")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qick-queue",
                                      description="The embedded Cloud Queue service for QICK boards.")
@@ -39,10 +44,12 @@ def _parser() -> argparse.ArgumentParser:
                            "http://queue.lab.example.org:8080), written into admin.conf and "
                            "so into the board configs add-device makes (default "
                            "http://127.0.0.1:PORT: this machine only)")
+    init.add_argument("--database", metavar="URL", help=DATABASE_HELP)
 
     d = ServiceLimits()
     serve = sub.add_parser("serve", help="run the service")
     serve.add_argument("--data", required=True, type=Path, help="the data folder (from init)")
+    serve.add_argument("--database", metavar="URL", help=DATABASE_HELP)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=DEFAULT_PORT,
                        help=f"port (default {DEFAULT_PORT}; 0 picks a free one)")
@@ -135,7 +142,7 @@ async def _serve(args: argparse.Namespace) -> None:
     limits = _limits(args)
     reserve_descriptors(limits.max_connections)
     app = create_app(args.data, limits, prefix=args.prefix, public_url=args.public_url,
-                     files=args.files)
+                     files=args.files, database=args.database)
     sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     # Accepted connections inherit this: without it, a response written in two parts
@@ -202,25 +209,27 @@ def main(argv: list[str] | None = None) -> int:
                         getattr(logging, args.log_level.upper()),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
-    # the AWS library's own INFO lines (where it found credentials, the endpoint) are noise
-    # beside the service's: only its warnings show (``--files s3://...``)
-    for library in ("boto3", "botocore", "s3transfer"):
+    # libraries' own INFO lines are noise beside the service's: only their warnings show
+    # (the AWS library: where it found credentials, the endpoint; Alembic: its plugins,
+    # at every start)
+    for library in ("boto3", "botocore", "s3transfer", "alembic"):
         logging.getLogger(library).setLevel(logging.WARNING)
     try:
         if args.command == "init":
             from queueservice.datadir import init_data_dir
             result = init_data_dir(args.data, port=args.port, admin_email=args.admin_email,
-                                   public_url=args.public_url)
+                                   public_url=args.public_url, database=args.database)
+            again = " --database URL" if args.database else ""  # never print a password
             print(f"created the qick-queue store in {args.data}")
             print(f"admin {result.admin_email}: userclient config with the API key in "
                   f"{result.admin_conf} (mode 0600; keep it private)")
             if args.public_url:
-                print(f"start the service with: qick-queue serve --data {args.data} "
+                print(f"start the service with: qick-queue serve --data {args.data}{again} "
                       f"--port {args.port} --host ADDRESS --public-url {result.url}\n"
                       f"(ADDRESS: where {result.url} arrives, e.g. 0.0.0.0 for every "
                       f"interface, or 127.0.0.1 behind a reverse proxy)")
             else:
-                print(f"start the service with: qick-queue serve --data {args.data} "
+                print(f"start the service with: qick-queue serve --data {args.data}{again} "
                       f"--port {args.port}\n(admin.conf points at {result.url}: only "
                       f"this machine reaches it; give --public-url URL for remote boards)")
             return 0

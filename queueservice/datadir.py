@@ -1,4 +1,5 @@
-"""The data folder of one service: ``queue.db``, ``files/``, ``secret`` and ``admin.conf``."""
+"""The data folder of one service: ``queue.db``, ``files/``, ``secret`` and ``admin.conf``;
+the state in a PostgreSQL database instead of ``queue.db`` when ``database`` is a URL."""
 from __future__ import annotations
 
 import secrets
@@ -18,10 +19,16 @@ from qickbase.atomicfile import atomic_write
 @dataclass(frozen=True)
 class DataDir:
     root: Path
+    database: str | None = None  # a postgresql:// URL; None: queue.db in the folder
 
     @property
     def db_path(self) -> Path:
         return self.root / "queue.db"
+
+    @property
+    def database_target(self) -> Path | str:
+        """What ``Database`` opens: the URL, else the SQLite file."""
+        return self.database or self.db_path
 
     @property
     def files_path(self) -> Path:
@@ -39,7 +46,8 @@ class DataDir:
         return self.db_path.exists() or self.secret_path.exists()
 
     def read_secret(self) -> bytes:
-        if not self.db_path.exists() or not self.secret_path.exists():
+        if not self.secret_path.exists() or (self.database is None
+                                             and not self.db_path.exists()):
             raise ConfigError(f"{self.root} is not a qick-queue data folder: create one with "
                               f"`qick-queue init --data {self.root}`")
         secret = bytes.fromhex(self.secret_path.read_text().strip())
@@ -74,13 +82,14 @@ def public_service_url(url: str) -> str:
 
 
 def init_data_dir(root: Path, *, port: int, admin_email: str,
-                  host: str = "127.0.0.1", public_url: str | None = None) -> InitResult:
+                  host: str = "127.0.0.1", public_url: str | None = None,
+                  database: str | None = None) -> InitResult:
     """Create the store, the signing secret and the first admin; refuse an existing store.
 
     admin.conf points at ``public_url`` when given (what boards and people reach), else at
     ``http://host:port`` (this machine only)."""
     url = public_service_url(public_url) if public_url else f"http://{host}:{port}"
-    data = DataDir(Path(root))
+    data = DataDir(Path(root), database)
     if data.exists():
         raise ConfigError(f"{data.root} already holds a qick-queue store; refusing to overwrite "
                           f"it. Serve it with `qick-queue serve --data {data.root}`, or choose "
@@ -91,8 +100,12 @@ def init_data_dir(root: Path, *, port: int, admin_email: str,
     data.root.chmod(0o700)  # the database holds password and key hashes
     LocalFiles(data.files_path).create()
     atomic_write(data.secret_path, secrets.token_hex(32) + "\n")
-    db = Database(data.db_path)
+    db = Database(data.database_target)
     try:
+        with db.reading() as conn:
+            if conn.execute("SELECT COUNT(*) FROM users").fetchone()[0]:
+                raise ConfigError(f"the database {db.describe()} already holds a qick-queue "
+                                  "store: serve it, or give an empty database")
         _, api_key, _ = IdentityStore(db).add_user(
             admin_email, "Administrator", ["Admin", "AllDevices"], int(time.time() * 1000),
             with_password=False)

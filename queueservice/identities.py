@@ -188,7 +188,7 @@ class IdentityStore:
         with self.db.transaction() as conn:
             changed = conn.execute(
                 "UPDATE users SET password_hash = ?, password_temporary = 0 "
-                "WHERE user_id = ? AND password_hash IS ?",
+                "WHERE user_id = ? AND password_hash IS NOT DISTINCT FROM ?",
                 (hash_password(password), user_id, previous_hash)).rowcount
             if changed:
                 conn.execute("DELETE FROM refresh_tokens WHERE user_id = ?", (user_id,))

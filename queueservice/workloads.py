@@ -1,4 +1,4 @@
-"""The workload store: workloads and the device queue over SQLite (sync, no HTTP).
+"""The workload store: workloads and the device queue in the database (sync, no HTTP).
 
 Every state change is one transaction under the database lock: read the row, ask
 ``transitions`` what the event does (or the refusal), write the change with a
@@ -6,7 +6,6 @@ compare-and-set (``write``). Which work to hand out comes from ``policy``.
 """
 from __future__ import annotations
 
-import sqlite3
 import time
 import uuid
 from contextlib import contextmanager
@@ -15,14 +14,14 @@ from typing import Any, Collection, Iterable, Iterator, Mapping
 
 from cloudqueue.errors import Conflict, NotFound
 from queueservice import policy, transitions
-from queueservice.db import Database
+from queueservice.db import Connection, Database
 from queueservice.identities import NO_DEVICE_HINT
 from queueservice.settings import ServiceLimits
 
 Row = dict[str, Any]
 
 
-def _row(r: sqlite3.Row | None) -> Row | None:
+def _row(r: Any) -> Row | None:
     return dict(r) if r is not None else None
 
 
@@ -66,7 +65,7 @@ class WorkloadStore:
             row = conn.execute(
                 "SELECT AVG(device_seconds) FROM (SELECT device_seconds FROM workloads "
                 "WHERE device_id = ? AND status = 'DONE' AND device_seconds IS NOT NULL "
-                "ORDER BY finished_at DESC LIMIT 20)", (device_id,)).fetchone()
+                "ORDER BY finished_at DESC LIMIT 20) AS recent", (device_id,)).fetchone()
         seconds = policy.run_time(row[0]) if row else None  # None too for a bad stored value
         return float(seconds if seconds is not None else self.limits.default_run_seconds)
 
@@ -133,10 +132,9 @@ class WorkloadStore:
                            "workload_sha256": sha256, "status": change.status,
                            **change.fields})
             if idempotency_key is not None:
-                conn.execute(
-                    "INSERT OR REPLACE INTO idempotency (account_id, key, body_hash, work_id, "
-                    "created_at) VALUES (?, ?, ?, ?, ?)",
-                    (account_id, idempotency_key, body_hash, work_id, now))
+                _remember_key(conn, {"account_id": account_id, "key": idempotency_key,
+                                     "body_hash": body_hash, "work_id": work_id,
+                                     "created_at": now})
             row = conn.execute("SELECT * FROM workloads WHERE work_id = ?",
                                (work_id,)).fetchone()
         return dict(row), True
@@ -218,9 +216,12 @@ class WorkloadStore:
         the device already has (see ``policy.handout_candidates``)."""
         with self._transaction() as conn:
             now = time.time_ns() // 1_000_000
+            # PostgreSQL: lock the device's queue, skipping rows another service process
+            # holds (it is changing them); SQLite: the write lock is the whole file's
+            lock = " FOR UPDATE SKIP LOCKED" if conn.dialect == "postgresql" else ""
             rows = [dict(r) for r in conn.execute(
-                "SELECT * FROM workloads WHERE device_id = ? AND status IN (?, ?, ?)",
-                (device_id, *policy.ACTIVE)).fetchall()]
+                "SELECT * FROM workloads WHERE device_id = ? AND status IN (?, ?, ?)" + lock,
+                (device_id, *policy.ACTIVE))]
             ended = []
             event = transitions.HandedOut(self.limits.max_attempts)
             for row in policy.handout_candidates(rows, asked, holding):
@@ -267,7 +268,7 @@ class WorkloadStore:
         with self.db.transaction() as conn:
             return self._expire_leases(conn, now, None)
 
-    def _expire_leases(self, conn: sqlite3.Connection, now: int,
+    def _expire_leases(self, conn: Connection, now: int,
                        device_id: str | None) -> list[str]:
         """The candidates are the running work (of one device); ``transitions`` decides
         (``policy.lease_expired``)."""
@@ -304,15 +305,16 @@ class WorkloadStore:
 
     # -- applying a transition ---------------------------------------------------------
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self) -> Iterator[Connection]:
         """A write transaction that may take numbers of the queue sequence: once it is
         committed, ``sequence_mark`` shows them."""
         with self.db.lock:
             with self.db.transaction() as conn:
                 yield conn
-            self._mark = _sequence_value(conn)
+            with self.db.reading() as conn:
+                self._mark = _sequence_value(conn)
 
-    def _apply(self, conn: sqlite3.Connection, work_id: str, row: Row | None,
+    def _apply(self, conn: Connection, work_id: str, row: Row | None,
                event: transitions.Event, now: int) -> Row:
         """Ask ``transitions`` what ``event`` does to the row read in this transaction and
         write it (``write``): answers the row after, ``row`` itself when nothing changed."""
@@ -325,7 +327,7 @@ class WorkloadStore:
 
 
 # -- the writes, shared with the admin's store ---------------------------------------------
-def write(conn: sqlite3.Connection, work_id: str, row: Row | None,
+def write(conn: Connection, work_id: str, row: Row | None,
           change: transitions.Change) -> Row:
     """Write ``change`` to the workload read as ``row`` in this transaction, as a
     compare-and-set: the update applies only while the status and every column it sets
@@ -341,7 +343,7 @@ def write(conn: sqlite3.Connection, work_id: str, row: Row | None,
         sets[change.number] = take_number(conn)
     guard = {column: row[column] for column in sets}
     assignments = ", ".join(f"{column} = ?" for column in sets)
-    conditions = " AND ".join(f"{column} IS ?" for column in guard)
+    conditions = " AND ".join(f"{column} IS NOT DISTINCT FROM ?" for column in guard)
     updated = conn.execute(
         f"UPDATE workloads SET {assignments} WHERE work_id = ? AND {conditions}",
         (*sets.values(), work_id, *guard.values())).rowcount
@@ -350,17 +352,29 @@ def write(conn: sqlite3.Connection, work_id: str, row: Row | None,
     return _select(conn, work_id)
 
 
-def take_number(conn: sqlite3.Connection) -> int:
-    """The next number of the queue sequence (in this transaction)."""
+def take_number(conn: Connection) -> int:
+    """The next number of the queue sequence (in this transaction). The update locks the
+    counter row until the transaction ends, so numbers commit in the order taken."""
     conn.execute("UPDATE queue_sequence SET value = value + 1")
     return _sequence_value(conn)
 
 
-def _sequence_value(conn: sqlite3.Connection) -> int:
+def _sequence_value(conn: Connection) -> int:
     return int(conn.execute("SELECT value FROM queue_sequence").fetchone()[0])
 
 
-def _select(conn: sqlite3.Connection, work_id: str, device_id: str | None = None) -> Row | None:
+def _remember_key(conn: Connection, values: Mapping[str, Any]) -> None:
+    """Keep an Idempotency-Key's request (replacing an expired one of the same key)."""
+    conn.execute(
+        "INSERT INTO idempotency (account_id, key, body_hash, work_id, created_at) "
+        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (account_id, key) DO UPDATE SET "
+        "body_hash = excluded.body_hash, work_id = excluded.work_id, "
+        "created_at = excluded.created_at",
+        (values["account_id"], values["key"], values["body_hash"], values["work_id"],
+         values["created_at"]))
+
+
+def _select(conn: Connection, work_id: str, device_id: str | None = None) -> Row | None:
     """The workload's row (of this device only, when ``device_id`` is given)."""
     if device_id is None:
         return _row(conn.execute("SELECT * FROM workloads WHERE work_id = ?",
@@ -369,7 +383,7 @@ def _select(conn: sqlite3.Connection, work_id: str, device_id: str | None = None
                              (work_id, device_id)).fetchone())
 
 
-def _select_with_device(conn: sqlite3.Connection, work_id: str) -> tuple[Row | None, bool]:
+def _select_with_device(conn: Connection, work_id: str) -> tuple[Row | None, bool]:
     """The workload's row, and whether its device still exists."""
     row = _row(conn.execute("SELECT w.*, d.device_id IS NOT NULL AS device_exists "
                             "FROM workloads w LEFT JOIN devices d "
@@ -380,7 +394,7 @@ def _select_with_device(conn: sqlite3.Connection, work_id: str) -> tuple[Row | N
     return row, bool(row.pop("device_exists"))
 
 
-def _insert(conn: sqlite3.Connection, row: Mapping[str, Any]) -> None:
+def _insert(conn: Connection, row: Mapping[str, Any]) -> None:
     columns = ", ".join(row)
     marks = ", ".join("?" for _ in row)
     conn.execute(f"INSERT INTO workloads ({columns}) VALUES ({marks})", tuple(row.values()))

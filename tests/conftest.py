@@ -29,6 +29,7 @@ import pytest
 from queueservice.datadir import init_data_dir
 from queueservice.settings import DEFAULT_ADMIN_EMAIL
 from tests.helpers import wait_for
+from tests.pgserver import PostgresServer, find_binaries, unavailable
 
 
 class QueueService:
@@ -41,7 +42,7 @@ class QueueService:
         self.proc: subprocess.Popen | None = None
         self.log_path = self.data_dir / "service.log"
         self.admin_conf = self.data_dir / "admin.conf"
-        if not (self.data_dir / "queue.db").exists():
+        if not self.admin_conf.exists():
             # what `qick-queue init --port 0` does, without a process start (the CLI's own
             # init is tested in tests/server/test_lifecycle.py)
             init_data_dir(self.data_dir, port=0, admin_email=DEFAULT_ADMIN_EMAIL)
@@ -132,3 +133,22 @@ def queue_service_factory(tmp_path: Path) -> Iterator[Callable[..., QueueService
 @pytest.fixture
 def queue_service(queue_service_factory: Callable[..., QueueService]) -> QueueService:
     return queue_service_factory()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server for the session (tests/pgserver.py); skipped when its
+    binaries are missing here, a failure in CI."""
+    binaries = find_binaries()
+    if binaries is None:
+        unavailable("PostgreSQL's initdb/pg_ctl not found (apt-get install postgresql)")
+    server = PostgresServer(binaries)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """A new empty database on the session's server (one per test)."""
+    return postgres_server.create_database()

@@ -231,7 +231,8 @@ def loaded(modules: list, forbidden: Set[str]) -> List[str]:
 NETWORK = {"cloudqueue", "requests", "urllib3", "http.client", "urllib.request", "boto3",
            "botocore", "pycognito", "downloader", "uploader", "queueservice"}
 #: the queue service's web and database modules
-SERVICE = {"starlette", "uvicorn", "anyio", "jwt", "sqlite3", "_sqlite3", "queueservice"}
+SERVICE = {"starlette", "uvicorn", "anyio", "jwt", "sqlite3", "_sqlite3", "sqlalchemy",
+           "alembic", "psycopg", "queueservice"}
 #: what the board needs and the web process must never load
 BOARD = {"qick", "numpy", "h5py", "zmq", "boardcore", "supervisor", "executor", "downloader",
          "uploader"}

@@ -40,7 +40,8 @@ def test_the_server_extra_can_run_mock_devices_and_the_board_extra_stays_lean():
     # simulated board (numpy, qick), results files (h5py), and the device client (requests)
     assert extras["board"] <= extras["server"] and "requests" in base
     assert {"pyzmq", "psutil", "sdnotify", "numpy", "qick", "h5py"} <= extras["server"]
-    assert not extras["board"] & {"starlette", "uvicorn", "pyjwt"}
+    assert not extras["board"] & {"starlette", "uvicorn", "pyjwt", "sqlalchemy", "alembic",
+                                   "psycopg"}
 
 
 def _hide(tmp_path: Path, module: str) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 import requests
 
 from queueservice.datadir import DataDir
-from queueservice.db import MIGRATIONS, SCHEMA_VERSION, _statements
+from queueservice.legacy import MIGRATIONS, SCHEMA_VERSION, statements
 from queueservice.identities import hash_password, sha256_hex
 from queueservice.tokens import Signer
 from tests.conftest import QueueService
@@ -31,7 +31,7 @@ def make_v2_store(data: Path, admin_key: str, admin_email: str) -> dict:
     conn = sqlite3.connect(data / "queue.db", isolation_level=None)
     conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
     for script in MIGRATIONS[:2]:
-        for statement in _statements(script):
+        for statement in statements(script):
             conn.execute(statement)
     conn.execute("INSERT INTO schema_version (version) VALUES (2)")
     now = int(time.time() * 1000)

@@ -11,7 +11,8 @@ import uuid
 import pytest
 import requests
 
-from queueservice.db import MIGRATIONS, SCHEMA_VERSION, Database, _statements
+from queueservice.db import Database
+from queueservice.legacy import MIGRATIONS, SCHEMA_VERSION, statements
 from tests.server.api import Api, World, assert_error, submit
 
 MISSING_TOKEN = {"message": "Missing Authentication Token"}
@@ -162,7 +163,7 @@ def test_a_schema_2_database_moves_workload_names_to_workload_name(tmp_path):
     old = sqlite3.connect(str(path), isolation_level=None)
     old.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
     for script in MIGRATIONS[:2]:
-        for statement in _statements(script):
+        for statement in statements(script):
             old.execute(statement)
     old.execute("INSERT INTO schema_version (version) VALUES (2)")
     old.execute("INSERT INTO users (user_id, email, full_name, created_at) "

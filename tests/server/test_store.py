@@ -1,28 +1,38 @@
-"""The workload store on a real SQLite file (tmp_path), no HTTP: transitions applied with a
-compare-and-set, the hand-out order from the queue sequence, the sweeps, the upgrade of a
-version 5 database that holds work."""
+"""The workload store on a real SQLite file (tmp_path) and on a real PostgreSQL server
+(tests/pgserver.py), no HTTP: transitions applied with a compare-and-set, the hand-out
+order from the queue sequence, the sweeps, the upgrade of version 5 and 6 databases that
+hold work (made before Alembic), the schema Alembic makes equal to the one declared."""
 from __future__ import annotations
 
 import sqlite3
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
-from cloudqueue.errors import Conflict, NotFound
+from cloudqueue.errors import ConfigError, Conflict, NotFound
 from queueservice import transitions
 from queueservice.admin import AdminStore
-from queueservice.db import MIGRATIONS, SCHEMA_VERSION, Database, _statements
+from queueservice.db import BASELINE, HEAD, Database, alembic_config
+from queueservice.legacy import MIGRATIONS, SCHEMA_VERSION, statements
+from queueservice.schema import metadata
 from queueservice.settings import ServiceLimits
 from queueservice.workloads import WorkloadStore, write
 
 T0 = 1_700_000_000_000  # ms
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> Iterator[Database]:
-    database = Database(tmp_path / "queue.db")
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """The store's database on each engine: a SQLite file, a PostgreSQL database."""
+    if request.param == "sqlite":
+        database = Database(tmp_path / "queue.db")
+    else:
+        database = Database(request.getfixturevalue("postgres_url"))
     yield database
     database.close()
 
@@ -199,7 +209,7 @@ def make_v5_database(path: Path) -> dict[str, str]:
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
     for script in MIGRATIONS[:5]:
-        for statement in _statements(script):
+        for statement in statements(script):
             conn.execute(statement)
     conn.execute("INSERT INTO schema_version (version) VALUES (5)")
     device = str(uuid.uuid4())
@@ -260,3 +270,84 @@ def test_a_version_5_database_upgrades_in_place_and_keeps_its_order(tmp_path: Pa
         assert store.get(new)["ready_seq"] == store.sequence_mark() > nxt["handout_seq"]
     finally:
         db.close()
+
+
+# -- Alembic: the schema made and upgraded is the one declared ---------------------------
+def schema_differences(db: Database) -> list:
+    """What differs between the database's tables and ``queueservice.schema``."""
+    with db.engine.connect() as conn:
+        return compare_metadata(MigrationContext.configure(conn), metadata)
+
+
+def legacy_only(difference: Any) -> bool:
+    """What a database made by the old list may differ in, harmlessly: its kept
+    ``schema_version`` table, a ``TEXT PRIMARY KEY`` without ``NOT NULL`` (SQLite's quirk;
+    every id is given) and ``REAL`` spelled where the declared ``FLOAT`` is (one affinity)."""
+    if isinstance(difference, list):
+        difference = difference[0]
+    kind = difference[0]
+    if kind == "remove_table":
+        return difference[1].name == "schema_version"
+    if kind == "modify_nullable":
+        return difference[3] in ("key_hash", "device_id", "token_hash", "user_id", "work_id")
+    if kind == "modify_type":
+        return type(difference[5]).__name__ == "REAL" and type(difference[6]).__name__ == "Float"
+    return False
+
+
+def alembic_revision(db: Database) -> str:
+    with db.reading() as conn:
+        return conn.execute("SELECT version_num FROM alembic_version").fetchone()[0]
+
+
+def test_head_names_the_newest_migration(db):
+    """``db.HEAD`` lets an up-to-date database start without Alembic: it must be the
+    scripts' head, or a new migration would never run."""
+    with db.engine.connect() as conn:
+        scripts = ScriptDirectory.from_config(alembic_config(conn))
+    assert scripts.get_current_head() == HEAD
+
+
+def test_a_new_database_has_the_declared_schema_and_an_empty_queue_sequence(db):
+    assert schema_differences(db) == []
+    assert alembic_revision(db) == BASELINE
+    assert WorkloadStore(db, ServiceLimits()).sequence_mark() == 0
+
+
+def test_a_version_6_database_upgrades_in_place_with_nothing_lost(tmp_path: Path):
+    """The last hand-written schema is Alembic's baseline: the database is stamped, every
+    row stays as it was, the schema is the declared one, and the queue goes on."""
+    path = tmp_path / "queue.db"
+    ids = make_v5_database(path)
+    Database(path).close()  # through the old list to version 6 (and stamped)
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("DROP TABLE alembic_version")  # as a version-6 store made before Alembic
+    before = {r[0]: r for r in conn.execute("SELECT * FROM workloads ORDER BY work_id")}
+    mark = conn.execute("SELECT value FROM queue_sequence").fetchone()[0]
+    assert conn.execute("SELECT version FROM schema_version").fetchone()[0] == 6
+    conn.close()
+    db = Database(path)
+    try:
+        assert alembic_revision(db) == BASELINE
+        assert [d for d in schema_differences(db) if not legacy_only(d)] == []
+        with db.reading() as conn:
+            after = {r[0]: tuple(r) for r in conn.execute(
+                "SELECT * FROM workloads ORDER BY work_id")}
+        assert after == before
+        store = WorkloadStore(db, ServiceLimits())
+        assert store.sequence_mark() == mark
+        handed, _ = store.claim(ids["device"], store.sequence_mark(),
+                                holding=[ids["executing"], ids["uploading"]])
+        assert handed["work_id"] == ids["ready_early"] and handed["handout_seq"] == mark + 1
+    finally:
+        db.close()
+
+
+def test_a_database_from_a_newer_qick_queue_is_refused_with_what_to_do(tmp_path: Path):
+    path = tmp_path / "queue.db"
+    Database(path).close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("UPDATE alembic_version SET version_num = '9999_future'")
+    conn.close()
+    with pytest.raises(ConfigError, match="upgrade qick-queue"):
+        Database(path)

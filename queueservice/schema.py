@@ -1,0 +1,135 @@
+"""The store's tables, declared once (SQLAlchemy Core): the same schema on SQLite (the
+embedded default) and on PostgreSQL. Alembic's revisions (``queueservice/migrations``)
+create and change it; this module is what the code reads and writes.
+
+Times are integer milliseconds since the epoch (UTC), the wire precision, so a ``CreatedAt``
+sent back in a pagination key matches the stored value exactly. Integers are 64-bit
+(``BIGINT`` on PostgreSQL; SQLite's ``INTEGER`` is 64-bit already). Flags are integers 0/1.
+
+The tables leave room for features that are not built yet: ``account_id`` on workloads
+(today the submitting user's id; later a team's), ``groups`` and ``team_id`` on users,
+``reservation_id`` and ``cost`` on workloads.
+
+The queue sequence is one counter row (``queue_sequence``), not a database sequence: taking
+a number updates the row, which holds its lock until the transaction ends, so numbers are
+committed in the order they are taken on both engines (a poll's ``sequence_mark`` relies on
+it; a PostgreSQL sequence gives no such order).
+"""
+from __future__ import annotations
+
+from sqlalchemy import (BigInteger, Column, Float, ForeignKey, Index, Integer, MetaData,
+                        PrimaryKeyConstraint, Table, Text, text)
+
+#: a 64-bit integer on every engine (SQLite: INTEGER, as the schema always had)
+Int = BigInteger().with_variant(Integer(), "sqlite")
+
+metadata = MetaData()
+
+users = Table(
+    "users", metadata,
+    Column("user_id", Text, primary_key=True),
+    Column("email", Text, nullable=False, unique=True),
+    Column("full_name", Text, nullable=False, server_default=text("''")),
+    Column("groups", Text, nullable=False, server_default=text("'[]'")),  # JSON list
+    Column("team_id", Text),                                   # room for teams (not built)
+    Column("password_hash", Text),                             # scrypt; NULL: no password
+    Column("password_temporary", Int, nullable=False, server_default=text("0")),
+    Column("created_at", Int, nullable=False),
+    Column("disabled_at", Int),                                # NULL: enabled
+    Column("last_login", Int),                                 # last password login
+    Column("token_generation", Int, nullable=False, server_default=text("0")),
+)
+
+api_keys = Table(
+    "api_keys", metadata,
+    Column("key_hash", Text, primary_key=True),                # SHA-256 hex of the key
+    Column("user_id", Text, ForeignKey("users.user_id"), nullable=False),
+    Column("created_at", Int, nullable=False),
+    Column("revoked_at", Int),
+    Column("key_id", Text),                                    # public id (never the key)
+    Column("label", Text),
+    Column("last_used", Int),                                  # to the minute
+    Index("api_keys_user", "user_id"),
+    Index("api_keys_key_id", "key_id", unique=True),
+)
+
+refresh_tokens = Table(
+    "refresh_tokens", metadata,
+    Column("token_hash", Text, primary_key=True),
+    Column("user_id", Text, ForeignKey("users.user_id"), nullable=False),
+    Column("expires_at", Int, nullable=False),
+    Index("refresh_tokens_user", "user_id"),
+)
+
+devices = Table(
+    "devices", metadata,
+    Column("device_id", Text, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("client_id", Text, nullable=False, unique=True),
+    Column("secret_hash", Text, nullable=False),               # SHA-256 hex of the secret
+    Column("refresh_timeout", Int, nullable=False, server_default=text("60")),
+    Column("reported_status", Text),                           # last DeviceStatus sent
+    Column("last_refreshed", Int),                             # last heartbeat
+    Column("last_seen", Int),                                  # last call (leases)
+    Column("config_refreshed", Int),                           # last configuration upload
+    Column("config_extension", Text),
+    Column("health", Text),                                    # JSON health summary
+    Column("created_at", Int, nullable=False),
+    Column("mock", Text),                                      # JSON {Board} or {MirrorOf}
+    Column("token_generation", Int, nullable=False, server_default=text("0")),
+)
+
+workloads = Table(
+    "workloads", metadata,
+    Column("work_id", Text, primary_key=True),
+    Column("device_id", Text, nullable=False),
+    Column("account_id", Text, nullable=False),                # owner (user; later a team)
+    Column("user_given_name", Text),                           # the submitter's name
+    Column("priority", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("created_at", Int, nullable=False),
+    Column("ready_at", Int),
+    Column("started_at", Int),
+    Column("handout_seq", Int),                                # its last hand-out's number
+    Column("finished_at", Int),
+    Column("attempts", Int, nullable=False, server_default=text("0")),
+    Column("device_seconds", Float),
+    Column("error_message", Text),
+    Column("error_kind", Text),
+    Column("pending_outcome", Text),                           # FAILED awaiting partials
+    Column("cancel_requested", Int, nullable=False, server_default=text("0")),
+    Column("workload_sha256", Text),
+    Column("result_sha256", Text),
+    Column("has_workload", Int, nullable=False, server_default=text("0")),
+    Column("has_result", Int, nullable=False, server_default=text("0")),
+    Column("reservation_id", Text),                            # room for reservations
+    Column("cost", Float),                                     # room for credits
+    Column("programs_done", Int),                              # last reported progress
+    Column("programs_total", Int),
+    Column("workload_name", Text),                             # the workload's own name
+    Column("estimated_seconds", Float),                        # board time, from its file
+    Column("ready_seq", Int),                                  # place in its device's line
+)
+_newest = (workloads.c.created_at.desc(), workloads.c.work_id.desc())
+Index("workloads_created", *_newest)
+Index("workloads_device", workloads.c.device_id, *_newest)
+Index("workloads_account", workloads.c.account_id, *_newest)
+Index("workloads_account_device", workloads.c.account_id, workloads.c.device_id, *_newest)
+Index("workloads_queue", workloads.c.device_id, workloads.c.status, *_newest)
+Index("workloads_status", workloads.c.status, *_newest)
+Index("workloads_account_status", workloads.c.account_id, workloads.c.status, *_newest)
+
+idempotency = Table(
+    "idempotency", metadata,
+    Column("account_id", Text, nullable=False),
+    Column("key", Text, nullable=False),
+    Column("body_hash", Text, nullable=False),
+    Column("work_id", Text, nullable=False),
+    Column("created_at", Int, nullable=False),
+    PrimaryKeyConstraint("account_id", "key"),
+)
+
+queue_sequence = Table(
+    "queue_sequence", metadata,
+    Column("value", Int, nullable=False),                      # one row: the last number
+)
