@@ -20,6 +20,7 @@ from queueservice.datadir import DataDir
 from queueservice.db import Database
 from queueservice.files import open_files
 from queueservice.identities import IdentityStore
+from queueservice.replicas import ChangeListener
 from queueservice.wakeups import WakeUps
 from queueservice.settings import ServiceLimits
 from queueservice.tokens import Signer
@@ -89,6 +90,7 @@ def admin_routes() -> list[BaseRoute]:
 def root_routes() -> list[BaseRoute]:
     return [
         Route("/healthz", health.healthz, methods=["GET"]),
+        Route("/readyz", health.readyz, methods=["GET"]),
         Route("/metrics", health.metrics, methods=["GET"]),
         Route("/openapi.json", openapi.describe, methods=["GET"]),
         Route("/oauth2/token", routes_auth.oauth2_token, methods=["POST"]),
@@ -125,7 +127,15 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
 
 def housekeep(svc: Service) -> tuple[list[str], list[str]]:
     """One sweep: leases, never-uploaded work, old idempotency keys. Answers the devices
-    whose queue changed: (work back in the queue, only never-uploaded work ended)."""
+    whose queue changed: (work back in the queue, only never-uploaded work ended).
+    Replicas sweep one at a time: the one that finds another sweeping skips this round."""
+    with svc.workloads.db.exclusive("housekeeping") as mine:
+        if not mine:
+            return [], []
+        return _sweep(svc)
+
+
+def _sweep(svc: Service) -> tuple[list[str], list[str]]:
     now = now_ms()
     changed = svc.workloads.expire_leases(now)
     expired = svc.workloads.expire_uploads(now)
@@ -184,12 +194,19 @@ def create_app(data_dir: Path, limits: ServiceLimits | None = None, *, prefix: s
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         task = asyncio.create_task(_housekeeping_loop(svc))
+        if db.shared:
+            loop = asyncio.get_running_loop()
+            svc.listener = ChangeListener(db, lambda device_id: (
+                asyncio.run_coroutine_threadsafe(svc.changed_elsewhere(device_id), loop)))
+            svc.listener.start()
         try:
             yield
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            if svc.listener is not None:
+                await asyncio.get_running_loop().run_in_executor(None, svc.listener.stop)
             db.close()
 
     routes: list[BaseRoute] = []
