@@ -213,23 +213,27 @@ class WorkloadStore:
         """Hand the device its next work, ending on the way what must not run: answers the
         work handed out (None: none) and the WorkIds ended.
 
-        One atomic claim: the read, the choice and the update are one transaction under
-        the lock, the time is taken inside it, and each change is a compare-and-set on the
-        row as it was read (else ``Conflict``, rolled back), so two polls can never both
-        take the same work.
+        One atomic claim: the read, the choice and the update are one transaction (on
+        SQLite under the lock and the file's write lock), the time is taken inside it, and
+        each change is a compare-and-set on the row as it was read (else ``Conflict``,
+        rolled back), so two polls can never both take the same work. On PostgreSQL each
+        candidate is locked before it is taken, skipping one another replica's poll holds
+        (that poll takes it; this one takes the next), and looked at again as it is now.
 
         ``asked``: ``sequence_mark()`` when the device's request arrived; ``holding``: work
         the device already has (see ``policy.handout_candidates``)."""
         with self._transaction() as conn:
             now = time.time_ns() // 1_000_000
-            # PostgreSQL: lock the device's queue, skipping rows another replica holds (it
-            # is changing them); SQLite: the write lock is the whole file's
             rows = [dict(r) for r in conn.execute(
-                "SELECT * FROM workloads WHERE device_id = ? AND status IN (?, ?, ?)"
-                + _row_lock(conn, skip_locked=True), (device_id, *policy.ACTIVE))]
+                "SELECT * FROM workloads WHERE device_id = ? AND status IN (?, ?, ?)",
+                (device_id, *policy.ACTIVE))]
             ended = []
             event = transitions.HandedOut(self.limits.max_attempts)
             for row in policy.handout_candidates(rows, asked, holding):
+                if conn.dialect == "postgresql":
+                    row = _still_a_candidate(conn, row["work_id"], asked, holding)
+                    if row is None:
+                        continue
                 after = self._apply(conn, row["work_id"], row, event, now)
                 if after["status"] in policy.ACTIVE:
                     return after, ended
@@ -406,6 +410,15 @@ def _select_with_device(conn: Connection, work_id: str) -> tuple[Row | None, boo
     if row is None:
         return None, False
     return row, bool(row.pop("device_exists"))
+
+
+def _still_a_candidate(conn: Connection, work_id: str, asked: int | None,
+                       holding: Collection[str]) -> Row | None:
+    """The workload, locked, if it is still one to hand out (None: another replica holds
+    or took it)."""
+    row = _row(conn.execute("SELECT * FROM workloads WHERE work_id = ?"
+                            + _row_lock(conn, skip_locked=True), (work_id,)).fetchone())
+    return next(policy.handout_candidates([row], asked, holding), None) if row else None
 
 
 def _row_lock(conn: Connection, *, skip_locked: bool = False) -> str:
