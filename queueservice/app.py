@@ -16,8 +16,9 @@ from starlette.routing import BaseRoute, Mount, Route
 from cloudqueue.errors import QueueError
 from queueservice import (health, openapi, routes_admin, routes_auth, routes_devices,
                                routes_files, routes_workloads)
-from queueservice.datadir import DataDir
+from queueservice.datadir import DataDir, check_shared_secret
 from queueservice.db import Database
+from queueservice.errors import DatabaseUnavailable
 from queueservice.files import open_files
 from queueservice.identities import IdentityStore
 from queueservice.replicas import ChangeListener
@@ -155,6 +156,8 @@ async def _housekeeping_loop(svc: Service) -> None:
                 await svc.queue_changed(device_id)
             for device_id in uploads:
                 await svc.queue_changed(device_id, devices=False)
+        except DatabaseUnavailable as exc:  # it comes back; the next sweep does the work
+            log.warning("housekeeping skipped: %s", exc)
         except Exception:  # keep sweeping: one bad sweep must not stop the next
             log.exception("housekeeping failed")
         await asyncio.sleep(interval)
@@ -172,6 +175,11 @@ def open_service(data_dir: Path, limits: ServiceLimits, *, prefix: str = "",
     store = open_files(files, data.files_path)
     store.create()  # first: a bucket that cannot be used stops the start, with why
     db = Database(data.database_target)
+    check_shared_secret(db, secret, data)
+    if db.shared and files is None:
+        log.warning("files are kept in this replica's folder %s: other replicas cannot serve "
+                    "them; give every replica --files s3://... when there is more than one",
+                    data.files_path)
     svc = Service(limits=limits, identities=IdentityStore(db), workloads=WorkloadStore(db, limits),
                   files=store, signer=Signer(secret), device_wakeups=WakeUps(),
                   user_wakeups=WakeUps(), prefix=prefix,

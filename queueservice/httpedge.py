@@ -120,6 +120,8 @@ def error_response(exc: QueueError) -> JSONResponse:
         body["Message"] = exc.message
     elif status == 408:  # the rest of the body may still be on its way: end the connection
         return JSONResponse(body, status_code=status, headers={"Connection": "close"})
+    elif status == 503:  # the database or the file store is away: say when to try again
+        return JSONResponse(body, status_code=status, headers={"Retry-After": "2"})
     return JSONResponse(body, status_code=status)
 
 

@@ -7,12 +7,14 @@ with SIGKILL under traffic loses nothing and hands nothing out twice."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import threading
+import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -52,6 +54,20 @@ def replicas(tmp_path: Path, postgres_url: str, s3) -> Iterator[list[QueueServic
     yield services
     for service in services:
         service.stop()
+
+
+def test_a_replica_with_another_secret_is_refused_with_what_to_do(replicas, tmp_path):
+    """A token one replica signs must hold on every other: a replica whose secret differs
+    from the first one's does not start, and says which file to copy."""
+    odd = add_replica(replicas[0].data_dir, tmp_path / "odd")
+    (odd / "secret").write_text("ab" * 32 + "\n")
+    done = subprocess.run([sys.executable, "-m", "queueservice.cli", "serve", "--data",
+                           str(odd), "--port", "0", "--database",
+                           replicas[0].options["database"]],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "is not the secret the other replicas of this database use" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def on(replica: QueueService, api: Api) -> Api:
@@ -225,3 +241,86 @@ def test_mock_devices_run_on_one_replica_and_move_when_it_dies(replicas, tmp_pat
     finally:  # the killed replica's daemon (its own session) outlives it
         with contextlib.suppress(ProcessLookupError):
             os.killpg(orphan, signal.SIGKILL)
+
+
+def test_the_database_away_for_a_while_gives_503s_not_500s_and_loses_nothing(
+        replicas, postgres_server):
+    """PostgreSQL stops at once under traffic through both replicas, then comes back. Until
+    it does, requests answer 503 ``database_unavailable`` (never 500), each replica's
+    /readyz is 503 with the reason while /healthz stays 200; then both recover by
+    themselves. Every submit retried with its Idempotency-Key until it was accepted made
+    exactly one workload, and every file accepted is there."""
+    a, b = replicas
+    world = World(a)
+    user, _ = world.user()
+    device = world.device()
+    answers: Counter = Counter()
+    accepted: dict[str, str] = {}  # Idempotency-Key -> WorkId
+    stop = threading.Event()
+
+    def until_accepted(send) -> requests.Response:
+        while True:
+            try:
+                resp = send()
+            except requests.RequestException:
+                continue
+            answers[resp.status_code] += 1
+            if resp.status_code == 503:
+                assert resp.json()["ErrorKind"] == "database_unavailable", resp.text
+                assert resp.headers["Retry-After"] == "2"
+                stop.wait(0.05)  # a client's pause before it retries
+                continue
+            return resp
+
+    def submitter(replica: QueueService) -> None:
+        api = on(replica, user)
+        while not stop.is_set():
+            key = uuid.uuid4().hex
+            made = until_accepted(lambda: api.post(
+                "/workloads", json={"DeviceId": device.id, "Priority": "LOW"},
+                headers={"Idempotency-Key": key}, timeout=10))
+            assert made.status_code == 201, made.text
+            url = made.json()["UploadUrl"]
+            assert until_accepted(lambda: put_file(url, key.encode())).status_code == 200
+            accepted[key] = made.json()["WorkId"]
+
+    with ThreadPoolExecutor(2) as pool:
+        jobs = [pool.submit(submitter, r) for r in replicas]
+        wait_for(lambda: len(accepted) >= 6, 60, what="traffic before the outage")
+        postgres_server.crash()
+        try:
+            wait_for(lambda: answers[503] >= 4, 60, what="503s while the database is away")
+            for replica in replicas:
+                ready = requests.get(replica.root + "/readyz", timeout=30)
+                assert ready.status_code == 503 and "database" in ready.json()["detail"]
+                assert requests.get(replica.root + "/healthz", timeout=10).status_code == 200
+        finally:
+            postgres_server.resume()
+        for replica in replicas:
+            wait_for(lambda: requests.get(replica.root + "/readyz", timeout=30).status_code
+                     == 200, 60, what="the replica ready again by itself")
+        count = len(accepted)
+        wait_for(lambda: len(accepted) >= count + 6, 60, what="traffic after the outage")
+        stop.set()
+        for job in jobs:
+            job.result(60)
+
+    assert set(answers) <= {200, 201, 503}, answers
+    assert len(set(accepted.values())) == len(accepted)
+    listed = [status(user, w) for w in accepted.values()]
+    assert {w["WorkStatus"] for w in listed} == {"READY"}, "an accepted workload is missing"
+    assert all_workloads(user, device.id) == set(accepted.values()), \
+        "a retried submit made a second workload"
+
+
+def all_workloads(user: Api, device_id: str) -> set[str]:
+    """Every WorkId of the user's on the device (``GET /workloads``, page by page)."""
+    found: list[str] = []
+    params: dict = {"DeviceId": device_id, "Limit": 100}
+    while True:
+        page = user.get("/workloads", params=params).json()
+        found += [item["WorkId"] for item in page["Items"]]
+        if "LastEvaluatedKey" not in page:
+            assert len(found) == len(set(found))
+            return set(found)
+        params["ExclusiveStartKeyJson"] = json.dumps(page["LastEvaluatedKey"])
