@@ -228,6 +228,18 @@ class Database:
                                     (lock_key(job),)).fetchone()[0])
 
     @contextmanager
+    def holding(self, name: str) -> Iterator[None]:
+        """Hold the lock called ``name`` across replicas for the block (which may use other
+        transactions): on PostgreSQL an advisory lock in a transaction of its own, waited
+        for; on SQLite nothing (one process: its own locks do)."""
+        if not self.shared:
+            yield
+            return
+        with self._pooled() as conn:
+            conn.hold(name)
+            yield
+
+    @contextmanager
     def _pooled(self) -> Iterator[Connection]:
         """A transaction on a pooled PostgreSQL connection."""
         with self._reachable(), self.engine.connect() as conn, conn.begin():

@@ -126,6 +126,32 @@ def test_a_users_wait_on_one_replica_ends_when_the_outcome_arrives_through_anoth
     assert answer["WorkStatus"] in ("UPLOADING", "DONE")  # the first change ends the wait
 
 
+def test_two_first_uploads_of_one_workload_through_two_replicas_keep_one(replicas):
+    """A workload file is written once: two different files PUT at the same moment, one
+    through each replica, give one 200 and one 409, and the file handed out is the 200's."""
+    a, b = replicas
+    world = World(a)
+    user, _ = world.user()
+    device = world.device()
+    for _ in range(4):
+        made = user.post("/workloads", json={"DeviceId": device.id, "Priority": "LOW"}).json()
+        url_b = made["UploadUrl"].replace(a.root, b.root)
+        start = threading.Barrier(2)
+
+        def put(url: str, data: bytes) -> tuple[int, bytes]:
+            start.wait(10)
+            return put_file(url, data).status_code, data
+
+        with ThreadPoolExecutor(2) as pool:
+            answers = sorted(pool.map(put, [made["UploadUrl"], url_b], [b"one", b"two"]))
+        assert [code for code, _ in answers] == [200, 409], answers
+        handed = device.next_work().json()
+        assert handed["WorkId"] == made["WorkId"]
+        assert requests.get(handed["WorkloadUrl"], timeout=30).content == answers[0][1]
+        device.report(made["WorkId"], {"Outcome": "FAILED", "ErrorMessage": "test",
+                                       "ErrorKind": "device_error"})
+
+
 def test_readyz_and_healthz_on_each_replica(replicas):
     for replica in replicas:
         ready = requests.get(replica.root + "/readyz", timeout=10)
