@@ -253,8 +253,8 @@ class Database:
         except self._unavailable as exc:
             reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
             raise DatabaseUnavailable(
-                f"the queue's database did not answer ({reason}); nothing was changed: "
-                "try again in a few seconds") from exc
+                f"the queue's database did not answer ({reason}): the request was not "
+                "done; try again in a few seconds") from exc
 
     def close(self) -> None:
         with self.lock:
