@@ -16,10 +16,12 @@ from starlette.routing import BaseRoute, Mount, Route
 from cloudqueue.errors import QueueError
 from queueservice import (health, openapi, routes_admin, routes_auth, routes_devices,
                                routes_files, routes_workloads)
-from queueservice.datadir import DataDir
+from queueservice.datadir import DataDir, check_shared_secret
 from queueservice.db import Database
+from queueservice.errors import DatabaseUnavailable
 from queueservice.files import open_files
 from queueservice.identities import IdentityStore
+from queueservice.replicas import ChangeListener
 from queueservice.wakeups import WakeUps
 from queueservice.settings import ServiceLimits
 from queueservice.tokens import Signer
@@ -89,6 +91,7 @@ def admin_routes() -> list[BaseRoute]:
 def root_routes() -> list[BaseRoute]:
     return [
         Route("/healthz", health.healthz, methods=["GET"]),
+        Route("/readyz", health.readyz, methods=["GET"]),
         Route("/metrics", health.metrics, methods=["GET"]),
         Route("/openapi.json", openapi.describe, methods=["GET"]),
         Route("/oauth2/token", routes_auth.oauth2_token, methods=["POST"]),
@@ -125,7 +128,15 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
 
 def housekeep(svc: Service) -> tuple[list[str], list[str]]:
     """One sweep: leases, never-uploaded work, old idempotency keys. Answers the devices
-    whose queue changed: (work back in the queue, only never-uploaded work ended)."""
+    whose queue changed: (work back in the queue, only never-uploaded work ended).
+    Replicas sweep one at a time: the one that finds another sweeping skips this round."""
+    with svc.workloads.db.exclusive("housekeeping") as mine:
+        if not mine:
+            return [], []
+        return _sweep(svc)
+
+
+def _sweep(svc: Service) -> tuple[list[str], list[str]]:
     now = now_ms()
     changed = svc.workloads.expire_leases(now)
     expired = svc.workloads.expire_uploads(now)
@@ -145,6 +156,8 @@ async def _housekeeping_loop(svc: Service) -> None:
                 await svc.queue_changed(device_id)
             for device_id in uploads:
                 await svc.queue_changed(device_id, devices=False)
+        except DatabaseUnavailable as exc:  # it comes back; the next sweep does the work
+            log.warning("housekeeping skipped: %s", exc)
         except Exception:  # keep sweeping: one bad sweep must not stop the next
             log.exception("housekeeping failed")
         await asyncio.sleep(interval)
@@ -162,6 +175,11 @@ def open_service(data_dir: Path, limits: ServiceLimits, *, prefix: str = "",
     store = open_files(files, data.files_path)
     store.create()  # first: a bucket that cannot be used stops the start, with why
     db = Database(data.database_target)
+    check_shared_secret(db, secret, data)
+    if db.shared and files is None:
+        log.warning("files are kept in this replica's folder %s: other replicas cannot serve "
+                    "them; give every replica --files s3://... when there is more than one",
+                    data.files_path)
     svc = Service(limits=limits, identities=IdentityStore(db), workloads=WorkloadStore(db, limits),
                   files=store, signer=Signer(secret), device_wakeups=WakeUps(),
                   user_wakeups=WakeUps(), prefix=prefix,
@@ -184,12 +202,19 @@ def create_app(data_dir: Path, limits: ServiceLimits | None = None, *, prefix: s
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         task = asyncio.create_task(_housekeeping_loop(svc))
+        if db.shared:
+            loop = asyncio.get_running_loop()
+            svc.listener = ChangeListener(db, lambda device_id: (
+                asyncio.run_coroutine_threadsafe(svc.changed_elsewhere(device_id), loop)))
+            svc.listener.start()
         try:
             yield
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            if svc.listener is not None:
+                await asyncio.get_running_loop().run_in_executor(None, svc.listener.stop)
             db.close()
 
     routes: list[BaseRoute] = []

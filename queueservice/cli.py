@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 import socket
@@ -172,15 +173,48 @@ async def _serve(args: argparse.Namespace) -> None:
             _write_port_file(args.port_file, port)
         log.info("qick-queue listening on http://%s:%d%s (data %s)", args.host, port,
                  args.prefix, args.data)
-        fleet = _start_fleet(app, args, port)
+        stopping = asyncio.Event()
+        fleet = asyncio.create_task(_lead_fleet(app, args, port, stopping))
         try:
             # uvicorn waits for open requests before it stops: end the long polls now.
             while not server.should_exit and not task.done():
                 await asyncio.sleep(0.05)
             await app.state.service.close_waits()
         finally:
-            await asyncio.get_running_loop().run_in_executor(None, fleet.stop)
+            stopping.set()
+            await fleet
     await task
+
+
+#: how often a replica that does not run the mock devices tries to take them over
+FLEET_TAKEOVER_SECONDS = 2.0
+
+
+async def _lead_fleet(app, args: argparse.Namespace, port: int,
+                      stopping: asyncio.Event) -> None:
+    """Run the mock devices' board daemons while this replica leads (one replica at a time:
+    ``replicas.Leadership``; on SQLite always this process), until ``stopping``."""
+    from queueservice.replicas import Leadership
+
+    loop = asyncio.get_running_loop()
+    leadership = Leadership(app.state.service.workloads.db, "mock-fleet")
+    fleet = None
+    try:
+        while not stopping.is_set():
+            held = await loop.run_in_executor(None, leadership.hold)
+            if held and fleet is None:
+                fleet = _start_fleet(app, args, port)
+            elif not held and fleet is not None:
+                log.warning("lost the mock devices' lead (the database connection): "
+                            "stopping their board daemons; another replica takes them over")
+                await loop.run_in_executor(None, fleet.stop)
+                fleet = app.state.service.fleet = None
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stopping.wait(), FLEET_TAKEOVER_SECONDS)
+    finally:
+        if fleet is not None:
+            await loop.run_in_executor(None, fleet.stop)
+        leadership.release()
 
 
 def _start_fleet(app, args: argparse.Namespace, port: int):

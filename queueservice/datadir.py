@@ -2,6 +2,8 @@
 the state in a PostgreSQL database instead of ``queue.db`` when ``database`` is a URL."""
 from __future__ import annotations
 
+import hashlib
+import hmac
 import secrets
 import time
 from dataclasses import dataclass
@@ -125,3 +127,25 @@ def init_data_dir(root: Path, *, port: int, admin_email: str,
                  f"username = {admin_email}\n"
                  f"api_key = {api_key}\n")
     return InitResult(data.admin_conf, admin_email, api_key, url)
+
+
+#: the name under which the database keeps the fingerprint of the replicas' secret
+SECRET_FINGERPRINT = "secret_fingerprint"
+
+
+def check_shared_secret(db: Database, secret: bytes, data: DataDir) -> None:
+    """Replicas sign and check tokens and file URLs with one secret, each from its own data
+    folder: the database keeps a fingerprint of the first one's (an HMAC of a constant,
+    never the secret), and a replica with another secret is refused at start, saying what
+    to do (a token it signed would be refused by every other replica)."""
+    fingerprint = hmac.new(secret, b"qick-queue shared secret", hashlib.sha256).hexdigest()
+    with db.transaction() as conn:
+        conn.execute("INSERT INTO service_settings (name, value) VALUES (?, ?) "
+                     "ON CONFLICT (name) DO NOTHING", (SECRET_FINGERPRINT, fingerprint))
+        kept = conn.execute("SELECT value FROM service_settings WHERE name = ?",
+                            (SECRET_FINGERPRINT,)).fetchone()[0]
+    if not hmac.compare_digest(kept, fingerprint):
+        raise ConfigError(
+            f"{data.secret_path} is not the secret the other replicas of this database use: "
+            "copy the secret file of the data folder made by `qick-queue init` into this "
+            "replica's data folder (mode 0600), then start it again")

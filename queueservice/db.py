@@ -9,36 +9,65 @@ result layer is not on the request path because, measured on the embedded defaul
 made a status request 3-10 times slower (bench/bench_queue.py, docs in the README). Where
 the engines differ, the caller asks ``Connection.dialect``.
 
-Every use is under one lock in this process. On SQLite that lock guards the one
-connection and a write is ``BEGIN IMMEDIATE`` (the file's write lock at once); reads run
-outside a transaction, each statement its own snapshot, as they always have. On
-PostgreSQL each transaction takes a pooled connection; the compare-and-set of
-``workloads.write`` and the row locks of the claim keep the guarantees against other
-replicas on the same database.
+On SQLite (one service process per file) every use is under ``lock``, which guards the one
+connection; a write is ``BEGIN IMMEDIATE`` (the file's write lock at once); reads run
+outside a transaction, each statement its own snapshot, as they always have.
+
+On PostgreSQL any number of replicas share the database (``shared``), and ``lock`` is
+none: each transaction takes a pooled connection, and the guarantees hold across processes
+through the database itself: the compare-and-set of ``workloads.write``, the row locks of
+the claim, the queue sequence's row lock. ``exclusive`` gives a job to one replica at a
+time (an advisory lock); ``Connection.notify`` tells the other replicas a device's queue
+changed (``NOTIFY``, delivered when the transaction commits; ``replicas.ChangeListener``).
+A connection that fails or a pool that stays empty is ``DatabaseUnavailable`` (503, the
+transaction rolled back); the pool checks a connection before lending it, so the service
+recovers by itself when the database is back.
+
+Pool and timeouts per replica (PostgreSQL): ``POOL_SIZE`` connections kept, up to
+``POOL_OVERFLOW`` more under load, a request waits ``POOL_TIMEOUT_SECONDS`` for one;
+connecting gives up after ``CONNECT_TIMEOUT_SECONDS``, a statement after
+``STATEMENT_TIMEOUT_MS``, a row lock wait after ``LOCK_TIMEOUT_MS``. Size PostgreSQL's
+``max_connections`` for replicas x (POOL_SIZE + POOL_OVERFLOW + 2) (the 2: the change
+listener and the mock fleet's leadership).
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import hashlib
 import sqlite3
 import threading
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol, Sequence
+from typing import Any, Callable, ContextManager, Iterator, Protocol, Sequence
 
 from sqlalchemy import Engine, create_engine, event, inspect, make_url
 from sqlalchemy import Connection as SAConnection
 from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import OperationalError as SAOperationalError
+from sqlalchemy.exc import TimeoutError as SATimeoutError
 from sqlalchemy.pool import StaticPool
 
 from cloudqueue.errors import ConfigError
 from queueservice import legacy
+from queueservice.errors import DatabaseUnavailable
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 #: the Alembic revision equal to the last hand-written schema (``legacy.SCHEMA_VERSION``)
 BASELINE = "0001_baseline"
 #: the newest revision in ``migrations/versions`` (a test checks): a database already
 #: there starts the service without loading Alembic (a fifth of a second)
-HEAD = "0001_baseline"
+HEAD = "0002_service_settings"
+#: the channel replicas announce queue changes on (``Connection.notify``)
+CHANGES_CHANNEL = "qick_queue_changes"
+
+POOL_SIZE = 10
+POOL_OVERFLOW = 10
+POOL_TIMEOUT_SECONDS = 5
+CONNECT_TIMEOUT_SECONDS = 5
+STATEMENT_TIMEOUT_MS = 30_000
+LOCK_TIMEOUT_MS = 10_000
 
 
 class Record(dict):
@@ -62,11 +91,27 @@ class Rows(Protocol):
 
 class Connection:
     """The connection of one transaction (or of a read): ``execute`` runs SQL with ``?``
-    marks and its parameters in order; ``dialect`` is ``"sqlite"`` or ``"postgresql"``."""
+    marks and its parameters in order; ``dialect`` is ``"sqlite"`` or ``"postgresql"``.
+    ``origin``: this process's id in the change notices it sends."""
 
-    def __init__(self, driver: Any, dialect: str):
+    def __init__(self, driver: Any, dialect: str, origin: str = ""):
         self.driver = driver
         self.dialect = dialect
+        self.origin = origin
+
+    def hold(self, name: str) -> None:
+        """Wait for, and hold until the transaction ends, the lock called ``name``: on
+        PostgreSQL an advisory lock, across replicas; on SQLite the write transaction
+        already holds the whole file."""
+        if self.dialect == "postgresql":
+            self.execute("SELECT 1 FROM pg_advisory_xact_lock(?)", (lock_key(name),))
+
+    def notify(self, device_id: str) -> None:
+        """Tell the other replicas this device's queue changed, when the transaction
+        commits (PostgreSQL ``NOTIFY``; SQLite has no other replica: nothing to do)."""
+        if self.dialect == "postgresql":
+            self.execute(f"SELECT pg_notify('{CHANGES_CHANNEL}', ?)",
+                         (f"{self.origin}:{device_id}",))
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Rows:
         if self.dialect == "sqlite":
@@ -94,9 +139,17 @@ class Database:
 
     def __init__(self, target: Path | str):
         self.target = target
-        self.lock = threading.RLock()
         self.engine = make_engine(target)
         self.dialect = self.engine.dialect.name
+        #: other processes (replicas) use this database too: PostgreSQL
+        self.shared = self.dialect == "postgresql"
+        self.lock: ContextManager[Any] = (contextlib.nullcontext() if self.shared
+                                          else threading.RLock())
+        #: this process among the replicas (``Connection.origin``)
+        self.origin = uuid.uuid4().hex[:12]
+        dbapi = self.engine.dialect.loaded_dbapi
+        self._unavailable: tuple[type[BaseException], ...] = (
+            SAOperationalError, SATimeoutError, dbapi.OperationalError, dbapi.InterfaceError)
         self.migrate()
         self._sqlite: sqlite3.Connection | None = None
         if self.dialect == "sqlite":  # the pool's one connection (StaticPool), kept out
@@ -115,7 +168,7 @@ class Database:
         from alembic import command
         from alembic.util import CommandError
 
-        with self.lock, self.engine.connect() as conn, conn.begin():
+        with self.lock, self._reachable(), self.engine.connect() as conn, conn.begin():
             tables = set(inspect(conn).get_table_names())
             if "alembic_version" in tables and conn.exec_driver_sql(
                     "SELECT version_num FROM alembic_version").scalar() == HEAD:
@@ -141,8 +194,8 @@ class Database:
         """A write transaction under the lock; rolled back on error."""
         with self.lock:
             if self._sqlite is None:
-                with self.engine.connect() as conn, conn.begin():
-                    yield Connection(conn.connection.driver_connection, self.dialect)
+                with self._pooled() as conn:
+                    yield conn
                 return
             self._sqlite.execute("BEGIN IMMEDIATE")
             try:
@@ -157,10 +210,51 @@ class Database:
         """The connection for reads, under the lock (SQLite: no transaction)."""
         with self.lock:
             if self._sqlite is None:
-                with self.engine.connect() as conn, conn.begin():
-                    yield Connection(conn.connection.driver_connection, self.dialect)
+                with self._pooled() as conn:
+                    yield conn
                 return
             yield Connection(self._sqlite, "sqlite")
+
+    @contextmanager
+    def exclusive(self, job: str) -> Iterator[bool]:
+        """Whether this process does ``job`` now (True) or another replica is doing it
+        (False), until the block ends: on PostgreSQL a transaction-level advisory lock
+        taken without waiting; on SQLite always True (one process per file)."""
+        if not self.shared:
+            yield True
+            return
+        with self._pooled() as conn:
+            yield bool(conn.execute("SELECT pg_try_advisory_xact_lock(?)",
+                                    (lock_key(job),)).fetchone()[0])
+
+    @contextmanager
+    def holding(self, name: str) -> Iterator[None]:
+        """Hold the lock called ``name`` across replicas for the block (which may use other
+        transactions): on PostgreSQL an advisory lock in a transaction of its own, waited
+        for; on SQLite nothing (one process: its own locks do)."""
+        if not self.shared:
+            yield
+            return
+        with self._pooled() as conn:
+            conn.hold(name)
+            yield
+
+    @contextmanager
+    def _pooled(self) -> Iterator[Connection]:
+        """A transaction on a pooled PostgreSQL connection."""
+        with self._reachable(), self.engine.connect() as conn, conn.begin():
+            yield Connection(conn.connection.driver_connection, self.dialect, self.origin)
+
+    @contextmanager
+    def _reachable(self) -> Iterator[None]:
+        """Connection failures and an exhausted pool as ``DatabaseUnavailable``."""
+        try:
+            yield
+        except self._unavailable as exc:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise DatabaseUnavailable(
+                f"the queue's database did not answer ({reason}): the request was not "
+                "done; try again in a few seconds") from exc
 
     def close(self) -> None:
         with self.lock:
@@ -182,7 +276,23 @@ def make_engine(target: Path | str) -> Engine:
     if url.get_backend_name() != "postgresql":
         raise ConfigError(f"database {url.render_as_string(hide_password=True)!r}: only "
                           "PostgreSQL (postgresql://...) or a SQLite file's path is supported")
-    return create_engine(url.set(drivername="postgresql+psycopg"), pool_pre_ping=True)
+    options = (f"-c statement_timeout={STATEMENT_TIMEOUT_MS} "
+               f"-c lock_timeout={LOCK_TIMEOUT_MS}")
+    return create_engine(url.set(drivername="postgresql+psycopg"), pool_pre_ping=True,
+                         pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW,
+                         pool_timeout=POOL_TIMEOUT_SECONDS,
+                         connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS,
+                                       "options": options})
+
+
+def libpq_url(engine: Engine) -> str:
+    """The engine's database as a libpq URL (for a connection outside the pool)."""
+    return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def lock_key(job: str) -> int:
+    """A job's name as a PostgreSQL advisory lock key (a signed 64-bit integer)."""
+    return int.from_bytes(hashlib.sha256(job.encode()).digest()[:8], "big", signed=True)
 
 
 def _sqlite_engine(path: Path) -> Engine:

@@ -10,6 +10,8 @@ protocol's root, ``cloudqueue.errors.QueueError``; the protocol's own errors (``
      ├── RequestTimeout         408: the request body arrived too slowly (connection closed)
      ├── StorageUnavailable     503: the file store (S3) failed or cannot be reached; the
      │                          file was not stored and the state did not change
+     ├── DatabaseUnavailable    503: PostgreSQL cannot be reached or did not answer in time;
+     │                          the request's transaction was rolled back
      └── CognitoError           a Cognito-compatible login refused, answered in Cognito's
                                 shape (``__type`` = ``kind``, status 400)
 """
@@ -33,6 +35,13 @@ class RequestTimeout(QueueError):
 class CognitoError(QueueError):
     def __init__(self, type_: str, message: str):
         super().__init__(message, kind=type_, status=400)
+
+
+class DatabaseUnavailable(QueueError):
+    """503: the database could not be used; the transaction was rolled back, try again."""
+
+    default_kind = "database_unavailable"
+    status = 503
 
 
 class StorageUnavailable(QueueError):

@@ -1,7 +1,14 @@
 """The operators' endpoints of ``qick-queue serve``, as the board daemon has them:
 
-    /healthz   200 ``{"ok": true, "detail": "alive"}`` while the process answers and the
-               database answers a query within ``DB_TIMEOUT_SECONDS``; else 503 with why
+    /healthz   liveness: 200 ``{"ok": true, "detail": "alive"}`` while the process answers.
+               On SQLite the database is this process's own file, so it must also answer
+               a query within ``DB_TIMEOUT_SECONDS`` (else 503 with why). On PostgreSQL the
+               database is shared: its outage is not this replica's fault and restarting
+               the replica cannot help, so /healthz stays 200 and /readyz says it
+    /readyz    readiness (whether a load balancer should send this replica requests): 200
+               while the database answers within ``DB_TIMEOUT_SECONDS``, replicas hear
+               each other (the change listener is connected) and the service is not
+               stopping; else 503 ``{"ok": false, "detail": why}``
     /metrics   Prometheus text format (version 0.0.4): requests by status class, workloads
                by state, devices by status, long polls held, uptime
 
@@ -54,18 +61,37 @@ def _database_answers(svc: Service) -> None:
         conn.execute("SELECT 1 FROM workloads LIMIT 1").fetchall()
 
 
-async def healthz(request: Request) -> Response:
-    """200 while the database answers; 503 with the reason when it does not."""
-    svc = service(request)
+async def _database_problem(svc: Service) -> str | None:
+    """Why the database does not serve this process now, or None."""
     try:
         await asyncio.wait_for(call(_database_answers, svc), DB_TIMEOUT_SECONDS)
     except asyncio.TimeoutError:
-        return JSONResponse({"ok": False, "detail": f"the database did not answer within "
-                                                    f"{DB_TIMEOUT_SECONDS:g} s"}, 503)
-    except Exception as exc:  # whatever sqlite raises: the answer is "not healthy", why
-        return JSONResponse({"ok": False, "detail": f"the database failed: "
-                                                    f"{type(exc).__name__}: {exc}"}, 503)
+        return f"the database did not answer within {DB_TIMEOUT_SECONDS:g} s"
+    except Exception as exc:  # whatever the driver raises: the answer is "no", and why
+        return f"the database failed: {type(exc).__name__}: {exc}"
+    return None
+
+
+async def healthz(request: Request) -> Response:
+    """Liveness (see the module's docstring)."""
+    svc = service(request)
+    problem = None if svc.workloads.db.shared else await _database_problem(svc)
+    if problem:
+        return JSONResponse({"ok": False, "detail": problem}, 503)
     return JSONResponse({"ok": True, "detail": "alive"})
+
+
+async def readyz(request: Request) -> Response:
+    """Readiness (see the module's docstring)."""
+    svc = service(request)
+    problem = await _database_problem(svc)
+    if problem is None and svc.device_wakeups.closing:
+        problem = "the service is stopping"
+    if problem is None and svc.listener is not None and not svc.listener.listening:
+        problem = "not hearing the other replicas yet (the change listener is reconnecting)"
+    if problem:
+        return JSONResponse({"ok": False, "detail": problem}, 503)
+    return JSONResponse({"ok": True, "detail": "ready"})
 
 
 def _counts(svc: Service) -> tuple[dict[str, int], dict[str, int]]:

@@ -59,6 +59,8 @@ class Service:
     public_url: str | None = None
     #: what runs the mock devices' board daemons (``mockfleet.MockFleet``), once serving
     fleet: Any = None
+    #: hears the other replicas' queue changes (``replicas.ChangeListener``); None on SQLite
+    listener: Any = None
     #: HTTP answers by status class, for ``/metrics`` (``health.RequestCounter``)
     requests: Counter = dataclasses.field(default_factory=Counter)
     #: when this process started (unix time), for ``/metrics``
@@ -78,6 +80,15 @@ class Service:
         if devices:
             await self.device_wakeups.notify(device_id)
         await self.user_wakeups.notify(device_id)
+
+    async def changed_elsewhere(self, device_id: str | None) -> None:
+        """Another replica changed this device's queue (None: perhaps any device's): wake
+        the long polls waiting here; they look again."""
+        for wakeups in (self.device_wakeups, self.user_wakeups):
+            if device_id is None:
+                await wakeups.notify_everyone()
+            else:
+                await wakeups.notify(device_id)
 
     async def close_waits(self) -> None:
         """The service is stopping: every long poll answers now."""
@@ -109,6 +120,8 @@ def error_response(exc: QueueError) -> JSONResponse:
         body["Message"] = exc.message
     elif status == 408:  # the rest of the body may still be on its way: end the connection
         return JSONResponse(body, status_code=status, headers={"Connection": "close"})
+    elif status == 503:  # the database or the file store is away: say when to try again
+        return JSONResponse(body, status_code=status, headers={"Retry-After": "2"})
     return JSONResponse(body, status_code=status)
 
 

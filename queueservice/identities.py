@@ -257,11 +257,14 @@ class IdentityStore:
         return [dict(r) for r in rows]
 
     def new_secret(self, device_id: str) -> str:
-        """Replace a device's client secret; answers the new one (a mock's board daemon gets
-        a fresh secret at each start, in its 0600 credentials file)."""
+        """Replace a device's client secret and end the tokens issued before; answers the
+        new secret (a mock's board daemon gets a fresh one at each start, in its 0600
+        credentials file: a daemon left running by a replica that died, when another
+        replica takes the mock over, can no longer call the service)."""
         secret = secrets.token_urlsafe(40)
         with self.db.transaction() as conn:
-            conn.execute("UPDATE devices SET secret_hash = ? WHERE device_id = ?",
+            conn.execute("UPDATE devices SET secret_hash = ?, "
+                         "token_generation = token_generation + 1 WHERE device_id = ?",
                          (sha256_hex(secret), device_id))
         return secret
 

@@ -75,15 +75,17 @@ def _finished_results_unchanged(svc: Service, staged, key: str, ident: str) -> b
 
 def _arrive(svc: Service, staged, key: str, kind: str, ident: str) -> str | None:
     """Put the file in place, then apply its state change: one upload of a key at a time
-    (``FileStore.writing``), the database's lock held only for the state change, never
-    while the file is written (an S3 upload takes a while). A workload's board time is
-    estimated from the staged file first.
+    (``FileStore.writing`` in this process, ``Database.holding`` across replicas), the
+    database's lock held only for the state change, never while the file is written (an
+    S3 upload takes a while). A file whose state change is refused (the work ended
+    meanwhile) is removed again. A workload's board time is estimated from the staged
+    file first.
 
     Answers the device whose queue changed (to wake its long-polls), None if none did."""
     estimate = estimates.workload_seconds(staged.path) if kind == "workloads" else None
     if kind == "results" and _finished_results_unchanged(svc, staged, key, ident):
         return None
-    with svc.files.writing(key):
+    with svc.files.writing(key), svc.workloads.db.holding(f"file:{key}"):
         if kind == "workloads":
             if svc.workloads.check_workload_upload(ident)["has_workload"]:
                 _same_as_stored(svc, staged, key, ident)  # a concurrent first upload was first
@@ -98,7 +100,12 @@ def _arrive(svc: Service, staged, key: str, kind: str, ident: str) -> str | None
         if kind == "results":
             svc.workloads.check_results_upload(ident)
             svc.files.commit(staged, key)
-            return svc.workloads.results_uploaded(ident, now_ms())["device_id"]
+            try:
+                return svc.workloads.results_uploaded(ident, now_ms())["device_id"]
+            except QueueError:  # it ended meanwhile (cancelled, lease lost): no file
+                with contextlib.suppress(StorageUnavailable):
+                    svc.files.delete(key)
+                raise
         svc.files.commit(staged, key)
         svc.identities.config_uploaded(ident, now_ms())
         return None

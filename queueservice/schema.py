@@ -133,3 +133,9 @@ queue_sequence = Table(
     "queue_sequence", metadata,
     Column("value", Int, nullable=False),                      # one row: the last number
 )
+
+service_settings = Table(
+    "service_settings", metadata,                              # the service's own settings
+    Column("name", Text, primary_key=True),
+    Column("value", Text, nullable=False),
+)

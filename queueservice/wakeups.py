@@ -22,6 +22,10 @@ class WakeUps:
     async def close(self) -> None:
         """The service is stopping: wake every waiter (they see ``closing`` and answer)."""
         self.closing = True
+        await self.notify_everyone()
+
+    async def notify_everyone(self) -> None:
+        """Wake every waiter (each looks again)."""
         for device_id in list(self._conditions):
             await self.notify(device_id)
 

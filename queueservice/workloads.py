@@ -110,6 +110,9 @@ class WorkloadStore:
                             (device_id,)).fetchone() is None:
                 raise NotFound(f"no device {device_id}: {NO_DEVICE_HINT}")
             if idempotency_key is not None:
+                # replicas: one request of a key at a time; a retry racing the first waits,
+                # then finds its row
+                conn.hold(f"idempotency:{account_id}:{idempotency_key}")
                 seen = conn.execute(
                     "SELECT body_hash, work_id, created_at FROM idempotency "
                     "WHERE account_id = ? AND key = ?", (account_id, idempotency_key)).fetchone()
@@ -197,9 +200,12 @@ class WorkloadStore:
     def sequence_mark(self) -> int:
         """The last number of the queue sequence given out (committed): a poll takes it on
         arrival, and is never handed back work handed out after it (``asked`` of
-        ``policy.handout_candidates``). Read without the lock, so a poll never waits to
-        arrive; the database's counter is the truth, kept here after each commit (one
-        service process per database)."""
+        ``policy.handout_candidates``). On SQLite it is kept here after each commit and read
+        without the lock, so a poll never waits to arrive; replicas (PostgreSQL) number
+        for each other, so it is read from the database's counter."""
+        if self.db.shared:
+            with self.db.reading() as conn:
+                return _sequence_value(conn)
         return self._mark
 
     def claim(self, device_id: str, asked: int | None = None,
@@ -207,24 +213,27 @@ class WorkloadStore:
         """Hand the device its next work, ending on the way what must not run: answers the
         work handed out (None: none) and the WorkIds ended.
 
-        One atomic claim: the read, the choice and the update are one transaction under
-        the lock, the time is taken inside it, and each change is a compare-and-set on the
-        row as it was read (else ``Conflict``, rolled back), so two polls can never both
-        take the same work.
+        One atomic claim: the read, the choice and the update are one transaction (on
+        SQLite under the lock and the file's write lock), the time is taken inside it, and
+        each change is a compare-and-set on the row as it was read (else ``Conflict``,
+        rolled back), so two polls can never both take the same work. On PostgreSQL each
+        candidate is locked before it is taken, skipping one another replica's poll holds
+        (that poll takes it; this one takes the next), and looked at again as it is now.
 
         ``asked``: ``sequence_mark()`` when the device's request arrived; ``holding``: work
         the device already has (see ``policy.handout_candidates``)."""
         with self._transaction() as conn:
             now = time.time_ns() // 1_000_000
-            # PostgreSQL: lock the device's queue, skipping rows another service process
-            # holds (it is changing them); SQLite: the write lock is the whole file's
-            lock = " FOR UPDATE SKIP LOCKED" if conn.dialect == "postgresql" else ""
             rows = [dict(r) for r in conn.execute(
-                "SELECT * FROM workloads WHERE device_id = ? AND status IN (?, ?, ?)" + lock,
+                "SELECT * FROM workloads WHERE device_id = ? AND status IN (?, ?, ?)",
                 (device_id, *policy.ACTIVE))]
             ended = []
             event = transitions.HandedOut(self.limits.max_attempts)
             for row in policy.handout_candidates(rows, asked, holding):
+                if conn.dialect == "postgresql":
+                    row = _still_a_candidate(conn, row["work_id"], asked, holding)
+                    if row is None:
+                        continue
                 after = self._apply(conn, row["work_id"], row, event, now)
                 if after["status"] in policy.ACTIVE:
                     return after, ended
@@ -279,6 +288,8 @@ class WorkloadStore:
         if device_id is not None:
             sql += " AND w.device_id = ?"
             args += (device_id,)
+        if conn.dialect == "postgresql":  # rows another replica is changing: next sweep
+            sql += " FOR UPDATE OF w SKIP LOCKED"
         changed = set()
         for r in conn.execute(sql, args).fetchall():
             row = dict(r)
@@ -296,7 +307,8 @@ class WorkloadStore:
         event = transitions.UploadTimeout(self.limits.upload_ttl_seconds)
         ended = []
         with self.db.transaction() as conn:
-            rows = conn.execute("SELECT * FROM workloads WHERE status = 'CREATED'").fetchall()
+            rows = conn.execute("SELECT * FROM workloads WHERE status = 'CREATED'"
+                                + _row_lock(conn, skip_locked=True)).fetchall()
             for r in rows:
                 row = dict(r)
                 if self._apply(conn, row["work_id"], row, event, now) is not row:
@@ -311,8 +323,9 @@ class WorkloadStore:
         with self.db.lock:
             with self.db.transaction() as conn:
                 yield conn
-            with self.db.reading() as conn:
-                self._mark = _sequence_value(conn)
+            if not self.db.shared:
+                with self.db.reading() as conn:
+                    self._mark = _sequence_value(conn)
 
     def _apply(self, conn: Connection, work_id: str, row: Row | None,
                event: transitions.Event, now: int) -> Row:
@@ -347,8 +360,9 @@ def write(conn: Connection, work_id: str, row: Row | None,
     updated = conn.execute(
         f"UPDATE workloads SET {assignments} WHERE work_id = ? AND {conditions}",
         (*sets.values(), work_id, *guard.values())).rowcount
-    if updated != 1:  # cannot happen under the lock; never apply a change on a doubt
+    if updated != 1:  # cannot happen (the lock, the row lock); never apply on a doubt
         raise Conflict(f"workload {work_id} changed while it was being changed: try again")
+    conn.notify(row["device_id"])
     return _select(conn, work_id)
 
 
@@ -375,23 +389,44 @@ def _remember_key(conn: Connection, values: Mapping[str, Any]) -> None:
 
 
 def _select(conn: Connection, work_id: str, device_id: str | None = None) -> Row | None:
-    """The workload's row (of this device only, when ``device_id`` is given)."""
+    """The workload's row (of this device only, when ``device_id`` is given), read to be
+    changed: on PostgreSQL locked until the transaction ends, so a replica changing it at
+    the same time waits and then reads the row as changed (never a failed compare-and-set)."""
+    lock = _row_lock(conn)
     if device_id is None:
-        return _row(conn.execute("SELECT * FROM workloads WHERE work_id = ?",
+        return _row(conn.execute("SELECT * FROM workloads WHERE work_id = ?" + lock,
                                  (work_id,)).fetchone())
-    return _row(conn.execute("SELECT * FROM workloads WHERE work_id = ? AND device_id = ?",
-                             (work_id, device_id)).fetchone())
+    return _row(conn.execute("SELECT * FROM workloads WHERE work_id = ? AND device_id = ?"
+                             + lock, (work_id, device_id)).fetchone())
 
 
 def _select_with_device(conn: Connection, work_id: str) -> tuple[Row | None, bool]:
-    """The workload's row, and whether its device still exists."""
+    """The workload's row (locked as ``_select``'s), and whether its device still exists."""
+    lock = " FOR UPDATE OF w" if conn.dialect == "postgresql" else ""
     row = _row(conn.execute("SELECT w.*, d.device_id IS NOT NULL AS device_exists "
                             "FROM workloads w LEFT JOIN devices d "
-                            "ON d.device_id = w.device_id WHERE w.work_id = ?",
+                            "ON d.device_id = w.device_id WHERE w.work_id = ?" + lock,
                             (work_id,)).fetchone())
     if row is None:
         return None, False
     return row, bool(row.pop("device_exists"))
+
+
+def _still_a_candidate(conn: Connection, work_id: str, asked: int | None,
+                       holding: Collection[str]) -> Row | None:
+    """The workload, locked, if it is still one to hand out (None: another replica holds
+    or took it)."""
+    row = _row(conn.execute("SELECT * FROM workloads WHERE work_id = ?"
+                            + _row_lock(conn, skip_locked=True), (work_id,)).fetchone())
+    return next(policy.handout_candidates([row], asked, holding), None) if row else None
+
+
+def _row_lock(conn: Connection, *, skip_locked: bool = False) -> str:
+    """PostgreSQL's row lock for rows read to be changed (SQLite: the write transaction
+    holds the whole file). ``skip_locked``: leave out rows another replica holds."""
+    if conn.dialect != "postgresql":
+        return ""
+    return " FOR UPDATE SKIP LOCKED" if skip_locked else " FOR UPDATE"
 
 
 def _insert(conn: Connection, row: Mapping[str, Any]) -> None:

@@ -52,6 +52,14 @@ class PostgresServer:
     def start(self) -> None:
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust",
                   "--no-sync", "-E", "UTF8")
+        self.resume()
+
+    def crash(self) -> None:
+        """Stop the server at once, as a crash or a lost network would (``resume`` brings
+        it back with its data)."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+
+    def resume(self) -> None:
         options = f"-k {self.root} -c listen_addresses='' -c fsync=off"
         self._run("pg_ctl", "-D", str(self.data), "-o", options, "-l",
                   str(self.root / "server.log"), "-w", "-t", "60", "start")

@@ -11,6 +11,7 @@ import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 import requests
 
 from tests.helpers import wait_for
@@ -75,20 +76,27 @@ def test_concurrent_polls_of_one_device_never_share_work(world: World):
         assert body["WorkStatus"] == "DONE" and body["Attempts"] == 1, body
 
 
-def test_claims_of_polls_in_flight_together_never_share_work(tmp_path):
-    """The store's claim, under real threads on a real SQLite store: 16 polls that arrived
-    together (one ``sequence_mark``) against 40 READY workloads, round after round, each round's
-    polls naming the work handed out before in ``Holding`` (as a board does): every
-    workload is handed out exactly once, one attempt each, and polls beyond the work get
-    nothing."""
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+def test_claims_of_polls_in_flight_together_never_share_work(tmp_path, engine, request):
+    """The store's claim, under real threads on a real SQLite store, and on a real
+    PostgreSQL database through two stores with their own connection pools (two replicas):
+    16 polls that arrived together (one ``sequence_mark``) against 40 READY workloads, round
+    after round, alternating between the replicas, each round's polls naming the work
+    handed out before in ``Holding`` (as a board does): every workload is handed out exactly
+    once, one attempt each, and polls beyond the work get nothing (a poll never comes back
+    empty while work it may take waits)."""
     import time
     import uuid
     from queueservice.db import Database
     from queueservice.settings import ServiceLimits
     from queueservice.workloads import WorkloadStore
 
-    db = Database(tmp_path / "queue.db")
+    target = (tmp_path / "queue.db" if engine == "sqlite"
+              else request.getfixturevalue("postgres_url"))
+    db = Database(target)
     store = WorkloadStore(db, ServiceLimits())
+    replicas = [store] if engine == "sqlite" else [
+        store, WorkloadStore(Database(target), ServiceLimits())]
     device_id, now = str(uuid.uuid4()), int(time.time() * 1000)
     with db.transaction() as conn:
         conn.execute("INSERT INTO devices (device_id, name, client_id, secret_hash, "
@@ -105,9 +113,9 @@ def test_claims_of_polls_in_flight_together_never_share_work(tmp_path):
         holding = frozenset(handed)
         start = threading.Barrier(POLLS)
 
-        def claim(_: int) -> str | None:
+        def claim(i: int) -> str | None:
             start.wait(10)
-            row, _ended = store.claim(device_id, asked, holding)
+            row, _ended = replicas[i % len(replicas)].claim(device_id, asked, holding)
             return row["work_id"] if row else None
 
         with ThreadPoolExecutor(POLLS) as pool:
@@ -115,11 +123,12 @@ def test_claims_of_polls_in_flight_together_never_share_work(tmp_path):
         handed.update(w for w in got if w)
         nothing += got.count(None)
         assert got.count(None) == max(0, POLLS - (len(everything) - len(holding))), got
-    db.close()
+    for replica in replicas:
+        replica.db.close()
     assert sorted(handed) == sorted(everything)
     assert set(handed.values()) == {1}, {w: n for w, n in handed.items() if n != 1}
     assert nothing == 3 * POLLS - len(everything)  # the last round: 8 polls, no work
-    db = Database(tmp_path / "queue.db")
+    db = Database(target)
     with db.reading() as conn:
         rows = conn.execute("SELECT status, attempts FROM workloads").fetchall()
     db.close()
