@@ -36,6 +36,7 @@ import uuid
 from pathlib import Path
 
 from sqlalchemy import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -205,6 +206,13 @@ def print_table(results: dict[str, dict[str, float]]) -> None:
           "p50 < 20 ms; list < 50 ms")
 
 
+def is_postgresql_url(text: str) -> bool:
+    try:
+        return make_url(text).get_backend_name() == "postgresql"
+    except ArgumentError:
+        return False
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=50, help="hand-overs per set-up")
@@ -232,6 +240,9 @@ def parse_args() -> argparse.Namespace:
     if not threads or min(threads) < 1:
         parser.error(f"--threads {args.threads!r}: give positive numbers, e.g. 4,12")
     args.threads = threads
+    if args.database is not None and not is_postgresql_url(args.database):
+        parser.error(f"--database: give a postgresql://user@host/dbname URL (of a user "
+                     f"allowed to CREATE DATABASE), not {args.database!r}")
     if args.samples < 1 or args.rows < 1:
         parser.error("--samples and --rows must be at least 1")
     return args
@@ -255,6 +266,9 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as tmp:
             results = {name: run_setup(name, Path(tmp), server_url, args)
                        for name in args.setups}
+    except SQLAlchemyError as exc:  # e.g. the --database server refused us
+        print(f"PostgreSQL failed: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
     finally:
         if server is not None:
             server.stop()
