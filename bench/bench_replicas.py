@@ -2,7 +2,7 @@
 Prints figures; never asserts on time.
 
     .venv/bin/python bench/bench_replicas.py [--samples 50] [--rows 100000] [--threads 4,12]
-        [--seconds 3] [--setups sqlite,pg1,pg3] [--database postgresql://...]
+        [--seconds 3] [--wait-seconds 20] [--setups sqlite,pg1,pg3] [--database postgresql://...]
 
 Set-ups (``--setups``, any subset, in this order):
   sqlite  SQLite, one ``qick-queue serve`` process (the embedded default);
@@ -20,8 +20,8 @@ module, on both engines), then, for each set-up:
 1. requests/s for submit (``POST /workloads``) and status (``GET /workloads/{id}``) with
    N client threads (``--threads``), each on its own keep-alive session;
 2. hand-over latency (p50, p99): from the start of a workload's upload through replica A to
-   the device, long-polling (``WaitSeconds=20``) on replica B, being handed it (one
-   process: A = B);
+   the device, long-polling on replica B (``WaitSeconds``: ``--wait-seconds``, 20), being
+   handed it (one process: A = B);
 3. ``GET /workloads`` latency over the stored workloads (five kinds of page).
 Then a table: set-up x metric, and the submit ratio 3 replicas / 1 replica.
 """
@@ -35,6 +35,7 @@ import time
 import uuid
 from pathlib import Path
 
+import requests
 from sqlalchemy import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
@@ -125,6 +126,14 @@ def start_replicas(folder: Path, count: int, database: str | None) -> list[Queue
     return replicas
 
 
+def answers(replica: QueueService) -> dict[str, int]:
+    """The replica's HTTP answers so far by status class (its ``/metrics``)."""
+    text = requests.get(replica.root + "/metrics", timeout=10).text
+    prefix = 'qick_queue_requests_total{code="'
+    return {line[len(prefix):len(prefix) + 3]: int(float(line.rsplit(" ", 1)[1]))
+            for line in text.splitlines() if line.startswith(prefix)}
+
+
 def stop(replicas: list[QueueService]) -> None:
     for replica in replicas:
         replica.stop()
@@ -153,11 +162,11 @@ def measure(replicas: list[QueueService], database: str | None,
 
     a, b = replicas[0], replicas[1 % len(replicas)]
     where = "replica A = B (one process)" if a is b else "upload on replica A, device on B"
-    print(f"hand-over latency, {where}, long poll WaitSeconds=20")
+    print(f"hand-over latency, {where}, long poll WaitSeconds={args.wait_seconds:g}")
     user = Api(a.url, world.user()[0].token)
     device = world.device()
     device = dataclasses.replace(device, api=Api(b.url, device.api.token))
-    latencies = handout_latency(user, device, args.samples, None)
+    latencies = handout_latency(user, device, args.samples, None, args.wait_seconds)
     print(f"  upload start -> device handed it {ms(latencies)}")
     figures["hand-over p50 ms"] = pct(latencies, 50) * 1000
     figures["hand-over p99 ms"] = pct(latencies, 99) * 1000
@@ -168,6 +177,10 @@ def measure(replicas: list[QueueService], database: str | None,
                          args.rows)
     figures["list p50 ms, slowest kind"] = max(pct(v, 50) for v in kinds.values()) * 1000
     figures["list p99 ms, slowest kind"] = max(pct(v, 99) for v in kinds.values()) * 1000
+
+    counts = [answers(replica) for replica in replicas]
+    print("answers per replica: " + ", ".join(
+        f"r{i} {sum(c.values())} ({c.get('5xx', 0)} 5xx)" for i, c in enumerate(counts)))
     return figures
 
 
@@ -216,6 +229,8 @@ def is_postgresql_url(text: str) -> bool:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=50, help="hand-overs per set-up")
+    parser.add_argument("--wait-seconds", type=float, default=20,
+                        help="the device's long poll (WaitSeconds, at most 20)")
     parser.add_argument("--rows", type=int, default=100_000, help="workloads stored")
     parser.add_argument("--threads", default="4,12",
                         help="client thread counts for requests/s, comma-separated")
@@ -243,6 +258,9 @@ def parse_args() -> argparse.Namespace:
     if args.database is not None and not is_postgresql_url(args.database):
         parser.error(f"--database: give a postgresql://user@host/dbname URL (of a user "
                      f"allowed to CREATE DATABASE), not {args.database!r}")
+    if not 0 < args.wait_seconds <= 20:
+        parser.error(f"--wait-seconds {args.wait_seconds:g}: give more than 0, at most 20 "
+                     "(the service's longest long poll)")
     if args.samples < 1 or args.rows < 1:
         parser.error("--samples and --rows must be at least 1")
     return args
