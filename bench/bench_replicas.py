@@ -20,8 +20,8 @@ module, on both engines), then, for each set-up:
 1. requests/s for submit (``POST /workloads``) and status (``GET /workloads/{id}``) with
    N client threads (``--threads``), each on its own keep-alive session;
 2. hand-over latency (p50, p99): from the start of a workload's upload through replica A to
-   the device, long-polling on replica B (``WaitSeconds``: ``--wait-seconds``, 20), being
-   handed it (one process: A = B);
+   the device, its long poll parked on replica B (``WaitSeconds``: ``--wait-seconds``,
+   20), being handed it (one process: A = B);
 3. ``GET /workloads`` latency over the stored workloads (five kinds of page).
 Then a table: set-up x metric, and the submit ratio 3 replicas / 1 replica.
 """
@@ -41,8 +41,8 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import (handout_latency, insert_workloads, list_latency, ms, pct,  # noqa: E402
-                          submit_status_rates)
+from bench.common import (device_parked, handout_latency, insert_workloads,  # noqa: E402
+                          list_latency, ms, pct, submit_status_rates)
 from qickbase.atomicfile import atomic_write  # noqa: E402
 from queueservice.datadir import DataDir, init_data_dir  # noqa: E402
 from queueservice.db import make_engine  # noqa: E402
@@ -166,7 +166,8 @@ def measure(replicas: list[QueueService], database: str | None,
     user = Api(a.url, world.user()[0].token)
     device = world.device()
     device = dataclasses.replace(device, api=Api(b.url, device.api.token))
-    latencies = handout_latency(user, device, args.samples, None, args.wait_seconds)
+    latencies = handout_latency(user, device, args.samples, None, args.wait_seconds,
+                                parked=device_parked(b))
     print(f"  upload start -> device handed it {ms(latencies)}")
     figures["hand-over p50 ms"] = pct(latencies, 50) * 1000
     figures["hand-over p99 ms"] = pct(latencies, 99) * 1000

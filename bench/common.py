@@ -10,12 +10,12 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from queueservice.db import Database
 from queueservice.settings import ServiceLimits
 from queueservice.workloads import WorkloadStore
-from tests.server.api import Api, Device, put_file
+from tests.server.api import Api, Device, long_polls, put_file
 
 
 def pct(values: list[float], q: float) -> float:
@@ -65,11 +65,14 @@ def submit_status_rates(users: list[Api], device_id: str, seconds: float) -> tup
 
 
 def handout_latency(user: Api, device: Device, samples: int, poll_period: float | None,
-                    wait_seconds: float = 20) -> list[float]:
+                    wait_seconds: float = 20,
+                    parked: Callable[[], bool] | None = None) -> list[float]:
     """``user`` submits ``samples`` workloads one by one; a thread plays ``device``,
     long-polling (``WaitSeconds=wait_seconds``) when ``poll_period`` is None, else polling
     every ``poll_period`` s. Each latency: from the start of the workload's upload to the
-    device being handed it. ``user`` and ``device`` may talk to different replicas."""
+    device being handed it. ``user`` and ``device`` may talk to different replicas.
+    ``parked``: true once the device's long poll waits (``device_parked``); each upload
+    starts only then, so the figure is the wake-up's, not a poll that came by chance."""
     got: dict[str, float] = {}
     stop = threading.Event()
 
@@ -96,6 +99,8 @@ def handout_latency(user: Api, device: Device, samples: int, poll_period: float 
         if poll_period is not None:
             time.sleep(random.uniform(0, poll_period))  # land anywhere in the poll cycle
         created = user.post("/workloads", json={"DeviceId": device.id, "Priority": "HIGH"}).json()
+        if parked is not None:
+            wait_until(parked, 10, "the device's long poll to park")
         start = time.monotonic()
         put_file(created["UploadUrl"], b"x" * 1024)
         deadline = time.monotonic() + longest
@@ -107,6 +112,20 @@ def handout_latency(user: Api, device: Device, samples: int, poll_period: float 
         latencies.append(got[created["WorkId"]] - start)
     stop.set()
     return latencies
+
+
+def device_parked(service: Any) -> Callable[[], bool]:
+    """For ``handout_latency``: whether a device's long poll waits on ``service`` (its
+    ``/metrics``; the bench's device is the only one polling there)."""
+    return lambda: long_polls(service, "device") >= 1
+
+
+def wait_until(condition: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"gave up waiting for {what} after {seconds:g} s")
+        time.sleep(0.002)
 
 
 def insert_workloads(database: Path | str, device_id: str, user_id: str, rows: int) -> int:
