@@ -34,6 +34,7 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import requests
 from sqlalchemy import make_url
@@ -69,7 +70,7 @@ class RoundRobin(Api):
         self.bases = [base.rstrip("/") for base in bases]
         self.turn = first
 
-    def call(self, method: str, path: str, **kwargs):
+    def call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         self.base = self.bases[self.turn % len(self.bases)]
         self.turn += 1
         return super().call(method, path, **kwargs)
