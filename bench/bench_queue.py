@@ -4,7 +4,7 @@
                                           [--wait-samples 8]
 
 1. hand-out latency: from the start of a workload upload to a device being handed it,
-   for a long-polling device (``WaitSeconds=20``) and for a device that polls every 5 s
+   for a long-polling device (``WaitSeconds=20``, its poll parked) and for a device that polls every 5 s
    like the original client (p50, p99);
 2. requests/s for submit (``POST /workloads``) and status (``GET /workloads/{id}``);
 3. ``GET /workloads`` latency with ``--rows`` workloads stored (inserted straight into
@@ -22,71 +22,17 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-
-import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import (device_parked, handout_latency, insert_workloads,  # noqa: E402
+                          list_latency, ms, submit_status_rates)
 from cloudqueue.auth import ApiKeyAuth  # noqa: E402
 from cloudqueue.client import Capabilities, QueueClient  # noqa: E402
-from queueservice.db import Database  # noqa: E402
-from queueservice.settings import ServiceLimits  # noqa: E402
-from queueservice.workloads import WorkloadStore  # noqa: E402
 from tests.conftest import start_queue_service  # noqa: E402
 from tests.server.api import World, put_file  # noqa: E402
 from userclient.client import UserClient  # noqa: E402
-
-
-def pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
-
-
-def ms(values: list[float]) -> str:
-    return (f"p50 {pct(values, 50) * 1000:8.1f} ms   p99 {pct(values, 99) * 1000:8.1f} ms   "
-            f"(n={len(values)})")
-
-
-def handout_latency(world: World, samples: int, poll_period: float | None) -> list[float]:
-    """Submit ``samples`` workloads one by one; the device thread records when it got each."""
-    device = world.device()
-    user, _ = world.user()
-    got: dict[str, float] = {}
-    stop = threading.Event()
-
-    def device_loop():
-        while not stop.is_set():
-            if poll_period is None:
-                resp = device.next_work(wait=20)
-            else:
-                resp = device.next_work()
-            body = resp.json()
-            if body:
-                got[body["WorkId"]] = time.monotonic()
-                device.report(body["WorkId"], {"Outcome": "FAILED", "ErrorMessage": "bench",
-                                               "ErrorKind": "device_error"})
-            elif poll_period is not None:
-                stop.wait(poll_period)
-
-    thread = threading.Thread(target=device_loop, daemon=True)
-    thread.start()
-    time.sleep(0.2)
-    latencies = []
-    for _ in range(samples):
-        if poll_period is not None:
-            time.sleep(random.uniform(0, poll_period))  # land anywhere in the poll cycle
-        created = user.post("/workloads", json={"DeviceId": device.id, "Priority": "HIGH"}).json()
-        start = time.monotonic()
-        put_file(created["UploadUrl"], b"x" * 1024)
-        deadline = time.monotonic() + 30
-        while created["WorkId"] not in got and time.monotonic() < deadline:
-            time.sleep(0.0005)
-        latencies.append(got[created["WorkId"]] - start)
-    stop.set()
-    return latencies
 
 
 def outcome_latency(world: World, samples: int, long_poll: bool) -> list[float]:
@@ -118,66 +64,6 @@ def outcome_latency(world: World, samples: int, long_poll: bool) -> list[float]:
     return latencies
 
 
-def throughput(fn, seconds: float, threads: int) -> float:
-    count = [0] * threads
-    end = time.monotonic() + seconds
-
-    def run(i):
-        while time.monotonic() < end:
-            fn(i)
-            count[i] += 1
-
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(run, range(threads)))
-    return sum(count) / seconds
-
-
-def list_latency(service, world: World, rows: int) -> None:
-    device = world.device()
-    user, user_id = world.user()
-    db = Database(service.data_dir / "queue.db")
-    store = WorkloadStore(db, ServiceLimits())
-    start_ms = int(time.time() * 1000) - rows * 10
-    statuses = ["DONE"] * 8 + ["FAILED", "READY"]
-    t0 = time.monotonic()
-
-    def gen():
-        for i in range(rows):
-            owner = user_id if i % 2 == 0 else str(uuid.UUID(int=i % 50))
-            yield {"work_id": str(uuid.uuid4()), "device_id": device.id, "account_id": owner,
-                   "priority": "MEDIUM", "status": statuses[i % 10],
-                   "created_at": start_ms + i * 10, "ready_at": start_ms + i * 10 + 1}
-
-    store.bulk_insert(gen())
-    db.close()
-    print(f"  inserted {rows} workloads in {time.monotonic() - t0:.1f} s")
-
-    def timed(api, params, n=200):
-        out = []
-        for _ in range(n):
-            t = time.perf_counter()
-            resp = api.get("/workloads", params=params)
-            out.append(time.perf_counter() - t)
-            assert resp.status_code == 200, resp.text
-        return out, resp.json()
-
-    first, page = timed(world.admin, {"Limit": 5})
-    print(f"  admin, newest page (5)          {ms(first)}")
-    deep_key = {"WorkId": "0", "DeviceId": device.id,
-                "CreatedAt": page["Items"][0]["CreatedAt"]}
-    deep_key["CreatedAt"] = time.strftime("%Y-%m-%dT%H:%M:%S.000Z",
-                                          time.gmtime((start_ms + rows * 5) / 1000))
-    deep, _ = timed(world.admin, {"Limit": 5, "ExclusiveStartKeyJson":
-                                  requests.compat.json.dumps(deep_key)})
-    print(f"  admin, page in the middle (5)   {ms(deep)}")
-    mine, _ = timed(user, {"Limit": 100})
-    print(f"  user, own page (100)            {ms(mine)}")
-    per_device, _ = timed(user, {"Limit": 5, "DeviceId": device.id})
-    print(f"  user, one device (5)            {ms(per_device)}")
-    ready, _ = timed(user, {"Limit": 5, "Status": "READY"})
-    print(f"  user, Status=READY (5)          {ms(ready)}")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=50)
@@ -192,9 +78,11 @@ def main() -> int:
         try:
             world = World(service)
             print("hand-out latency (upload start -> device handed the work)")
-            print(f"  long poll (WaitSeconds=20)      {ms(handout_latency(world, args.samples, None))}")
+            parked = handout_latency(world.user()[0], world.device(), args.samples, None,
+                                     parked=device_parked(service))
+            print(f"  long poll (WaitSeconds=20)      {ms(parked)}")
             print(f"  5 s polling (original client)   "
-                  f"{ms(handout_latency(world, args.poll_samples, 5.0))}")
+                  f"{ms(handout_latency(world.user()[0], world.device(), args.poll_samples, 5))}")
 
             print("outcome latency (results upload -> the user's wait returns)")
             print(f"  workload long poll (after)      "
@@ -203,27 +91,17 @@ def main() -> int:
                   f"{ms(outcome_latency(world, args.wait_samples, False))}")
 
             print(f"throughput ({args.threads} client threads, keep-alive)")
-            device = world.device()
             users = [world.user()[0] for _ in range(args.threads)]
-            ids: list[str] = []
-
-            def do_submit(i):
-                resp = users[i].post("/workloads", json={"DeviceId": device.id,
-                                                         "Priority": "LOW"})
-                ids.append((i, resp.json()["WorkId"]))
-
-            print(f"  submit  POST /workloads         "
-                  f"{throughput(do_submit, args.seconds, args.threads):7.0f} req/s")
-            mine = {i: [w for j, w in ids if j == i] for i in range(args.threads)}
-
-            def do_status(i):
-                users[i].get(f"/workloads/{random.choice(mine[i])}")
-
-            print(f"  status  GET /workloads/{{id}}     "
-                  f"{throughput(do_status, args.seconds, args.threads):7.0f} req/s")
+            submits, statuses = submit_status_rates(users, world.device().id, args.seconds)
+            print(f"  submit  POST /workloads         {submits:7.0f} req/s")
+            print(f"  status  GET /workloads/{{id}}     {statuses:7.0f} req/s")
 
             print(f"GET /workloads with {args.rows} workloads stored")
-            list_latency(service, world, args.rows)
+            device = world.device()
+            user, user_id = world.user()
+            first_ms = insert_workloads(service.data_dir / "queue.db", device.id, user_id,
+                                        args.rows)
+            list_latency(world.admin, user, device.id, first_ms, args.rows)
         finally:
             service.stop()
     return 0
