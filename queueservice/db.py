@@ -20,11 +20,14 @@ the claim, the queue sequence's row lock. ``exclusive`` gives a job to one repli
 time (an advisory lock); ``Connection.notify`` tells the other replicas a device's queue
 changed (``NOTIFY``, delivered when the transaction commits; ``replicas.ChangeListener``).
 A connection that fails or a pool that stays empty is ``DatabaseUnavailable`` (503, the
-transaction rolled back); the pool checks a connection before lending it, so the service
-recovers by itself when the database is back.
+transaction rolled back); the first failure empties the pool, so the service recovers by
+itself when the database is back (the pool does not test each connection before lending
+it: that was a round trip more on every request). Reads run without a transaction (each
+statement its own snapshot, as on SQLite).
 
 Pool and timeouts per replica (PostgreSQL): ``POOL_SIZE`` connections kept, up to
-``POOL_OVERFLOW`` more under load, a request waits ``POOL_TIMEOUT_SECONDS`` for one;
+``POOL_OVERFLOW`` more under load, a request waits ``POOL_TIMEOUT_SECONDS`` for one, a
+connection is replaced after ``POOL_RECYCLE_SECONDS`` (TCP keepalives notice a silent host);
 connecting gives up after ``CONNECT_TIMEOUT_SECONDS``, a statement after
 ``STATEMENT_TIMEOUT_MS``, a row lock wait after ``LOCK_TIMEOUT_MS``. Size PostgreSQL's
 ``max_connections`` for replicas x (POOL_SIZE + POOL_OVERFLOW + 2) (the 2: the change
@@ -65,6 +68,7 @@ CHANGES_CHANNEL = "qick_queue_changes"
 POOL_SIZE = 10
 POOL_OVERFLOW = 10
 POOL_TIMEOUT_SECONDS = 5
+POOL_RECYCLE_SECONDS = 1800
 CONNECT_TIMEOUT_SECONDS = 5
 STATEMENT_TIMEOUT_MS = 30_000
 LOCK_TIMEOUT_MS = 10_000
@@ -210,7 +214,7 @@ class Database:
         """The connection for reads, under the lock (SQLite: no transaction)."""
         with self.lock:
             if self._sqlite is None:
-                with self._pooled() as conn:
+                with self._pooled(autocommit=True) as conn:
                     yield conn
                 return
             yield Connection(self._sqlite, "sqlite")
@@ -240,17 +244,28 @@ class Database:
             yield
 
     @contextmanager
-    def _pooled(self) -> Iterator[Connection]:
-        """A transaction on a pooled PostgreSQL connection."""
-        with self._reachable(), self.engine.connect() as conn, conn.begin():
-            yield Connection(conn.connection.driver_connection, self.dialect, self.origin)
+    def _pooled(self, *, autocommit: bool = False) -> Iterator[Connection]:
+        """A transaction on a pooled PostgreSQL connection (``autocommit``: none, each
+        statement on its own, for reads: no BEGIN and COMMIT round trips)."""
+        with self._reachable(), self.engine.connect() as conn:
+            if autocommit:
+                conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+                yield Connection(conn.connection.driver_connection, self.dialect, self.origin)
+                return
+            with conn.begin():
+                yield Connection(conn.connection.driver_connection, self.dialect, self.origin)
 
     @contextmanager
     def _reachable(self) -> Iterator[None]:
-        """Connection failures and an exhausted pool as ``DatabaseUnavailable``."""
+        """Connection failures and an exhausted pool as ``DatabaseUnavailable``. The pool
+        is emptied at the first failure (its other connections are likely dead too: the
+        database restarted, or the network to it went), so the next requests connect
+        afresh instead of each finding a dead connection."""
         try:
             yield
         except self._unavailable as exc:
+            if self.shared:
+                self.engine.dispose()
             reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
             raise DatabaseUnavailable(
                 f"the queue's database did not answer ({reason}): the request was not "
@@ -278,11 +293,15 @@ def make_engine(target: Path | str) -> Engine:
                           "PostgreSQL (postgresql://...) or a SQLite file's path is supported")
     options = (f"-c statement_timeout={STATEMENT_TIMEOUT_MS} "
                f"-c lock_timeout={LOCK_TIMEOUT_MS}")
-    return create_engine(url.set(drivername="postgresql+psycopg"), pool_pre_ping=True,
+    return create_engine(url.set(drivername="postgresql+psycopg"),
                          pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW,
                          pool_timeout=POOL_TIMEOUT_SECONDS,
+                         pool_recycle=POOL_RECYCLE_SECONDS,
                          connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS,
-                                       "options": options})
+                                       "options": options,
+                                       # a database host gone without a word is noticed
+                                       "keepalives": 1, "keepalives_idle": 30,
+                                       "keepalives_interval": 10, "keepalives_count": 3})
 
 
 def libpq_url(engine: Engine) -> str:
