@@ -16,6 +16,8 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import tracemalloc
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -24,15 +26,21 @@ import psycopg
 import pytest
 import requests
 
+from queueservice import migrate as migration
 from queueservice.datadir import init_data_dir
+from queueservice.db import Database
 from queueservice.files import KINDS
 from queueservice.schema import metadata
+from queueservice.settings import ServiceLimits
+from queueservice.workloads import WorkloadStore
 from tests.conftest import QueueService, start_queue_service
 from tests.pgserver import PostgresServer
 from tests.server.api import Api, Device, World, device_token, put_file, sha, status, submit
 from tests.server.conftest import MotoS3
+from tests.server.test_store import make_v5_database
 
 BIG = 9 * 2**20  # past S3_PART_BYTES: copied to S3 in parts
+MANY = 100_000   # workloads of a store that must not be held in memory at once
 IDEMPOTENT = {"Priority": "LOW", "WorkloadName": "kept"}
 
 
@@ -286,6 +294,17 @@ def test_migrate_refuses_a_database_it_cannot_open(data: Path,
     assert done.stderr.count("\n") == 1
 
 
+@pytest.mark.parametrize("files, says", [
+    ("s3://no-such-bucket/queue", "the S3 bucket 'no-such-bucket' (--files "
+                                  "s3://no-such-bucket/queue) does not exist"),
+    ("/srv/queue-files", "--to-files '/srv/queue-files' is not s3://BUCKET[/PREFIX]"),
+])
+def test_migrate_refuses_a_file_store_it_cannot_use(data: Path, postgres_url: str,
+                                                    s3: MotoS3, files: str, says: str):
+    assert says in refusal(migrate(data, postgres_url, files, s3))
+    assert target_rows(postgres_url) == {}  # refused before the database was touched
+
+
 def test_migrate_refuses_a_store_missing_a_file_and_writes_nothing(
         data: Path, postgres_url: str, s3: MotoS3, sqlite_store: Store):
     missing = data / "files" / "results" / sqlite_store.done
@@ -319,7 +338,58 @@ def test_migrate_refuses_a_store_being_served(data: Path, postgres_url: str):
     assert done.returncode == 0, done.stderr
 
 
+def test_a_store_whose_service_was_killed_migrates_with_its_last_work(
+        data: Path, postgres_url: str, sqlite_store: Store):
+    service = QueueService(data).start()
+    alice = Api(service.url, sqlite_store.alice_key)
+    last = submit(alice, sqlite_store.device.id, b"the-last-work")
+    service.kill()  # its last commits are in queue.db-wal only
+    done = migrate(data, postgres_url)
+    assert done.returncode == 0, done.stderr
+    with psycopg.connect(postgres_url) as conn:
+        assert conn.execute("SELECT status FROM workloads WHERE work_id = %s",
+                            (last,)).fetchone() == ("READY",)
+
+
+def test_an_old_sqlite_store_is_upgraded_then_migrated(tmp_path: Path, postgres_url: str):
+    ids = make_v5_database(tmp_path / "queue.db")  # made before Alembic (version 5)
+    result = migration.migrate(tmp_path, postgres_url)
+    assert result.rows["workloads"] == 6 and result.rows["queue_sequence"] == 1
+    with psycopg.connect(postgres_url) as conn:
+        seq = dict(conn.execute("SELECT work_id, ready_seq FROM workloads").fetchall())
+        value = conn.execute("SELECT value FROM queue_sequence").fetchone()[0]
+        executing = conn.execute("SELECT handout_seq FROM workloads WHERE work_id = %s",
+                                 (ids["executing"],)).fetchone()[0]
+    # the places in line the upgrade gave, and the counter after them
+    assert seq[ids["ready_early"]] < seq[ids["ready_again"]] < seq[ids["ready_late"]]
+    assert seq[ids["done"]] is None and value == executing
+
+
 def test_migrate_refuses_a_folder_without_a_sqlite_store(tmp_path: Path, postgres_url: str):
     line = refusal(migrate(tmp_path, postgres_url))
     assert f"{tmp_path} holds no queue.db" in line
     assert not (tmp_path / "queue.db").exists()
+
+
+def test_a_large_store_is_copied_in_batches_with_bounded_memory(tmp_path: Path,
+                                                                postgres_url: str):
+    """100,000 workloads of about 1 kB each (100 MB as Python rows) go across while the
+    migration's own allocations stay under 30 MB (tracemalloc: Python's heap)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    db = Database(data / "queue.db")
+    note = "x" * 1000
+    WorkloadStore(db, ServiceLimits()).bulk_insert(
+        {"work_id": str(uuid.uuid4()), "device_id": "d", "account_id": "a",
+         "priority": "MEDIUM", "status": "FAILED", "created_at": i, "error_message": note}
+        for i in range(MANY))
+    db.close()
+    tracemalloc.start()
+    try:
+        result = migration.migrate(data, postgres_url)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert result.rows["workloads"] == MANY == target_rows(postgres_url)["workloads"]
+    assert result.files == 0 and result.files_url is None
+    assert peak < 30 * 2**20, f"{peak / 2**20:.0f} MB"
