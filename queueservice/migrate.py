@@ -16,12 +16,13 @@ What it does, in order; any refusal or failure leaves the target database as it 
 4. Files (with ``files``, an ``s3://`` URL): first checks that every file the rows say is
    there is in the data folder; then uploads every file of the folder, streamed, each
    checked against the SHA-256 its workload recorded (when it has one) before it leaves,
-   and by size and SHA-256 in S3 once there (the transfer itself is checksummed by the
-   AWS library). Without ``files`` they stay in the data folder, where the migrated
+   and once in S3 by its size and the SHA-256 stored with it (the transfer itself is
+   checksummed by the AWS library). Without ``files`` they stay in the data folder, where the migrated
    service (``serve --data DIR --database URL``) reads them.
 
-The source is read in one transaction that holds its write lock (a consistent snapshot,
-nothing written to it), so a rollback is simply to keep serving the SQLite store. The
+The source is read in one transaction that holds its write lock (a consistent snapshot)
+and nothing is written to it (but the upgrade of an old store, which its own service
+would make at its next start too), so a rollback is simply to keep serving it. The
 library logs its progress (``qick_queue``) and prints nothing.
 """
 from __future__ import annotations
