@@ -79,7 +79,12 @@ def migrate(data: Path, database: str, files: str | None = None) -> MigrationRes
     if not source.db_path.is_file():
         raise MigrationError(f"{source.root} holds no queue.db: give the data folder of a "
                              "qick-queue store kept in SQLite (the one `serve --data` used)")
-    if in_use(source.db_path):
+    try:
+        served = in_use(source.db_path)
+    except OSError as exc:
+        raise MigrationError(f"cannot open {source.db_path}-shm ({exc.strerror}): run "
+                             "migrate as the user that runs the service") from None
+    if served:
         raise MigrationError(f"{source.db_path} is open in another process (a running "
                              f"`qick-queue serve --data {source.root}`?): stop the service "
                              "first, then migrate")
@@ -103,7 +108,7 @@ def migrate(data: Path, database: str, files: str | None = None) -> MigrationRes
                 _check_files_present(src, LocalFiles(source.files_path))
             for table in metadata.sorted_tables:
                 result.rows[table.name] = _copy_table(src, dst, table)
-                log.info("migrate: %s: %d rows", table.name, result.rows[table.name])
+                log.info("migrate: %s: %d copied", table.name, result.rows[table.name])
             if store is not None:
                 _copy_files(src, LocalFiles(source.files_path), store, result)
             log.info("migrate: committing the target database")
@@ -265,7 +270,11 @@ def _copy_file(local: LocalFiles, store: S3Files, key: str, recorded: str | None
     """Upload one file, streamed; answers its size. Checked before it leaves against the
     SHA-256 its workload recorded, and once in S3 by size and SHA-256."""
     path = local.path(key)
-    size, sha256 = local.size(key), local.sha256(key)
+    try:
+        size, sha256 = local.size(key), local.sha256(key)
+    except OSError as exc:
+        raise MigrationError(f"cannot read {path} ({exc.strerror}): run migrate as the user "
+                             "that runs the service") from None
     if size is None or sha256 is None:
         raise MigrationError(f"{path} vanished while it was being copied: stop the service "
                              "that uses the data folder, then migrate again")
