@@ -1,6 +1,8 @@
-"""``qick-queue``: create a store (``init``) and run the service (``serve``).
+"""``qick-queue``: create a store (``init``), run the service (``serve``), move a SQLite
+store into PostgreSQL and S3 (``migrate``).
 
-A thin layer: argument parsing and messages; the work is in ``datadir`` and ``app``.
+A thin layer: argument parsing and messages; the work is in ``datadir``, ``app`` and
+``migrate``.
 Exit codes: 0 done, 1 a problem the message explains, 2 wrong arguments (argparse).
 """
 from __future__ import annotations
@@ -8,7 +10,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
+import shlex
 import signal
 import socket
 import sys
@@ -96,6 +100,21 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="info",
                        choices=["debug", "info", "warning", "error"])
     serve.add_argument("--access-log", action="store_true", help="log every request")
+
+    migrate = sub.add_parser("migrate", help="move a SQLite store into PostgreSQL (and its "
+                                             "files into S3); stop its service first")
+    migrate.add_argument("--data", required=True, type=Path,
+                         help="the data folder whose queue.db (and files) to move; it is "
+                              "left as it is")
+    migrate.add_argument("--to-database", required=True, metavar="URL",
+                         help="an empty PostgreSQL database (postgresql://user@host/dbname; "
+                              "needs qick-queue[postgres]), given the schema here: do not "
+                              "run init on it")
+    migrate.add_argument("--to-files", metavar="s3://BUCKET/PREFIX",
+                         help="copy the files into this S3 bucket (or S3-compatible store: "
+                              "AWS_ENDPOINT_URL) under PREFIX, with the standard AWS "
+                              "credentials; default: they stay in DATA/files")
+    migrate.add_argument("--json", action="store_true", help="print the summary as JSON")
     return parser
 
 
@@ -237,9 +256,33 @@ def _start_fleet(app, args: argparse.Namespace, port: int):
     return fleet
 
 
+def _print_migration(args: argparse.Namespace) -> None:
+    from queueservice.migrate import migrate
+
+    result = migrate(args.data, args.to_database, args.to_files)
+    serve = ["qick-queue", "serve", "--data", str(args.data), "--database", result.database]
+    if result.files_url:
+        serve += ["--files", result.files_url]
+    command = shlex.join(serve)
+    if args.json:
+        print(json.dumps({"Database": result.database, "Rows": result.rows,
+                          "Files": result.files, "Bytes": result.bytes,
+                          "FilesTo": result.files_url, "Serve": command}, indent=1))
+        return
+    print(f"migrated the store in {args.data} into {result.database}")
+    print("  rows: " + ", ".join(f"{name} {count}" for name, count in result.rows.items()))
+    if result.files_url:
+        print(f"  files: {result.files} ({result.bytes} bytes) copied to {result.files_url}")
+    else:
+        print(f"  files: not copied; they stay in {args.data}/files, where the migrated "
+              "service reads them (--to-files s3://BUCKET/PREFIX moves them to S3)")
+    print(f"{args.data}/queue.db is unchanged: to roll back, serve it as before")
+    print(f"serve the migrated store with: {command}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.command == "init" else
+    logging.basicConfig(level=logging.INFO if args.command in ("init", "migrate") else
                         getattr(logging, args.log_level.upper()),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
@@ -266,6 +309,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"start the service with: qick-queue serve --data {args.data}{again} "
                       f"--port {args.port}\n(admin.conf points at {result.url}: only "
                       f"this machine reaches it; give --public-url URL for remote boards)")
+            return 0
+        if args.command == "migrate":
+            _print_migration(args)
             return 0
         # uvicorn handles SIGTERM/SIGINT (graceful shutdown) and re-raises the signal
         # afterwards; these handlers make that re-raise a clean exit.

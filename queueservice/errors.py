@@ -12,8 +12,10 @@ protocol's root, ``cloudqueue.errors.QueueError``; the protocol's own errors (``
      │                          file was not stored and the state did not change
      ├── DatabaseUnavailable    503: PostgreSQL cannot be reached or did not answer in time;
      │                          the request's transaction was rolled back
-     └── CognitoError           a Cognito-compatible login refused, answered in Cognito's
-                                shape (``__type`` = ``kind``, status 400)
+     ├── CognitoError           a Cognito-compatible login refused, answered in Cognito's
+     │                          shape (``__type`` = ``kind``, status 400)
+     └── MigrationError         ``qick-queue migrate`` refused or failed: nothing was
+                                committed to the target database
 """
 from __future__ import annotations
 
@@ -49,3 +51,10 @@ class StorageUnavailable(QueueError):
 
     default_kind = "storage_unavailable"
     status = 503
+
+
+class MigrationError(QueueError):
+    """``qick-queue migrate`` refused (the source is served, the target holds a store, a
+    file is missing) or failed; the target database was left as it was."""
+
+    default_kind = "migration"

@@ -275,17 +275,22 @@ class S3Files(FileStore):
                              "S3-compatible store, AWS_ENDPOINT_URL") from None
 
     def commit(self, staged: Staged, key: str) -> None:
-        """A streamed upload from the staged file: one PUT, or parts past S3_PART_BYTES
-        (a failed multipart upload is aborted; nothing becomes visible)."""
+        """Upload the staged file (``upload``), then remove it."""
+        self.upload(staged.path, key, staged.sha256)
+        staged.pending.discard()
+
+    def upload(self, path: Path, key: str, sha256: str) -> None:
+        """Store the local file ``path`` (whose SHA-256 is ``sha256``) as ``key``, streamed:
+        one PUT, or parts past S3_PART_BYTES (a failed multipart upload is aborted; nothing
+        becomes visible). The local file stays."""
         try:
-            self.client.upload_file(str(staged.path), self.bucket, self._object(key),
-                                    ExtraArgs={"Metadata": {"sha256": staged.sha256},
+            self.client.upload_file(str(path), self.bucket, self._object(key),
+                                    ExtraArgs={"Metadata": {"sha256": sha256},
                                                "ContentType": "application/octet-stream"},
                                     Config=self._transfer)
         except self._store_errors as exc:
             log.warning("file store: storing %s failed: %s: %s", key, type(exc).__name__, exc)
             raise self._unavailable(exc, f"storing {key}") from None
-        staged.pending.discard()
 
     def _head(self, key: str) -> dict | None:
         try:
