@@ -172,7 +172,8 @@ class Database:
         from alembic import command
         from alembic.util import CommandError
 
-        with self.lock, self._reachable(), self.engine.connect() as conn, conn.begin():
+        with self.lock, self._reachable(opening=True), self.engine.connect() as conn, \
+                conn.begin():
             tables = set(inspect(conn).get_table_names())
             if "alembic_version" in tables and conn.exec_driver_sql(
                     "SELECT version_num FROM alembic_version").scalar() == HEAD:
@@ -256,7 +257,7 @@ class Database:
                 yield Connection(conn.connection.driver_connection, self.dialect, self.origin)
 
     @contextmanager
-    def _reachable(self) -> Iterator[None]:
+    def _reachable(self, *, opening: bool = False) -> Iterator[None]:
         """Connection failures and an exhausted pool as ``DatabaseUnavailable``. The pool
         is emptied at the first failure (its other connections are likely dead too: the
         database restarted, or the network to it went), so the next requests connect
@@ -266,7 +267,12 @@ class Database:
         except self._unavailable as exc:
             if self.shared:
                 self.engine.dispose()
-            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            failed = getattr(exc, "orig", None) or exc  # the driver's words, not SQLAlchemy's
+            reason = (str(failed).strip().splitlines() or [type(exc).__name__])[0][:200]
+            if opening:
+                raise DatabaseUnavailable(
+                    f"cannot open the database {self.describe()}: {reason}: check the URL, "
+                    "and that the server runs and lets this user in") from exc
             raise DatabaseUnavailable(
                 f"the queue's database did not answer ({reason}): the request was not "
                 "done; try again in a few seconds") from exc

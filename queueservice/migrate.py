@@ -42,7 +42,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from cloudqueue.errors import NotFound
 from queueservice.datadir import DataDir
 from queueservice.db import Database, make_engine
-from queueservice.errors import MigrationError, StorageUnavailable
+from queueservice.errors import DatabaseUnavailable, MigrationError, StorageUnavailable
 from queueservice.files import KINDS, LocalFiles, S3Files, open_files, parse_key
 from queueservice.schema import devices, metadata, queue_sequence, workloads
 
@@ -164,6 +164,8 @@ def _prepare(target: Path | str, described: str) -> None:
     (Alembic), and close it."""
     try:
         Database(target).close()
+    except DatabaseUnavailable as exc:
+        raise MigrationError(str(exc)) from None
     except SQLAlchemyError as exc:
         raise MigrationError(f"cannot open the database {described}: {_reason(exc)}: check "
                              "the URL, and that the server runs and lets this user in") from None
