@@ -301,14 +301,17 @@ class WorkloadStore:
 
     def expire_uploads(self, now: int) -> list[tuple[str, str]]:
         """CREATED work never uploaded within the TTL: FAILED/upload_expired. Answers
-        (WorkId, DeviceId) of each. The candidates are all CREATED work (few: each waits
-        at most the TTL); ``transitions`` decides (``policy.upload_expired``), so the rule
-        has one copy, not a second one in SQL."""
+        (WorkId, DeviceId) of each. The candidates are the CREATED work at least the TTL
+        old (the index on status and creation time finds them; work just submitted, which
+        may be thousands under load, is not read and not locked at every sweep);
+        ``transitions`` decides (``policy.upload_expired``), so the rule has one copy."""
         event = transitions.UploadTimeout(self.limits.upload_ttl_seconds)
+        old_enough = now - round(self.limits.upload_ttl_seconds * 1000)
         ended = []
         with self.db.transaction() as conn:
-            rows = conn.execute("SELECT * FROM workloads WHERE status = 'CREATED'"
-                                + _row_lock(conn, skip_locked=True)).fetchall()
+            rows = conn.execute("SELECT * FROM workloads WHERE status = 'CREATED' "
+                                "AND created_at <= ?" + _row_lock(conn, skip_locked=True),
+                                (old_enough,)).fetchall()
             for r in rows:
                 row = dict(r)
                 if self._apply(conn, row["work_id"], row, event, now) is not row:
