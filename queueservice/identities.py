@@ -73,6 +73,8 @@ class Principal:
     id: str
     email: str | None = None
     groups: tuple[str, ...] = ()
+    #: a user's full name ('' when none was given)
+    full_name: str = ""
 
     @property
     def is_admin(self) -> bool:
@@ -85,7 +87,8 @@ class Principal:
 
 def user_principal_of(row: Row) -> Principal:
     """The Principal of a user row (``httpedge.principal`` checks it is enabled first)."""
-    return Principal("user", row["user_id"], row["email"], tuple(json.loads(row["groups"])))
+    return Principal("user", row["user_id"], row["email"], tuple(json.loads(row["groups"])),
+                     row["full_name"] or "")
 
 
 #: ``api_keys.last_used`` is written at most once in this many milliseconds per key
