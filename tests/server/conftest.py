@@ -16,6 +16,8 @@ tests/pgserver.py; skipped where its binaries are missing, a failure in CI).
 ``files_options``     the ``serve`` options (and environment) of each file store, likewise:
                       ``queue_service_factory(**files_options)``.
 ``s3``                the S3 endpoint (``MotoS3``), started once per test session.
+``engine_options(engine, request)``  the ``serve`` options of one engine, for a fixture of
+                      a module's own (test_fuzz.py).
 """
 from __future__ import annotations
 
@@ -84,7 +86,7 @@ def _options(store: str, request: pytest.FixtureRequest) -> dict[str, Any]:
     return {"files": f"s3://{s3_store.new_bucket()}/queue", "env": s3_store.env}
 
 
-def _database(engine: str, request: pytest.FixtureRequest) -> dict[str, Any]:
+def engine_options(engine: str, request: pytest.FixtureRequest) -> dict[str, Any]:
     """The options of ``engine``: none for SQLite, a new database for PostgreSQL."""
     if engine == "sqlite":
         return {}
@@ -99,14 +101,14 @@ def files_options(request: pytest.FixtureRequest) -> dict[str, Any]:
 
 @pytest.fixture(params=DATABASES)
 def database_options(request: pytest.FixtureRequest) -> dict[str, Any]:
-    return _database(request.param, request)
+    return engine_options(request.param, request)
 
 
 @pytest.fixture(scope="module", params=DATABASES)
 def shared_service(request: pytest.FixtureRequest,
                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[QueueService]:
     service = start_queue_service(Path(tmp_path_factory.mktemp(f"queue-{request.param}")),
-                                  **_database(request.param, request))
+                                  **engine_options(request.param, request))
     yield service
     service.stop()
 
@@ -119,7 +121,7 @@ def files_service(request: pytest.FixtureRequest,
     engine, store = request.param
     service = start_queue_service(
         Path(tmp_path_factory.mktemp(f"queue-{engine}-{store}")),
-        **_database(engine, request), **_options(store, request))
+        **engine_options(engine, request), **_options(store, request))
     yield service
     service.stop()
 
