@@ -350,3 +350,37 @@ def test_bad_values_in_an_old_database_break_no_answer(world: World):
     shown = world.admin.get(f"/devices/{device.id}")
     assert shown.status_code == 200 and shown.json()["Health"] is None
     assert world.admin.get("/devices").status_code == 200
+
+
+def test_a_nul_character_is_refused_alike_on_every_engine(world: World):
+    """No database text holds a NUL (PostgreSQL's cannot): an id in the path with one names
+    nothing (404), a query parameter or a JSON string with one is a 400, a client id with
+    one is a wrong client id; never a 500, on SQLite as on PostgreSQL, and nothing stored."""
+    device = world.device()
+    user, user_id = world.user()
+    work_id = submit(user, device.id)
+    before = count_workloads(world)
+    for resp in (world.admin.get("/devices/%00"), user.get("/workloads/a%00b"),
+                 user.post("/workloads/%00/cancel"), device.api.get(
+                     f"/devices/{device.id}/workloads/%00"),
+                 world.admin.post("/users/%00/disable"), world.admin.post(
+                     "/api-keys/%00/revoke"), world.admin.call("DELETE", "/devices/%00")):
+        body = assert_error(resp, 404, "not_found")
+        assert "NUL" in body["ErrorMessage"]
+    for resp in (world.admin.get("/workloads", params={"DeviceId": "\x00"}),
+                 world.admin.get("/api-keys", params={"UserId": f"{user_id}\x00"}),
+                 device.api.get(f"/devices/{device.id}/workload", params={"Holding": "\x00"})):
+        assert "NUL" in assert_error(resp, 400, "bad_request")["ErrorMessage"]
+    for resp in (user.post("/workloads", json={"DeviceId": device.id, "WorkloadName": "a\x00"}),
+                 user.post("/workloads", json={"DeviceId": "\x00"}),
+                 world.admin.post("/devices", json={"DeviceName": "qick\x00"}),
+                 world.admin.post("/users", json={"Email": "n\x00@lab.test", "FullName": "N"}),
+                 device.heartbeat(Health={"Reason": "\x00"})):
+        assert "NUL" in assert_error(resp, 400, "invalid_json")["ErrorMessage"]
+    token = requests.post(world.service.root + "/oauth2/token", timeout=10,
+                          data={"grant_type": "client_credentials", "client_id": "\x00",
+                                "client_secret": device.secret})
+    assert token.status_code == 400 and token.json()["error"] == "invalid_client"
+    assert count_workloads(world) == before
+    assert status(user, work_id)["WorkStatus"] == "READY"
+    assert device.heartbeat().status_code == 200

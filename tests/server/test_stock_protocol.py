@@ -20,8 +20,9 @@ INVALID_BODY = {"message": "Invalid request body"}
 
 
 @pytest.fixture
-def stock(queue_service_factory):
-    return World(queue_service_factory(stock_protocol=True, prefix="/dev"))
+def stock(queue_service_factory, database_options):
+    """A ``--stock-protocol`` service on each database engine."""
+    return World(queue_service_factory(stock_protocol=True, prefix="/dev", **database_options))
 
 
 def named_user(world: World, full_name: str) -> Api:
@@ -44,6 +45,7 @@ def test_paths_the_gateway_does_not_know_answer_403_missing_authentication_token
         "an unknown path": user.get("/no/such/path"),
         "a method the path lacks": user.call("DELETE", "/workloads"),
         "outside the stage": requests.get(root + "/workloads", timeout=10),
+        "an id with a NUL, which no stored id holds": user.get("/workloads/%00"),
     }
     for what, answer in answers.items():
         assert (answer.status_code, answer.json()) == (403, MISSING_TOKEN), what
