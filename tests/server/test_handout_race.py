@@ -10,11 +10,14 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
+import pytest
 import requests
 
 from tests.helpers import wait_for
 from tests.server.api import Api, World, put_file, status
+from tests.server.conftest import DATABASES
 
 POLLS = 16     # concurrent polls of one device
 ROUNDS = 3
@@ -75,10 +78,18 @@ def test_concurrent_polls_of_one_device_never_share_work(world: World):
         assert body["WorkStatus"] == "DONE" and body["Attempts"] == 1, body
 
 
-def test_claims_of_polls_in_flight_together_never_share_work(tmp_path):
-    """The store's claim, under real threads on a real SQLite store: 16 polls that arrived
-    together (one ``sequence_mark``) against 40 READY workloads, round after round, each round's
-    polls naming the work handed out before in ``Holding`` (as a board does): every
+@pytest.fixture(params=DATABASES)
+def database_target(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    """What ``Database`` opens on each engine: a SQLite file, a new PostgreSQL database."""
+    if request.param == "sqlite":
+        return tmp_path / "queue.db"
+    return request.getfixturevalue("postgres_url")
+
+
+def test_claims_of_polls_in_flight_together_never_share_work(database_target):
+    """The store's claim, under real threads on a real store of each engine: 16 polls that
+    arrived together (one ``sequence_mark``) against 40 READY workloads, round after round,
+    each round's polls naming the work handed out before in ``Holding`` (as a board does): every
     workload is handed out exactly once, one attempt each, and polls beyond the work get
     nothing."""
     import time
@@ -87,7 +98,7 @@ def test_claims_of_polls_in_flight_together_never_share_work(tmp_path):
     from queueservice.settings import ServiceLimits
     from queueservice.workloads import WorkloadStore
 
-    db = Database(tmp_path / "queue.db")
+    db = Database(database_target)
     store = WorkloadStore(db, ServiceLimits())
     device_id, now = str(uuid.uuid4()), int(time.time() * 1000)
     with db.transaction() as conn:
@@ -119,7 +130,7 @@ def test_claims_of_polls_in_flight_together_never_share_work(tmp_path):
     assert sorted(handed) == sorted(everything)
     assert set(handed.values()) == {1}, {w: n for w, n in handed.items() if n != 1}
     assert nothing == 3 * POLLS - len(everything)  # the last round: 8 polls, no work
-    db = Database(tmp_path / "queue.db")
+    db = Database(database_target)
     with db.reading() as conn:
         rows = conn.execute("SELECT status, attempts FROM workloads").fetchall()
     db.close()
