@@ -2,7 +2,8 @@
 API.md, "Observed behaviour"): the gateway's 403 on paths it does not know, its request
 models (400 ``Invalid request body``), a handler's 500 for unknown ids, and ``UserGivenName``
 as the submitter's name. ``UserGivenName`` means the same on our own service, where the
-workload's own name is ``WorkloadName``; old databases are migrated."""
+workload's own name is ``WorkloadName``; old databases are migrated. Each on both database
+engines (SQLite, PostgreSQL), but the migration of an old SQLite file."""
 from __future__ import annotations
 
 import sqlite3
@@ -53,9 +54,8 @@ def test_paths_the_gateway_does_not_know_answer_403_missing_authentication_token
     assert user.get(f"/workloads/{work_id}").json()["WorkStatus"] == "READY"
 
 
-def test_our_own_service_keeps_its_paths(queue_service):
-    world = World(queue_service)
-    assert requests.get(queue_service.url + "/capabilities", timeout=10).status_code == 200
+def test_our_own_service_keeps_its_paths(world: World):
+    assert requests.get(world.service.url + "/capabilities", timeout=10).status_code == 200
     assert_error(world.admin.get("/no/such/path"), 404, "not_found")
 
 
@@ -85,8 +85,7 @@ def test_bodies_the_gateways_models_refuse_are_400_invalid_request_body(stock):
     assert [d["DeviceStatus"] for d in listed if d["DeviceId"] == device.id] == ["OFFLINE"]
 
 
-def test_our_own_service_takes_error_and_answers_its_own_400s(queue_service):
-    world = World(queue_service)
+def test_our_own_service_takes_error_and_answers_its_own_400s(world: World):
     device = world.device()
     assert device.heartbeat("ERROR").status_code == 200
     assert_error(device.heartbeat("SLEEPY"), 400, "bad_request")
@@ -132,22 +131,23 @@ def test_reporting_work_not_on_the_device_is_404_with_an_empty_body(stock):
         assert (answer.status_code, answer.content) == (404, b"")
 
 
-def test_our_own_service_shows_the_results_url_once_results_exist(queue_service):
-    world = World(queue_service)
+def test_our_own_service_shows_the_results_url_once_results_exist(world: World):
     user, _ = world.user()
     work_id = submit(user, world.device().id)
     assert "WorkloadResultUrl" not in user.get(f"/workloads/{work_id}").json()
 
 
-def test_our_own_service_answers_404_for_unknown_ids(queue_service):
-    user, _ = World(queue_service).user()
+def test_our_own_service_answers_404_for_unknown_ids(world: World):
+    user, _ = world.user()
     assert_error(user.get(f"/workloads/{uuid.uuid4()}"), 404, "not_found")
     assert_error(user.get(f"/devices/{uuid.uuid4()}"), 404, "not_found")
 
 
 @pytest.mark.parametrize("stock_protocol", [True, False])
-def test_user_given_name_is_the_submitters_full_name(queue_service_factory, stock_protocol):
-    world = World(queue_service_factory(**({"stock_protocol": True} if stock_protocol else {})))
+def test_user_given_name_is_the_submitters_full_name(queue_service_factory, stock_protocol,
+                                                     database_options):
+    world = World(queue_service_factory(**({"stock_protocol": True} if stock_protocol else {}),
+                                        **database_options))
     device = world.device()
     ada = named_user(world, "Ada Lovelace")
     # a body cannot claim another submitter; a workload's own name is WorkloadName (ours)
