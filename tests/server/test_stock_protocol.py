@@ -8,22 +8,36 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
+from typing import Iterator
 
 import pytest
 import requests
 
 from queueservice.db import Database
 from queueservice.legacy import MIGRATIONS, SCHEMA_VERSION, statements
+from tests.conftest import QueueService, start_queue_service
 from tests.server.api import Api, World, assert_error, submit
+from tests.server.conftest import DATABASES, engine_options
 
 MISSING_TOKEN = {"message": "Missing Authentication Token"}
 INVALID_BODY = {"message": "Invalid request body"}
 
 
+@pytest.fixture(scope="module", params=DATABASES)
+def stock_service(request: pytest.FixtureRequest,
+                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[QueueService]:
+    """The module's ``--stock-protocol`` service on each database engine (each test makes
+    its own users and devices, as on ``world``'s)."""
+    service = start_queue_service(tmp_path_factory.mktemp(f"stock-{request.param}"),
+                                  stock_protocol=True, prefix="/dev",
+                                  **engine_options(request.param, request))
+    yield service
+    service.stop()
+
+
 @pytest.fixture
-def stock(queue_service_factory, database_options):
-    """A ``--stock-protocol`` service on each database engine."""
-    return World(queue_service_factory(stock_protocol=True, prefix="/dev", **database_options))
+def stock(stock_service: QueueService) -> World:
+    return World(stock_service)
 
 
 def named_user(world: World, full_name: str) -> Api:
@@ -143,11 +157,7 @@ def test_our_own_service_answers_404_for_unknown_ids(world: World):
     assert_error(user.get(f"/devices/{uuid.uuid4()}"), 404, "not_found")
 
 
-@pytest.mark.parametrize("stock_protocol", [True, False])
-def test_user_given_name_is_the_submitters_full_name(queue_service_factory, stock_protocol,
-                                                     database_options):
-    world = World(queue_service_factory(**({"stock_protocol": True} if stock_protocol else {}),
-                                        **database_options))
+def user_given_name_is_the_submitters_full_name(world: World, *, stock_protocol: bool) -> None:
     device = world.device()
     ada = named_user(world, "Ada Lovelace")
     # a body cannot claim another submitter; a workload's own name is WorkloadName (ours)
@@ -158,6 +168,14 @@ def test_user_given_name_is_the_submitters_full_name(queue_service_factory, stoc
     assert detail["UserGivenName"] == "Ada Lovelace"
     if not stock_protocol:
         assert item["WorkloadName"] == detail["WorkloadName"] == "sweep-7.gz"
+
+
+def test_user_given_name_is_the_submitters_full_name_under_the_stock_protocol(stock):
+    user_given_name_is_the_submitters_full_name(stock, stock_protocol=True)
+
+
+def test_user_given_name_is_the_submitters_full_name_on_our_own_service(world: World):
+    user_given_name_is_the_submitters_full_name(world, stock_protocol=False)
 
 
 def test_a_schema_2_database_moves_workload_names_to_workload_name(tmp_path):
