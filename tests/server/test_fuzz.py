@@ -78,10 +78,11 @@ RAW = ['"\\ud800"', '"a\\udfffb"', '"\\udbff\\udc00\\ud800"', "NaN", "Infinity",
        "-Infinity", "1e400", "-1e999", "1e308", "1" + "0" * 400, "9" * 5000, "1e20",
        "-0.0", "123456789012345678901234567890", '"\\u0000"', '"²"', '"\u00e9\u4e2d"']
 MARK = "\x00raw{}\x00"
-#: query values and path segments: numbers int() or float() misread, and plain junk
+#: query values and path segments: numbers int() or float() misread, plain junk, and NULs
+#: (which no PostgreSQL text holds)
 ODD = ["²", "٣", "1" * 5000, "-1", "1e400", "nan", "inf", "0", "100", "101", "é", "%",
        "true", "TRUE", "{", '{"WorkId": "x", "CreatedAt": 1e20}', "[" * 40, "..", "%ff",
-       "a" * 300, "\u4e2d\u6587", "ONLINE", "READY", "DONE"]
+       "a" * 300, "\u4e2d\u6587", "ONLINE", "READY", "DONE", "\x00", "id\x00"]
 
 text = st.text(max_size=40)  # no lone surrogates: those go in through RAW
 scalar = st.one_of(st.none(), st.booleans(), st.integers(-2 ** 70, 2 ** 70),
