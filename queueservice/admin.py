@@ -153,7 +153,8 @@ class AdminStore:
             marks = ", ".join("?" * len(policy.TERMINAL))
             open_work = [r["work_id"] for r in conn.execute(
                 f"SELECT work_id FROM workloads WHERE device_id = ? AND status NOT IN ({marks}) "
-                "ORDER BY created_at", (device_id, *policy.TERMINAL)).fetchall()]
+                "ORDER BY created_at, work_id",  # the id: one order for work of one ms on
+                (device_id, *policy.TERMINAL)).fetchall()]  # both engines (not the rowid's)
             if open_work and not cancel_work:
                 raise Conflict(f"device {device_id} has {len(open_work)} unfinished "
                                "workload(s) (queued or running): wait for them, or delete "

@@ -25,7 +25,8 @@ from queueservice.replicas import ChangeListener
 from queueservice.wakeups import WakeUps
 from queueservice.settings import ServiceLimits
 from queueservice.tokens import Signer
-from queueservice.httpedge import Service, call, error_response, now_ms, service
+from queueservice.httpedge import (MISSING_TOKEN, RefuseNul, Service, call, error_response,
+                                   now_ms, service)
 from queueservice.workloads import WorkloadStore
 
 log = logging.getLogger("qick_queue")
@@ -33,10 +34,6 @@ VERSION = "0.1.0"
 FEATURES = ["cancel", "failed-state", "long-poll", "holding", "leases", "sha256", "idempotency",
             "queue-position", "api-keys", "oauth2-token", "cognito-compat", "device-health",
             "page-limit", "progress", "mock-devices", "workload-wait", "admin-lifecycle"]
-
-
-#: what the stock API Gateway answers for a path (or a method on it) it does not know
-MISSING_TOKEN = {"message": "Missing Authentication Token"}
 
 
 async def capabilities(request: Request) -> Response:
@@ -226,6 +223,7 @@ def create_app(data_dir: Path, limits: ServiceLimits | None = None, *, prefix: s
     routes.extend(root_routes())
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
         QueueError: _queue_error, HTTPException: _http_error, Exception: _internal_error})
+    app.add_middleware(RefuseNul, stock=limits.stock_protocol)
     app.add_middleware(health.RequestCounter, counts=svc.requests)
     app.state.service = svc
     app.state.version = VERSION

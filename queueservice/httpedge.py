@@ -13,6 +13,7 @@ import dataclasses
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
+from urllib.parse import unquote_to_bytes
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -231,12 +232,16 @@ MAX_JSON_DEPTH = 32
 
 def _problem(data: Any) -> str | None:
     """What makes parsed JSON unfit to keep or store, walked level by level: nesting deeper
-    than ``MAX_JSON_DEPTH``, or a string (value or key) with a lone UTF-16 surrogate
-    (``"\\ud800"``: valid JSON, but no UTF-8 text, so SQLite and every answer would fail)."""
+    than ``MAX_JSON_DEPTH``, a string (value or key) with a lone UTF-16 surrogate
+    (``"\\ud800"``: valid JSON, but no UTF-8 text, so SQLite and every answer would fail),
+    or with a NUL (``"\\u0000"``: PostgreSQL's text cannot hold it; refused on SQLite too, so
+    both engines answer alike)."""
     level = [data]
     for _ in range(MAX_JSON_DEPTH):
         if any(isinstance(item, str) and not _utf8(item) for item in level):
             return "holds a string that is not Unicode text (a lone \\ud800-\\udfff escape)"
+        if any(isinstance(item, str) and "\x00" in item for item in level):
+            return "holds a string with a NUL character (\\u0000): remove it"
         level = [v for item in level if isinstance(item, (dict, list))
                  for v in ([*item.keys(), *item.values()] if isinstance(item, dict) else item)]
         if not level:
@@ -245,6 +250,38 @@ def _problem(data: Any) -> str | None:
 
 
 _TOO_DEEP = f"is JSON nested more than {MAX_JSON_DEPTH} levels deep: send a flatter document"
+
+
+class RefuseNul:
+    """ASGI middleware: no text in the database can hold a NUL character (PostgreSQL's
+    cannot; SQLite's could, so both engines answer alike here, before any route looks a
+    value up). A path holding one (``%00``) names nothing: 404, as an unknown path (under
+    ``--stock-protocol`` the stock gateway's 403); a query string holding one: 400."""
+
+    def __init__(self, app: Any, *, stock: bool):
+        self.app = app
+        self.stock = stock
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            answer = None
+            if "\x00" in scope["path"]:
+                answer = (JSONResponse(MISSING_TOKEN, status_code=403) if self.stock
+                          else JSONResponse({"ErrorMessage": "the path holds a NUL character "
+                                             "(%00), which no id holds: check the id",
+                                             "ErrorKind": "not_found"}, status_code=404))
+            elif b"\x00" in unquote_to_bytes(scope["query_string"]):
+                answer = error_response(BadRequest(
+                    "the query string holds a NUL character (%00), which no parameter may "
+                    "hold: remove it"))
+            if answer is not None:
+                await answer(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+#: what the stock API Gateway answers for a path (or a method on it) it does not know
+MISSING_TOKEN = {"message": "Missing Authentication Token"}
 
 
 def _utf8(text: str) -> bool:

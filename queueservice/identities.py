@@ -272,9 +272,14 @@ class IdentityStore:
         return secret
 
     def device_by_client(self, client_id: str, secret: str) -> Row:
-        """The device whose OAuth2 client id and secret these are (else AuthError)."""
-        with self.db.reading() as conn:
-            r = conn.execute("SELECT * FROM devices WHERE client_id = ?", (client_id,)).fetchone()
+        """The device whose OAuth2 client id and secret these are (else AuthError). A client
+        id holding a NUL (from a Basic header or the form) is no stored id, and PostgreSQL
+        refuses it as a parameter: not looked up."""
+        r = None
+        if "\x00" not in client_id:
+            with self.db.reading() as conn:
+                r = conn.execute("SELECT * FROM devices WHERE client_id = ?",
+                                 (client_id,)).fetchone()
         given = sha256_hex(secret)
         expected = r["secret_hash"] if r else sha256_hex("")
         if not hmac.compare_digest(given, expected) or r is None:

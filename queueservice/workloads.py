@@ -65,7 +65,8 @@ class WorkloadStore:
             row = conn.execute(
                 "SELECT AVG(device_seconds) FROM (SELECT device_seconds FROM workloads "
                 "WHERE device_id = ? AND status = 'DONE' AND device_seconds IS NOT NULL "
-                "ORDER BY finished_at DESC LIMIT 20) AS recent", (device_id,)).fetchone()
+                "ORDER BY finished_at DESC, work_id DESC LIMIT 20) AS recent",  # the id:
+                (device_id,)).fetchone()  # the same 20 on both engines when times tie
         seconds = policy.run_time(row[0]) if row else None  # None too for a bad stored value
         return float(seconds if seconds is not None else self.limits.default_run_seconds)
 

@@ -7,12 +7,15 @@
 ``start_queue_service(data_dir, **serve_options)``  the same, for other scopes.
 ``env={...}`` (with any of them) adds environment variables to the service's process
 (e.g. the S3 endpoint and credentials of ``files="s3://..."``: tests/server/conftest.py).
+``database="postgresql://..."`` (with any of them) keeps the state in that database, made
+by the init as ``qick-queue init --database`` does (tests/server/conftest.py).
 
 Each service object has ``url`` (the API endpoint, with the prefix), ``root`` (the service
 root: /oauth2/token, /files), ``port``, ``data_dir``, ``admin_key`` (a bearer API key of the
 first admin), ``admin_conf`` (a ready userclient config), ``log_path``, and ``stop()``
 (SIGTERM, clean), ``kill()`` (SIGKILL), ``restart()`` (start again on the same data and
-the same port, so URLs stay valid), ``running``.
+the same port, so URLs stay valid), ``running``, ``database_target`` (what
+``queueservice.db.Database`` opens: the PostgreSQL URL, else the data folder's queue.db).
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from queueservice.datadir import init_data_dir
+from queueservice.datadir import DataDir, init_data_dir
 from queueservice.settings import DEFAULT_ADMIN_EMAIL
 from tests.helpers import wait_for
 from tests.pgserver import PostgresServer, find_binaries, unavailable
@@ -45,11 +48,16 @@ class QueueService:
         if not self.admin_conf.exists():
             # what `qick-queue init --port 0` does, without a process start (the CLI's own
             # init is tested in tests/server/test_lifecycle.py)
-            init_data_dir(self.data_dir, port=0, admin_email=DEFAULT_ADMIN_EMAIL)
+            init_data_dir(self.data_dir, port=0, admin_email=DEFAULT_ADMIN_EMAIL,
+                          database=options.get("database"))
         conf = configparser.ConfigParser()
         conf.read(self.admin_conf)
         self.admin_key = conf["user"]["api_key"]
         self.admin_email = conf["user"]["username"]
+
+    @property
+    def database_target(self) -> Path | str:
+        return DataDir(self.data_dir, self.options.get("database")).database_target
 
     @property
     def root(self) -> str:

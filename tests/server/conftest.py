@@ -1,13 +1,23 @@
-"""Fixtures of the service tests: one service shared by a test module (each test makes
-its own users and devices, so tests do not see each other's work).
+"""Fixtures of the service tests: one service shared by a test module per database engine
+(each test makes its own users and devices, so tests do not see each other's work).
 
-``world``             a World on the module's service (files in its data folder).
-``files_world``       the same on a service per file store: the data folder ("local") and
-                      S3 ("s3": moto's server mode, a real HTTP S3 endpoint), for the tests
-                      of the file contract, which run once against each.
-``files_options``     the ``serve`` options (and environment) of each file store, for tests
-                      that start their own service: ``queue_service_factory(**files_options)``.
+The contract, authorization, bad-input and Part 2 tests run once on each database engine
+(``DATABASES``): "sqlite" (the data folder's queue.db, the embedded default) and
+"postgresql" (a database of its own on the session's real PostgreSQL server:
+tests/pgserver.py; skipped where its binaries are missing, a failure in CI).
+
+``world``             a World on the module's service of each engine (files in its data
+                      folder).
+``files_world``       the same on a service per engine and file store: the data folder
+                      ("local") and S3 ("s3": moto's server mode, a real HTTP S3 endpoint),
+                      for the tests of the file contract, which run against each pair.
+``database_options``  the ``serve`` options of each engine, for tests that start their own
+                      service: ``queue_service_factory(**database_options)``.
+``files_options``     the ``serve`` options (and environment) of each file store, likewise:
+                      ``queue_service_factory(**files_options)``.
 ``s3``                the S3 endpoint (``MotoS3``), started once per test session.
+``engine_options(engine, request)``  the ``serve`` options of one engine, for a fixture of
+                      a module's own (test_fuzz.py).
 """
 from __future__ import annotations
 
@@ -20,8 +30,10 @@ import pytest
 from moto.server import ThreadedMotoServer
 
 from tests.conftest import QueueService, start_queue_service
+from tests.pgserver import PostgresServer
 from tests.server.api import World
 
+DATABASES = ["sqlite", "postgresql"]
 FILE_STORES = ["local", "s3"]
 
 
@@ -74,23 +86,42 @@ def _options(store: str, request: pytest.FixtureRequest) -> dict[str, Any]:
     return {"files": f"s3://{s3_store.new_bucket()}/queue", "env": s3_store.env}
 
 
+def engine_options(engine: str, request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The options of ``engine``: none for SQLite, a new database for PostgreSQL."""
+    if engine == "sqlite":
+        return {}
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return {"database": server.create_database()}
+
+
 @pytest.fixture(params=FILE_STORES)
 def files_options(request: pytest.FixtureRequest) -> dict[str, Any]:
     return _options(request.param, request)
 
 
-@pytest.fixture(scope="module")
-def shared_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[QueueService]:
-    service = start_queue_service(Path(tmp_path_factory.mktemp("queue")))
+@pytest.fixture(params=DATABASES)
+def database_options(request: pytest.FixtureRequest) -> dict[str, Any]:
+    return engine_options(request.param, request)
+
+
+@pytest.fixture(scope="module", params=DATABASES)
+def shared_service(request: pytest.FixtureRequest,
+                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[QueueService]:
+    service = start_queue_service(Path(tmp_path_factory.mktemp(f"queue-{request.param}")),
+                                  **engine_options(request.param, request))
     yield service
     service.stop()
 
 
-@pytest.fixture(scope="module", params=FILE_STORES)
+@pytest.fixture(scope="module", params=[(engine, store) for engine in DATABASES
+                                        for store in FILE_STORES],
+                ids=lambda pair: "-".join(pair))
 def files_service(request: pytest.FixtureRequest,
                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[QueueService]:
-    service = start_queue_service(Path(tmp_path_factory.mktemp(f"queue-{request.param}")),
-                                  **_options(request.param, request))
+    engine, store = request.param
+    service = start_queue_service(
+        Path(tmp_path_factory.mktemp(f"queue-{engine}-{store}")),
+        **engine_options(engine, request), **_options(store, request))
     yield service
     service.stop()
 

@@ -1,11 +1,13 @@
 """Bad input: each a 4xx with {ErrorMessage, ErrorKind}, never a 500, and nothing changed."""
 from __future__ import annotations
 
+import math
 import re
 import time
 
 import requests
 
+from queueservice.db import Database
 from tests.server.api import World, assert_error, put_file, sha, status, submit
 
 
@@ -95,8 +97,10 @@ def test_oversized_json_body_is_413(world: World):
                  413, "payload_too_large")
 
 
-def test_oversized_upload_is_413_and_stays_created(queue_service_factory, files_options):
-    service = queue_service_factory(max_upload_mb=0.01, **files_options)  # about 10 kB
+def test_oversized_upload_is_413_and_stays_created(queue_service_factory, files_options,
+                                                    database_options):
+    service = queue_service_factory(max_upload_mb=0.01, **files_options,  # about 10 kB
+                                    **database_options)
     world = World(service)
     device = world.device()
     user, _ = world.user()
@@ -114,8 +118,8 @@ def test_oversized_upload_is_413_and_stays_created(queue_service_factory, files_
     assert put_file(created["UploadUrl"], b"small").status_code == 200
 
 
-def test_tampered_and_expired_urls_are_403(queue_service_factory):
-    service = queue_service_factory(url_lifetime_seconds=1)
+def test_tampered_and_expired_urls_are_403(queue_service_factory, database_options):
+    service = queue_service_factory(url_lifetime_seconds=1, **database_options)
     world = World(service)
     device = world.device()
     user, _ = world.user()
@@ -318,7 +322,6 @@ def test_absurd_device_seconds_are_refused_and_never_stored(world: World):
 def test_bad_values_in_an_old_database_break_no_answer(world: World):
     """What an old service stored before the edge refused it (Infinity board times, a
     Health with NaN) reads back as absent, never as a 500, for everyone queued behind."""
-    import sqlite3
     device = world.device()
     user, _ = world.user()
     done = submit(user, device.id)
@@ -329,14 +332,17 @@ def test_bad_values_in_an_old_database_break_no_answer(world: World):
     assert device.next_work().json()["WorkId"] == running
     waiting = submit(user, device.id)
     assert device.heartbeat().status_code == 200
-    conn = sqlite3.connect(world.service.data_dir / "queue.db", timeout=30)
-    with conn:
-        conn.execute("UPDATE workloads SET device_seconds = 9e999 WHERE work_id = ?", (done,))
-        conn.execute("UPDATE workloads SET estimated_seconds = 1e308 WHERE work_id IN (?, ?)",
-                     (running, waiting))
-        conn.execute("UPDATE devices SET health = ? WHERE device_id = ?",
-                     ('{"Reason": "x", "Temp": NaN}', device.id))
-    conn.close()
+    db = Database(world.service.database_target)
+    try:
+        with db.transaction() as conn:
+            conn.execute("UPDATE workloads SET device_seconds = ? WHERE work_id = ?",
+                         (math.inf, done))
+            conn.execute("UPDATE workloads SET estimated_seconds = 1e308 "
+                         "WHERE work_id IN (?, ?)", (running, waiting))
+            conn.execute("UPDATE devices SET health = ? WHERE device_id = ?",
+                         ('{"Reason": "x", "Temp": NaN}', device.id))
+    finally:
+        db.close()
     assert status(user, done)["DeviceSeconds"] is None
     detail = status(user, waiting)
     assert detail["WorkStatus"] == "READY" and "EstimatedSeconds" not in detail
@@ -344,3 +350,37 @@ def test_bad_values_in_an_old_database_break_no_answer(world: World):
     shown = world.admin.get(f"/devices/{device.id}")
     assert shown.status_code == 200 and shown.json()["Health"] is None
     assert world.admin.get("/devices").status_code == 200
+
+
+def test_a_nul_character_is_refused_alike_on_every_engine(world: World):
+    """No database text holds a NUL (PostgreSQL's cannot): an id in the path with one names
+    nothing (404), a query parameter or a JSON string with one is a 400, a client id with
+    one is a wrong client id; never a 500, on SQLite as on PostgreSQL, and nothing stored."""
+    device = world.device()
+    user, user_id = world.user()
+    work_id = submit(user, device.id)
+    before = count_workloads(world)
+    for resp in (world.admin.get("/devices/%00"), user.get("/workloads/a%00b"),
+                 user.post("/workloads/%00/cancel"), device.api.get(
+                     f"/devices/{device.id}/workloads/%00"),
+                 world.admin.post("/users/%00/disable"), world.admin.post(
+                     "/api-keys/%00/revoke"), world.admin.call("DELETE", "/devices/%00")):
+        body = assert_error(resp, 404, "not_found")
+        assert "NUL" in body["ErrorMessage"]
+    for resp in (world.admin.get("/workloads", params={"DeviceId": "\x00"}),
+                 world.admin.get("/api-keys", params={"UserId": f"{user_id}\x00"}),
+                 device.api.get(f"/devices/{device.id}/workload", params={"Holding": "\x00"})):
+        assert "NUL" in assert_error(resp, 400, "bad_request")["ErrorMessage"]
+    for resp in (user.post("/workloads", json={"DeviceId": device.id, "WorkloadName": "a\x00"}),
+                 user.post("/workloads", json={"DeviceId": "\x00"}),
+                 world.admin.post("/devices", json={"DeviceName": "qick\x00"}),
+                 world.admin.post("/users", json={"Email": "n\x00@lab.test", "FullName": "N"}),
+                 device.heartbeat(Health={"Reason": "\x00"})):
+        assert "NUL" in assert_error(resp, 400, "invalid_json")["ErrorMessage"]
+    token = requests.post(world.service.root + "/oauth2/token", timeout=10,
+                          data={"grant_type": "client_credentials", "client_id": "\x00",
+                                "client_secret": device.secret})
+    assert token.status_code == 400 and token.json()["error"] == "invalid_client"
+    assert count_workloads(world) == before
+    assert status(user, work_id)["WorkStatus"] == "READY"
+    assert device.heartbeat().status_code == 200

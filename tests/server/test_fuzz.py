@@ -1,7 +1,7 @@
 """Fuzz every endpoint of a running service with generated bodies, query strings and headers
 (hypothesis, a fixed seed, 600 + 200 examples, about half a minute; QICK_FUZZ_SCALE=5 for a
 longer run), as an admin, a user, a device and a stranger; and a smaller set under
-``--stock-protocol``.
+``--stock-protocol``; each on both database engines (SQLite, PostgreSQL).
 
 What must hold for every request: no answer >= 500 (under ``--stock-protocol`` only the stock
 handler's documented 500 for an unknown id); every 4xx carries ``{ErrorMessage, ErrorKind}``
@@ -18,7 +18,6 @@ import http.client
 import json
 import os
 import re
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -28,8 +27,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from queueservice.db import Database
+from queueservice.schema import metadata
 from tests.conftest import QueueService, start_queue_service
 from tests.server.api import World, submit
+from tests.server.conftest import DATABASES, engine_options
 
 # -- what is sent -------------------------------------------------------------------------
 #: (method, path); ``{device}`` and the like are filled with real ids or fuzzed segments.
@@ -76,10 +78,11 @@ RAW = ['"\\ud800"', '"a\\udfffb"', '"\\udbff\\udc00\\ud800"', "NaN", "Infinity",
        "-Infinity", "1e400", "-1e999", "1e308", "1" + "0" * 400, "9" * 5000, "1e20",
        "-0.0", "123456789012345678901234567890", '"\\u0000"', '"²"', '"\u00e9\u4e2d"']
 MARK = "\x00raw{}\x00"
-#: query values and path segments: numbers int() or float() misread, and plain junk
+#: query values and path segments: numbers int() or float() misread, plain junk, and NULs
+#: (which no PostgreSQL text holds)
 ODD = ["²", "٣", "1" * 5000, "-1", "1e400", "nan", "inf", "0", "100", "101", "é", "%",
        "true", "TRUE", "{", '{"WorkId": "x", "CreatedAt": 1e20}', "[" * 40, "..", "%ff",
-       "a" * 300, "\u4e2d\u6587", "ONLINE", "READY", "DONE"]
+       "a" * 300, "\u4e2d\u6587", "ONLINE", "READY", "DONE", "\x00", "id\x00"]
 
 text = st.text(max_size=40)  # no lone surrogates: those go in through RAW
 scalar = st.one_of(st.none(), st.booleans(), st.integers(-2 ** 70, 2 ** 70),
@@ -176,6 +179,7 @@ class Target:
     ids: dict[str, list[str]]
     bearer: dict[str, str | None]
     conn: http.client.HTTPConnection
+    db: Database  # the service's database, read by ``snapshot``
     stock: bool = False
 
     def send(self, method: str, url: str, body: bytes, head: dict[str, str]) -> tuple[
@@ -193,22 +197,18 @@ class Target:
 
     def snapshot(self) -> str:
         """A digest of every table but the records of any call: ``devices.last_seen`` and
-        ``api_keys.last_used`` (written once a minute per key, refused requests included)."""
+        ``api_keys.last_used`` (written once a minute per key, refused requests included),
+        in the order of each table's primary key (queue_sequence: its one row)."""
         digest = hashlib.sha256()
-        conn = sqlite3.connect(f"file:{self.service.data_dir / 'queue.db'}?mode=ro", uri=True,
-                               timeout=30)
-        try:
-            tables = [r[0] for r in conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
-            for table in tables:
-                cursor = conn.execute(f"SELECT * FROM {table} ORDER BY rowid")
-                names = [d[0] for d in cursor.description]
-                for row in cursor:
-                    kept = [v for n, v in zip(names, row)
-                            if (table, n) not in UNTRACKED]
-                    digest.update(repr((table, kept)).encode())
-        finally:
-            conn.close()
+        with self.db.reading() as conn:
+            for table in sorted(metadata.tables.values(), key=lambda t: t.name):
+                kept = [c.name for c in table.columns if (table.name, c.name) not in UNTRACKED]
+                order = ", ".join(c.name for c in table.primary_key.columns) or kept[0]
+                rows = conn.execute(f"SELECT {', '.join(kept)} FROM {table.name} "
+                                    f"ORDER BY {order}")
+                for row in rows:
+                    digest.update(repr((table.name, [row[i] for i in range(len(kept))]))
+                                  .encode())
         return digest.hexdigest()
 
 
@@ -216,8 +216,9 @@ class Target:
 UNTRACKED = {("devices", "last_seen"), ("api_keys", "last_used")}
 
 
-def make_target(data_dir: Path, *, stock: bool) -> Target:
-    service = start_queue_service(data_dir, **({"stock_protocol": True} if stock else {}))
+def make_target(data_dir: Path, *, stock: bool, **options: Any) -> Target:
+    service = start_queue_service(data_dir, **({"stock_protocol": True} if stock else {}),
+                                  **options)
     world = World(service)
     device = world.device()
     user, user_id = world.user()
@@ -237,24 +238,31 @@ def make_target(data_dir: Path, *, stock: bool) -> Target:
     return Target(service, world, ids, {
         "admin": service.admin_key, "user": user.token, "device": device.api.token,
         "none": None, "junk": None}, http.client.HTTPConnection("127.0.0.1", port, timeout=30),
-        stock)
+        Database(service.database_target), stock)
 
 
-def serve_target(tmp_path_factory: pytest.TempPathFactory, *, stock: bool) -> Iterator[Target]:
-    t = make_target(tmp_path_factory.mktemp("fuzzstock" if stock else "fuzz"), stock=stock)
+def serve_target(tmp_path_factory: pytest.TempPathFactory, *, stock: bool,
+                 **options: Any) -> Iterator[Target]:
+    t = make_target(tmp_path_factory.mktemp("fuzzstock" if stock else "fuzz"), stock=stock,
+                    **options)
     yield t
     t.conn.close()
+    t.db.close()
     t.service.stop()
 
 
-@pytest.fixture(scope="module")
-def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
-    yield from serve_target(tmp_path_factory, stock=False)
+@pytest.fixture(scope="module", params=DATABASES)
+def target(request: pytest.FixtureRequest,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
+    yield from serve_target(tmp_path_factory, stock=False,
+                            **engine_options(request.param, request))
 
 
-@pytest.fixture(scope="module")
-def stock_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
-    yield from serve_target(tmp_path_factory, stock=True)
+@pytest.fixture(scope="module", params=DATABASES)
+def stock_target(request: pytest.FixtureRequest,
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
+    yield from serve_target(tmp_path_factory, stock=True,
+                            **engine_options(request.param, request))
 
 
 #: paths whose usual caller is an admin (the other callers are drawn too, less often)

@@ -10,12 +10,14 @@ from __future__ import annotations
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import requests
 
 from tests.helpers import wait_for
 from tests.server.api import Api, World, put_file, status
+from tests.server.conftest import DATABASES
 
 POLLS = 16     # concurrent polls of one device
 ROUNDS = 3
@@ -76,8 +78,15 @@ def test_concurrent_polls_of_one_device_never_share_work(world: World):
         assert body["WorkStatus"] == "DONE" and body["Attempts"] == 1, body
 
 
-@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
-def test_claims_of_polls_in_flight_together_never_share_work(tmp_path, engine, request):
+@pytest.fixture(params=DATABASES)
+def database_target(request: pytest.FixtureRequest, tmp_path: Path) -> Path | str:
+    """What ``Database`` opens on each engine: a SQLite file, a new PostgreSQL database."""
+    if request.param == "sqlite":
+        return tmp_path / "queue.db"
+    return request.getfixturevalue("postgres_url")
+
+
+def test_claims_of_polls_in_flight_together_never_share_work(database_target):
     """The store's claim, under real threads on a real SQLite store, and on a real
     PostgreSQL database through two stores with their own connection pools (two replicas):
     16 polls that arrived together (one ``sequence_mark``) against 40 READY workloads, round
@@ -91,12 +100,10 @@ def test_claims_of_polls_in_flight_together_never_share_work(tmp_path, engine, r
     from queueservice.settings import ServiceLimits
     from queueservice.workloads import WorkloadStore
 
-    target = (tmp_path / "queue.db" if engine == "sqlite"
-              else request.getfixturevalue("postgres_url"))
-    db = Database(target)
+    db = Database(database_target)
     store = WorkloadStore(db, ServiceLimits())
-    replicas = [store] if engine == "sqlite" else [
-        store, WorkloadStore(Database(target), ServiceLimits())]
+    replicas = [store] if isinstance(database_target, Path) else [
+        store, WorkloadStore(Database(database_target), ServiceLimits())]
     device_id, now = str(uuid.uuid4()), int(time.time() * 1000)
     with db.transaction() as conn:
         conn.execute("INSERT INTO devices (device_id, name, client_id, secret_hash, "
@@ -128,7 +135,7 @@ def test_claims_of_polls_in_flight_together_never_share_work(tmp_path, engine, r
     assert sorted(handed) == sorted(everything)
     assert set(handed.values()) == {1}, {w: n for w, n in handed.items() if n != 1}
     assert nothing == 3 * POLLS - len(everything)  # the last round: 8 polls, no work
-    db = Database(target)
+    db = Database(database_target)
     with db.reading() as conn:
         rows = conn.execute("SELECT status, attempts FROM workloads").fetchall()
     db.close()

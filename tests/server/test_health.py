@@ -34,8 +34,9 @@ def test_metrics_text_is_prometheus_exposition():
     assert 'qick_queue_info{version="9.9"} 1' in text and text.endswith("\n")
 
 
-def test_healthz_and_metrics_at_the_root_without_credentials(queue_service_factory):
-    service = queue_service_factory(prefix="/dev")
+def test_healthz_and_metrics_at_the_root_without_credentials(queue_service_factory,
+                                                            database_options):
+    service = queue_service_factory(prefix="/dev", **database_options)
     health = requests.get(service.root + "/healthz", timeout=10)
     assert health.status_code == 200 and health.json() == {"ok": True, "detail": "alive"}
     # the operators' paths are the process's, not the API stage's

@@ -191,8 +191,8 @@ def test_results_for_cancelled_work_only_from_its_device_and_once(world: World):
     assert "WorkloadResultUrl" not in status(user, never)
 
 
-def test_attempt_limit_ends_a_poison_pill(queue_service_factory):
-    service = queue_service_factory(max_attempts=2)
+def test_attempt_limit_ends_a_poison_pill(queue_service_factory, database_options):
+    service = queue_service_factory(max_attempts=2, **database_options)
     world = World(service)
     device = world.device()
     user, _ = world.user()
@@ -206,8 +206,9 @@ def test_attempt_limit_ends_a_poison_pill(queue_service_factory):
     assert body["Attempts"] == 2 and body["ErrorMessage"]
 
 
-def test_lease_expiry_puts_work_back_and_wakes_the_poll(queue_service_factory):
-    service = queue_service_factory(lease_seconds=1)
+def test_lease_expiry_puts_work_back_and_wakes_the_poll(queue_service_factory,
+                                                        database_options):
+    service = queue_service_factory(lease_seconds=1, **database_options)
     world = World(service)
     device = world.device()
     user, _ = world.user()
@@ -225,8 +226,8 @@ def test_lease_expiry_puts_work_back_and_wakes_the_poll(queue_service_factory):
              what="the lease to end in CANCELLED")
 
 
-def test_never_uploaded_work_expires(queue_service_factory):
-    service = queue_service_factory(upload_ttl_seconds=0.5)
+def test_never_uploaded_work_expires(queue_service_factory, database_options):
+    service = queue_service_factory(upload_ttl_seconds=0.5, **database_options)
     world = World(service)
     device = world.device()
     user, _ = world.user()

@@ -103,8 +103,9 @@ def test_malformed_current_work_is_ignored_not_an_error(world: World):
     assert status(user, work_id)["Progress"] == {"ProgramsDone": 10, "ProgramsTotal": 10}
 
 
-def test_a_fresh_run_after_a_lease_starts_from_nothing(queue_service_factory):
-    world = World(queue_service_factory(lease_seconds=0.3))
+def test_a_fresh_run_after_a_lease_starts_from_nothing(queue_service_factory,
+                                                       database_options):
+    world = World(queue_service_factory(lease_seconds=0.3, **database_options))
     device, user, work_id = running(world)
     device.heartbeat("BUSY", Health=health(work_id, 4, 10))
     assert status(user, work_id)["Progress"]["ProgramsDone"] == 4

@@ -2,26 +2,42 @@
 API.md, "Observed behaviour"): the gateway's 403 on paths it does not know, its request
 models (400 ``Invalid request body``), a handler's 500 for unknown ids, and ``UserGivenName``
 as the submitter's name. ``UserGivenName`` means the same on our own service, where the
-workload's own name is ``WorkloadName``; old databases are migrated."""
+workload's own name is ``WorkloadName``; old databases are migrated. Each on both database
+engines (SQLite, PostgreSQL), but the migration of an old SQLite file."""
 from __future__ import annotations
 
 import sqlite3
 import uuid
+from typing import Iterator
 
 import pytest
 import requests
 
 from queueservice.db import Database
 from queueservice.legacy import MIGRATIONS, SCHEMA_VERSION, statements
+from tests.conftest import QueueService, start_queue_service
 from tests.server.api import Api, World, assert_error, submit
+from tests.server.conftest import DATABASES, engine_options
 
 MISSING_TOKEN = {"message": "Missing Authentication Token"}
 INVALID_BODY = {"message": "Invalid request body"}
 
 
+@pytest.fixture(scope="module", params=DATABASES)
+def stock_service(request: pytest.FixtureRequest,
+                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[QueueService]:
+    """The module's ``--stock-protocol`` service on each database engine (each test makes
+    its own users and devices, as on ``world``'s)."""
+    service = start_queue_service(tmp_path_factory.mktemp(f"stock-{request.param}"),
+                                  stock_protocol=True, prefix="/dev",
+                                  **engine_options(request.param, request))
+    yield service
+    service.stop()
+
+
 @pytest.fixture
-def stock(queue_service_factory):
-    return World(queue_service_factory(stock_protocol=True, prefix="/dev"))
+def stock(stock_service: QueueService) -> World:
+    return World(stock_service)
 
 
 def named_user(world: World, full_name: str) -> Api:
@@ -44,6 +60,7 @@ def test_paths_the_gateway_does_not_know_answer_403_missing_authentication_token
         "an unknown path": user.get("/no/such/path"),
         "a method the path lacks": user.call("DELETE", "/workloads"),
         "outside the stage": requests.get(root + "/workloads", timeout=10),
+        "an id with a NUL, which no stored id holds": user.get("/workloads/%00"),
     }
     for what, answer in answers.items():
         assert (answer.status_code, answer.json()) == (403, MISSING_TOKEN), what
@@ -51,9 +68,8 @@ def test_paths_the_gateway_does_not_know_answer_403_missing_authentication_token
     assert user.get(f"/workloads/{work_id}").json()["WorkStatus"] == "READY"
 
 
-def test_our_own_service_keeps_its_paths(queue_service):
-    world = World(queue_service)
-    assert requests.get(queue_service.url + "/capabilities", timeout=10).status_code == 200
+def test_our_own_service_keeps_its_paths(world: World):
+    assert requests.get(world.service.url + "/capabilities", timeout=10).status_code == 200
     assert_error(world.admin.get("/no/such/path"), 404, "not_found")
 
 
@@ -83,8 +99,7 @@ def test_bodies_the_gateways_models_refuse_are_400_invalid_request_body(stock):
     assert [d["DeviceStatus"] for d in listed if d["DeviceId"] == device.id] == ["OFFLINE"]
 
 
-def test_our_own_service_takes_error_and_answers_its_own_400s(queue_service):
-    world = World(queue_service)
+def test_our_own_service_takes_error_and_answers_its_own_400s(world: World):
     device = world.device()
     assert device.heartbeat("ERROR").status_code == 200
     assert_error(device.heartbeat("SLEEPY"), 400, "bad_request")
@@ -130,22 +145,19 @@ def test_reporting_work_not_on_the_device_is_404_with_an_empty_body(stock):
         assert (answer.status_code, answer.content) == (404, b"")
 
 
-def test_our_own_service_shows_the_results_url_once_results_exist(queue_service):
-    world = World(queue_service)
+def test_our_own_service_shows_the_results_url_once_results_exist(world: World):
     user, _ = world.user()
     work_id = submit(user, world.device().id)
     assert "WorkloadResultUrl" not in user.get(f"/workloads/{work_id}").json()
 
 
-def test_our_own_service_answers_404_for_unknown_ids(queue_service):
-    user, _ = World(queue_service).user()
+def test_our_own_service_answers_404_for_unknown_ids(world: World):
+    user, _ = world.user()
     assert_error(user.get(f"/workloads/{uuid.uuid4()}"), 404, "not_found")
     assert_error(user.get(f"/devices/{uuid.uuid4()}"), 404, "not_found")
 
 
-@pytest.mark.parametrize("stock_protocol", [True, False])
-def test_user_given_name_is_the_submitters_full_name(queue_service_factory, stock_protocol):
-    world = World(queue_service_factory(**({"stock_protocol": True} if stock_protocol else {})))
+def user_given_name_is_the_submitters_full_name(world: World, *, stock_protocol: bool) -> None:
     device = world.device()
     ada = named_user(world, "Ada Lovelace")
     # a body cannot claim another submitter; a workload's own name is WorkloadName (ours)
@@ -156,6 +168,14 @@ def test_user_given_name_is_the_submitters_full_name(queue_service_factory, stoc
     assert detail["UserGivenName"] == "Ada Lovelace"
     if not stock_protocol:
         assert item["WorkloadName"] == detail["WorkloadName"] == "sweep-7.gz"
+
+
+def test_user_given_name_is_the_submitters_full_name_under_the_stock_protocol(stock):
+    user_given_name_is_the_submitters_full_name(stock, stock_protocol=True)
+
+
+def test_user_given_name_is_the_submitters_full_name_on_our_own_service(world: World):
+    user_given_name_is_the_submitters_full_name(world, stock_protocol=False)
 
 
 def test_a_schema_2_database_moves_workload_names_to_workload_name(tmp_path):

@@ -191,6 +191,37 @@ def test_deleting_a_device_cancels_its_work_through_the_state_machine(db):
     assert store.get(done)["status"] == "DONE"
 
 
+def test_work_cancelled_with_its_device_is_answered_in_one_order_on_every_engine(db):
+    """Work created in the same millisecond: oldest first, then by WorkId (not the order
+    rows happen to come back in, which differs between the engines)."""
+    store = WorkloadStore(db, ServiceLimits())
+    device = add_device(db)
+    same_ms = [submit(store, device) for _ in range(6)]
+    for work in sorted(same_ms, reverse=True):  # rows changed in another order
+        store.workload_uploaded(work, T0 + 1)
+    _, cancelled = AdminStore(db).delete_device(device, T0 + 2, cancel_work=True)
+    assert cancelled == sorted(same_ms)
+
+
+def test_the_run_estimate_is_the_mean_of_the_last_20_runs_whatever_ties_in_time(db):
+    """Runs that finished in the same millisecond: the last 20 by WorkId, so both engines
+    average the same runs."""
+    store = WorkloadStore(db, ServiceLimits())
+    device = add_device(db)
+    seconds = {}
+    for n in range(24):
+        work = submit(store, device, upload_at=T0)
+        handed, _ = store.claim(device, store.sequence_mark(), set(seconds))  # uploading
+        assert handed["work_id"] == work
+        store.report(device, work, outcome="DONE", device_seconds=float(n + 1), now=T0 + 5)
+        seconds[work] = float(n + 1)
+    for work in sorted(seconds):  # all finish in the same millisecond, in WorkId order
+        store.results_uploaded(work, T0 + 6)
+    last = sorted(seconds, reverse=True)[:20]
+    assert store.run_estimate_seconds(device) == pytest.approx(
+        sum(seconds[w] for w in last) / 20)
+
+
 def test_bulk_inserted_queued_work_takes_places_in_line_in_the_order_given(db):
     store = WorkloadStore(db, ServiceLimits())
     device = add_device(db)

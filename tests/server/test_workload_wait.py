@@ -171,8 +171,8 @@ def test_capabilities_offer_workload_wait(world: World):
     assert "workload-wait" in features
 
 
-def test_stock_protocol_hides_the_wait(queue_service_factory):
-    world = World(queue_service_factory(stock_protocol=True))
+def test_stock_protocol_hides_the_wait(queue_service_factory, database_options):
+    world = World(queue_service_factory(stock_protocol=True, **database_options))
     device = world.device()
     user, _ = world.user()
     work_id = submit(user, device.id)
