@@ -18,7 +18,10 @@ CREATE DATABASE; each PostgreSQL set-up gets a new database, dropped at the end.
 Each set-up's store first gets ``--rows`` workloads (inserted straight through the store
 module, on both engines), then, for each set-up:
 1. requests/s for submit (``POST /workloads``) and status (``GET /workloads/{id}``) with
-   N client threads (``--threads``), each on its own keep-alive session;
+   N client threads (``--threads``), each on its own keep-alive connections
+   (``common.LightCaller``: http.client, about half of ``requests``' CPU per call: on a
+   2-core machine that also runs PostgreSQL and the replicas, a heavier client takes the
+   CPU the replicas would use and hides their scaling);
 2. hand-over latency (p50, p99): from the start of a workload's upload through replica A to
    the device, its long poll parked on replica B (``WaitSeconds``: ``--wait-seconds``,
    20), being handed it (one process: A = B);
@@ -42,8 +45,8 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import (device_parked, handout_latency, insert_workloads,  # noqa: E402
-                          list_latency, ms, pct, submit_status_rates)
+from bench.common import (LightCaller, device_parked, handout_latency,  # noqa: E402
+                          insert_workloads, list_latency, ms, pct, submit_status_rates)
 from qickbase.atomicfile import atomic_write  # noqa: E402
 from queueservice.datadir import DataDir, init_data_dir  # noqa: E402
 from queueservice.db import make_engine  # noqa: E402
@@ -153,8 +156,9 @@ def measure(replicas: list[QueueService], database: str | None,
                                 rows_device.id, rows_user_id, args.rows)
 
     for threads in args.threads:
-        print(f"requests/s, {threads} client threads (keep-alive)")
-        users = [balanced(replicas, world.user()[0].token, first=i) for i in range(threads)]
+        print(f"requests/s, {threads} client threads (keep-alive, http.client)")
+        users = [LightCaller([r.url for r in replicas], world.user()[0].token, first=i)
+                 for i in range(threads)]
         submits, statuses = submit_status_rates(users, world.device().id, args.seconds)
         print(f"  submit  POST /workloads         {submits:7.0f} req/s")
         print(f"  status  GET /workloads/{{id}}     {statuses:7.0f} req/s")
