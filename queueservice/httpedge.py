@@ -13,7 +13,6 @@ import dataclasses
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
-from urllib.parse import unquote_to_bytes
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -270,7 +269,7 @@ class RefuseNul:
                           else JSONResponse({"ErrorMessage": "the path holds a NUL character "
                                              "(%00), which no id holds: check the id",
                                              "ErrorKind": "not_found"}, status_code=404))
-            elif b"\x00" in unquote_to_bytes(scope["query_string"]):
+            elif b"%00" in scope["query_string"] or b"\x00" in scope["query_string"]:
                 answer = error_response(BadRequest(
                     "the query string holds a NUL character (%00), which no parameter may "
                     "hold: remove it"))
