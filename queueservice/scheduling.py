@@ -22,16 +22,16 @@ The rules, checked in this order for each candidate (the first that applies is i
    Windows say when shared work may *start*; a run started inside one may end after it.
 4. ``session``: a started session holds the device (until its maximum time or its idle
    limit, whichever comes first) for its own work; everyone else's waits, ``until`` the
-   hold's end if nothing more comes. A session whose team is itself excluded now (rule 1:
-   maintenance, another team's slot) holds nothing meanwhile. A session not yet started
-   holds nothing: its first workload queues as usual.
+   hold's end if nothing more comes. Session work is shared work, so during maintenance
+   or any timeslot (its own team's too) the session holds nothing: the booking decides.
+   A session not yet started holds nothing: its first workload queues as usual.
 5. ``credits`` (accounting only): shared work runs only when its team's balance covers
    its cost, ``estimated_seconds`` (at most ``max_seconds``) x the price per used second.
    Timeslot work is not checked: its slot was paid at booking.
 6. ``behind``: runnable, but another runnable candidate comes first.
 
-Order among the runnable: the held session's own work first, then priority
-(``policy.PRIORITY_RANK``), then fair share (accounting only: lower decayed usage of the
+Order among the runnable (while a session holds the device, only its own work is
+runnable): priority (``policy.PRIORITY_RANK``), then fair share (accounting only: lower decayed usage of the
 team first, ``decayed_usage``), then place in line (``ready_seq``), then ``work_id``. With
 ``accounting=False`` (a lab that turned nothing on) there is no credits rule and no fair
 share: the order is the stock ``policy.queue_order`` of READY work.
@@ -230,11 +230,9 @@ def _calendar_skip(calendar: Calendar, cand: Candidate, now: int) -> Optional[Sk
                 f"at {_at(nxt)}", nxt)
 
 
-def _why_behind(ahead: Candidate, cand: Candidate, held: Optional[Session],
-                usage: Mapping[str, float], accounting: bool) -> str:
+def _why_behind(ahead: Candidate, cand: Candidate, usage: Mapping[str, float],
+                accounting: bool) -> str:
     lead = f"behind {ahead.work_id}: "
-    if held is not None and ahead.session_id == held.session_id != cand.session_id:
-        return lead + "its session holds the device"
     if PRIORITY_RANK.get(ahead.priority, 9) < PRIORITY_RANK.get(cand.priority, 9):
         return lead + f"higher priority ({ahead.priority} before {cand.priority})"
     ahead_use, own_use = usage.get(ahead.team_id, 0.0), usage.get(cand.team_id, 0.0)
@@ -253,15 +251,16 @@ def pick(now: int, calendar: Calendar, session: Optional[Session],
     ids = [c.work_id for c in candidates]
     if len(set(ids)) != len(ids):
         raise ValueError("candidates: a work_id appears twice")
-    held = session if session is not None and session.holds(now) and not _excluded_now(
-        calendar, session.team_id, False, now) else None
+    held = session if session is not None and session.holds(now) else None
+    if held is not None and _excluded_now(calendar, held.team_id, False, now):
+        held = None
     skipped: dict[str, Skip] = {}
     runnable: list[Candidate] = []
     for cand in candidates:
         skip = _calendar_skip(calendar, cand, now)
         if skip is None and held is not None and cand.session_id != held.session_id:
-            skip = Skip("session", f"the device is held by session {held.session_id} of "
-                        f"user {held.user_id} until {_at(held.hold_end)} at the latest",
+            skip = Skip("session", f"the device is held by session {held.session_id} "
+                        f"until {_at(held.hold_end)} at the latest: only its work runs",
                         held.hold_end)
         if skip is None and accounting and not cand.reservation:
             balance = balances.get(cand.team_id, 0.0)
@@ -277,12 +276,10 @@ def pick(now: int, calendar: Calendar, session: Optional[Session],
             skipped[cand.work_id] = skip
 
     def order(c: Candidate) -> tuple:
-        own = held is not None and c.session_id == held.session_id
         fair = usage.get(c.team_id, 0.0) if accounting else 0.0
-        return (not own, PRIORITY_RANK.get(c.priority, 9), fair, c.ready_seq, c.work_id)
+        return (PRIORITY_RANK.get(c.priority, 9), fair, c.ready_seq, c.work_id)
 
     runnable.sort(key=order)
     for ahead, cand in zip(runnable, runnable[1:]):
-        skipped[cand.work_id] = Skip("behind", _why_behind(ahead, cand, held, usage,
-                                                           accounting))
+        skipped[cand.work_id] = Skip("behind", _why_behind(ahead, cand, usage, accounting))
     return Decision(runnable[0] if runnable else None, skipped)

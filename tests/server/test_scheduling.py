@@ -129,7 +129,8 @@ def test_a_started_session_holds_the_device_for_its_own_work():
     assert d.chosen.work_id == "mine"
     skip = d.skipped["other"]
     assert (skip.rule, skip.until) == ("session", NOW + 30_000)
-    assert "s1" in skip.message and "u9" in skip.message
+    assert "session s1" in skip.message and "only its work runs" in skip.message
+    assert "u9" not in skip.message   # who holds it is not told to others
 
 
 def test_session_work_comes_first_even_against_higher_priority_when_both_could_run():
@@ -340,3 +341,12 @@ def test_property_pick_is_deterministic_and_ignores_input_order(sc, rnd):
     shuffled = list(sc["candidates"])
     rnd.shuffle(shuffled)
     assert pick(**dict(sc, candidates=shuffled)) == first
+
+
+@PROPERTY
+@given(scenarios())
+def test_property_while_a_session_holds_the_device_only_its_work_runs(sc):
+    chosen, session, now = pick(**sc).chosen, sc["session"], sc["now"]
+    in_booking = any(b.start <= now < b.end for b in sc["calendar"].bookings)
+    if chosen is not None and session is not None and session.holds(now) and not in_booking:
+        assert chosen.session_id == session.session_id
