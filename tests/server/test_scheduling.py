@@ -274,7 +274,8 @@ def scenarios(draw):
     at = OFFSET.map(lambda o: now + o)
     session = draw(st.none() | st.builds(
         Session, st.sampled_from(("s1", "s2")), st.sampled_from(("u1", "u2")),
-        st.sampled_from(TEAMS), st.none() | at, at, at))
+        st.sampled_from(TEAMS), st.none() | st.integers(-60_000, 0).map(lambda o: now + o),
+        at, at))
     balances = draw(st.dictionaries(st.sampled_from(TEAMS), st.floats(-10, 100,
                                                                       allow_nan=False)))
     usage = draw(st.dictionaries(st.sampled_from(TEAMS), st.floats(0, 1e4, allow_nan=False)))
