@@ -31,8 +31,9 @@ The rules, checked in this order for each candidate (the first that applies is i
 6. ``behind``: runnable, but another runnable candidate comes first.
 
 Order among the runnable (while a session holds the device, only its own work is
-runnable): priority (``policy.PRIORITY_RANK``), then fair share (accounting only: lower decayed usage of the
-team first, ``decayed_usage``), then place in line (``ready_seq``), then ``work_id``. With
+runnable): priority (``policy.PRIORITY_RANK``), then fair share (accounting only: lower
+decayed usage of the team first, ``decayed_usage``), then place in line (``ready_seq``),
+then ``work_id``. With
 ``accounting=False`` (a lab that turned nothing on) there is no credits rule and no fair
 share: the order is the stock ``policy.queue_order`` of READY work.
 """
