@@ -83,6 +83,16 @@ def test_another_teams_slot_runs_only_that_teams_timeslot_work():
     assert "--timeslot" in d.skipped["b-shared"].message
 
 
+def test_timeslot_work_in_its_slot_may_not_run_into_the_next_teams_slot():
+    cal = Calendar(bookings=(slot("a", NOW - 1_000, NOW + 10_000, "ra"),
+                             slot("b", NOW + 10_000, NOW + 30_000, "rb")))
+    d = run([cand("long", "a", est=12.0, reservation=True, seq=1),
+             cand("fits", "a", est=10.0, reservation=True, seq=2)], cal)
+    assert d.chosen.work_id == "fits"
+    assert (d.skipped["long"].rule, d.skipped["long"].until) == ("reserved", NOW + 30_000)
+    assert "before this run could end" in d.skipped["long"].message
+
+
 def test_timeslot_work_without_a_slot_says_to_book_one():
     d = run([cand("w", reservation=True)])
     assert d.chosen is None
