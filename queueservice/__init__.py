@@ -10,6 +10,8 @@ Layers, each in its own module:
 - ``replicas``     what replicas share beyond the tables: change notices, one leader
 - ``policy``       pure functions: queue order, hand-out and attempt limit, leases, expiry,
                    OFFLINE, queue position (no I/O; tested without processes)
+- ``scheduling``   pure: what a device may run now for a facility (calendar, timeslots,
+                   maintenance, sessions, credits, fair share) and why the rest waits
 - ``transitions``  the workload state machine (pure)
 - ``workloads``    the workload store (queue logic over the database)
 - ``identities``   users, API keys, passwords, devices, refresh tokens
