@@ -121,7 +121,7 @@ class TeamStore:
         default. Someone already in it is a Conflict (change the role instead)."""
         _check_role(role)
         with self.db.transaction() as conn:
-            team = self._manageable(conn, ref, caller, "add members")
+            team = self._accountable(conn, ref, caller, "add members")
             member = _user(conn, user_ref)
             if _membership(conn, team["team_id"], member["user_id"]) is not None:
                 raise Conflict(f"{member['email']} is in team {team['name']} already: change "
@@ -139,7 +139,7 @@ class TeamStore:
             member = _user(conn, user_ref)
             own = member["user_id"] == caller.id and role is None
             team = (self._visible(conn, ref, caller) if own
-                    else self._manageable(conn, ref, caller, "change members"))
+                    else self._accountable(conn, ref, caller, "change members"))
             if _membership(conn, team["team_id"], member["user_id"]) is None:
                 raise NotFound(f"{member['email']} is not in team {team['name']}: add them "
                                "with `userclient team add`")
@@ -159,7 +159,7 @@ class TeamStore:
         """Take a user out of the team (a scheduler of it or an admin). Their work already
         charged stays in the ledger. The team's last scheduler stays."""
         with self.db.transaction() as conn:
-            team = self._manageable(conn, ref, caller, "remove members")
+            team = self._accountable(conn, ref, caller, "remove members")
             member = _user(conn, user_ref)
             was = _membership(conn, team["team_id"], member["user_id"])
             if was is None:
@@ -193,9 +193,6 @@ class TeamStore:
             raise Forbidden(f"only a scheduler of team {team['name']} (or an admin) may "
                             f"{action}: ask one of its schedulers")
         return team
-
-    def _manageable(self, conn: Connection, ref: str, caller: Principal, action: str) -> Row:
-        return self._accountable(conn, ref, caller, action)
 
     def _with_members(self, conn: Connection, team: Row) -> Row:
         rows = conn.execute(
