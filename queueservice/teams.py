@@ -85,6 +85,9 @@ class TeamStore:
         as its scheduler. A name already taken is a Conflict."""
         if not caller.is_admin:
             raise Forbidden("only an admin (facility staff) may create a team: ask one")
+        if "/" in name:
+            raise BadRequest(f"a team name cannot contain '/' (paths name the team): "
+                             f"choose another than {name[:60]!r}")
         team_id = str(uuid.uuid4())
         with self.db.transaction() as conn:
             if conn.execute("SELECT 1 FROM teams WHERE name = ?", (name,)).fetchone():

@@ -189,6 +189,8 @@ def test_bad_team_and_member_input_says_what_was_wrong(world: World, team: dict)
     admin = world.admin
     assert "Name is required" in assert_error(admin.post("/teams", json={}), 400)["ErrorMessage"]
     assert_error(admin.post("/teams", json={"Name": ""}), 400, "bad_request")
+    slash = admin.post("/teams", json={"Name": "a/b"})
+    assert "cannot contain '/'" in assert_error(slash, 400, "bad_request")["ErrorMessage"]
     assert_error(admin.post("/teams", data=b"[1]"), 400, "invalid_json")
     nobody = admin.post("/teams", json={"Name": "x" + uuid.uuid4().hex, "Scheduler": "no@x"})
     assert "userclient users" in assert_error(nobody, 404, "not_found")["ErrorMessage"]
