@@ -5,6 +5,7 @@ told there is no such team; the ledger sums; bad input is a 400 that says what t
 from __future__ import annotations
 
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -102,6 +103,23 @@ def test_grants_are_admins_only_and_the_ledger_sums_line_by_line(world: World, t
     assert all(x["At"].endswith("Z") and x["WorkId"] is None for x in ledger["Lines"])
     admin_id = ledger["Lines"][0]["UserId"]
     assert admin_id not in (team["pi_id"], team["student_id"])
+
+
+def test_grants_sent_at_once_all_land_and_the_ledger_still_sums(world: World, team: dict):
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda n: world.admin.post(
+            f"/teams/{team['id']}/grants", json={"Seconds": n, "Note": f"grant {n}"}),
+            range(1, 25)))
+    assert [a.status_code for a in answers] == [201] * 24
+    assert sorted(a.json()["Note"] for a in answers) == sorted(f"grant {n}" for n in
+                                                               range(1, 25))
+    lines = world.admin.get(f"/teams/{team['id']}/ledger").json()["Lines"]
+    running = 0.0
+    for line in lines:
+        running += line["Seconds"]
+        assert line["BalanceAfter"] == running
+    assert running == sum(range(1, 25)) == \
+        world.admin.get(f"/teams/{team['id']}/balance").json()["BalanceSeconds"]
 
 
 def test_schedulers_manage_members_users_do_not(world: World, team: dict):
