@@ -125,6 +125,7 @@ class TeamStore:
         _check_role(role)
         with self.db.transaction() as conn:
             team = self._accountable(conn, ref, caller, "add members")
+            _lock(conn, team["team_id"])
             member = _user(conn, user_ref)
             if _membership(conn, team["team_id"], member["user_id"]) is not None:
                 raise Conflict(f"{member['email']} is in team {team['name']} already: change "
@@ -138,11 +139,12 @@ class TeamStore:
         a scheduler of the team, or an admin). The team's last scheduler stays one."""
         if role is not None:
             _check_role(role)
+        own = role is None and user_ref in (caller.id, caller.email)
         with self.db.transaction() as conn:
-            member = _user(conn, user_ref)
-            own = member["user_id"] == caller.id and role is None
             team = (self._visible(conn, ref, caller) if own
                     else self._accountable(conn, ref, caller, "change members"))
+            _lock(conn, team["team_id"])
+            member = _user(conn, user_ref)
             if _membership(conn, team["team_id"], member["user_id"]) is None:
                 raise NotFound(f"{member['email']} is not in team {team['name']}: add them "
                                "with `userclient team add`")
@@ -163,6 +165,7 @@ class TeamStore:
         charged stays in the ledger. The team's last scheduler stays."""
         with self.db.transaction() as conn:
             team = self._accountable(conn, ref, caller, "remove members")
+            _lock(conn, team["team_id"])
             member = _user(conn, user_ref)
             was = _membership(conn, team["team_id"], member["user_id"])
             if was is None:
@@ -252,15 +255,21 @@ def _keep_a_scheduler(conn: Connection, team: Row, member: Row) -> None:
                        kind="last_scheduler")
 
 
+def _lock(conn: Connection, team_id: str) -> None:
+    """Hold the team until the transaction ends: its ledger lines and member changes are
+    made one at a time (no two demotions leave it without a scheduler, a balance read
+    after a line is not overtaken). On PostgreSQL the team's row lock; SQLite's write
+    transaction holds the whole file already."""
+    if conn.dialect == "postgresql":
+        conn.execute("SELECT team_id FROM teams WHERE team_id = ? FOR UPDATE", (team_id,))
+
+
 def _append(conn: Connection, team_id: str, kind: str, seconds: float, user_id: str,
             note: str | None, now: int, *, work_id: str | None = None,
             device_id: str | None = None) -> Row:
-    """One new ledger line (the only way lines are written: never updated or deleted).
-    On PostgreSQL the team's row is locked first, so a team's lines are written one at a
-    time (its newest line is this one; a balance read here is not overtaken); SQLite's
-    write transaction holds the whole file already."""
-    if conn.dialect == "postgresql":
-        conn.execute("SELECT team_id FROM teams WHERE team_id = ? FOR UPDATE", (team_id,))
+    """One new ledger line (the only way lines are written: never updated or deleted),
+    under the team's lock, so its newest line is this one."""
+    _lock(conn, team_id)
     conn.execute("INSERT INTO ledger (team_id, kind, seconds, user_id, note, at, work_id, "
                  "device_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                  (team_id, kind, seconds, user_id, note, now, work_id, device_id))

@@ -69,6 +69,11 @@ def test_members_see_their_teams_and_outsiders_see_none(world: World, team: dict
     assert team["id"] in {t["TeamId"] for t in world.admin.get("/teams").json()}
     hidden = team["outsider"].get(f"/teams/{team['id']}/balance")
     assert "team list" in assert_error(hidden, 404, "not_found")["ErrorMessage"]
+    # nor do they learn who exists through the team's member paths
+    for user in ("nobody@lab.test", team["pi_id"]):
+        probe = team["outsider"].put(f"/teams/{team['id']}/members/{user}",
+                                     json={"Role": "user"})
+        assert f"no team {team['id']} of yours" in assert_error(probe, 404)["ErrorMessage"]
 
 
 def test_a_user_member_cannot_see_the_balance_or_ledger_a_scheduler_can(world: World,
