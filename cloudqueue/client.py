@@ -244,6 +244,67 @@ class QueueClient:
         return self._call("DELETE", ("devices", device_id), what=f"delete device {device_id}",
                           params=params, safe=False)
 
+    # --- teams and credits (ours: feature ``teams``) -------------------------------------
+    def create_team(self, name: str, *, scheduler: str | None = None) -> dict:
+        """``POST /teams {Name, Scheduler?}`` (admin): ``{TeamId, Name, Members, ...}``.
+        Not retried: a retry after a lost answer would say the name is taken."""
+        self.require("teams", "creating a team")
+        body: dict[str, Any] = {"Name": name}
+        if scheduler is not None:
+            body["Scheduler"] = scheduler
+        return self._call("POST", ("teams",), what=f"create team {name}", json_body=body,
+                          safe=False)
+
+    def list_teams(self) -> list[dict]:
+        """``GET /teams``: your teams (an admin: every team), each with its Members."""
+        self.require("teams", "listing teams")
+        return self._call("GET", ("teams",), what="list teams") or []
+
+    def add_team_member(self, team: str, user: str, role: str) -> dict:
+        """``POST /teams/{team}/members {User, Role}`` (a scheduler of the team or an
+        admin; ``team``: TeamId or name, ``user``: UserId or e-mail): the team."""
+        self.require("teams", "adding a team member")
+        return self._call("POST", ("teams", team, "members"), what=f"add {user} to team {team}",
+                          json_body={"User": user, "Role": role}, safe=False)
+
+    def change_team_member(self, team: str, user: str, *, role: str | None = None,
+                           is_default: bool | None = None) -> dict:
+        """``PUT /teams/{team}/members/{user} {Role?, IsDefault?}``: the team."""
+        self.require("teams", "changing a team member")
+        body: dict[str, Any] = {}
+        if role is not None:
+            body["Role"] = role
+        if is_default is not None:
+            body["IsDefault"] = is_default
+        return self._call("PUT", ("teams", team, "members", user),
+                          what=f"change {user} in team {team}", json_body=body)
+
+    def remove_team_member(self, team: str, user: str) -> dict:
+        """``DELETE /teams/{team}/members/{user}``: the team. Not retried: a retry after a
+        lost answer would say they are not in it."""
+        self.require("teams", "removing a team member")
+        return self._call("DELETE", ("teams", team, "members", user),
+                          what=f"remove {user} from team {team}", safe=False)
+
+    def team_balance(self, team: str) -> dict:
+        """``GET /teams/{team}/balance`` (its schedulers and admins): ``{TeamId, Name,
+        BalanceSeconds, Lines}``."""
+        self.require("teams", "reading a team's balance")
+        return self._call("GET", ("teams", team, "balance"), what=f"balance of team {team}")
+
+    def team_ledger(self, team: str) -> dict:
+        """``GET /teams/{team}/ledger`` (its schedulers and admins): ``{TeamId, Name,
+        BalanceSeconds, Lines: [{EntryId, Kind, Seconds, BalanceAfter, Note, At, ...}]}``."""
+        self.require("teams", "reading a team's ledger")
+        return self._call("GET", ("teams", team, "ledger"), what=f"ledger of team {team}")
+
+    def grant_credits(self, team: str, seconds: float, note: str) -> dict:
+        """``POST /teams/{team}/grants {Seconds, Note}`` (admin): the ledger line with the
+        team's ``BalanceSeconds`` after it. Not retried: a retry could grant twice."""
+        self.require("teams", "granting credits")
+        return self._call("POST", ("teams", team, "grants"), what=f"grant credits to {team}",
+                          json_body={"Seconds": seconds, "Note": note}, safe=False)
+
     # --- users --------------------------------------------------------------------------
     def list_devices(self) -> list[Device]:
         return [Device.from_json(d) for d in self.list_devices_json()]

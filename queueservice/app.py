@@ -15,7 +15,7 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from cloudqueue.errors import QueueError
 from queueservice import (health, openapi, routes_admin, routes_auth, routes_devices,
-                               routes_files, routes_workloads)
+                               routes_files, routes_teams, routes_workloads)
 from queueservice.datadir import DataDir, check_shared_secret
 from queueservice.db import Database
 from queueservice.errors import DatabaseUnavailable
@@ -33,7 +33,8 @@ log = logging.getLogger("qick_queue")
 VERSION = "0.1.0"
 FEATURES = ["cancel", "failed-state", "long-poll", "holding", "leases", "sha256", "idempotency",
             "queue-position", "api-keys", "oauth2-token", "cognito-compat", "device-health",
-            "page-limit", "progress", "mock-devices", "workload-wait", "admin-lifecycle"]
+            "page-limit", "progress", "mock-devices", "workload-wait", "admin-lifecycle",
+            "teams"]
 
 
 async def capabilities(request: Request) -> Response:
@@ -66,7 +67,7 @@ def api_routes(*, stock: bool = False) -> list[BaseRoute]:
     ]
     if stock:
         return [r for r in routes if not any((r.path, m) in OWN_ROUTES for m in r.methods or ())]
-    return routes + admin_routes()
+    return routes + admin_routes() + team_routes()
 
 
 def admin_routes() -> list[BaseRoute]:
@@ -82,6 +83,21 @@ def admin_routes() -> list[BaseRoute]:
         Route("/devices/{device_id}/rotate-secret", a.rotate_secret, methods=["POST"]),
         Route("/devices/{device_id}", a.rename_device, methods=["PATCH"]),
         Route("/devices/{device_id}", a.delete_device, methods=["DELETE"]),
+    ]
+
+
+def team_routes() -> list[BaseRoute]:
+    """Teams, roles and the credit ledger (``routes_teams``; issue 12)."""
+    t = routes_teams
+    return [
+        Route("/teams", t.create_team, methods=["POST"]),
+        Route("/teams", t.list_teams, methods=["GET"]),
+        Route("/teams/{team}/members", t.add_member, methods=["POST"]),
+        Route("/teams/{team}/members/{user}", t.change_member, methods=["PUT"]),
+        Route("/teams/{team}/members/{user}", t.remove_member, methods=["DELETE"]),
+        Route("/teams/{team}/balance", t.balance, methods=["GET"]),
+        Route("/teams/{team}/ledger", t.ledger, methods=["GET"]),
+        Route("/teams/{team}/grants", t.grant, methods=["POST"]),
     ]
 
 

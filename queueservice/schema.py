@@ -7,8 +7,13 @@ sent back in a pagination key matches the stored value exactly. Integers are 64-
 (``BIGINT`` on PostgreSQL; SQLite's ``INTEGER`` is 64-bit already). Flags are integers 0/1.
 
 The tables leave room for features that are not built yet: ``account_id`` on workloads
-(today the submitting user's id; later a team's), ``groups`` and ``team_id`` on users,
-``reservation_id`` and ``cost`` on workloads.
+(today the submitting user's id), ``groups`` and ``team_id`` on users (unused: a user's
+teams are ``team_members``), ``reservation_id``, ``cost`` and ``team_id`` on workloads.
+
+Teams (issue 12, docs/facility.md): ``teams``, their ``team_members`` (role ``scheduler`` or
+``user``; ``is_default``: the team a member's work is charged to unless they name another)
+and the ``ledger``, append-only: a team's balance is ``SUM(seconds)`` of its lines, in
+device-seconds, so every balance is explained line by line.
 
 The queue sequence is one counter row (``queue_sequence``), not a database sequence: taking
 a number updates the row, which holds its lock until the transaction ends, so numbers are
@@ -109,6 +114,7 @@ workloads = Table(
     Column("workload_name", Text),                             # the workload's own name
     Column("estimated_seconds", Float),                        # board time, from its file
     Column("ready_seq", Int),                                  # place in its device's line
+    Column("team_id", Text),                                   # the team it is charged to
 )
 _newest = (workloads.c.created_at.desc(), workloads.c.work_id.desc())
 Index("workloads_created", *_newest)
@@ -138,4 +144,37 @@ service_settings = Table(
     "service_settings", metadata,                              # the service's own settings
     Column("name", Text, primary_key=True),
     Column("value", Text, nullable=False),
+)
+
+teams = Table(
+    "teams", metadata,                                         # a facility's project
+    Column("team_id", Text, primary_key=True),
+    Column("name", Text, nullable=False, unique=True),
+    Column("created_by", Text, nullable=False),                # the admin's UserId
+    Column("created_at", Int, nullable=False),
+)
+
+team_members = Table(
+    "team_members", metadata,
+    Column("team_id", Text, ForeignKey("teams.team_id"), nullable=False),
+    Column("user_id", Text, ForeignKey("users.user_id"), nullable=False),
+    Column("role", Text, nullable=False),                      # scheduler | user
+    Column("is_default", Int, nullable=False, server_default=text("0")),
+    Column("added_at", Int, nullable=False),
+    PrimaryKeyConstraint("team_id", "user_id"),
+    Index("team_members_user", "user_id"),
+)
+
+ledger = Table(
+    "ledger", metadata,                                        # append-only: never updated
+    Column("entry_id", Int, primary_key=True, autoincrement=True),  # the order of lines
+    Column("team_id", Text, ForeignKey("teams.team_id"), nullable=False),
+    Column("kind", Text, nullable=False),                      # grant | charge | refund
+    Column("seconds", Float, nullable=False),                  # signed device-seconds
+    Column("user_id", Text, nullable=False),                   # who did it
+    Column("note", Text),
+    Column("at", Int, nullable=False),
+    Column("work_id", Text),
+    Column("device_id", Text),
+    Index("ledger_team", "team_id", "entry_id"),
 )

@@ -640,6 +640,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from userclient import cli_admin  # users, API keys, device secret/name/delete
     cli_admin.add_commands(add)
+    from userclient import cli_teams  # team, credits (imports this module, as cli_admin)
+    cli_teams.add_commands(add, common)
     return parser
 
 

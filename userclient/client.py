@@ -237,6 +237,48 @@ class UserClient:
         ``cancel_work``. Its finished work stays readable by its owners."""
         return self.client.delete_device(device_id, cancel_work=cancel_work)
 
+    # --- teams and credits (our service) -------------------------------------------------
+    def create_team(self, name: str, *, scheduler: str | None = None) -> dict:
+        """Create a team (admin); ``scheduler`` (UserId or e-mail): its first member, as
+        its scheduler. Answers the team: TeamId, Name, CreatedBy, CreatedAt, Members."""
+        return self.client.create_team(name, scheduler=scheduler)
+
+    def get_teams(self) -> list[dict]:
+        """Your teams (an admin: every team), each with its Members (UserId, Email, Role,
+        IsDefault)."""
+        return self.client.list_teams()
+
+    def add_team_member(self, team: str, user: str, role: str = "user") -> dict:
+        """Add a user (UserId or e-mail) to a team (TeamId or name) as ``scheduler`` or
+        ``user`` (a scheduler of the team or an admin)."""
+        return self.client.add_team_member(team, user, role)
+
+    def set_team_role(self, team: str, user: str, role: str) -> dict:
+        """Change a member's role (a scheduler of the team or an admin)."""
+        return self.client.change_team_member(team, user, role=role)
+
+    def set_default_team(self, team: str, user: str) -> dict:
+        """Make ``team`` the default one of ``user`` (yourself, or as its scheduler)."""
+        return self.client.change_team_member(team, user, is_default=True)
+
+    def remove_team_member(self, team: str, user: str) -> dict:
+        """Take a user out of a team (a scheduler of the team or an admin)."""
+        return self.client.remove_team_member(team, user)
+
+    def get_balance(self, team: str) -> dict:
+        """A team's balance in device-seconds (its schedulers and admins): TeamId, Name,
+        BalanceSeconds, Lines."""
+        return self.client.team_balance(team)
+
+    def get_ledger(self, team: str) -> dict:
+        """A team's ledger, oldest line first, each with BalanceAfter (its schedulers and
+        admins)."""
+        return self.client.team_ledger(team)
+
+    def grant_credits(self, team: str, seconds: float, note: str) -> dict:
+        """Grant a team ``seconds`` device-seconds (admin), with a note saying why."""
+        return self.client.grant_credits(team, seconds, note)
+
     # --- devices ------------------------------------------------------------------------
     def get_devices(self) -> list[dict]:
         """Every device, as the service's JSON (the original's return)."""

@@ -52,6 +52,10 @@ ENDPOINTS = [
     ("PUT", "/files/{file}"), ("GET", "/files/{file}"),
     ("DELETE", "/workloads"), ("PUT", "/capabilities"), ("GET", "/no/such/path"),
     ("GET", "/openapi.json"),
+    ("POST", "/teams"), ("GET", "/teams"), ("POST", "/teams/{team}/members"),
+    ("PUT", "/teams/{team}/members/{user}"), ("DELETE", "/teams/{team}/members/{user}"),
+    ("GET", "/teams/{team}/balance"), ("GET", "/teams/{team}/ledger"),
+    ("POST", "/teams/{team}/grants"),
 ]
 #: the stock application's paths (``--stock-protocol``), and two of ours it must not know
 STOCK_ENDPOINTS = [
@@ -68,7 +72,8 @@ FIELDS = ["DeviceId", "Priority", "WorkloadName", "ContentSHA256", "DeviceName",
           "AuthParameters", "ChallengeName", "ChallengeResponses", "Session", "AccessToken",
           "PreviousPassword", "ProposedPassword", "CurrentWork", "Reason", "Simulated",
           "USERNAME", "PASSWORD", "REFRESH_TOKEN", "NEW_PASSWORD", "work_id",
-          "programs_done", "programs_total"]
+          "programs_done", "programs_total", "Name", "Scheduler", "User", "Role",
+          "IsDefault", "Seconds", "Note"]
 QUERY = ["Limit", "Status", "ExclusiveStartKeyJson", "WaitSeconds", "Seen", "Holding",
          "CancelWork", "UserId", "AccountId", "DeviceId", "Expires", "Signature"]
 TARGETS = ["AWSCognitoIdentityProviderService." + a for a in
@@ -227,11 +232,14 @@ def make_target(data_dir: Path, *, stock: bool, **options: Any) -> Target:
     work = [submit(user, device.id), submit(user, device.id, data=None)]
     if not stock:
         key = world.admin.post("/api-keys", json={"UserId": victim_id}).json()["KeyId"]
+        team = world.admin.post("/teams", json={"Name": "fuzzers", "Scheduler": user_id}).json()
+        teams = [team["TeamId"], team["Name"]]
     else:
         key = "no-key"
+        teams = ["no-team"]
     ids = {"device": [device.id, victim_device.id], "victim_device": [victim_device.id],
            "victim_user": [victim_id, "nobody@lab.test"], "victim_key": [key],
-           "work": work, "user": [user_id],
+           "work": work, "user": [user_id], "team": teams,
            "file": [f"workloads/{w}" for w in work] + [f"results/{work[0]}",
                                                        f"configs/{device.id}"]}
     port = urlsplit(service.root).port
@@ -272,6 +280,10 @@ TEMPLATES = {
     "/api-keys": {"Label": "k", "UserId": "x"},
     "/devices": {"DeviceName": "d", "RefreshTimeout": 60},
     "/workloads": {"DeviceId": "x", "Priority": "LOW", "WorkloadName": "w"},
+    "/teams": {"Name": "t", "Scheduler": "x"},
+    "/teams/{team}/members": {"User": "x", "Role": "user"},
+    "/teams/{team}/members/{user}": {"Role": "scheduler", "IsDefault": True},
+    "/teams/{team}/grants": {"Seconds": 60, "Note": "n"},
     "device": {"DeviceStatus": "ONLINE", "DeviceConfigurationFileExtension": "json",
                "Health": {"CurrentWork": {"work_id": "x", "programs_done": 1,
                                           "programs_total": 2}}, "DeviceName": "n"},
