@@ -129,6 +129,18 @@ def progress_line(work: Workload, elapsed: float, *, bar: bool = False) -> str:
     return "  ".join(parts) + f"  (waited {int(elapsed)}s)"
 
 
+def _shown(work: Workload) -> tuple:
+    """What a progress line shows of a workload (but the time waited and the estimate, which
+    move on their own): a new line is written only when this changes, so a field the line
+    does not show (a queue position while it runs) never repeats a line."""
+    status = work.WorkStatus
+    return (status,
+            work.QueuePosition if status in ("CREATED", "READY") else None,
+            work.programs if status in ("EXECUTING", "UPLOADING", "DONE", "FAILED",
+                                        "CANCELLED") else None,
+            work.ErrorMessage if work.terminal else None)
+
+
 class WaitDisplay:
     """On a TTY: one line rewritten in place. Otherwise: one line per change."""
 
@@ -139,7 +151,7 @@ class WaitDisplay:
         self.width = 0
 
     def update(self, work: Workload, elapsed: float) -> None:
-        key = (work.WorkStatus, work.QueuePosition, work.ErrorMessage, work.programs)
+        key = _shown(work)
         if self.tty:
             line = progress_line(work, elapsed, bar=True)
             pad = max(0, self.width - len(line))

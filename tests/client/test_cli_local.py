@@ -112,6 +112,22 @@ def test_wait_display_shows_a_progress_bar_on_a_tty_and_a_line_per_step_otherwis
     assert "[" not in log.getvalue()  # no bar in logs
 
 
+def test_wait_display_repeats_no_line_for_a_field_the_line_does_not_show():
+    """Between the report and the results, a long poll may answer UPLOADING twice with only
+    the queue position changed (0, then none): the line shows no position while it runs,
+    so a log gets one UPLOADING line."""
+    def uploading(position):
+        return Workload.from_json({"WorkId": "w", "WorkStatus": "UPLOADING",
+                                   "QueuePosition": position,
+                                   "Progress": {"ProgramsDone": 2, "ProgramsTotal": 3}})
+    log = io.StringIO()
+    display = WaitDisplay(log, tty=False)
+    for work in (uploading(0), uploading(None), uploading(None)):
+        display.update(work, 5)
+    assert [line.split(" ", 1)[1] for line in log.getvalue().splitlines()] == [
+        "UPLOADING  2/3 programs  (waited 5s)"]
+
+
 def test_workload_without_sane_progress_shows_none():
     for progress in (None, {"ProgramsDone": 1}, {"ProgramsDone": 1, "ProgramsTotal": 0}, "x"):
         work = Workload.from_json({"WorkId": "w", "WorkStatus": "EXECUTING",
