@@ -88,20 +88,20 @@ def balanced(replicas: list[QueueService], token: str, first: int = 0) -> Api:
 def new_database(server_url: str) -> str:
     """A new empty database on the server of ``server_url``; answers its URL."""
     name = "qq_bench_" + uuid.uuid4().hex[:10]
-    engine = make_engine(server_url).execution_options(isolation_level="AUTOCOMMIT")
-    try:
-        with engine.connect() as conn:
-            conn.exec_driver_sql(f"CREATE DATABASE {name}")
-    finally:
-        engine.dispose()
+    _on_server(server_url, f"CREATE DATABASE {name}")
     return make_url(server_url).set(database=name).render_as_string(hide_password=False)
 
 
 def drop_database(server_url: str, url: str) -> None:
+    _on_server(server_url, f"DROP DATABASE IF EXISTS {make_url(url).database}")
+
+
+def _on_server(server_url: str, sql: str) -> None:
+    """One statement outside a transaction (CREATE/DROP DATABASE) on that server."""
     engine = make_engine(server_url).execution_options(isolation_level="AUTOCOMMIT")
     try:
         with engine.connect() as conn:
-            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {make_url(url).database}")
+            conn.exec_driver_sql(sql)
     finally:
         engine.dispose()
 

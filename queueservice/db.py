@@ -267,8 +267,7 @@ class Database:
         except self._unavailable as exc:
             if self.shared:
                 self.engine.dispose()
-            failed = getattr(exc, "orig", None) or exc  # the driver's words, not SQLAlchemy's
-            reason = (str(failed).strip().splitlines() or [type(exc).__name__])[0][:200]
+            reason = driver_reason(exc)[:200]
             if opening:
                 raise DatabaseUnavailable(
                     f"cannot open the database {self.describe()}: {reason}: check the URL, "
@@ -308,6 +307,13 @@ def make_engine(target: Path | str) -> Engine:
                                        # a database host gone without a word is noticed
                                        "keepalives": 1, "keepalives_idle": 30,
                                        "keepalives_interval": 10, "keepalives_count": 3})
+
+
+def driver_reason(exc: BaseException) -> str:
+    """The first line of the driver's own words for a database error (SQLAlchemy's wrapper
+    adds the SQL and a link)."""
+    text = str(getattr(exc, "orig", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def libpq_url(engine: Engine) -> str:

@@ -41,7 +41,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from cloudqueue.errors import NotFound
 from queueservice.datadir import DataDir
-from queueservice.db import Database, make_engine
+from queueservice.db import Database, driver_reason, make_engine
 from queueservice.errors import DatabaseUnavailable, MigrationError, StorageUnavailable
 from queueservice.files import KINDS, LocalFiles, S3Files, open_files, parse_key
 from queueservice.schema import devices, metadata, queue_sequence, workloads
@@ -114,7 +114,7 @@ def migrate(data: Path, database: str, files: str | None = None) -> MigrationRes
             log.info("migrate: committing the target database")
     except SQLAlchemyError as exc:
         raise MigrationError(f"the migration into {described} failed, nothing was committed "
-                             f"there: {_reason(exc)}") from None
+                             f"there: {driver_reason(exc)}") from None
     finally:
         reader.dispose()
         writer.dispose()
@@ -167,14 +167,8 @@ def _prepare(target: Path | str, described: str) -> None:
     except DatabaseUnavailable as exc:
         raise MigrationError(str(exc)) from None
     except SQLAlchemyError as exc:
-        raise MigrationError(f"cannot open the database {described}: {_reason(exc)}: check "
+        raise MigrationError(f"cannot open the database {described}: {driver_reason(exc)}: check "
                              "the URL, and that the server runs and lets this user in") from None
-
-
-def _reason(exc: SQLAlchemyError) -> str:
-    """The driver's own first line (SQLAlchemy's adds the SQL and a link)."""
-    text = str(getattr(exc, "orig", None) or exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _check_empty(dst: Connection, described: str) -> None:

@@ -28,6 +28,15 @@ log = logging.getLogger("qick_queue")
 LISTEN_TICK_SECONDS = 1.0
 
 
+def own_connection(db: Database) -> Any:
+    """A connection of its own to the shared database, outside the pool (autocommit), for a
+    replica's long-lived job (listening, holding a session lock)."""
+    import psycopg  # the postgres extra: present wherever the database is shared
+
+    return psycopg.connect(libpq_url(db.engine), autocommit=True,
+                           connect_timeout=CONNECT_TIMEOUT_SECONDS)
+
+
 class ChangeListener:
     """A thread that ``LISTEN``s for other replicas' queue changes: ``on_change(device_id)``
     for each, ``on_change(None)`` (wake everyone) after each (re)connect."""
@@ -56,8 +65,7 @@ class ChangeListener:
         attempt = 0
         while not self._stop.is_set():
             try:
-                with psycopg.connect(libpq_url(self.db.engine), autocommit=True,
-                                     connect_timeout=CONNECT_TIMEOUT_SECONDS) as conn:
+                with own_connection(self.db) as conn:
                     conn.execute(f"LISTEN {CHANGES_CHANNEL}")
                     self.listening, attempt = True, 0
                     self.on_change(None)  # whatever changed while not listening
@@ -99,8 +107,7 @@ class Leadership:
             if self._conn is not None:
                 self._conn.execute("SELECT 1")
                 return True
-            conn = psycopg.connect(libpq_url(self.db.engine), autocommit=True,
-                                   connect_timeout=CONNECT_TIMEOUT_SECONDS)
+            conn = own_connection(self.db)
             if conn.execute("SELECT pg_try_advisory_lock(%s)", (self.key,)).fetchone()[0]:
                 self._conn = conn
                 return True

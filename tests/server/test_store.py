@@ -17,7 +17,7 @@ from alembic.script import ScriptDirectory
 from cloudqueue.errors import ConfigError, Conflict, NotFound
 from queueservice import transitions
 from queueservice.admin import AdminStore
-from queueservice.db import BASELINE, HEAD, Database, alembic_config
+from queueservice.db import HEAD, Database, alembic_config
 from queueservice.legacy import MIGRATIONS, SCHEMA_VERSION, statements
 from queueservice.schema import metadata
 from queueservice.settings import ServiceLimits
