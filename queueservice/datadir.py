@@ -5,13 +5,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from cloudqueue.cognito import OUR_SERVICE_CLIENT_ID, OUR_SERVICE_USER_POOL
 from cloudqueue.errors import ConfigError
+from queueservice.clock import now_ms
 from queueservice.db import Database
 from queueservice.files import LocalFiles
 from queueservice.identities import IdentityStore
@@ -109,7 +109,7 @@ def init_data_dir(root: Path, *, port: int, admin_email: str,
                 raise ConfigError(f"the database {db.describe()} already holds a qick-queue "
                                   "store: serve it, or give an empty database")
         _, api_key, _ = IdentityStore(db).add_user(
-            admin_email, "Administrator", ["Admin", "AllDevices"], int(time.time() * 1000),
+            admin_email, "Administrator", ["Admin", "AllDevices"], now_ms(),
             with_password=False)
     finally:
         db.close()

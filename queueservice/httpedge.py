@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from cloudqueue.errors import AuthError, BadRequest, Forbidden, QueueError
+from queueservice.clock import now_ms  # noqa: F401 (the routes take it from here)
 from queueservice.errors import RequestTimeout, PayloadTooLarge
 from queueservice.files import FileStore
 from queueservice.identities import (API_KEY_PREFIX, IdentityStore, Principal,
@@ -31,10 +32,6 @@ from queueservice.workloads import WorkloadStore
 log = logging.getLogger("qick_queue")
 T = TypeVar("T")
 _MISSING = object()
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 async def call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:

@@ -11,12 +11,12 @@ import hashlib
 import hmac
 import json
 import secrets
-import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from cloudqueue.errors import AuthError, BadRequest, Conflict, Forbidden, NotFound
+from queueservice.clock import now_ms
 from queueservice.db import Database
 
 #: what to do about an unknown DeviceId, in words for CLI and HTTP callers alike
@@ -158,7 +158,7 @@ class IdentityStore:
 
     def _note_key_use(self, key_hash: str, last_used: int | None) -> None:
         """Record an API key's use, at most once a minute (one write, not one per request)."""
-        now = int(time.time() * 1000)
+        now = now_ms()
         if last_used is not None and now - last_used < KEY_USE_RESOLUTION_MS:
             return
         with self.db.transaction() as conn:
@@ -179,7 +179,7 @@ class IdentityStore:
     def _note_login(self, user_id: str) -> None:
         with self.db.transaction() as conn:
             conn.execute("UPDATE users SET last_login = ? WHERE user_id = ?",
-                         (int(time.time() * 1000), user_id))
+                         (now_ms(), user_id))
 
     def change_password(self, user_id: str, password: str, previous_hash: str | None) -> bool:
         """Set a user's (permanent) password if the stored hash is still ``previous_hash``,

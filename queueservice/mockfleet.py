@@ -44,6 +44,7 @@ import psutil
 from cloudqueue.config import render_ini, write_atomically
 from qickbase.backoff import Backoff
 from queueservice import mockspec
+from queueservice.clock import now_ms
 from queueservice.settings import (MOCK_DEADLINE_MARGIN_SECONDS, MOCK_DEADLINE_SECONDS,
                                    MOCK_MEMORY_MB)
 
@@ -237,7 +238,7 @@ class MockFleet:
         self.identities.mark_status(
             daemon.device_id, "ERROR",
             {"State": "ERROR", "Reason": daemon.error, "Mock": True, "Simulated": True,
-             "CurrentWork": None}, int(time.time() * 1000))
+             "CurrentWork": None}, now_ms())
 
     # -- start -------------------------------------------------------------------------
     def _write_files(self, daemon: _Daemon, row: dict) -> tuple[Path, Path]:

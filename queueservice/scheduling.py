@@ -175,6 +175,40 @@ def decayed_usage(events: Iterable[tuple[int, float]], now: int,
     return sum(seconds * 0.5 ** (max(0, now - at) / half_life_ms) for at, seconds in events)
 
 
+DAY_MS = 86400 * 1000
+WEEK_MS = 7 * DAY_MS
+#: a Monday, 00:00 UTC (1969-12-29): weekly rules count their days from it
+_MONDAY_MS = -3 * DAY_MS
+
+
+def unroll_weekly(rules: Iterable[tuple[int, int, int]], start: int,
+                  end: int) -> tuple[tuple[int, int], ...]:
+    """Weekly windows ``(day, start_minute, end_minute)`` (day 0 is Monday, minutes of
+    that day in UTC, ``0 <= start_minute < end_minute <= 1440``) as the ``(start, end)``
+    intervals (ms) that overlap ``[start, end)``, sorted, with touching or overlapping
+    ones merged (Monday until midnight and Tuesday from midnight are one window), each
+    whole as far as a day beyond the range (a window is not cut at the range's edge)."""
+    rules = list(rules)
+    for day, first, last in rules:
+        if not (0 <= day <= 6 and 0 <= first < last <= 1440):
+            raise ValueError(f"weekly window ({day}, {first}, {last}): expected a day 0-6 "
+                             "and minutes 0 <= start < end <= 1440")
+    spans = []
+    week = (start - DAY_MS - _MONDAY_MS) // WEEK_MS
+    while _MONDAY_MS + week * WEEK_MS < end + DAY_MS:
+        base = _MONDAY_MS + week * WEEK_MS
+        spans += [(base + day * DAY_MS + first * 60_000, base + day * DAY_MS + last * 60_000)
+                  for day, first, last in rules]
+        week += 1
+    merged: list[tuple[int, int]] = []
+    for s, e in sorted(spans):
+        if merged and s <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], e))
+        else:
+            merged.append((s, e))
+    return tuple((s, e) for s, e in merged if s < end and e > start)
+
+
 def _at(ms: int) -> str:
     """A moment for people: the wire's ISO time (the number when no date can hold it)."""
     return iso(ms) or str(ms)

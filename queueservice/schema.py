@@ -8,12 +8,20 @@ sent back in a pagination key matches the stored value exactly. Integers are 64-
 
 The tables leave room for features that are not built yet: ``account_id`` on workloads
 (today the submitting user's id), ``groups`` and ``team_id`` on users (unused: a user's
-teams are ``team_members``), ``reservation_id``, ``cost`` and ``team_id`` on workloads.
+teams are ``team_members``); ``reservation_id`` on workloads is the booking a timeslot
+workload runs in, ``cost`` its charge.
 
 Teams (issue 12, docs/facility.md): ``teams``, their ``team_members`` (role ``scheduler`` or
 ``user``; ``is_default``: the team a member's work is charged to unless they name another)
 and the ``ledger``, append-only: a team's balance is ``SUM(seconds)`` of its lines, in
 device-seconds, so every balance is explained line by line.
+
+The rest of the facility (migration ``0004_facility``): ``prices`` per device (a change is
+a new row, so a charge keeps the price it was made at), ``bookings`` (a team's timeslot or
+maintenance, ``[start_at, end_at)``, never two standing ones overlapping on a device),
+weekly pay-as-you-go ``windows``, ``sessions``, ``credit_requests``; on ``workloads`` the
+cost cap ``max_seconds``, ``timeslot`` (submitted for its team's timeslot), ``on_slot_end``
+and ``session_id``; on the ``ledger`` the ``booking_id`` or ``session_id`` a line is for.
 
 The queue sequence is one counter row (``queue_sequence``), not a database sequence: taking
 a number updates the row, which holds its lock until the transaction ends, so numbers are
@@ -115,6 +123,10 @@ workloads = Table(
     Column("estimated_seconds", Float),                        # board time, from its file
     Column("ready_seq", Int),                                  # place in its device's line
     Column("team_id", Text),                                   # the team it is charged to
+    Column("max_seconds", Float),                              # its cost cap = board deadline
+    Column("timeslot", Int, nullable=False, server_default=text("0")),  # 1: for a timeslot
+    Column("on_slot_end", Text),                               # wait | fail (timeslot work)
+    Column("session_id", Text),                                # submitted in this session
 )
 _newest = (workloads.c.created_at.desc(), workloads.c.work_id.desc())
 Index("workloads_created", *_newest)
@@ -124,6 +136,7 @@ Index("workloads_account_device", workloads.c.account_id, workloads.c.device_id,
 Index("workloads_queue", workloads.c.device_id, workloads.c.status, *_newest)
 Index("workloads_status", workloads.c.status, *_newest)
 Index("workloads_account_status", workloads.c.account_id, workloads.c.status, *_newest)
+Index("workloads_team", workloads.c.team_id, *_newest)
 
 idempotency = Table(
     "idempotency", metadata,
@@ -176,5 +189,83 @@ ledger = Table(
     Column("at", Int, nullable=False),
     Column("work_id", Text),
     Column("device_id", Text),
+    Column("booking_id", Text),                                # a timeslot paid or refunded
+    Column("session_id", Text),                                # a session's held time
     Index("ledger_team", "team_id", "entry_id"),
+)
+
+prices = Table(
+    "prices", metadata,                                        # a change is a new row
+    Column("price_id", Int, primary_key=True, autoincrement=True),
+    Column("device_id", Text, nullable=False),
+    Column("per_used_second", Float, nullable=False),          # pay-as-you-go, per board s
+    Column("per_reserved_second", Float, nullable=False),      # timeslots, per booked s
+    Column("since", Int, nullable=False),                      # in force from (ms)
+    Column("set_by", Text, nullable=False),                    # the admin's UserId
+    Index("prices_device", "device_id", "since"),
+)
+
+bookings = Table(
+    "bookings", metadata,                                      # [start_at, end_at) exclusive
+    Column("booking_id", Text, primary_key=True),
+    Column("device_id", Text, nullable=False),
+    Column("kind", Text, nullable=False),                      # reservation | maintenance
+    Column("team_id", Text),                                   # reservations only
+    Column("start_at", Int, nullable=False),
+    Column("end_at", Int, nullable=False),
+    Column("reason", Text),                                    # maintenance's; a slot's note
+    Column("created_by", Text, nullable=False),
+    Column("created_at", Int, nullable=False),
+    Column("cost", Float),                                     # device-seconds paid (slots)
+    Column("cancelled_at", Int),                               # NULL: standing
+    Column("cancelled_by", Text),
+    Index("bookings_device", "device_id", "start_at"),
+    Index("bookings_team", "team_id", "start_at"),
+)
+
+windows = Table(
+    "windows", metadata,                                       # none for a device: always open
+    Column("window_id", Text, primary_key=True),
+    Column("device_id", Text, nullable=False),
+    Column("day", Int, nullable=False),                        # 0 Monday .. 6 Sunday (UTC)
+    Column("start_minute", Int, nullable=False),               # of the day, 0..1439
+    Column("end_minute", Int, nullable=False),                 # 1..1440, after start_minute
+    Column("created_by", Text, nullable=False),
+    Column("created_at", Int, nullable=False),
+    Index("windows_device", "device_id"),
+)
+
+sessions = Table(
+    "sessions", metadata,                                      # IBM Runtime's sessions
+    Column("session_id", Text, primary_key=True),
+    Column("device_id", Text, nullable=False),
+    Column("user_id", Text, nullable=False),
+    Column("team_id", Text),
+    Column("opened_at", Int, nullable=False),
+    Column("started_at", Int),                                 # its first work handed out
+    Column("max_seconds", Float, nullable=False),              # held at most this long
+    Column("idle_seconds", Float, nullable=False),             # released when idle this long
+    Column("last_activity_at", Int),                           # last hand-out or result
+    Column("closed_at", Int),
+    Column("close_reason", Text),                              # closed | max_time | idle | ...
+    Column("charged_seconds", Float),                          # held time charged at the end
+    Index("sessions_device", "device_id", "closed_at"),
+    Index("sessions_user", "user_id", "opened_at"),
+)
+
+credit_requests = Table(
+    "credit_requests", metadata,                               # schedulers ask, admins decide
+    Column("request_id", Text, primary_key=True),
+    Column("team_id", Text, nullable=False),
+    Column("user_id", Text, nullable=False),                   # the scheduler who asked
+    Column("seconds", Float, nullable=False),
+    Column("justification", Text, nullable=False),
+    Column("estimate", Text),                                  # the attached estimate (JSON)
+    Column("state", Text, nullable=False),                     # pending | approved | denied
+    Column("created_at", Int, nullable=False),
+    Column("decided_by", Text),
+    Column("decided_at", Int),
+    Column("decision_note", Text),
+    Index("credit_requests_team", "team_id", "created_at"),
+    Index("credit_requests_state", "state", "created_at"),
 )

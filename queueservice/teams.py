@@ -21,6 +21,7 @@ from typing import Any
 
 from cloudqueue.errors import BadRequest, Conflict, Forbidden, NotFound
 from queueservice.db import Connection, Database
+from queueservice.facility import append_line, lock_team
 from queueservice.identities import Principal
 
 Row = dict[str, Any]
@@ -112,7 +113,7 @@ class TeamStore:
                              f"device-seconds, not {seconds}")
         with self.db.transaction() as conn:
             team = _team(conn, ref)
-            entry = _append(conn, team["team_id"], "grant", seconds, caller.id, note, now)
+            entry = append_line(conn, team["team_id"], "grant", seconds, caller.id, note, now)
             total = conn.execute("SELECT SUM(seconds) FROM ledger WHERE team_id = ?",
                                  (team["team_id"],)).fetchone()[0]
         return {**entry, "balance": float(total), "name": team["name"]}
@@ -125,7 +126,7 @@ class TeamStore:
         _check_role(role)
         with self.db.transaction() as conn:
             team = self._accountable(conn, ref, caller, "add members")
-            _lock(conn, team["team_id"])
+            lock_team(conn, team["team_id"])
             member = _user(conn, user_ref)
             if _membership(conn, team["team_id"], member["user_id"]) is not None:
                 raise Conflict(f"{member['email']} is in team {team['name']} already: change "
@@ -143,7 +144,7 @@ class TeamStore:
         with self.db.transaction() as conn:
             team = (self._visible(conn, ref, caller) if own
                     else self._accountable(conn, ref, caller, "change members"))
-            _lock(conn, team["team_id"])
+            lock_team(conn, team["team_id"])
             member = _user(conn, user_ref)
             if _membership(conn, team["team_id"], member["user_id"]) is None:
                 raise NotFound(f"{member['email']} is not in team {team['name']}: add them "
@@ -165,7 +166,7 @@ class TeamStore:
         charged stays in the ledger. The team's last scheduler stays."""
         with self.db.transaction() as conn:
             team = self._accountable(conn, ref, caller, "remove members")
-            _lock(conn, team["team_id"])
+            lock_team(conn, team["team_id"])
             member = _user(conn, user_ref)
             was = _membership(conn, team["team_id"], member["user_id"])
             if was is None:
@@ -253,28 +254,6 @@ def _keep_a_scheduler(conn: Connection, team: Row, member: Row) -> None:
         raise Conflict(f"{member['email']} is the last scheduler of team {team['name']}: "
                        "make another member scheduler first (`userclient team role`)",
                        kind="last_scheduler")
-
-
-def _lock(conn: Connection, team_id: str) -> None:
-    """Hold the team until the transaction ends: its ledger lines and member changes are
-    made one at a time (no two demotions leave it without a scheduler, a balance read
-    after a line is not overtaken). On PostgreSQL the team's row lock; SQLite's write
-    transaction holds the whole file already."""
-    if conn.dialect == "postgresql":
-        conn.execute("SELECT team_id FROM teams WHERE team_id = ? FOR UPDATE", (team_id,))
-
-
-def _append(conn: Connection, team_id: str, kind: str, seconds: float, user_id: str,
-            note: str | None, now: int, *, work_id: str | None = None,
-            device_id: str | None = None) -> Row:
-    """One new ledger line (the only way lines are written: never updated or deleted),
-    under the team's lock, so its newest line is this one."""
-    _lock(conn, team_id)
-    conn.execute("INSERT INTO ledger (team_id, kind, seconds, user_id, note, at, work_id, "
-                 "device_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                 (team_id, kind, seconds, user_id, note, now, work_id, device_id))
-    return dict(conn.execute("SELECT * FROM ledger WHERE team_id = ? ORDER BY entry_id DESC "
-                             "LIMIT 1", (team_id,)).fetchone())
 
 
 def _check_role(role: str) -> None:

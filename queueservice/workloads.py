@@ -6,7 +6,6 @@ compare-and-set (``write``). Which work to hand out comes from ``policy``.
 """
 from __future__ import annotations
 
-import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ from typing import Any, Collection, Iterable, Iterator, Mapping
 
 from cloudqueue.errors import Conflict, NotFound
 from queueservice import policy, transitions
+from queueservice.clock import now_ms
 from queueservice.db import Connection, Database
 from queueservice.identities import NO_DEVICE_HINT
 from queueservice.settings import ServiceLimits
@@ -224,7 +224,7 @@ class WorkloadStore:
         ``asked``: ``sequence_mark()`` when the device's request arrived; ``holding``: work
         the device already has (see ``policy.handout_candidates``)."""
         with self._transaction() as conn:
-            now = time.time_ns() // 1_000_000
+            now = now_ms()
             rows = [dict(r) for r in conn.execute(
                 "SELECT * FROM workloads WHERE device_id = ? AND status IN (?, ?, ?)",
                 (device_id, *policy.ACTIVE))]

@@ -7,8 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from queueservice import policy
-from queueservice.scheduling import (HALF_LIFE_MS, RULES, Booking, Calendar, Candidate,
-                                     Prices, Session, decayed_usage, pick)
+from queueservice.scheduling import (DAY_MS, HALF_LIFE_MS, RULES, WEEK_MS, Booking,
+                                     Calendar, Candidate, Prices, Session, decayed_usage,
+                                     pick, unroll_weekly)
 
 NOW = 1_000_000
 OPEN = Calendar()
@@ -361,3 +362,45 @@ def test_property_while_a_session_holds_the_device_only_its_work_runs(sc):
     in_booking = any(b.start <= now < b.end for b in sc["calendar"].bookings)
     if chosen is not None and session is not None and session.holds(now) and not in_booking:
         assert chosen.session_id == session.session_id
+
+
+# -- weekly windows ----------------------------------------------------------------------
+MONDAY = 1_764_547_200_000  # 2025-12-01 00:00 UTC, a Monday
+H = 3_600_000
+
+
+def test_weekly_windows_unroll_on_their_days_in_utc():
+    nights = [(0, 22 * 60, 1440), (1, 0, 6 * 60)]  # Monday 22:00 -> Tuesday 06:00
+    assert unroll_weekly(nights, MONDAY, MONDAY + 7 * DAY_MS) == ((MONDAY + 22 * H,
+                                                                  MONDAY + 30 * H),)
+    assert unroll_weekly(nights, MONDAY + 23 * H, MONDAY + 24 * H) == ((MONDAY + 22 * H,
+                                                                       MONDAY + 30 * H),)
+
+
+def test_weekly_windows_repeat_every_week_and_only_inside_the_range():
+    sunday = [(6, 0, 60)]
+    got = unroll_weekly(sunday, MONDAY, MONDAY + 14 * DAY_MS)
+    assert got == ((MONDAY + 6 * DAY_MS, MONDAY + 6 * DAY_MS + H),
+                   (MONDAY + 13 * DAY_MS, MONDAY + 13 * DAY_MS + H))
+    assert unroll_weekly(sunday, MONDAY, MONDAY + 6 * DAY_MS) == ()
+
+
+@pytest.mark.parametrize("rule", [(7, 0, 60), (0, 60, 60), (0, -1, 60), (0, 0, 1441)])
+def test_weekly_window_out_of_range_is_refused(rule):
+    with pytest.raises(ValueError, match="weekly window"):
+        unroll_weekly([rule], MONDAY, MONDAY + DAY_MS)
+
+
+@given(st.lists(st.tuples(st.integers(0, 6), st.integers(0, 1439), st.integers(1, 1440))
+                .filter(lambda r: r[1] < r[2]), max_size=5),
+       st.integers(-10 * WEEK_MS, 10 * WEEK_MS), st.integers(1, 3 * WEEK_MS))
+@settings(max_examples=150, deadline=None)
+def test_property_unrolled_windows_are_sorted_disjoint_and_match_the_rules(rules, start, span):
+    end = start + span
+    got = unroll_weekly(rules, start, end)
+    assert all(s < e for s, e in got)
+    assert all(a[1] < b[0] for a, b in zip(got, got[1:]))  # merged: a gap between any two
+    for t in (start, (start + end) // 2, end - 1):
+        minute = (t - MONDAY) % WEEK_MS // 60_000
+        inside_rule = any(d * 1440 + f <= minute < d * 1440 + e for d, f, e in rules)
+        assert inside_rule == any(s <= t < e for s, e in got)

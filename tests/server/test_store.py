@@ -356,9 +356,12 @@ def test_a_version_6_database_upgrades_in_place_with_nothing_lost(tmp_path: Path
     before = {r[0]: r for r in conn.execute("SELECT * FROM workloads ORDER BY work_id")}
     conn.execute("DROP TABLE alembic_version")  # as a version-6 store made before Alembic
     conn.execute("DROP TABLE service_settings")
-    for table in ("ledger", "team_members", "teams"):
+    for table in ("ledger", "team_members", "teams", "prices", "bookings", "windows",
+                  "sessions", "credit_requests"):
         conn.execute(f"DROP TABLE {table}")
-    conn.execute("ALTER TABLE workloads DROP COLUMN team_id")
+    conn.execute("DROP INDEX workloads_team")
+    for column in ("team_id", "max_seconds", "timeslot", "on_slot_end", "session_id"):
+        conn.execute(f"ALTER TABLE workloads DROP COLUMN {column}")
     mark = conn.execute("SELECT value FROM queue_sequence").fetchone()[0]
     assert conn.execute("SELECT version FROM schema_version").fetchone()[0] == 6
     conn.close()
