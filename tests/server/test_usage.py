@@ -18,7 +18,7 @@ from queueservice.facility import append_line
 from queueservice.identities import Principal
 from queueservice.usage import COLUMNS, UsageStore, month_of, totals
 from tests.server.api import World, assert_error
-from tests.server.test_teams import team  # noqa: F401 (a fixture)
+from tests.server.test_teams import email_of, new_team
 
 
 def ms(text: str) -> int:
@@ -209,6 +209,22 @@ def test_months_are_utc():
 
 
 # -- GET /usage over HTTP ------------------------------------------------------------------
+
+@pytest.fixture
+def team(world: World) -> dict:
+    """A team with a scheduler (pi) and a user member (student), and an outsider."""
+    pi, pi_id = world.user()
+    student, student_id = world.user()
+    outsider, outsider_id = world.user()
+    made = new_team(world, scheduler=pi_id)
+    added = pi.post(f"/teams/{made['TeamId']}/members",
+                    json={"User": email_of(world, student_id), "Role": "user"})
+    assert added.status_code == 201, added.text
+    return {"id": made["TeamId"], "name": made["Name"], "pi": pi, "pi_id": pi_id,
+            "student": student, "student_id": student_id, "outsider": outsider,
+            "outsider_id": outsider_id}
+
+
 def test_usage_over_http_with_its_rules(world: World, team: dict):
     device = world.device()
     lines = [(team["student_id"], -12.0, "charge"), (team["pi_id"], -3.0, "charge"),
