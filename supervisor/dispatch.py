@@ -15,10 +15,9 @@ cap (``MaxSeconds``, kept in its meta by the downloader) when that is shorter
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Dict, Optional
 
 from boardcore.limits import RunLimits
@@ -81,7 +80,7 @@ class Dispatcher:
         self.spool.move(work_id, "ready", "running", meta)
         folder = self.spool.path("running", work_id)
         request = f"run-{work_id}-{meta.attempts}"
-        limits = dataclasses.replace(self.s.limits(), max_seconds=meta.max_seconds)
+        limits = replace(self.s.limits(), max_seconds=meta.max_seconds)
         self.job = Assignment(work_id, request, now,
                               now + limits.run_deadline + self.s.deadline_margin_seconds,
                               limits)
