@@ -51,6 +51,7 @@ class WorkMeta:
     upload_attempts: int = 0
     upload_error: Optional[str] = None
     cancel_requested: bool = False
+    max_seconds: Optional[float] = None      # the service's MaxSeconds: the workload's cost cap
     extra: Dict[str, Any] = field(default_factory=dict)
 
     @classmethod

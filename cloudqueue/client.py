@@ -305,6 +305,54 @@ class QueueClient:
         return self._call("POST", ("teams", team, "grants"), what=f"grant credits to {team}",
                           json_body={"Seconds": seconds, "Note": note}, safe=False)
 
+    # --- credit requests and usage (ours: features ``credit-requests``, ``usage``) ---------
+    def request_credits(self, team: str, seconds: float, justification: str,
+                        estimate: dict | None = None) -> dict:
+        """``POST /credits/requests {Team, Seconds, Justification, Estimate?}`` (a scheduler
+        of the team): the pending request. Not retried: a retry could ask twice."""
+        self.require("credit-requests", "requesting credits")
+        body: dict[str, Any] = {"Team": team, "Seconds": seconds,
+                                "Justification": justification}
+        if estimate is not None:
+            body["Estimate"] = estimate
+        return self._call("POST", ("credits", "requests"), what=f"request credits for {team}",
+                          json_body=body, safe=False)
+
+    def list_credit_requests(self, *, state: str | None = None,
+                             team: str | None = None) -> list[dict]:
+        """``GET /credits/requests?State=&Team=``: admins every request, schedulers their
+        teams', newest first."""
+        self.require("credit-requests", "listing credit requests")
+        params = {k: v for k, v in (("State", state), ("Team", team)) if v is not None}
+        return self._call("GET", ("credits", "requests"), what="list credit requests",
+                          params=params or None) or []
+
+    def decide_credit_request(self, request_id: str, approve: bool, *,
+                              seconds: float | None = None, note: str | None = None) -> dict:
+        """``POST /credits/requests/{id}/approve {Seconds?, Note?}`` or ``.../deny {Note}``
+        (admin): the decided request. Not retried: a decision is made once (a retry after
+        a lost answer is told it was decided)."""
+        self.require("credit-requests", "deciding a credit request")
+        body: dict[str, Any] = {}
+        if seconds is not None:
+            body["Seconds"] = seconds
+        if note is not None:
+            body["Note"] = note
+        verb = "approve" if approve else "deny"
+        return self._call("POST", ("credits", "requests", request_id, verb),
+                          what=f"{verb} credit request {request_id}", json_body=body,
+                          safe=False)
+
+    def usage(self, by: str = "team", *, start: str | None = None, end: str | None = None,
+              team: str | None = None) -> dict:
+        """``GET /usage?By=&From=&To=&Team=``: ``{By, From, To, Rows: [{Key, Name, Charged,
+        Refunded, Spent, BoardSeconds, Workloads, Reservations, Sessions, Total}], Total}``.
+        ``start``/``end``: ISO 8601 times, days or months (UTC)."""
+        self.require("usage", "reading usage")
+        params = {k: v for k, v in (("By", by), ("From", start), ("To", end), ("Team", team))
+                  if v is not None}
+        return self._call("GET", ("usage",), what="usage report", params=params)
+
     # --- users --------------------------------------------------------------------------
     def list_devices(self) -> list[Device]:
         return [Device.from_json(d) for d in self.list_devices_json()]

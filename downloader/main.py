@@ -137,7 +137,7 @@ class Downloader:
             self.wait_while_held(work_id, where)
             return 0.0
         try:
-            self.fetch(work_id, work["WorkloadUrl"])
+            self.fetch(work_id, work["WorkloadUrl"], max_seconds(work))
             backoff.reset()
         except DiskFull as exc:
             log.warning("%s", exc)
@@ -166,10 +166,12 @@ class Downloader:
                 return
             self.link.stop.wait(0.1)
 
-    def fetch(self, work_id: str, url: str) -> None:
+    def fetch(self, work_id: str, url: str, cap: Optional[float] = None) -> None:
+        """Download the workload into ``ready/``; ``cap``: its cost cap (``MaxSeconds``),
+        kept in its meta for the supervisor, which runs it with that deadline."""
         spool = self.link.spool
         folder = spool.create_incoming(work_id)
-        meta = WorkMeta(work_id, received_at=time.time())
+        meta = WorkMeta(work_id, received_at=time.time(), max_seconds=cap)
         limit_mb = self.s.max_workload_mb
         try:
             # stops reading past the limit: a huge workload never fills the disk
@@ -191,6 +193,20 @@ class Downloader:
             log.info("workload %s downloaded (%d bytes)", work_id, meta.size)
         self.want.clear()  # the supervisor says when it wants more
         self.link.post("work", work_id=work_id)
+
+
+def max_seconds(work: Dict[str, Any]) -> Optional[float]:
+    """The hand-out's ``MaxSeconds`` (our service: the workload's cost cap), None when it has
+    none or it is not a positive number (logged: the board's own deadline still holds)."""
+    value = work.get("MaxSeconds")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            not 0 < value < float("inf"):
+        log.warning("workload %s: ignoring MaxSeconds %r (not a positive number); the "
+                    "board's own deadline holds", work.get("WorkId"), value)
+        return None
+    return float(value)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -22,8 +22,9 @@ Interface used by the board daemon's executor process:
 Stopping early, always between programs or rounds, the file closed cleanly with the programs
 done so far and the outcome (one path, ``outcome`` below):
 - ``should_stop()`` true (a cancel): at the next round boundary -> CANCELLED;
-- the deadline (``limits.deadline_seconds`` after the run started, by ``clock``) passed:
-  before the next program -> FAILED, kind ``deadline``;
+- the deadline (``limits.run_deadline`` after the run started, by ``clock``: the board's
+  ``deadline_seconds``, or the workload's ``max_seconds`` when shorter) passed: before the
+  next program -> FAILED, kind ``deadline`` (the message names MaxSeconds when it was that);
 - ``terminations()`` (SIGTERMs the executor received) 1: before the next program, 2 or more:
   at the next round boundary -> FAILED, kind ``stopped``.
 The last program's end is not a stop: a workload whose programs all ran is DONE.
@@ -143,7 +144,7 @@ def run_workload(workload_path: str, results_path: str, board: Board,
                  terminations: Callable[[], int] = lambda: 0,
                  clock: Callable[[], float] = time.monotonic) -> RunOutcome:
     """Run a workload on ``board`` and write ``results_path``; see the module docstring."""
-    checks, deadline = _workload_limits(limits), limits.deadline_seconds if limits else None
+    checks, deadline = _workload_limits(limits), limits.run_deadline if limits else None
     started = clock()
     entries: list = []
     writer: ResultsWriter | None = None
@@ -165,6 +166,11 @@ def run_workload(workload_path: str, results_path: str, board: Board,
         if should_stop():
             return outcome("CANCELLED", None, f"cancelled after {done} of {n} programs")
         if deadline is not None and clock() - started >= deadline:
+            if limits is not None and limits.capped:
+                return outcome("FAILED", "deadline",
+                               f"stopped at its MaxSeconds of {deadline:g} s (its cost cap) "
+                               f"after {done} of {n} programs (their results are kept); submit "
+                               "it with a larger --max-seconds or split the workload")
             return outcome("FAILED", "deadline",
                            f"stopped at its deadline of {deadline:g} s after {done} of {n} "
                            "programs (their results are kept); ask the board's admin for a "

@@ -35,6 +35,7 @@ FEATURES = ["cancel", "failed-state", "long-poll", "holding", "leases", "sha256"
             "queue-position", "api-keys", "oauth2-token", "cognito-compat", "device-health",
             "page-limit", "progress", "mock-devices", "workload-wait", "admin-lifecycle",
             "teams"]
+FEATURES += ["credit-requests", "usage"]  # issue 12: routes_teams' credit requests, usage
 
 
 async def capabilities(request: Request) -> Response:
@@ -98,6 +99,12 @@ def team_routes() -> list[BaseRoute]:
         Route("/teams/{team}/balance", t.balance, methods=["GET"]),
         Route("/teams/{team}/ledger", t.ledger, methods=["GET"]),
         Route("/teams/{team}/grants", t.grant, methods=["POST"]),
+        Route("/credits/requests", t.create_request, methods=["POST"]),
+        Route("/credits/requests", t.list_requests, methods=["GET"]),
+        Route("/credits/requests/{request}", t.get_request, methods=["GET"]),
+        Route("/credits/requests/{request}/approve", t.approve_request, methods=["POST"]),
+        Route("/credits/requests/{request}/deny", t.deny_request, methods=["POST"]),
+        Route("/usage", t.usage_report, methods=["GET"]),
     ]
 
 

@@ -117,6 +117,17 @@ def _holding(request: Request) -> frozenset[str]:
     return frozenset(ids)
 
 
+def handout_view(row: dict, workload_url: str) -> dict:
+    """The poll's answer for handed-out work: ``{WorkId, WorkloadUrl}``, and ``MaxSeconds``
+    (ours: the workload's cost cap, which the board takes as the run's deadline when it is
+    shorter than its own) when the submitter set one; the original device client ignores
+    it."""
+    answer = {"WorkId": row["work_id"], "WorkloadUrl": workload_url}
+    if row.get("max_seconds") is not None:
+        answer["MaxSeconds"] = row["max_seconds"]
+    return answer
+
+
 async def next_work(request: Request) -> Response:
     """``GET /devices/{id}/workload[?WaitSeconds=N][&Holding=ids]``: the next work, or ``[]``.
 
@@ -142,9 +153,8 @@ async def next_work(request: Request) -> Response:
         if row is not None or ended:
             await svc.queue_changed(device_id, devices=False)
         if row is not None:
-            return json_ok({"WorkId": row["work_id"],
-                            "WorkloadUrl": svc.presign(request, "GET",
-                                                       f"workloads/{row['work_id']}")})
+            return json_ok(handout_view(row, svc.presign(request, "GET",
+                                                          f"workloads/{row['work_id']}")))
         remaining = deadline - time.monotonic()
         if remaining <= 0 or svc.device_wakeups.closing:
             return json_ok([])

@@ -1,9 +1,11 @@
 """Teams, roles and the credit ledger (feature ``teams``; issue 12, docs/facility.md):
 teams created and listed, members added, changed and removed, a team's balance and ledger,
-credits granted. The rules are ``teams.TeamStore``'s; under ``--stock-protocol`` these
-routes are not mounted (``app.api_routes``)."""
+credits granted; credit requests (feature ``credit-requests``) and usage reports (feature
+``usage``). The rules are the stores' (``teams``, ``credit_requests``, ``usage``); under
+``--stock-protocol`` these routes are not mounted (``app.api_routes``)."""
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 from starlette.requests import Request
@@ -12,8 +14,12 @@ from starlette.responses import Response
 from cloudqueue.errors import BadRequest
 from queueservice import policy
 from queueservice.admin import check_name
+from queueservice.credit_requests import (MAX_JUSTIFICATION_CHARS, MAX_NOTE_CHARS,
+                                          CreditRequestStore, estimate_of)
 from queueservice.httpedge import call, field, json_ok, now_ms, read_json, service, user
 from queueservice.teams import MAX_GRANT_SECONDS, ROLES, Row, TeamStore
+from queueservice.usage import UsageStore
+from queueservice.usage import totals as usage_totals
 
 
 def _store(request: Request) -> TeamStore:
@@ -129,3 +135,137 @@ async def grant(request: Request) -> Response:
                      note, now_ms(), caller=who)
     return json_ok({**ledger_view(row), "TeamId": row["team_id"], "Name": row["name"],
                     "BalanceSeconds": row["balance"]}, 201)
+
+
+# -- credit requests (``credit_requests.CreditRequestStore``) -----------------------------
+def _requests(request: Request) -> CreditRequestStore:
+    return CreditRequestStore(service(request).identities.db)
+
+
+def request_view(row: Row, *, with_estimate: bool = False) -> dict[str, Any]:
+    """A credit request as ``GET /credits/requests`` lists it (``with_estimate``: and the
+    estimate attached, as one request's answer shows it)."""
+    granted = row["granted"]
+    view = {
+        "RequestId": row["request_id"],
+        "TeamId": row["team_id"],
+        "Name": row["team_name"],
+        "UserId": row["user_id"],
+        "Email": row["user_email"],
+        "Seconds": row["seconds"],
+        "Justification": row["justification"],
+        "HasEstimate": row["estimate"] is not None,
+        "State": row["state"],
+        "CreatedAt": policy.iso(row["created_at"]),
+        "DecidedBy": row["decided_by_email"] or row["decided_by"],
+        "DecidedAt": policy.iso(row["decided_at"]),
+        "DecisionNote": row["decision_note"],
+        "GrantedSeconds": None if granted is None else granted["seconds"],
+        "EntryId": None if granted is None else granted["entry_id"],
+    }
+    if with_estimate:
+        view["Estimate"] = estimate_of(row)
+    return view
+
+
+async def create_request(request: Request) -> Response:
+    """``POST /credits/requests {Team, Seconds, Justification, Estimate?}`` (a scheduler of
+    the team): 201 with the pending request."""
+    who = await user(request)
+    body = await read_json(request)
+    team = field(body, "Team", str, required=True, max_len=100)
+    seconds = field(body, "Seconds", (int, float), required=True,
+                    bounds=(0, MAX_GRANT_SECONDS))
+    justification = field(body, "Justification", str, required=True,
+                          max_len=MAX_JUSTIFICATION_CHARS)
+    estimate = field(body, "Estimate", dict)
+    row = await call(_requests(request).create, team, float(seconds), justification,
+                     estimate, now_ms(), caller=who)
+    return json_ok(request_view(row, with_estimate=True), 201)
+
+
+async def list_requests(request: Request) -> Response:
+    """``GET /credits/requests?State=&Team=``: admins every request, schedulers their
+    teams', newest first."""
+    who = await user(request)
+    rows = await call(_requests(request).requests, who,
+                      state=request.query_params.get("State") or None,
+                      team_ref=request.query_params.get("Team") or None)
+    return json_ok([request_view(r) for r in rows])
+
+
+async def get_request(request: Request) -> Response:
+    """``GET /credits/requests/{id}``: one request with its Estimate."""
+    who = await user(request)
+    row = await call(_requests(request).request, request.path_params["request"], who)
+    return json_ok(request_view(row, with_estimate=True))
+
+
+async def approve_request(request: Request) -> Response:
+    """``POST /credits/requests/{id}/approve {Seconds?, Note?}`` (admin): the request,
+    approved, with the grant line's ``EntryId`` and ``GrantedSeconds``."""
+    who = await user(request)
+    body = await read_json(request, allow_empty=True)
+    seconds = field(body, "Seconds", (int, float), bounds=(0, MAX_GRANT_SECONDS))
+    note = field(body, "Note", str, max_len=MAX_NOTE_CHARS)
+    row = await call(_requests(request).decide, request.path_params["request"], True,
+                     now_ms(), caller=who, seconds=None if seconds is None else float(seconds),
+                     note=note)
+    return json_ok(request_view(row))
+
+
+async def deny_request(request: Request) -> Response:
+    """``POST /credits/requests/{id}/deny {Note}`` (admin): the request, denied."""
+    who = await user(request)
+    body = await read_json(request)
+    note = field(body, "Note", str, required=True, max_len=MAX_NOTE_CHARS)
+    row = await call(_requests(request).decide, request.path_params["request"], False,
+                     now_ms(), caller=who, note=note)
+    return json_ok(request_view(row))
+
+
+# -- usage reports (``usage.UsageStore``) ---------------------------------------------------
+def query_time(request: Request, name: str) -> int | None:
+    """A time query parameter (None when absent): ISO 8601 (``2026-11-01T12:00:00Z``; no
+    offset: UTC), a day (``2026-11-01``) or a month (``2026-11``), as ms."""
+    raw = request.query_params.get(name)
+    if not raw:
+        return None
+    text = raw.strip()
+    if len(text) == 7:  # a month
+        text += "-01"
+    try:
+        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise BadRequest(f"{name} must be a time in ISO 8601 (2026-11-01T12:00:00Z), a day "
+                         f"(2026-11-01) or a month (2026-11), not {raw[:40]!r}") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return int(when.timestamp() * 1000)
+
+
+def usage_view(row: Row) -> dict[str, Any]:
+    view = {"Key": row["key"], "Name": row["name"]}
+    view.update({name: row[column] for name, column in USAGE_FIELDS})
+    return view
+
+
+#: the answer's names of ``usage.COLUMNS``
+USAGE_FIELDS = (("Charged", "charged"), ("Refunded", "refunded"), ("Spent", "spent"),
+                ("BoardSeconds", "board_seconds"), ("Workloads", "workloads"),
+                ("Reservations", "reservations"), ("Sessions", "sessions"),
+                ("Total", "total"))
+
+
+async def usage_report(request: Request) -> Response:
+    """``GET /usage?By=team|user|device|month&From=&To=&Team=``: credits spent per group
+    (admins: every line; schedulers: their teams'; anyone: their own), with the totals."""
+    who = await user(request)
+    by = request.query_params.get("By") or "team"
+    start, end = query_time(request, "From"), query_time(request, "To")
+    rows = await call(UsageStore(service(request).identities.db).report, by, who,
+                      start=start, end=end, team_ref=request.query_params.get("Team") or None)
+    total = usage_totals(rows)
+    return json_ok({"By": by, "From": policy.iso(start), "To": policy.iso(end),
+                    "Rows": [usage_view(r) for r in rows],
+                    "Total": {name: total[column] for name, column in USAGE_FIELDS}})

@@ -6,20 +6,23 @@ downloader is told when the board wants more work (``want_work``). Everything he
 the supervisor's loop: it never blocks and never touches the network.
 
 Deadlines on both sides: the executor stops by itself between programs once the run's
-``deadline_seconds`` have passed, and answers. This side is the backstop for a program that
-runs on past it: at ``deadline_seconds + deadline_margin_seconds`` it sends SIGTERM (the
-executor stops after the program running, keeps the results so far and answers), and SIGKILL
-``grace_seconds`` later.
+deadline has passed, and answers. This side is the backstop for a program that runs on past
+it: at the deadline + ``deadline_margin_seconds`` it sends SIGTERM (the executor stops after
+the program running, keeps the results so far and answers), and SIGKILL ``grace_seconds``
+later. The run's deadline is the board's ``deadline_seconds``, or the workload's own cost
+cap (``MaxSeconds``, kept in its meta by the downloader) when that is shorter
+(``RunLimits.run_deadline``).
 """
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Dict, Optional
 
+from boardcore.limits import RunLimits
 from supervisor.children import Child
-from supervisor.policy import ChildStatus, classify_exit
+from supervisor.policy import ChildStatus, Death, classify_exit
 from boardcore.settings import BoardSettings
 from boardcore.spool import RESULTS, WORKLOAD, Spool, WorkMeta
 
@@ -34,6 +37,7 @@ class Assignment:
     request_id: str
     started: float
     deadline: float                 # the backstop: the run's deadline plus the margin
+    limits: RunLimits               # what the executor was told
     done: int = 0
     total: int = 0
     cancel_at: Optional[float] = None
@@ -76,9 +80,10 @@ class Dispatcher:
         self.spool.move(work_id, "ready", "running", meta)
         folder = self.spool.path("running", work_id)
         request = f"run-{work_id}-{meta.attempts}"
-        limits = self.s.limits()
+        limits = replace(self.s.limits(), max_seconds=meta.max_seconds)
         self.job = Assignment(work_id, request, now,
-                       now + limits.deadline_seconds + self.s.deadline_margin_seconds)
+                              now + limits.run_deadline + self.s.deadline_margin_seconds,
+                              limits)
         self._send("executor", "run", id=request, work_id=work_id,
                    workload_path=str(folder / WORKLOAD), results_path=str(folder / RESULTS),
                    limits=limits.to_message())
@@ -121,7 +126,7 @@ class Dispatcher:
         killed_for = self.children["executor"].killed_for
         if kind == "stopped" and killed_for is not None:
             # it stopped on our SIGTERM: say why we sent it (its programs done are kept)
-            meaning = classify_exit(0, killed_for, self.s.deadline_seconds)
+            meaning = self._classify(0, killed_for)
             status = "CANCELLED" if meaning.kind == "cancelled" else "FAILED"
             kind = meaning.kind
             message = (f"{meaning.message} (after {msg.get('programs_done') or 0} of "
@@ -150,7 +155,7 @@ class Dispatcher:
                         f"{job.done} of {job.total} programs",
                         programs_done=job.done, programs_total=job.total)
         else:
-            meaning = classify_exit(rc, child.killed_for, self.s.deadline_seconds)
+            meaning = self._classify(rc, child.killed_for)
             meta.finish("FAILED", meaning.kind, meaning.message,
                         programs_done=job.done, programs_total=job.total)
         res = self.spool.path("running", job.work_id) / RESULTS
@@ -158,6 +163,10 @@ class Dispatcher:
         if res.exists() and not meta.has_results:
             res.unlink()
         self._finish(meta, now)
+
+    def _classify(self, rc: int, killed_for: Optional[str]) -> Death:
+        limits = self.job.limits
+        return classify_exit(rc, killed_for, limits.run_deadline, cost_cap=limits.capped)
 
     def _finish(self, meta: WorkMeta, now: float) -> None:
         self.busy_seconds += meta.seconds or (now - self.job.started)
@@ -191,8 +200,9 @@ class Dispatcher:
         if job is None:
             return
         if now >= job.deadline and ex.killed_for is None and ex.alive():
-            log.warning("workload %s passed its deadline (%g s) and the margin (%g s): "
-                        "stopping the executor", job.work_id, self.s.deadline_seconds,
+            log.warning("workload %s passed its deadline (%g s%s) and the margin (%g s): "
+                        "stopping the executor", job.work_id, job.limits.run_deadline,
+                        ", its MaxSeconds" if job.limits.capped else "",
                         self.s.deadline_margin_seconds)
             ex.terminate(now, "deadline", self.s.grace_seconds)
         elif job.cancel_at is not None and now - job.cancel_at > self.s.grace_seconds and \

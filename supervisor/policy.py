@@ -77,12 +77,17 @@ class Death:
 
 
 def classify_exit(returncode: int, killed_for: Optional[str] = None,
-                  deadline_seconds: Optional[float] = None) -> Death:
+                  deadline_seconds: Optional[float] = None, *, cost_cap: bool = False) -> Death:
     """Say why a child died. ``returncode`` is ``Popen.returncode`` (negative = signal).
 
     ``killed_for`` is what the supervisor did: ``"deadline"``, ``"unresponsive"``,
-    ``"stop"``, ``"cancel"`` or ``None`` (it died on its own).
+    ``"stop"``, ``"cancel"`` or ``None`` (it died on its own). ``cost_cap``: the deadline
+    was the workload's own ``MaxSeconds``.
     """
+    if killed_for == "deadline" and cost_cap:
+        return Death("deadline", f"the workload ran past its MaxSeconds of "
+                     f"{deadline_seconds:g} s (its cost cap) and was stopped; submit it "
+                     "with a larger --max-seconds or split it", returncode)
     if killed_for == "deadline":
         limit = f" of {deadline_seconds:g} s" if deadline_seconds else ""
         return Death("deadline", f"the workload ran past the board's time limit{limit} and was "

@@ -1,9 +1,13 @@
 """``userclient`` commands for teams and credits (our service; feature ``teams``; issue 12):
-``team create|add|role|remove|default|list`` and ``credits grant|balance``. Thin: the rules
+``team create|add|role|remove|default|list`` and ``credits grant|balance|request|requests|
+approve|deny|usage``. Thin: the rules
 are the service's; exit codes and errors as ``userclient.cli`` documents them."""
 from __future__ import annotations
 
 import argparse
+import csv
+import io
+import json
 from typing import Any, Callable
 
 from userclient import cli
@@ -108,6 +112,108 @@ def cmd_credits_balance(args: argparse.Namespace) -> int:
     return cli.EXIT_OK
 
 
+def requests_table(requests: list[dict]) -> str:
+    if not requests:
+        return "no credit requests"
+    rows = []
+    for r in requests:
+        decided = (f"{r['State']} by {r['DecidedBy']}" if r["DecidedBy"] else r["State"])
+        granted = "-" if r["GrantedSeconds"] is None else f"{r['GrantedSeconds']:g}"
+        rows.append([r["RequestId"], r["Name"], f"{r['Seconds']:g}", granted, decided,
+                     r["Email"] or r["UserId"], r["CreatedAt"], r["Justification"][:60]])
+    return table(rows, ["REQUEST ID", "TEAM", "SECONDS", "GRANTED", "STATE", "ASKED BY",
+                        "AT", "JUSTIFICATION"])
+
+
+def _decided_line(r: dict) -> str:
+    if r["State"] == "approved":
+        return (f"credit request {r['RequestId']} approved: {r['GrantedSeconds']:g} "
+                f"device-seconds granted to team {r['Name']} (ledger line {r['EntryId']})")
+    return f"credit request {r['RequestId']} denied: {r['DecisionNote']}"
+
+
+#: usage columns: (answer's name, heading), in the order shown
+USAGE_COLUMNS = (("Charged", "CHARGED"), ("Refunded", "REFUNDED"), ("Spent", "SPENT"),
+                 ("BoardSeconds", "BOARD S"), ("Workloads", "WORKLOADS"),
+                 ("Reservations", "RESERVATIONS"), ("Sessions", "SESSIONS"),
+                 ("Total", "TOTAL"))
+
+
+def _number(value: Any) -> str:
+    return str(value) if isinstance(value, int) else f"{value:.3f}"
+
+
+def usage_table(report: dict) -> str:
+    if not report["Rows"]:
+        return "no usage"
+    rows = [[r["Name"]] + [_number(r[name]) for name, _ in USAGE_COLUMNS]
+            for r in report["Rows"]]
+    rows.append(["TOTAL"] + [_number(report["Total"][name]) for name, _ in USAGE_COLUMNS])
+    return table(rows, [report["By"].upper()] + [head for _, head in USAGE_COLUMNS])
+
+
+def usage_csv(report: dict) -> str:
+    """One header row, then one row per group (no total: a spreadsheet sums)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([report["By"], "key"] + [name for name, _ in USAGE_COLUMNS])
+    for r in report["Rows"]:
+        writer.writerow([r["Name"], r["Key"]] + [r[name] for name, _ in USAGE_COLUMNS])
+    return out.getvalue().rstrip("\n")
+
+
+def read_estimate(path: str) -> dict:
+    """The JSON object ``userclient estimate --json`` printed, from ``path``."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except OSError as exc:
+        raise UsageError(f"cannot read --estimate {path}: {exc.strerror}") from None
+    except ValueError:
+        raise UsageError(f"--estimate {path} is not JSON: give the file that `userclient "
+                         "estimate WORKLOAD --device ID --json` wrote") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"--estimate {path} is not a JSON object: give the file that "
+                         "`userclient estimate WORKLOAD --device ID --json` wrote")
+    return data
+
+
+def cmd_credits_request(args: argparse.Namespace) -> int:
+    estimate = read_estimate(args.estimate) if args.estimate else None
+    r = cli.client_from_args(args).request_credits(args.team, args.seconds,
+                                                   args.justification, estimate)
+    cli.emit(args, r, f"credit request {r['RequestId']}: {r['Seconds']:g} device-seconds for "
+                      f"team {r['Name']}, pending an admin's decision")
+    return cli.EXIT_OK
+
+
+def cmd_credits_requests(args: argparse.Namespace) -> int:
+    found = cli.client_from_args(args).get_credit_requests(state=args.state, team=args.team)
+    cli.emit(args, found, requests_table(found))
+    return cli.EXIT_OK
+
+
+def cmd_credits_approve(args: argparse.Namespace) -> int:
+    r = cli.client_from_args(args).approve_credit_request(args.request_id, args.seconds)
+    cli.emit(args, r, _decided_line(r))
+    return cli.EXIT_OK
+
+
+def cmd_credits_deny(args: argparse.Namespace) -> int:
+    r = cli.client_from_args(args).deny_credit_request(args.request_id, args.note)
+    cli.emit(args, r, _decided_line(r))
+    return cli.EXIT_OK
+
+
+def cmd_credits_usage(args: argparse.Namespace) -> int:
+    if args.csv and args.json:
+        raise UsageError("give --json or --csv, not both")
+    report = cli.client_from_args(args).get_usage(args.by, start=args.start, end=args.end,
+                                                  team=args.team)
+    cli.emit(args, report, usage_csv(report) if args.csv else usage_table(report))
+    return cli.EXIT_OK
+
+
 def seconds(text: str) -> float:
     try:
         value = float(text)
@@ -163,3 +269,31 @@ def add_commands(add: Callable[[str, Any, str], argparse.ArgumentParser],
     p = leaf(sub, "balance", cmd_credits_balance, "a team's balance (its schedulers, admins)")
     p.add_argument("team", metavar="TEAM")
     p.add_argument("--ledger", action="store_true", help="also every ledger line")
+    p = leaf(sub, "request", cmd_credits_request, "a scheduler: ask the admins for "
+             "device-seconds for a team")
+    p.add_argument("team", metavar="TEAM")
+    p.add_argument("seconds", type=seconds, metavar="SECONDS")
+    p.add_argument("--justification", required=True, help="what the credits are for")
+    p.add_argument("--estimate", metavar="FILE",
+                   help="attach what `userclient estimate ... --json` wrote")
+    p = leaf(sub, "requests", cmd_credits_requests, "credit requests (admins: all; "
+             "schedulers: their teams'), newest first")
+    p.add_argument("--state", choices=("pending", "approved", "denied"))
+    p.add_argument("--team", metavar="TEAM")
+    p = leaf(sub, "approve", cmd_credits_approve, "admin: approve a credit request (grants "
+             "its device-seconds)")
+    p.add_argument("request_id", metavar="ID")
+    p.add_argument("--seconds", type=seconds, metavar="N",
+                   help="grant fewer device-seconds than asked")
+    p = leaf(sub, "deny", cmd_credits_deny, "admin: deny a credit request")
+    p.add_argument("request_id", metavar="ID")
+    p.add_argument("--note", required=True, help="why (the scheduler reads it)")
+    p = leaf(sub, "usage", cmd_credits_usage, "credits spent per team, user, device or "
+             "month (yours; your teams' as scheduler; all as admin)")
+    p.add_argument("--by", choices=("team", "user", "device", "month"), default="team",
+                   help="default: team")
+    p.add_argument("--team", metavar="TEAM", help="only this team")
+    p.add_argument("--from", dest="start", metavar="TIME",
+                   help="from (ISO 8601, a day 2026-11-01 or a month 2026-11; UTC)")
+    p.add_argument("--to", dest="end", metavar="TIME", help="up to (not including)")
+    p.add_argument("--csv", action="store_true", help="CSV with a header row")

@@ -279,6 +279,32 @@ class UserClient:
         """Grant a team ``seconds`` device-seconds (admin), with a note saying why."""
         return self.client.grant_credits(team, seconds, note)
 
+    def request_credits(self, team: str, seconds: float, justification: str,
+                        estimate: dict | None = None) -> dict:
+        """Ask the admins for ``seconds`` device-seconds for a team you schedule, saying
+        why; ``estimate``: what ``userclient estimate --json`` printed (optional)."""
+        return self.client.request_credits(team, seconds, justification, estimate)
+
+    def get_credit_requests(self, *, state: str | None = None,
+                            team: str | None = None) -> list[dict]:
+        """Credit requests (admins: all; schedulers: their teams'), newest first;
+        ``state``: pending, approved or denied."""
+        return self.client.list_credit_requests(state=state, team=team)
+
+    def approve_credit_request(self, request_id: str, seconds: float | None = None) -> dict:
+        """Approve a pending request (admin), granting ``seconds`` (default: as asked)."""
+        return self.client.decide_credit_request(request_id, True, seconds=seconds)
+
+    def deny_credit_request(self, request_id: str, note: str) -> dict:
+        """Deny a pending request (admin), saying why."""
+        return self.client.decide_credit_request(request_id, False, note=note)
+
+    def get_usage(self, by: str = "team", *, start: str | None = None,
+                  end: str | None = None, team: str | None = None) -> dict:
+        """Credits spent per team, user, device or month (UTC), from the ledger: yours, your
+        teams' as their scheduler, everyone's as an admin."""
+        return self.client.usage(by, start=start, end=end, team=team)
+
     # --- devices ------------------------------------------------------------------------
     def get_devices(self) -> list[dict]:
         """Every device, as the service's JSON (the original's return)."""

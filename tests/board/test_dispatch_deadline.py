@@ -125,3 +125,46 @@ def test_a_sigterm_from_elsewhere_is_filed_as_the_executor_says(setup):
                   "error_message": message, "programs_done": 2, "programs_total": 5}, 1051.0)
     meta = _filed(spool)
     assert (meta.outcome, meta.error_kind, meta.error_message) == ("FAILED", "stopped", message)
+
+
+def _capped(tmp_path, max_seconds):
+    """A dispatcher (board deadline 100 s, margin 10 s) given work with a cost cap."""
+    settings = BoardSettings(spool=tmp_path, deadline_seconds=100, deadline_margin_seconds=10,
+                             grace_seconds=5)
+    spool = Spool(tmp_path, min_free_bytes=0).ensure()
+    spool.path("ready", "w2").mkdir()
+    (spool.path("ready", "w2") / WORKLOAD).write_bytes(b"gz")
+    spool.write_meta("ready", WorkMeta("w2", received_at=1.0, max_seconds=max_seconds))
+    children = {name: FakeChild(name) for name in ("downloader", "executor", "uploader")}
+    sent = []
+    work = Dispatcher(settings, spool, children,
+                      lambda child, kind, **fields: sent.append((child, kind, fields)))
+    work.schedule(1000.0)
+    run = next(fields for child, kind, fields in sent if kind == "run")
+    return work, spool, children["executor"], run
+
+
+def test_a_cost_cap_shorter_than_the_deadline_is_the_run_s_and_the_backstop_follows(tmp_path):
+    work, spool, ex, run = _capped(tmp_path, 20.0)
+    limits = RunLimits.from_message(run["limits"])
+    assert (limits.deadline_seconds, limits.max_seconds, limits.run_deadline) == \
+        (100, 20.0, 20.0)
+    work.enforce_deadline(1000.0 + 29.99)
+    assert ex.terminations == []
+    work.enforce_deadline(1000.0 + 30)          # the cap + the margin, not 110
+    assert ex.terminations == [(1030.0, "deadline", 5)]
+    ex.running = False
+    work.executor_died(ex, -9, 1035.0)
+    meta = spool.read_meta("outgoing", "w2")
+    assert (meta.outcome, meta.error_kind) == ("FAILED", "deadline")
+    assert "ran past its MaxSeconds of 20 s (its cost cap)" in meta.error_message
+    assert "--max-seconds" in meta.error_message
+
+
+def test_a_cost_cap_longer_than_the_deadline_changes_nothing(tmp_path):
+    work, spool, ex, run = _capped(tmp_path, 500.0)
+    assert RunLimits.from_message(run["limits"]).run_deadline == 100
+    work.enforce_deadline(1000.0 + 109.99)
+    assert ex.terminations == []
+    work.enforce_deadline(1000.0 + 110)
+    assert ex.terminations == [(1110.0, "deadline", 5)]

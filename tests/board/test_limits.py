@@ -24,8 +24,9 @@ def test_settings_build_the_run_limits():
 
 def test_an_unknown_key_is_refused_not_dropped():
     with pytest.raises(LimitsError, match=r"unknown keys max_programs \(known: deadline_seconds,"
-                                          r" max_workload_bytes, max_result_bytes\); the "
-                                          r"supervisor and the executor are from different"):
+                                          r" max_workload_bytes, max_result_bytes, "
+                                          r"max_seconds\); the supervisor and the executor "
+                                          r"are from different"):
         RunLimits.from_message(dict(GOOD, max_programs=10))
 
 
@@ -71,3 +72,21 @@ def test_the_deadline_margin_is_a_setting(tmp_path):
     config.write_text("[executor]\ndeadline_margin_seconds = -1\n")
     with pytest.raises(BoardConfigError, match="deadline_margin_seconds must be 0 or more"):
         load_settings(config)
+
+
+def test_a_workload_s_cost_cap_travels_only_when_set_and_shortens_the_run():
+    capped = RunLimits(**GOOD, max_seconds=12.5)
+    assert capped.to_message() == dict(GOOD, max_seconds=12.5)
+    assert RunLimits.from_message(capped.to_message()) == capped
+    assert (capped.capped, capped.run_deadline) == (True, 12.5)
+    longer = RunLimits(**GOOD, max_seconds=600)  # the board's deadline still holds
+    assert (longer.capped, longer.run_deadline) == (False, 60.0)
+    plain = RunLimits(**GOOD)
+    assert (plain.max_seconds, plain.capped, plain.run_deadline) == (None, False, 60.0)
+    assert "max_seconds" not in plain.to_message()
+
+
+@pytest.mark.parametrize("value", [0, -1.0, "10", True])
+def test_a_cost_cap_that_is_no_positive_number_is_refused(value):
+    with pytest.raises(LimitsError, match="max_seconds"):
+        RunLimits.from_message(dict(GOOD, max_seconds=value))

@@ -284,3 +284,20 @@ def test_a_cancel_wins_over_a_sigterm(board, tmp_path):
     out = run_workload(_five_programs(board, tmp_path), str(tmp_path / "r.h5"), board,
                        should_stop=lambda: True, terminations=lambda: 1)
     assert (out.status, out.programs_done) == ("CANCELLED", 0)
+
+
+def test_a_cost_cap_shorter_than_the_deadline_stops_the_run_and_says_max_seconds(board,
+                                                                                tmp_path):
+    clock = FakeClock()
+    limits = RunLimits(deadline_seconds=3600, max_workload_bytes=2**20,
+                       max_result_bytes=2**30, max_seconds=15)
+
+    def ten_seconds_per_program(done, total):
+        clock.now += 10
+
+    out = run_workload(_five_programs(board, tmp_path), str(tmp_path / "r.h5"), board,
+                       limits=limits, progress=ten_seconds_per_program, clock=clock)
+    assert (out.status, out.error_kind, out.programs_done) == ("FAILED", "deadline", 1)
+    assert out.error_message.startswith("stopped at its MaxSeconds of 15 s (its cost cap) "
+                                        "after 1 of 5 programs")
+    assert "--max-seconds" in out.error_message

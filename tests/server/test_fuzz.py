@@ -56,6 +56,10 @@ ENDPOINTS = [
     ("PUT", "/teams/{team}/members/{user}"), ("DELETE", "/teams/{team}/members/{user}"),
     ("GET", "/teams/{team}/balance"), ("GET", "/teams/{team}/ledger"),
     ("POST", "/teams/{team}/grants"),
+    ("POST", "/credits/requests"), ("GET", "/credits/requests"),
+    ("GET", "/credits/requests/{credit_request}"),
+    ("POST", "/credits/requests/{credit_request}/approve"),
+    ("POST", "/credits/requests/{credit_request}/deny"), ("GET", "/usage"),
 ]
 #: the stock application's paths (``--stock-protocol``), and two of ours it must not know
 STOCK_ENDPOINTS = [
@@ -73,9 +77,10 @@ FIELDS = ["DeviceId", "Priority", "WorkloadName", "ContentSHA256", "DeviceName",
           "PreviousPassword", "ProposedPassword", "CurrentWork", "Reason", "Simulated",
           "USERNAME", "PASSWORD", "REFRESH_TOKEN", "NEW_PASSWORD", "work_id",
           "programs_done", "programs_total", "Name", "Scheduler", "User", "Role",
-          "IsDefault", "Seconds", "Note"]
+          "IsDefault", "Seconds", "Note", "Team", "Justification", "Estimate"]
 QUERY = ["Limit", "Status", "ExclusiveStartKeyJson", "WaitSeconds", "Seen", "Holding",
-         "CancelWork", "UserId", "AccountId", "DeviceId", "Expires", "Signature"]
+         "CancelWork", "UserId", "AccountId", "DeviceId", "Expires", "Signature", "By",
+         "From", "To", "Team", "State"]
 TARGETS = ["AWSCognitoIdentityProviderService." + a for a in
            ("InitiateAuth", "RespondToAuthChallenge", "ChangePassword", "SignUp")]
 #: raw JSON texts a serializer never writes, spliced in where a marker string stands
@@ -234,12 +239,15 @@ def make_target(data_dir: Path, *, stock: bool, **options: Any) -> Target:
         key = world.admin.post("/api-keys", json={"UserId": victim_id}).json()["KeyId"]
         team = world.admin.post("/teams", json={"Name": "fuzzers", "Scheduler": user_id}).json()
         teams = [team["TeamId"], team["Name"]]
+        requests = [user.post("/credits/requests", json={
+            "Team": team["TeamId"], "Seconds": 60, "Justification": "fuzz"}).json()["RequestId"]]
     else:
         key = "no-key"
         teams = ["no-team"]
+        requests = ["no-request"]
     ids = {"device": [device.id, victim_device.id], "victim_device": [victim_device.id],
            "victim_user": [victim_id, "nobody@lab.test"], "victim_key": [key],
-           "work": work, "user": [user_id], "team": teams,
+           "work": work, "user": [user_id], "team": teams, "credit_request": requests,
            "file": [f"workloads/{w}" for w in work] + [f"results/{work[0]}",
                                                        f"configs/{device.id}"]}
     port = urlsplit(service.root).port
@@ -284,6 +292,10 @@ TEMPLATES = {
     "/teams/{team}/members": {"User": "x", "Role": "user"},
     "/teams/{team}/members/{user}": {"Role": "scheduler", "IsDefault": True},
     "/teams/{team}/grants": {"Seconds": 60, "Note": "n"},
+    "/credits/requests": {"Team": "fuzzers", "Seconds": 60, "Justification": "j",
+                          "Estimate": {"Seconds": 1}},
+    "/credits/requests/{credit_request}/approve": {"Seconds": 1, "Note": "n"},
+    "/credits/requests/{credit_request}/deny": {"Note": "n"},
     "device": {"DeviceStatus": "ONLINE", "DeviceConfigurationFileExtension": "json",
                "Health": {"CurrentWork": {"work_id": "x", "programs_done": 1,
                                           "programs_total": 2}}, "DeviceName": "n"},
