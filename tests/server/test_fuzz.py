@@ -18,6 +18,7 @@ import http.client
 import json
 import os
 import re
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -56,6 +57,11 @@ ENDPOINTS = [
     ("PUT", "/teams/{team}/members/{user}"), ("DELETE", "/teams/{team}/members/{user}"),
     ("GET", "/teams/{team}/balance"), ("GET", "/teams/{team}/ledger"),
     ("POST", "/teams/{team}/grants"),
+    ("POST", "/reservations"), ("GET", "/reservations"), ("DELETE", "/reservations/{booking}"),
+    ("POST", "/maintenance"), ("GET", "/maintenance"), ("DELETE", "/maintenance/{booking}"),
+    ("GET", "/devices/{device}/windows"), ("PUT", "/devices/{device}/windows"),
+    ("GET", "/devices/{device}/calendar"), ("GET", "/devices/{device}/calendar.ics"),
+    ("POST", "/calendar-feed"), ("DELETE", "/calendar-feed"),
 ]
 #: the stock application's paths (``--stock-protocol``), and two of ours it must not know
 STOCK_ENDPOINTS = [
@@ -73,9 +79,11 @@ FIELDS = ["DeviceId", "Priority", "WorkloadName", "ContentSHA256", "DeviceName",
           "PreviousPassword", "ProposedPassword", "CurrentWork", "Reason", "Simulated",
           "USERNAME", "PASSWORD", "REFRESH_TOKEN", "NEW_PASSWORD", "work_id",
           "programs_done", "programs_total", "Name", "Scheduler", "User", "Role",
-          "IsDefault", "Seconds", "Note"]
+          "IsDefault", "Seconds", "Note", "Device", "Team", "Start", "End", "Force",
+          "Windows", "Day"]
 QUERY = ["Limit", "Status", "ExclusiveStartKeyJson", "WaitSeconds", "Seen", "Holding",
-         "CancelWork", "UserId", "AccountId", "DeviceId", "Expires", "Signature"]
+         "CancelWork", "UserId", "AccountId", "DeviceId", "Expires", "Signature", "From",
+         "To", "Device", "Feed"]
 TARGETS = ["AWSCognitoIdentityProviderService." + a for a in
            ("InitiateAuth", "RespondToAuthChallenge", "ChangePassword", "SignUp")]
 #: raw JSON texts a serializer never writes, spliced in where a marker string stands
@@ -239,7 +247,7 @@ def make_target(data_dir: Path, *, stock: bool, **options: Any) -> Target:
         teams = ["no-team"]
     ids = {"device": [device.id, victim_device.id], "victim_device": [victim_device.id],
            "victim_user": [victim_id, "nobody@lab.test"], "victim_key": [key],
-           "work": work, "user": [user_id], "team": teams,
+           "work": work, "user": [user_id], "team": teams, "booking": [str(uuid.uuid4())],
            "file": [f"workloads/{w}" for w in work] + [f"results/{work[0]}",
                                                        f"configs/{device.id}"]}
     port = urlsplit(service.root).port
@@ -284,6 +292,12 @@ TEMPLATES = {
     "/teams/{team}/members": {"User": "x", "Role": "user"},
     "/teams/{team}/members/{user}": {"Role": "scheduler", "IsDefault": True},
     "/teams/{team}/grants": {"Seconds": 60, "Note": "n"},
+    "/reservations": {"Device": "x", "Team": "t", "Start": "2030-01-01T00:00:00Z",
+                      "End": "2030-01-01T01:00:00+01:00", "Note": "n"},
+    "/maintenance": {"Device": "x", "Start": "2030-01-01T00:00:00Z",
+                     "End": "2030-01-01T01:00:00Z", "Reason": "r", "Force": True},
+    "/devices/{device}/windows": {"Windows": [{"Day": "Mon", "Start": "18:00",
+                                               "End": "24:00"}]},
     "device": {"DeviceStatus": "ONLINE", "DeviceConfigurationFileExtension": "json",
                "Health": {"CurrentWork": {"work_id": "x", "programs_done": 1,
                                           "programs_total": 2}}, "DeviceName": "n"},
@@ -306,6 +320,7 @@ def fuzzed(draw: st.DrawFn, target: Target, endpoints: list) -> tuple:
            else "device" if template == "/devices/{device}" else template)
     body = draw(bodies(TEMPLATES.get(key, {})))
     natural = ("device" if template.startswith("/devices/{device}") and method != "PATCH"
+               and not template.endswith(("/windows", "/calendar", "/calendar.ics"))
                else "admin" if template in ADMIN_PATHS or "victim" in template else "user")
     caller = draw(st.one_of(st.just(natural), st.just(natural),
                             st.sampled_from(list(target.bearer))))
