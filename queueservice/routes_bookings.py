@@ -26,8 +26,7 @@ from queueservice import ics, policy, scheduling
 from queueservice.admin import check_name
 from queueservice.bookings import (DEFAULT_CALENDAR_SPAN_MS, RESERVED, BookingStore,
                                    CalendarView, Row)
-from queueservice.httpedge import (call, field, json_ok, now_ms, principal, read_json,
-                                   service, user)
+from queueservice.httpedge import call, field, json_ok, now_ms, read_json, service, user
 from queueservice.identities import Principal, require_enabled, user_principal_of
 
 DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -273,10 +272,10 @@ async def _feed_reader(request: Request) -> Principal:
 async def get_calendar(request: Request) -> Response:
     """``GET /devices/{id}/calendar?From=&To=``: JSON, or iCalendar when the caller
     accepts ``text/calendar`` (and not JSON)."""
+    who = await user(request)
     accept = request.headers.get("accept", "")
     if "text/calendar" in accept and "application/json" not in accept:
-        return await get_calendar_ics(request)
-    who = await user(request)
+        return await _ics_answer(request, who)
     start, end = _span(request)
     cal = await call(_store(request).calendar, request.path_params["device_id"], start, end,
                      caller=who)
@@ -286,7 +285,10 @@ async def get_calendar(request: Request) -> Response:
 async def get_calendar_ics(request: Request) -> Response:
     """``GET /devices/{id}/calendar.ics?From=&To=[&Feed=TOKEN]``: the calendar as
     iCalendar (RFC 5545)."""
-    who = await _feed_reader(request)
+    return await _ics_answer(request, await _feed_reader(request))
+
+
+async def _ics_answer(request: Request, who: Principal) -> Response:
     start, end = _span(request)
     cal = await call(_store(request).calendar, request.path_params["device_id"], start, end,
                      caller=who)

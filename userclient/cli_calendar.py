@@ -20,7 +20,6 @@ from userclient import cli
 from userclient.display import table
 from userclient.errors import UsageError
 from userclient.moments import HELP as TIME_HELP
-from userclient.moments import iso_moment
 
 DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _FULL = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
@@ -122,8 +121,8 @@ def _booking_line(row: dict) -> str:
 
 # --- commands -----------------------------------------------------------------------------
 def cmd_reserve(args: argparse.Namespace) -> int:
-    row = cli.client_from_args(args).reserve(args.device, args.team, iso_moment(args.start),
-                                             iso_moment(args.end), note=args.note)
+    row = cli.client_from_args(args).reserve(args.device, args.team, args.start, args.end,
+                                             note=args.note)
     paid = (f"; paid {row['Cost']:g} device-seconds" if row.get("Cost") is not None else "")
     cli.emit(args, row, f"booked {_booking_line(row)}{paid}")
     return cli.EXIT_OK
@@ -159,8 +158,8 @@ def cmd_maintenance(args: argparse.Namespace) -> int:
         return cli.EXIT_OK
     if not (args.start and args.end and args.reason):
         raise UsageError("booking maintenance needs --start, --end and --reason")
-    row = client.add_maintenance(args.device, iso_moment(args.start), iso_moment(args.end),
-                                 args.reason, force=args.force)
+    row = client.add_maintenance(args.device, args.start, args.end, args.reason,
+                                 force=args.force)
     text = f"booked {_booking_line(row)}"
     for gone in row["Cancelled"]:
         text += (f"\ncancelled {_booking_line(gone)} (refunded "
@@ -195,10 +194,8 @@ def cmd_calendar(args: argparse.Namespace) -> int:
                  "application; it reads calendars as you, so keep it private (a new one, "
                  "or --revoke-feed, stops this one)")
         return cli.EXIT_OK
-    start = iso_moment(args.start) if args.start else None
-    end = iso_moment(args.end) if args.end else None
     if args.ics:
-        text = client.get_calendar_ics(args.device, start, end)
+        text = client.get_calendar_ics(args.device, args.start, args.end)
         if args.ics == "-":
             print(text, end="")
             return cli.EXIT_OK
@@ -208,7 +205,7 @@ def cmd_calendar(args: argparse.Namespace) -> int:
             raise UsageError(f"cannot write {args.ics}: {exc.strerror}") from None
         cli.emit(args, {"File": args.ics}, f"wrote the calendar of {args.device} to {args.ics}")
         return cli.EXIT_OK
-    cal = client.get_calendar(args.device, start, end)
+    cal = client.get_calendar(args.device, args.start, args.end)
     cli.emit(args, cal, calendar_text(cal))
     return cli.EXIT_OK
 

@@ -39,6 +39,10 @@ def delete(api: Api, path: str):
 
 @pytest.fixture
 def lab(world: World) -> dict:
+    return make_lab(world)
+
+
+def make_lab(world: World) -> dict:
     """A device; team A with a scheduler (pi) and a user (student); team B with its own
     scheduler (rival); and an outsider."""
     people = {}

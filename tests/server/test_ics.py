@@ -9,6 +9,7 @@ import re
 from datetime import datetime, timezone
 
 import requests
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -16,7 +17,7 @@ from queueservice import ics
 from tests.conftest import QueueService
 from tests.helpers import wait_for
 from tests.server.api import Api, World, assert_error
-from tests.server.test_bookings import at, booked, delete, hours_from_now, lab  # noqa: F401
+from tests.server.test_bookings import at, booked, delete, hours_from_now, make_lab
 
 
 def parse(text: str) -> tuple[list[str], list[dict[str, str]]]:
@@ -112,6 +113,11 @@ def test_property_any_text_reads_back_as_itself_in_one_property(text):
 
 
 # -- served -------------------------------------------------------------------------------
+@pytest.fixture
+def lab(world: World) -> dict:
+    return make_lab(world)
+
+
 def test_the_ics_feed_shows_the_callers_view_by_path_or_accept_header(world: World, lab):
     start = hours_from_now(3)
     mine = booked(lab["pi"], lab["device"], lab["a"], start, start + 3_600_000,
