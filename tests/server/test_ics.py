@@ -147,6 +147,13 @@ def test_the_ics_feed_shows_the_callers_view_by_path_or_accept_header(world: Wor
     assert mine["Id"] not in theirs[0]["UID"] and "T1" not in str(theirs)
 
 
+def test_a_reason_with_a_line_break_is_refused_at_the_door(world: World, lab):
+    resp = world.admin.post("/maintenance", json={
+        "Device": lab["device"], "Start": at(hours_from_now(7)), "End": at(hours_from_now(8)),
+        "Reason": "fridge\r\nDTSTART:19700101T000000Z"})
+    assert "printable" in assert_error(resp, 400)["ErrorMessage"]
+
+
 def test_windows_appear_in_the_feed(world: World, lab):
     world.admin.put(f"/devices/{lab['device']}/windows",
                     json={"Windows": [{"Day": "Sat", "Start": "00:00", "End": "24:00"}]})
