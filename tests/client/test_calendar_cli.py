@@ -186,3 +186,12 @@ def test_the_calendar_as_a_table_json_an_ics_file_and_a_feed_url(lab, tmp_path: 
     assert feed.status_code == 200 and f"UID:{slot['Id']}@qick-queue" in feed.text
     assert "revoked" in ok(run(pi, "calendar", device, "--revoke-feed")).stdout
     assert requests.get(url, timeout=30).status_code == 403
+
+
+def test_a_stock_service_answers_not_supported(queue_service_factory, tmp_path: Path):
+    stock = queue_service_factory(stock_protocol=True)
+    admin = write_config(tmp_path / "admin.conf", stock, stock.admin_key)
+    for args in (["reserve", "d", "--start", "now+1h", "--end", "now+2h", "--team", "t"],
+                 ["reservations"], ["maintenance", "d"], ["windows", "d"], ["calendar", "d"],
+                 ["calendar", "d", "--ics", str(tmp_path / "c.ics")]):
+        refused(run(admin, *args), 6, "stock Cloud Queue")
