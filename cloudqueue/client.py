@@ -352,6 +352,110 @@ class QueueClient:
         params = {k: v for k, v in (("By", by), ("From", start), ("To", end), ("Team", team))
                   if v is not None}
         return self._call("GET", ("usage",), what="usage report", params=params)
+    # --- the calendar: timeslots, maintenance, windows (ours: feature ``calendar``) ------
+    def reserve(self, device_id: str, team: str, start: str, end: str, *,
+                note: str | None = None) -> dict:
+        """``POST /reservations {Device, Team, Start, End, Note?}`` (a scheduler of the team,
+        or an admin; times ISO 8601 with an offset): the booking, with its ``Cost``. Not
+        retried: a retry after a lost answer would overlap the slot just booked."""
+        self.require("calendar", "booking a timeslot")
+        body: dict[str, Any] = {"Device": device_id, "Team": team, "Start": start, "End": end}
+        if note is not None:
+            body["Note"] = note
+        return self._call("POST", ("reservations",), what=f"reserve {device_id}",
+                          json_body=body, safe=False)
+
+    def list_reservations(self, *, device_id: str | None = None, start: str | None = None,
+                          end: str | None = None) -> list[dict]:
+        """``GET /reservations?Device=&From=&To=``: your teams' standing timeslots (an
+        admin: all), earliest first."""
+        self.require("calendar", "listing timeslots")
+        params = {k: v for k, v in (("Device", device_id), ("From", start), ("To", end))
+                  if v is not None}
+        return self._call("GET", ("reservations",), what="list reservations",
+                          params=params or None) or []
+
+    def cancel_reservation(self, booking_id: str) -> dict:
+        """``DELETE /reservations/{id}`` before it starts: the booking with its ``Refund``.
+        Not retried: a retry after a lost answer would say it is cancelled already."""
+        self.require("calendar", "cancelling a timeslot")
+        return self._call("DELETE", ("reservations", booking_id),
+                          what=f"cancel reservation {booking_id}", safe=False)
+
+    def add_maintenance(self, device_id: str, start: str, end: str, reason: str, *,
+                        force: bool = False) -> dict:
+        """``POST /maintenance {Device, Start, End, Reason, Force}`` (admin): the booking and
+        ``Cancelled``, the timeslots ``force`` cancelled (each refunded). Not retried."""
+        self.require("calendar", "booking maintenance")
+        return self._call("POST", ("maintenance",), what=f"book maintenance of {device_id}",
+                          json_body={"Device": device_id, "Start": start, "End": end,
+                                     "Reason": reason, "Force": force}, safe=False)
+
+    def list_maintenance(self, *, device_id: str | None = None) -> list[dict]:
+        """``GET /maintenance?Device=``: standing maintenance, earliest first."""
+        self.require("calendar", "listing maintenance")
+        params = {"Device": device_id} if device_id is not None else None
+        return self._call("GET", ("maintenance",), what="list maintenance", params=params) or []
+
+    def end_maintenance(self, booking_id: str) -> dict:
+        """``DELETE /maintenance/{id}`` (admin): cancelled before it starts, ended now
+        once begun. Not retried."""
+        self.require("calendar", "cancelling maintenance")
+        return self._call("DELETE", ("maintenance", booking_id),
+                          what=f"cancel maintenance {booking_id}", safe=False)
+
+    def get_windows(self, device_id: str) -> dict:
+        """``GET /devices/{id}/windows``: ``{DeviceId, AlwaysOpen, Windows: [{Day, Start,
+        End}]}`` (UTC)."""
+        self.require("calendar", "reading a device's windows")
+        return self._call("GET", ("devices", device_id, "windows"),
+                          what=f"windows of {device_id}")
+
+    def set_windows(self, device_id: str, windows: list[dict]) -> dict:
+        """``PUT /devices/{id}/windows {Windows}`` (admin): replaces the weekly rules
+        (``[]``: always open)."""
+        self.require("calendar", "setting a device's windows")
+        return self._call("PUT", ("devices", device_id, "windows"),
+                          what=f"set the windows of {device_id}",
+                          json_body={"Windows": windows})
+
+    def device_calendar(self, device_id: str, *, start: str | None = None,
+                        end: str | None = None) -> dict:
+        """``GET /devices/{id}/calendar?From=&To=``: ``{Windows, Reservations,
+        Maintenance, AlwaysOpen, From, To, ...}`` (default: now .. 14 days)."""
+        self.require("calendar", "reading a device's calendar")
+        params = {k: v for k, v in (("From", start), ("To", end)) if v is not None}
+        return self._call("GET", ("devices", device_id, "calendar"),
+                          what=f"calendar of {device_id}", params=params or None)
+
+    def device_calendar_ics(self, device_id: str, *, start: str | None = None,
+                            end: str | None = None) -> str:
+        """``GET /devices/{id}/calendar.ics``: the calendar as iCalendar text."""
+        self.require("calendar", "reading a device's calendar")
+        params = {k: v for k, v in (("From", start), ("To", end)) if v is not None}
+        what = f"calendar of {device_id}"
+        answer = call(self.session, "GET", self.url("devices", device_id, "calendar.ics"),
+                      what=what, timeout=self.timeout, backoff=self.backoff,
+                      tries=self.tries, auth=self.auth, params=params or None,
+                      sleep=self._sleep)
+        try:
+            return answer.content.decode("utf-8")
+        except UnicodeDecodeError:
+            raise QueueError(f"{what}: the service sent an answer that is not UTF-8 text",
+                             kind="invalid_answer") from None
+        finally:
+            answer.close()
+
+    def new_calendar_feed(self) -> dict:
+        """``POST /calendar-feed``: ``{Token, Path}``, a new feed token for calendar
+        applications (replacing your earlier one); shown once. Not retried."""
+        self.require("calendar", "making a calendar feed")
+        return self._call("POST", ("calendar-feed",), what="make a calendar feed", safe=False)
+
+    def revoke_calendar_feed(self) -> dict:
+        """``DELETE /calendar-feed``: ``{Revoked}`` (false: there was none)."""
+        self.require("calendar", "revoking a calendar feed")
+        return self._call("DELETE", ("calendar-feed",), what="revoke the calendar feed")
 
     # --- users --------------------------------------------------------------------------
     def list_devices(self) -> list[Device]:

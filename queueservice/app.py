@@ -14,8 +14,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from cloudqueue.errors import QueueError
-from queueservice import (health, openapi, routes_admin, routes_auth, routes_devices,
-                               routes_files, routes_teams, routes_workloads)
+from queueservice import (health, openapi, routes_admin, routes_auth, routes_bookings,
+                          routes_devices, routes_files, routes_teams, routes_workloads)
 from queueservice.datadir import DataDir, check_shared_secret
 from queueservice.db import Database
 from queueservice.errors import DatabaseUnavailable
@@ -34,8 +34,7 @@ VERSION = "0.1.0"
 FEATURES = ["cancel", "failed-state", "long-poll", "holding", "leases", "sha256", "idempotency",
             "queue-position", "api-keys", "oauth2-token", "cognito-compat", "device-health",
             "page-limit", "progress", "mock-devices", "workload-wait", "admin-lifecycle",
-            "teams"]
-FEATURES += ["credit-requests", "usage"]  # issue 12: routes_teams' credit requests, usage
+            "teams", "credit-requests", "usage", "calendar"]
 
 
 async def capabilities(request: Request) -> Response:
@@ -68,7 +67,7 @@ def api_routes(*, stock: bool = False) -> list[BaseRoute]:
     ]
     if stock:
         return [r for r in routes if not any((r.path, m) in OWN_ROUTES for m in r.methods or ())]
-    return routes + admin_routes() + team_routes()
+    return routes + admin_routes() + team_routes() + calendar_routes()
 
 
 def admin_routes() -> list[BaseRoute]:
@@ -105,6 +104,26 @@ def team_routes() -> list[BaseRoute]:
         Route("/credits/requests/{request}/approve", t.approve_request, methods=["POST"]),
         Route("/credits/requests/{request}/deny", t.deny_request, methods=["POST"]),
         Route("/usage", t.usage_report, methods=["GET"]),
+    ]
+
+
+def calendar_routes() -> list[BaseRoute]:
+    """Timeslots, maintenance, windows, the calendar and its feed (``routes_bookings``;
+    issue 12)."""
+    b = routes_bookings
+    return [
+        Route("/reservations", b.reserve, methods=["POST"]),
+        Route("/reservations", b.list_reservations, methods=["GET"]),
+        Route("/reservations/{booking_id}", b.cancel_reservation, methods=["DELETE"]),
+        Route("/maintenance", b.add_maintenance, methods=["POST"]),
+        Route("/maintenance", b.list_maintenance, methods=["GET"]),
+        Route("/maintenance/{booking_id}", b.end_maintenance, methods=["DELETE"]),
+        Route("/devices/{device_id}/windows", b.get_windows, methods=["GET"]),
+        Route("/devices/{device_id}/windows", b.set_windows, methods=["PUT"]),
+        Route("/devices/{device_id}/calendar", b.get_calendar, methods=["GET"]),
+        Route("/devices/{device_id}/calendar.ics", b.get_calendar_ics, methods=["GET"]),
+        Route("/calendar-feed", b.new_feed, methods=["POST"]),
+        Route("/calendar-feed", b.revoke_feed, methods=["DELETE"]),
     ]
 
 

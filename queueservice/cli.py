@@ -118,10 +118,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-class HideFileQueries(logging.Filter):
-    """Drop the query string of ``/files/...`` paths from uvicorn's access log: it carries
-    the signature of a presigned URL, which lets whoever reads the log fetch or replace
-    the file until it expires. Other paths keep theirs (ids and options, no secrets)."""
+class HideSecretQueries(logging.Filter):
+    """Keep secrets in query strings out of uvicorn's access log: the query of a
+    ``/files/...`` path (a presigned URL's signature, which lets whoever reads the log fetch
+    or replace the file until it expires) is dropped, and a calendar feed token
+    (``Feed=``, which reads calendars as its user until revoked) is masked. Other paths
+    keep theirs (ids and options, no secrets)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
@@ -129,6 +131,10 @@ class HideFileQueries(logging.Filter):
             path, _, query = args[2].partition("?")
             if query and path.startswith("/files/"):
                 record.args = (*args[:2], path, *args[3:])
+            elif "feed=" in query.lower():
+                masked = "&".join("Feed=***" if part.lower().startswith("feed=") else part
+                                  for part in query.split("&"))
+                record.args = (*args[:2], f"{path}?{masked}", *args[3:])
         return True
 
 
@@ -182,7 +188,7 @@ async def _serve(args: argparse.Namespace) -> None:
                             timeout_keep_alive=limits.keep_alive_seconds,
                             http=bounded_protocol(limits.header_timeout_seconds,
                                                   limits.max_connections))
-    logging.getLogger("uvicorn.access").addFilter(HideFileQueries())
+    logging.getLogger("uvicorn.access").addFilter(HideSecretQueries())
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started and not task.done():

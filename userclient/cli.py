@@ -642,6 +642,8 @@ def build_parser() -> argparse.ArgumentParser:
     cli_admin.add_commands(add)
     from userclient import cli_teams  # team, credits (imports this module, as cli_admin)
     cli_teams.add_commands(add, common)
+    from userclient import cli_calendar  # reserve, reservations, maintenance, windows, calendar
+    cli_calendar.add_commands(add)
     return parser
 
 

@@ -35,6 +35,7 @@ from cloudqueue.models import Device, Priority, Workload, WorkStatus
 from cloudqueue.transfer import Transferred, download_file, fetch_json, upload_file
 from qickbase.backoff import Backoff, BackoffCounter
 from userclient.display import plain
+from userclient.moments import Moment, iso_moment
 from userclient.errors import WaitTimeout, WorkNotDone
 
 
@@ -304,6 +305,73 @@ class UserClient:
         """Credits spent per team, user, device or month (UTC), from the ledger: yours, your
         teams' as their scheduler, everyone's as an admin."""
         return self.client.usage(by, start=start, end=end, team=team)
+    # --- the calendar (our service) ----------------------------------------------------
+    def reserve(self, device_id: str, team: str, start: Moment, end: Moment, *,
+                note: str | None = None) -> dict:
+        """Book the timeslot ``[start, end)`` on a device for a team (its scheduler or an
+        admin; times: timezone-aware datetimes or ISO 8601 text with an offset). Answers
+        the booking: Id, Start, End, Team, Note, Cost (device-seconds paid, when the
+        facility's accounting is on)."""
+        return self.client.reserve(device_id, team, iso_moment(start), iso_moment(end),
+                                   note=note)
+
+    def get_reservations(self, device_id: str | None = None) -> list[dict]:
+        """Your teams' standing timeslots (an admin: all), earliest first."""
+        return self.client.list_reservations(device_id=device_id)
+
+    def cancel_reservation(self, booking_id: str) -> dict:
+        """Cancel a timeslot before it starts: the booking with its Refund."""
+        return self.client.cancel_reservation(booking_id)
+
+    def add_maintenance(self, device_id: str, start: Moment, end: Moment, reason: str, *,
+                        force: bool = False) -> dict:
+        """Book maintenance (admin); ``force`` cancels the timeslots in the way (each
+        refunded in full): they are listed in the answer's Cancelled."""
+        return self.client.add_maintenance(device_id, iso_moment(start), iso_moment(end),
+                                           reason, force=force)
+
+    def get_maintenance(self, device_id: str | None = None) -> list[dict]:
+        return self.client.list_maintenance(device_id=device_id)
+
+    def end_maintenance(self, booking_id: str) -> dict:
+        """Cancel maintenance (admin), or end it now when it has begun."""
+        return self.client.end_maintenance(booking_id)
+
+    def get_windows(self, device_id: str) -> dict:
+        """A device's weekly pay-as-you-go windows (UTC): AlwaysOpen, Windows [{Day,
+        Start, End}]."""
+        return self.client.get_windows(device_id)
+
+    def set_windows(self, device_id: str, windows: list[dict]) -> dict:
+        """Replace a device's weekly windows (admin): ``[{"Day": "Mon", "Start": "18:00",
+        "End": "24:00"}, ...]`` in UTC; ``[]``: the shared queue is always open."""
+        return self.client.set_windows(device_id, windows)
+
+    def get_calendar(self, device_id: str, start: Moment | None = None,
+                     end: Moment | None = None) -> dict:
+        """A device's calendar (default: now .. 14 days): Windows, Reservations (another
+        team's only as Kind "reserved"), Maintenance."""
+        return self.client.device_calendar(
+            device_id, start=None if start is None else iso_moment(start),
+            end=None if end is None else iso_moment(end))
+
+    def get_calendar_ics(self, device_id: str, start: Moment | None = None,
+                         end: Moment | None = None) -> str:
+        """The same calendar as iCalendar text (RFC 5545), for a calendar application."""
+        return self.client.device_calendar_ics(
+            device_id, start=None if start is None else iso_moment(start),
+            end=None if end is None else iso_moment(end))
+
+    def calendar_feed_url(self, device_id: str) -> str:
+        """A new feed URL of a device's calendar for calendar applications (they cannot
+        log in): it holds a secret token that reads calendars as you, so keep it private.
+        Making one revokes your earlier one."""
+        token = self.client.new_calendar_feed()["Token"]
+        return self.client.url("devices", device_id, "calendar.ics") + "?Feed=" + token
+
+    def revoke_calendar_feed(self) -> bool:
+        """Revoke your calendar feed URL; False when you had none."""
+        return bool(self.client.revoke_calendar_feed()["Revoked"])
 
     # --- devices ------------------------------------------------------------------------
     def get_devices(self) -> list[dict]:

@@ -18,6 +18,7 @@ import http.client
 import json
 import os
 import re
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -60,6 +61,11 @@ ENDPOINTS = [
     ("GET", "/credits/requests/{credit_request}"),
     ("POST", "/credits/requests/{credit_request}/approve"),
     ("POST", "/credits/requests/{credit_request}/deny"), ("GET", "/usage"),
+    ("POST", "/reservations"), ("GET", "/reservations"), ("DELETE", "/reservations/{booking}"),
+    ("POST", "/maintenance"), ("GET", "/maintenance"), ("DELETE", "/maintenance/{booking}"),
+    ("GET", "/devices/{device}/windows"), ("PUT", "/devices/{device}/windows"),
+    ("GET", "/devices/{device}/calendar"), ("GET", "/devices/{device}/calendar.ics"),
+    ("POST", "/calendar-feed"), ("DELETE", "/calendar-feed"),
 ]
 #: the stock application's paths (``--stock-protocol``), and two of ours it must not know
 STOCK_ENDPOINTS = [
@@ -77,10 +83,11 @@ FIELDS = ["DeviceId", "Priority", "WorkloadName", "ContentSHA256", "DeviceName",
           "PreviousPassword", "ProposedPassword", "CurrentWork", "Reason", "Simulated",
           "USERNAME", "PASSWORD", "REFRESH_TOKEN", "NEW_PASSWORD", "work_id",
           "programs_done", "programs_total", "Name", "Scheduler", "User", "Role",
-          "IsDefault", "Seconds", "Note", "Team", "Justification", "Estimate"]
+          "IsDefault", "Seconds", "Note", "Team", "Justification", "Estimate", "Device",
+          "Start", "End", "Force", "Windows", "Day"]
 QUERY = ["Limit", "Status", "ExclusiveStartKeyJson", "WaitSeconds", "Seen", "Holding",
          "CancelWork", "UserId", "AccountId", "DeviceId", "Expires", "Signature", "By",
-         "From", "To", "Team", "State"]
+         "From", "To", "Team", "State", "Device", "Feed"]
 TARGETS = ["AWSCognitoIdentityProviderService." + a for a in
            ("InitiateAuth", "RespondToAuthChallenge", "ChangePassword", "SignUp")]
 #: raw JSON texts a serializer never writes, spliced in where a marker string stands
@@ -248,6 +255,7 @@ def make_target(data_dir: Path, *, stock: bool, **options: Any) -> Target:
     ids = {"device": [device.id, victim_device.id], "victim_device": [victim_device.id],
            "victim_user": [victim_id, "nobody@lab.test"], "victim_key": [key],
            "work": work, "user": [user_id], "team": teams, "credit_request": requests,
+           "booking": [str(uuid.uuid4())],
            "file": [f"workloads/{w}" for w in work] + [f"results/{work[0]}",
                                                        f"configs/{device.id}"]}
     port = urlsplit(service.root).port
@@ -296,6 +304,12 @@ TEMPLATES = {
                           "Estimate": {"Seconds": 1}},
     "/credits/requests/{credit_request}/approve": {"Seconds": 1, "Note": "n"},
     "/credits/requests/{credit_request}/deny": {"Note": "n"},
+    "/reservations": {"Device": "x", "Team": "t", "Start": "2030-01-01T00:00:00Z",
+                      "End": "2030-01-01T01:00:00+01:00", "Note": "n"},
+    "/maintenance": {"Device": "x", "Start": "2030-01-01T00:00:00Z",
+                     "End": "2030-01-01T01:00:00Z", "Reason": "r", "Force": True},
+    "/devices/{device}/windows": {"Windows": [{"Day": "Mon", "Start": "18:00",
+                                               "End": "24:00"}]},
     "device": {"DeviceStatus": "ONLINE", "DeviceConfigurationFileExtension": "json",
                "Health": {"CurrentWork": {"work_id": "x", "programs_done": 1,
                                           "programs_total": 2}}, "DeviceName": "n"},
@@ -318,6 +332,7 @@ def fuzzed(draw: st.DrawFn, target: Target, endpoints: list) -> tuple:
            else "device" if template == "/devices/{device}" else template)
     body = draw(bodies(TEMPLATES.get(key, {})))
     natural = ("device" if template.startswith("/devices/{device}") and method != "PATCH"
+               and not template.endswith(("/windows", "/calendar", "/calendar.ics"))
                else "admin" if template in ADMIN_PATHS or "victim" in template else "user")
     caller = draw(st.one_of(st.just(natural), st.just(natural),
                             st.sampled_from(list(target.bearer))))
