@@ -10,7 +10,8 @@ from starlette.responses import Response
 
 from cloudqueue.errors import BadRequest
 from queueservice import policy
-from queueservice.httpedge import call, field, json_ok, now_ms, read_json, service, user
+from queueservice.httpedge import (call, field, json_ok, now_ms, query_int, read_json,
+                                   service, user)
 from queueservice.sessions import (DEFAULT_IDLE_MINUTES, DEFAULT_MAX_MINUTES, MAX_MINUTES,
                                    STATES, Row, SessionStore)
 
@@ -62,14 +63,16 @@ async def open_session(request: Request) -> Response:
 
 
 async def list_sessions(request: Request) -> Response:
-    """``GET /sessions[?Device=&State=open|closed]``: yours (an admin: everyone's)."""
+    """``GET /sessions[?Device=&State=open|closed&Limit=]``: your newest (an admin:
+    everyone's)."""
     who = await user(request)
     q = request.query_params
     state = q.get("State") or None
     if state is not None and state not in STATES:
         raise BadRequest(f"State must be one of {', '.join(STATES)}, not {state[:20]!r}")
     rows = await call(_store(request).sessions, who, device_id=q.get("Device") or None,
-                      state=state)
+                      state=state, limit=query_int(request, "Limit", default=100, lowest=1,
+                                                   highest=1000))
     return json_ok([session_view(r) for r in rows])
 
 

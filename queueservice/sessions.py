@@ -65,9 +65,9 @@ class SessionStore:
 
     # -- reading -----------------------------------------------------------------------
     def sessions(self, caller: Principal, *, device_id: str | None = None,
-                 state: str | None = None) -> list[Row]:
-        """The caller's sessions (an admin: everyone's), newest first, each with ``cost``
-        and ``workloads`` (how many were submitted in it)."""
+                 state: str | None = None, limit: int = 100) -> list[Row]:
+        """The caller's newest ``limit`` sessions (an admin: everyone's), newest first,
+        each with ``cost``, ``workloads`` (how many were submitted in it), ``ends_at``."""
         where, args = [], []
         if not caller.is_admin:
             where.append("user_id = ?")
@@ -81,8 +81,8 @@ class SessionStore:
         if where:
             sql += " WHERE " + " AND ".join(where)
         with self.db.reading() as conn:
-            rows = conn.execute(sql + " ORDER BY opened_at DESC, session_id DESC",
-                                args).fetchall()
+            rows = conn.execute(sql + " ORDER BY opened_at DESC, session_id DESC LIMIT ?",
+                                (*args, limit)).fetchall()
             return [_described(conn, dict(r)) for r in rows]
 
     def get(self, session_id: str, caller: Principal) -> Row:
@@ -199,12 +199,13 @@ def close_session(conn: Connection, row: Row, reason: str, now: int) -> bool:
     return True
 
 
-def ends_at(row: Row) -> int | None:
-    """The latest an open, started session holds the device if nothing more happens."""
+def ends_at(row: Row, running: bool) -> int | None:
+    """The latest an open, started session holds the device if nothing more is handed
+    out: its maximum time, or its idle limit when none of its work runs."""
     if row["closed_at"] is not None or row["started_at"] is None:
         return None
-    return min(row["started_at"] + _ms(row["max_seconds"]),
-               _idle_from(row) + _ms(row["idle_seconds"]))
+    end = row["started_at"] + _ms(row["max_seconds"])
+    return end if running else min(end, _idle_from(row) + _ms(row["idle_seconds"]))
 
 
 # -- rows --------------------------------------------------------------------------------
@@ -243,8 +244,9 @@ def _described(conn: Connection, row: Row) -> Row:
                         "WHERE session_id = ?", (row["session_id"],)).fetchone()
     count = conn.execute("SELECT COUNT(*) FROM workloads WHERE device_id = ? AND "
                          "session_id = ?", (row["device_id"], row["session_id"])).fetchone()
+    open_started = row["closed_at"] is None and row["started_at"] is not None
     return {**row, "cost": float(line[0]) if line[1] else None, "workloads": int(count[0]),
-            "ends_at": ends_at(row)}
+            "ends_at": ends_at(row, open_started and _running(conn, row))}
 
 
 def _running(conn: Connection, row: Row) -> bool:
@@ -272,7 +274,7 @@ def _refuse_a_second(conn: Connection, device_id: str, now: int) -> None:
         when = (f"it has not started yet; once its first workload runs it holds the device "
                 f"for at most {other['max_seconds'] / 60:g} minutes")
     else:
-        when = f"it ends at {policy.iso(ends_at(other))} at the latest"
+        when = f"it ends at {policy.iso(ends_at(other, _running(conn, other)))} at the latest"
     raise Conflict(f"device {device_id} has an open session already ({when}): a device has "
                    "one open session at a time; try again after it ends, or submit without "
                    "a session", kind="session_open")

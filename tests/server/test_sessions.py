@@ -154,6 +154,7 @@ def test_an_idle_session_closes_at_its_idle_limit_and_pays_to_there(svc):
     lab.finish(s["session_id"], work)
     last = lab.session(s["session_id"])["last_activity_at"]
     assert last >= started + 30_000
+    assert lab.session(s["session_id"])["ends_at"] == last + 120_000  # nothing runs
     assert lab.sweep_at(last + 120_000 - 5_000) == []
     assert lab.sweep_at(last + 120_000 + 20_000) == [lab.device]
     closed = lab.session(s["session_id"])
@@ -168,6 +169,7 @@ def test_running_work_keeps_a_session_from_idling_but_not_past_its_max_time(svc)
     lab.queue(s["session_id"])
     lab.hand_out(s["session_id"])               # EXECUTING, and stays so
     started = lab.session(s["session_id"])["started_at"]
+    assert lab.session(s["session_id"])["ends_at"] == started + 10 * MINUTE  # not idle
     assert lab.sweep_at(started + 5 * MINUTE) == []
     assert lab.session(s["session_id"])["closed_at"] is None
     assert lab.sweep_at(started + 10 * MINUTE) == [lab.device]
@@ -305,6 +307,34 @@ def test_a_device_has_one_open_session_at_a_time(world: World):
     open_session(bob, other_device.id)         # another device is free
     alice.call("DELETE", f"/sessions/{first['SessionId']}")
     open_session(bob, device.id)                # and this one once the first is closed
+
+
+def test_opens_at_once_on_one_device_leave_one_session_open(world: World):
+    device = world.device()
+    users = [world.user()[0] for _ in range(6)]
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(lambda api: api.post("/sessions", json={"Device": device.id}),
+                                users))
+    assert sorted(a.status_code for a in answers) == [201] + [409] * 5
+    opened = world.admin.get("/sessions", params={"Device": device.id, "State": "open"})
+    assert len(opened.json()) == 1
+
+
+def test_the_list_is_newest_first_and_limited(world: World):
+    alice, _ = world.user()
+    device = world.device()
+    made = []
+    for _ in range(3):
+        made.append(open_session(alice, device.id)["SessionId"])
+        alice.call("DELETE", f"/sessions/{made[-1]}")
+    everything = alice.get("/sessions").json()
+    assert sorted(s["SessionId"] for s in everything) == sorted(made)
+    opened = [s["OpenedAt"] for s in everything]
+    assert opened == sorted(opened, reverse=True)
+    listed = alice.get("/sessions", params={"Limit": 2}).json()
+    assert [s["SessionId"] for s in listed] == [s["SessionId"] for s in everything[:2]]
+    bad = alice.get("/sessions", params={"Limit": 0})
+    assert "Limit must be a whole number from 1 to 1000" in assert_error(bad, 400)["ErrorMessage"]
 
 
 def test_only_the_owner_and_admins_see_and_close_a_session(world: World):
