@@ -456,6 +456,40 @@ class QueueClient:
         """``DELETE /calendar-feed``: ``{Revoked}`` (false: there was none)."""
         self.require("calendar", "revoking a calendar feed")
         return self._call("DELETE", ("calendar-feed",), what="revoke the calendar feed")
+    # --- sessions (ours: feature ``sessions``) ------------------------------------------
+    def open_session(self, device_id: str, *, max_minutes: float | None = None,
+                     idle_minutes: float | None = None, team: str | None = None) -> dict:
+        """``POST /sessions {Device, MaxMinutes?, IdleMinutes?, Team?}``: ``{SessionId,
+        State, ...}``. Not retried: a retry after a lost answer would find the device's
+        one open session taken (by the first)."""
+        self.require("sessions", "opening a session")
+        body: dict[str, Any] = {"Device": device_id}
+        for name, value in (("MaxMinutes", max_minutes), ("IdleMinutes", idle_minutes),
+                            ("Team", team)):
+            if value is not None:
+                body[name] = value
+        return self._call("POST", ("sessions",), what=f"open a session on {device_id}",
+                          json_body=body, safe=False)
+
+    def list_sessions(self, *, device_id: str | None = None,
+                      state: str | None = None) -> list[dict]:
+        """``GET /sessions``: yours (an admin: everyone's), newest first; ``state``:
+        ``open`` or ``closed``."""
+        self.require("sessions", "listing sessions")
+        params = {k: v for k, v in (("Device", device_id), ("State", state)) if v}
+        return self._call("GET", ("sessions",), what="list sessions", params=params) or []
+
+    def get_session(self, session_id: str) -> dict:
+        """``GET /sessions/{id}`` (its owner or an admin)."""
+        self.require("sessions", "reading a session")
+        return self._call("GET", ("sessions", session_id), what=f"get session {session_id}")
+
+    def close_session(self, session_id: str) -> dict:
+        """``DELETE /sessions/{id}``: the closed session (closing a closed one answers it
+        unchanged, so it is retried)."""
+        self.require("sessions", "closing a session")
+        return self._call("DELETE", ("sessions", session_id),
+                          what=f"close session {session_id}")
 
     # --- users --------------------------------------------------------------------------
     def list_devices(self) -> list[Device]:
@@ -487,16 +521,21 @@ class QueueClient:
 
     def create_workload(self, device_id: str, priority: str | Priority = Priority.MEDIUM, *,
                         name: str | None = None, sha256: str | None = None,
-                        idempotency_key: str | None = None) -> dict:
+                        idempotency_key: str | None = None,
+                        session_id: str | None = None) -> dict:
         """``POST /workloads`` → ``{WorkId, UploadUrl}``.
 
         ``sha256`` and the idempotency key are sent only when the service supports them;
         with a key, a retried request cannot create a second workload, so it is retried.
+        ``session_id`` (ours): submit in that open session of yours (``open_session``).
         """
         priority = Priority(priority.upper() if isinstance(priority, str) else priority)
         body: dict[str, Any] = {"DeviceId": device_id, "Priority": priority.value}
         if name:
             body["WorkloadName"] = name
+        if session_id is not None:
+            self.require("sessions", "submitting in a session")
+            body["SessionId"] = session_id
         headers = {}
         if sha256 and self.supports("sha256"):
             body["ContentSHA256"] = sha256

@@ -15,12 +15,14 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from cloudqueue.errors import QueueError
 from queueservice import (health, openapi, routes_admin, routes_auth, routes_bookings,
-                          routes_devices, routes_files, routes_teams, routes_workloads)
+                          routes_devices, routes_files, routes_sessions, routes_teams,
+                          routes_workloads)
 from queueservice.datadir import DataDir, check_shared_secret
 from queueservice.db import Database
 from queueservice.errors import DatabaseUnavailable
 from queueservice.files import open_files
 from queueservice.identities import IdentityStore
+from queueservice.sessions import SessionStore
 from queueservice.replicas import ChangeListener
 from queueservice.wakeups import WakeUps
 from queueservice.settings import ServiceLimits
@@ -34,7 +36,7 @@ VERSION = "0.1.0"
 FEATURES = ["cancel", "failed-state", "long-poll", "holding", "leases", "sha256", "idempotency",
             "queue-position", "api-keys", "oauth2-token", "cognito-compat", "device-health",
             "page-limit", "progress", "mock-devices", "workload-wait", "admin-lifecycle",
-            "teams", "credit-requests", "usage", "calendar"]
+            "teams", "credit-requests", "usage", "calendar", "sessions"]
 
 
 async def capabilities(request: Request) -> Response:
@@ -67,7 +69,7 @@ def api_routes(*, stock: bool = False) -> list[BaseRoute]:
     ]
     if stock:
         return [r for r in routes if not any((r.path, m) in OWN_ROUTES for m in r.methods or ())]
-    return routes + admin_routes() + team_routes() + calendar_routes()
+    return routes + admin_routes() + team_routes() + calendar_routes() + session_routes()
 
 
 def admin_routes() -> list[BaseRoute]:
@@ -127,6 +129,17 @@ def calendar_routes() -> list[BaseRoute]:
     ]
 
 
+def session_routes() -> list[BaseRoute]:
+    """Sessions (``routes_sessions``; issue 12 item 6)."""
+    s = routes_sessions
+    return [
+        Route("/sessions", s.open_session, methods=["POST"]),
+        Route("/sessions", s.list_sessions, methods=["GET"]),
+        Route("/sessions/{session_id}", s.get_session, methods=["GET"]),
+        Route("/sessions/{session_id}", s.close_session, methods=["DELETE"]),
+    ]
+
+
 def root_routes() -> list[BaseRoute]:
     return [
         Route("/healthz", health.healthz, methods=["GET"]),
@@ -165,33 +178,40 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
                         status_code=500)
 
 
-def housekeep(svc: Service) -> tuple[list[str], list[str]]:
-    """One sweep: leases, never-uploaded work, old idempotency keys. Answers the devices
-    whose queue changed: (work back in the queue, only never-uploaded work ended).
-    Replicas sweep one at a time: the one that finds another sweeping skips this round."""
+def housekeep(svc: Service) -> tuple[list[str], list[str], list[str]]:
+    """One sweep: leases, never-uploaded work, old idempotency keys, sessions past their
+    time. Answers the devices whose queue changed: (work back in the queue, a session
+    ended, only never-uploaded work ended). Replicas sweep one at a time: the one that
+    finds another sweeping skips this round."""
     with svc.workloads.db.exclusive("housekeeping") as mine:
         if not mine:
-            return [], []
+            return [], [], []
         return _sweep(svc)
 
 
-def _sweep(svc: Service) -> tuple[list[str], list[str]]:
+def _sweep(svc: Service) -> tuple[list[str], list[str], list[str]]:
     now = now_ms()
     changed = svc.workloads.expire_leases(now)
     expired = svc.workloads.expire_uploads(now)
     if expired:
         log.info("%d workload(s) never uploaded: FAILED/upload_expired", len(expired))
     svc.workloads.purge_idempotency(now)
-    return changed, sorted({device for _, device in expired} - set(changed))
+    ended = SessionStore(svc.workloads.db).sweep(now)
+    return (changed, ended,
+            sorted({device for _, device in expired} - set(changed) - set(ended)))
 
 
 async def _housekeeping_loop(svc: Service) -> None:
     interval = svc.limits.housekeeping_interval
     while True:
         try:
-            leases, uploads = await call(housekeep, svc)
+            leases, sessions, uploads = await call(housekeep, svc)
             for device_id in leases:
                 log.info("lease ended on device %s: its work is back in the queue", device_id)
+                await svc.queue_changed(device_id)
+            for device_id in sessions:
+                log.info("a session on device %s ended (its maximum time or idle limit): "
+                         "the device takes everyone's work again", device_id)
                 await svc.queue_changed(device_id)
             for device_id in uploads:
                 await svc.queue_changed(device_id, devices=False)

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from cloudqueue.errors import BadRequest, Conflict, NotFound
 from queueservice import scheduling
 from queueservice.db import Connection
+from queueservice.policy import iso
 
 Row = dict[str, Any]
 #: ``service_settings`` name of the switch: "1" once an admin turned accounting on
 ACCOUNTING_SETTING = "accounting"
 LEDGER_KINDS = ("grant", "charge", "refund", "reservation", "reservation_refund", "session")
+NO_SESSION_HINT = "check the SessionId against `userclient session list`"
 
 
 def accounting_on(conn: Connection) -> bool:
@@ -92,3 +95,33 @@ def calendar(conn: Connection, device_id: str, start: int, end: int) -> scheduli
         for r in rows)
     windows = scheduling.unroll_weekly(rules, start, end) if rules else None
     return scheduling.Calendar(windows, bookings)
+
+
+# -- sessions (the store is ``sessions``; these run in the workload store's transactions) --
+def session_for_submit(conn: Connection, session_id: str, user_id: str,
+                       device_id: str) -> Row:
+    """The open session a workload of ``user_id`` for ``device_id`` may be submitted in,
+    locked until the transaction ends (its close waits), else the refusal: no session of
+    theirs (404), another device's (400), closed (409)."""
+    lock = " FOR UPDATE" if conn.dialect == "postgresql" else ""
+    row = conn.execute("SELECT * FROM sessions WHERE session_id = ?" + lock,
+                       (session_id,)).fetchone()
+    if row is None or row["user_id"] != user_id:
+        raise NotFound(f"no session {session_id} of yours: {NO_SESSION_HINT}")
+    if row["device_id"] != device_id:
+        raise BadRequest(f"session {session_id} is on device {row['device_id']}, not "
+                         f"{device_id}: submit to its device, or open a session on "
+                         f"{device_id}", kind="session_device")
+    if row["closed_at"] is not None:
+        raise Conflict(f"session {session_id} was closed ({row['close_reason']}) at "
+                       f"{iso(row['closed_at'])}: open a new one (`userclient session "
+                       "open`)", kind="session_closed")
+    return dict(row)
+
+
+def note_session_activity(conn: Connection, session_id: str, now: int) -> None:
+    """What the claim records when it hands out a session's work, or its work finishes:
+    the session starts at its first hand-out; each is its latest activity (idle limit)."""
+    conn.execute("UPDATE sessions SET started_at = COALESCE(started_at, ?), "
+                 "last_activity_at = ? WHERE session_id = ? AND closed_at IS NULL",
+                 (now, now, session_id))

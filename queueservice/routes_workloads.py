@@ -40,12 +40,17 @@ async def submit(request: Request) -> Response:
     sha = sha256_field(body)
     key = _idempotency_key(request)
     svc = service(request)
+    # ours (feature ``sessions``): submitted in the caller's open session on the device
+    session_id = None if svc.limits.stock_protocol else field(body, "SessionId", str,
+                                                              max_len=100)
     given_name = who.full_name or None  # the store refuses a device that is not there
-    fingerprint = hashlib.sha256(json.dumps([device_id, priority, name, sha]).encode()).hexdigest()
+    request_parts = [device_id, priority, name, sha] + ([session_id] if session_id else [])
+    fingerprint = hashlib.sha256(json.dumps(request_parts).encode()).hexdigest()
     row, _created = await call(svc.workloads.create, account_id=who.id, device_id=device_id,
                                priority=priority, user_given_name=given_name,
                                workload_name=name, sha256=sha, now=now_ms(),
-                               idempotency_key=key, body_hash=fingerprint)
+                               idempotency_key=key, body_hash=fingerprint,
+                               session_id=session_id)
     return json_ok({"WorkId": row["work_id"],
                     "UploadUrl": svc.presign(request, "PUT", f"workloads/{row['work_id']}")}, 201)
 

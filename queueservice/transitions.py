@@ -10,6 +10,7 @@
     CREATED --UploadTimeout--> FAILED;  CREATED/READY --CancelRequested--> CANCELLED
     READY/EXECUTING --HandedOut past max_attempts--> FAILED
     anything unfinished --DeviceDeleted--> CANCELLED
+    CREATED/READY work of a session --SessionClosed--> CANCELLED
 
 ``transition`` answers the ``Change`` an event makes to a workload (its new status and the
 columns to set, possibly none), or raises the refusal the API answers (an error of
@@ -42,6 +43,7 @@ LeaseTimeout       the sweep and the device's own calls         EXECUTING/UPLOAD
                                                                 (CANCELLED if asked) once the
                                                                 device is silent too long
 DeviceDeleted      an admin deletes the device, ``CancelWork``  unfinished -> CANCELLED
+SessionClosed      its session closes (``sessions``)            CREATED/READY -> CANCELLED
 =================  ===========================================  ============================
 
 Times are integer milliseconds since the epoch. The hand-out order is not a time: work
@@ -66,6 +68,8 @@ COLUMNS = frozenset({
     "programs_total", "ready_seq", "handout_seq"})
 #: ``ErrorKind`` of the work of a device an admin deleted with ``CancelWork``
 DEVICE_DELETED_KIND = "device_deleted"
+#: ``ErrorKind`` of queued work of a session that closed (``sessions``)
+SESSION_CLOSED_KIND = "session_closed"
 RUNNING = ("EXECUTING", "UPLOADING")
 
 
@@ -146,8 +150,16 @@ class DeviceDeleted:
     device_name: str
 
 
+@dataclass(frozen=True)
+class SessionClosed:
+    """The session the workload was submitted in closed (``reason``: why)."""
+
+    session_id: str
+    reason: str
+
+
 Event = Union[Submitted, FileUploaded, UploadTimeout, HandedOut, Progress, Reported,
-              ResultsUploaded, CancelRequested, LeaseTimeout, DeviceDeleted]
+              ResultsUploaded, CancelRequested, LeaseTimeout, DeviceDeleted, SessionClosed]
 
 
 # -- the answer -----------------------------------------------------------------------
@@ -366,6 +378,19 @@ def _device_deleted(work_id: str, row: Row | None, event: DeviceDeleted, now: in
         "error_message": f"an admin deleted device {event.device_name} ({event.device_id})"})
 
 
+def _session_closed(work_id: str, row: Row | None, event: SessionClosed,
+                    now: int) -> Change:
+    """Queued work of a closed session is CANCELLED: it was to run inside the session
+    (running work finishes; finished work stays)."""
+    row = _existing(work_id, row)
+    if row["status"] not in ("CREATED", "READY"):
+        return unchanged(row)
+    return Change("CANCELLED", {
+        "finished_at": now, "cancel_requested": 1, "error_kind": SESSION_CLOSED_KIND,
+        "error_message": f"its session {event.session_id} ended ({event.reason}) before it "
+                         "ran: submit it again, in a new session or without one"})
+
+
 def _existing(work_id: str, row: Row | None) -> Row:
     """The row of an event the service sends itself about work it read."""
     if row is None:
@@ -377,4 +402,5 @@ _RULES: dict[type, Any] = {
     Submitted: _submitted, FileUploaded: _file_uploaded, UploadTimeout: _upload_timeout,
     HandedOut: _handed_out, Progress: _progress, Reported: _reported,
     ResultsUploaded: _results_uploaded, CancelRequested: _cancel_requested,
-    LeaseTimeout: _lease_timeout, DeviceDeleted: _device_deleted}
+    LeaseTimeout: _lease_timeout, DeviceDeleted: _device_deleted,
+    SessionClosed: _session_closed}

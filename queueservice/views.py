@@ -132,6 +132,8 @@ def workload_detail(svc: Service, request: Request, row: Row, active: list[Row],
     estimated = policy.run_time(row.get("estimated_seconds"))
     if estimated is not None:
         body["EstimatedSeconds"] = round(estimated, 6)
+    if row.get("session_id"):
+        body["SessionId"] = row["session_id"]  # submitted in this session (``sessions``)
     progress = policy.progress_view(row["status"], row.get("programs_done"),
                                     row.get("programs_total"))
     if progress is not None:

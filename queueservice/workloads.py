@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Collection, Iterable, Iterator, Mapping
 
 from cloudqueue.errors import Conflict, NotFound
-from queueservice import policy, transitions
+from queueservice import facility, policy, transitions
 from queueservice.clock import now_ms
 from queueservice.db import Connection, Database
 from queueservice.identities import NO_DEVICE_HINT
@@ -99,9 +99,12 @@ class WorkloadStore:
     def create(self, *, account_id: str, device_id: str, priority: str,
                user_given_name: str | None, sha256: str | None, now: int,
                workload_name: str | None = None,
-               idempotency_key: str | None = None, body_hash: str = "") -> tuple[Row, bool]:
+               idempotency_key: str | None = None, body_hash: str = "",
+               session_id: str | None = None) -> tuple[Row, bool]:
         """A new CREATED workload; with an Idempotency-Key, a retry answers the first one.
         ``user_given_name``: the submitter's name (stock meaning); ``workload_name``: its own.
+        ``session_id``: submitted in that session (``facility.session_for_submit``: the
+        submitter's open session on this device), charged to the session's team.
 
         Answers (row, created). Raises ``Conflict`` when the key was used with another body.
         """
@@ -128,13 +131,17 @@ class WorkloadStore:
                                        (seen["work_id"],)).fetchone()
                     if row is not None:
                         return dict(row), False
+            in_session: dict[str, Any] = {}
+            if session_id is not None:
+                session = facility.session_for_submit(conn, session_id, account_id, device_id)
+                in_session = {"session_id": session_id, "team_id": session["team_id"]}
             work_id = str(uuid.uuid4())
             change = transitions.transition(work_id, None, transitions.Submitted(), now)
             _insert(conn, {"work_id": work_id, "device_id": device_id,
                            "account_id": account_id, "user_given_name": user_given_name,
                            "workload_name": workload_name, "priority": priority,
                            "workload_sha256": sha256, "status": change.status,
-                           **change.fields})
+                           **change.fields, **in_session})
             if idempotency_key is not None:
                 _remember_key(conn, {"account_id": account_id, "key": idempotency_key,
                                      "body_hash": body_hash, "work_id": work_id,

@@ -390,12 +390,15 @@ def cmd_submit(args: argparse.Namespace) -> int:
         return _estimate(args)
     if args.soccfg:
         raise UsageError("--soccfg is for --estimate only")
-    if not args.device:
+    if not args.device and not args.session:
         raise UsageError("submit needs --device ID (list them with: userclient devices)")
     client = client_from_args(args)
+    if args.session and not args.device:  # the session's own device
+        args.device = client.get_session(args.session)["DeviceId"]
     if not args.force:
         check_submission(client, args)
-    work_id = client.create_work(args.file, args.device, args.priority, name=args.name)
+    work_id = client.create_work(args.file, args.device, args.priority, name=args.name,
+                                 session_id=args.session)
     emit(args, {"WorkId": work_id}, work_id)
     return EXIT_OK
 
@@ -598,6 +601,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="queue the file without checking it (by default a file that is not "
                         "a workload, or was compiled for another firmware than the "
                         "device's, is refused)")
+    p.add_argument("--session", metavar="ID", help="submit in this open session of yours "
+                   "(userclient session open); --device defaults to its device")
 
     p = add("estimate", cmd_estimate,
             "estimated board time of a workload file (per program and total); submits "
@@ -644,6 +649,8 @@ def build_parser() -> argparse.ArgumentParser:
     cli_teams.add_commands(add, common)
     from userclient import cli_calendar  # reserve, reservations, maintenance, windows, calendar
     cli_calendar.add_commands(add)
+    from userclient import cli_sessions  # session (imports this module, as cli_teams)
+    cli_sessions.add_commands(add, common)
     return parser
 
 

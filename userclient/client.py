@@ -37,6 +37,7 @@ from qickbase.backoff import Backoff, BackoffCounter
 from userclient.display import plain
 from userclient.moments import Moment, iso_moment
 from userclient.errors import WaitTimeout, WorkNotDone
+from userclient.sessions import Session
 
 
 #: ``out``'s default: whatever ``sys.stdout`` is when something is written (a notebook's,
@@ -372,6 +373,35 @@ class UserClient:
     def revoke_calendar_feed(self) -> bool:
         """Revoke your calendar feed URL; False when you had none."""
         return bool(self.client.revoke_calendar_feed()["Revoked"])
+    # --- sessions (our service) -------------------------------------------------------
+    def session(self, device_id: str | None = None, *, max_minutes: float | None = None,
+                idle_minutes: float | None = None, team: str | None = None) -> Session:
+        """Open a session on the device (default: the config's ``[device] id``), for
+        ``with client.session(dev, max_minutes=30) as s: s.submit(...)``: closed when the
+        block ends, also on an exception (``userclient.sessions``). Defaults: the service's
+        (30 minutes at most, 5 idle; ``team``: your default team)."""
+        return Session(self, self.open_session(device_id, max_minutes=max_minutes,
+                                               idle_minutes=idle_minutes, team=team))
+
+    def open_session(self, device_id: str | None = None, *, max_minutes: float | None = None,
+                     idle_minutes: float | None = None, team: str | None = None) -> dict:
+        """Open a session and answer it (SessionId, State, MaxMinutes, ...); ``session``
+        is the same as a context manager that closes it."""
+        return self.client.open_session(self._device_id(device_id), max_minutes=max_minutes,
+                                        idle_minutes=idle_minutes, team=team)
+
+    def get_sessions(self, device_id: str | None = None, *,
+                     state: str | None = None) -> list[dict]:
+        """Your sessions (an admin: everyone's), newest first; ``state``: open or closed."""
+        return self.client.list_sessions(device_id=device_id, state=state)
+
+    def get_session(self, session_id: str) -> dict:
+        return self.client.get_session(session_id)
+
+    def close_session(self, session_id: str) -> dict:
+        """Close a session (yours; admins: any): the closed session, with HeldSeconds and
+        Cost. Closing a closed one answers it unchanged."""
+        return self.client.close_session(session_id)
 
     # --- devices ------------------------------------------------------------------------
     def get_devices(self) -> list[dict]:
@@ -406,14 +436,15 @@ class UserClient:
     # --- workloads ----------------------------------------------------------------------
     def create_work(self, workloadfile: IO[bytes] | str | os.PathLike,
                     device_id: str | None = None, priority: str | Priority = "LOW", *,
-                    name: str | None = None, idempotency_key: str | None = None) -> str:
+                    name: str | None = None, idempotency_key: str | None = None,
+                    session_id: str | None = None) -> str:
         """Announce and upload a workload; return its WorkId.
 
         ``workloadfile`` is an open binary file (read from its start, closed after the
         upload, as the original does) or a path. ``device_id`` defaults to the config's
         ``[device] id``. With a service that supports them, the file's SHA-256 is announced
         (checked on arrival) and an Idempotency-Key makes a retried submit return the same
-        WorkId.
+        WorkId. ``session_id``: submit in that open session of yours (``session``).
         """
         if isinstance(workloadfile, (str, os.PathLike)):
             source = Path(workloadfile).expanduser()
@@ -421,7 +452,7 @@ class UserClient:
                 raise BadRequest(f"{source}: no such workload file", kind="no_such_file")
             with open(source, "rb") as handle:
                 return self._create_work(handle, device_id, priority, source.name, name,
-                                         idempotency_key)
+                                         idempotency_key, session_id)
         if not hasattr(workloadfile, "read"):
             raise BadRequest(f"create_work needs an open binary file or a path, not "
                              f"{type(workloadfile).__name__}", kind="bad_request")
@@ -431,13 +462,13 @@ class UserClient:
             label = None  # a temporary file's name is a number
         try:
             return self._create_work(workloadfile, device_id, priority, label, name,
-                                     idempotency_key)
+                                     idempotency_key, session_id)
         finally:
             workloadfile.close()
 
     def _create_work(self, handle: IO[bytes], device_id: str | None,
                      priority: str | Priority, label: str | None, name: str | None,
-                     idempotency_key: str | None) -> str:
+                     idempotency_key: str | None, session_id: str | None) -> str:
         device_id = self._device_id(device_id)
         try:
             Priority(priority.upper() if isinstance(priority, str) else priority)
@@ -457,7 +488,7 @@ class UserClient:
             name = label
         answer = self.client.create_workload(
             device_id, priority, name=name, sha256=sha256,
-            idempotency_key=idempotency_key or str(uuid.uuid4()))
+            idempotency_key=idempotency_key or str(uuid.uuid4()), session_id=session_id)
         work_id = answer["WorkId"]
         try:
             upload_file(answer["UploadUrl"], handle, session=self.client.session,

@@ -50,6 +50,7 @@ EVENTS = {
     "CancelRequested": t.CancelRequested(),
     "LeaseTimeout": t.LeaseTimeout(last_seen=0, lease_seconds=1),  # silent 100 s: expired
     "DeviceDeleted": t.DeviceDeleted("d-1", "lab-board"),
+    "SessionClosed": t.SessionClosed("s-1", "idle"),
 }
 GONE = (NotFound, f"no workload {W}")
 NOT_MINE = (NotFound, f"workload {W} is not this device's work")
@@ -66,36 +67,41 @@ TABLE = {
                                       "(`userclient submit`)"),
            "UploadTimeout": GONE, "HandedOut": GONE, "Progress": NOT_MINE,
            "Reported": NOT_MINE, "ResultsUploaded": GONE, "CancelRequested": GONE,
-           "LeaseTimeout": GONE, "DeviceDeleted": GONE},
+           "LeaseTimeout": GONE, "DeviceDeleted": GONE, "SessionClosed": GONE},
     "CREATED": {"Submitted": EXISTS, "FileUploaded": "READY", "UploadTimeout": "FAILED",
                 "HandedOut": NOT_HANDED, "Progress": NO_PROGRESS, "Reported": "CREATED",
                 "ResultsUploaded": NO_RESULTS, "CancelRequested": "CANCELLED",
-                "LeaseTimeout": "CREATED", "DeviceDeleted": "CANCELLED"},
+                "LeaseTimeout": "CREATED", "DeviceDeleted": "CANCELLED",
+                "SessionClosed": "CANCELLED"},
     "READY": {"Submitted": EXISTS, "FileUploaded": NO_FILE, "UploadTimeout": "READY",
               "HandedOut": "EXECUTING", "Progress": NO_PROGRESS, "Reported": "READY",
               "ResultsUploaded": NO_RESULTS, "CancelRequested": "CANCELLED",
-              "LeaseTimeout": "READY", "DeviceDeleted": "CANCELLED"},
+              "LeaseTimeout": "READY", "DeviceDeleted": "CANCELLED",
+              "SessionClosed": "CANCELLED"},
     "EXECUTING": {"Submitted": EXISTS, "FileUploaded": NO_FILE, "UploadTimeout": "EXECUTING",
                   "HandedOut": "EXECUTING", "Progress": "EXECUTING", "Reported": "UPLOADING",
                   "ResultsUploaded": "DONE", "CancelRequested": "EXECUTING",
-                  "LeaseTimeout": "READY", "DeviceDeleted": "CANCELLED"},
+                  "LeaseTimeout": "READY", "DeviceDeleted": "CANCELLED",
+                  "SessionClosed": "EXECUTING"},
     "UPLOADING": {"Submitted": EXISTS, "FileUploaded": NO_FILE, "UploadTimeout": "UPLOADING",
                   "HandedOut": "UPLOADING", "Progress": NO_PROGRESS, "Reported": "UPLOADING",
                   "ResultsUploaded": "DONE", "CancelRequested": "UPLOADING",
-                  "LeaseTimeout": "READY", "DeviceDeleted": "CANCELLED"},
+                  "LeaseTimeout": "READY", "DeviceDeleted": "CANCELLED",
+                  "SessionClosed": "UPLOADING"},
     "DONE": {"Submitted": EXISTS, "FileUploaded": NO_FILE, "UploadTimeout": "DONE",
              "HandedOut": NOT_HANDED, "Progress": NO_PROGRESS, "Reported": "DONE",
              "ResultsUploaded": "DONE",
              "CancelRequested": (Conflict, f"workload {W} is already DONE: there is "
                                            "nothing to cancel"),
-             "LeaseTimeout": "DONE", "DeviceDeleted": "DONE"},
+             "LeaseTimeout": "DONE", "DeviceDeleted": "DONE", "SessionClosed": "DONE"},
     "FAILED": {"Submitted": EXISTS,
                "FileUploaded": (Conflict, f"workload {W} is FAILED: it takes no file any "
                                           "more; submit a new workload"),
                "UploadTimeout": "FAILED", "HandedOut": NOT_HANDED, "Progress": NO_PROGRESS,
                "Reported": "FAILED", "ResultsUploaded": "FAILED",
                "CancelRequested": (Conflict, "is already FAILED: there is nothing to cancel"),
-               "LeaseTimeout": "FAILED", "DeviceDeleted": "FAILED"},
+               "LeaseTimeout": "FAILED", "DeviceDeleted": "FAILED",
+               "SessionClosed": "FAILED"},
     "CANCELLED": {"Submitted": EXISTS,
                   "FileUploaded": (Conflict, "is CANCELLED: it takes no file any more"),
                   "UploadTimeout": "CANCELLED", "HandedOut": NOT_HANDED,
@@ -103,7 +109,8 @@ TABLE = {
                   "ResultsUploaded": (Conflict, f"workload {W} is CANCELLED: it takes no "
                                                 "results"),
                   "CancelRequested": (Conflict, "is already CANCELLED"),
-                  "LeaseTimeout": "CANCELLED", "DeviceDeleted": "CANCELLED"},
+                  "LeaseTimeout": "CANCELLED", "DeviceDeleted": "CANCELLED",
+                  "SessionClosed": "CANCELLED"},
 }
 
 
