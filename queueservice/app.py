@@ -15,7 +15,7 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from cloudqueue.errors import QueueError
 from queueservice import (health, openapi, routes_admin, routes_auth, routes_devices,
-                               routes_files, routes_teams, routes_workloads)
+                               routes_files, routes_prices, routes_teams, routes_workloads)
 from queueservice.datadir import DataDir, check_shared_secret
 from queueservice.db import Database
 from queueservice.errors import DatabaseUnavailable
@@ -34,7 +34,7 @@ VERSION = "0.1.0"
 FEATURES = ["cancel", "failed-state", "long-poll", "holding", "leases", "sha256", "idempotency",
             "queue-position", "api-keys", "oauth2-token", "cognito-compat", "device-health",
             "page-limit", "progress", "mock-devices", "workload-wait", "admin-lifecycle",
-            "teams"]
+            "teams", "prices", "team-queue"]
 
 
 async def capabilities(request: Request) -> Response:
@@ -67,7 +67,7 @@ def api_routes(*, stock: bool = False) -> list[BaseRoute]:
     ]
     if stock:
         return [r for r in routes if not any((r.path, m) in OWN_ROUTES for m in r.methods or ())]
-    return routes + admin_routes() + team_routes()
+    return routes + admin_routes() + team_routes() + price_routes()
 
 
 def admin_routes() -> list[BaseRoute]:
@@ -98,6 +98,15 @@ def team_routes() -> list[BaseRoute]:
         Route("/teams/{team}/balance", t.balance, methods=["GET"]),
         Route("/teams/{team}/ledger", t.ledger, methods=["GET"]),
         Route("/teams/{team}/grants", t.grant, methods=["POST"]),
+    ]
+
+
+def price_routes() -> list[BaseRoute]:
+    """A device's prices (``routes_prices``; issue 12)."""
+    p = routes_prices
+    return [
+        Route("/devices/{device_id}/prices", p.set_prices, methods=["PUT"]),
+        Route("/devices/{device_id}/prices", p.get_prices, methods=["GET"]),
     ]
 
 
