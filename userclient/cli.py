@@ -413,11 +413,11 @@ def cmd_submit(args: argparse.Namespace) -> int:
         if not args.timeslot:  # a timeslot's work is paid at booking
             data = client.estimated_cost(args.device, own_estimate(args.file),
                                          max_seconds=args.max_seconds) or {}
-            if data:
-                print(f"userclient: {cost_text(data, args.device)}", file=sys.stderr)
     work_id = client.create_work(args.file, args.device, args.priority, name=args.name,
                                  team=args.team, max_seconds=args.max_seconds,
                                  timeslot=args.timeslot, on_slot_end=args.on_slot_end)
+    if data:  # after the submit, so that a refusal (it says the numbers) stays one line
+        print(f"userclient: {cost_text(data, args.device)}", file=sys.stderr)
     emit(args, {"WorkId": work_id, **data}, work_id)
     return EXIT_OK
 
