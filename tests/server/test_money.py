@@ -17,9 +17,13 @@ import pytest
 
 from queueservice.clock import now_ms
 from queueservice.db import Database
+from queueservice.facility import append_line, set_accounting
+from queueservice.settings import ServiceLimits
+from queueservice.workloads import WorkloadStore
 from tests.conftest import QueueService, start_queue_service
 from tests.server.api import Api, Device, World, assert_error, put_file, status, submit
 from tests.server.conftest import DATABASES, engine_options
+from tests.server.test_store import add_device, db  # noqa: F401 (a fixture)
 from tests.server.test_teams import email_of, grant, new_team
 
 
@@ -302,3 +306,70 @@ def test_with_accounting_off_no_team_is_needed_and_nothing_is_charged(world: Wor
     assert "TeamId" not in status(loner, alone)
     assert status(pi, in_team)["TeamId"] == team["TeamId"]  # the team queue works anyway
     assert world.admin.get(f"/teams/{team['TeamId']}/ledger").json()["Lines"] == []
+
+
+def test_reports_racing_to_finish_a_run_charge_it_once(paid: World, lab: dict):
+    device = lab["device"]
+    grant(paid, lab["id"], 100)
+    work = submit(lab["student"], device.id, b"raced")
+    assert device.next_work().json()["WorkId"] == work
+    report = {"Outcome": "FAILED", "ErrorKind": "device_error", "ErrorMessage": "ADC lost",
+              "DeviceSeconds": 1.25}
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: device.report(work, report), range(8)))
+    assert [a.status_code for a in answers] == [200] * 8
+    assert ledger(paid, lab["id"]) == [("charge", -2.5, work), ("refund", 2.5, work)]
+    assert balance(paid, lab["id"]) == 100.0
+
+
+def test_work_ended_after_its_attempts_is_refunded(queue_service_factory, database_options):
+    """A board that keeps losing the work (``attempts_exhausted``) charges nothing."""
+    world = World(queue_service_factory(accounting=True, max_attempts=1, **database_options))
+    device = world.device()
+    user, user_id = world.user()
+    team = new_team(world, scheduler=user_id)
+    grant(world, team["TeamId"], 50)
+    work = submit(user, device.id, b"lost")
+    assert device.next_work().json()["WorkId"] == work
+    assert device.next_work().json() == []  # asked again without it: its one attempt is over
+    ended = status(user, work)
+    assert (ended["WorkStatus"], ended["ErrorKind"]) == ("FAILED", "attempts_exhausted")
+    [charge, refund] = ledger(world, team["TeamId"])
+    assert charge[0] == "charge" and refund == ("refund", -charge[1], work)
+    assert ended["CostRefunded"] is True and balance(world, team["TeamId"]) == 50.0
+
+
+def test_only_shared_work_is_charged_per_run(db: Database):
+    """The store itself: session work and timeslot work finish with no charge (a session
+    is charged for the time it held the device, a slot at booking); shared work is charged
+    once, even when the device reports twice and uploads twice."""
+    store = WorkloadStore(db, ServiceLimits())
+    device = add_device(db)
+    team_id = str(uuid.uuid4())
+    with db.transaction() as conn:
+        set_accounting(conn, True)
+        conn.execute("INSERT INTO teams (team_id, name, created_by, created_at) VALUES "
+                     "(?, ?, 'admin', 0)", (team_id, f"team-{team_id[:8]}"))
+        append_line(conn, team_id, "grant", 100.0, "admin", "allocation", now_ms())
+    works = {}
+    for kind, extra in (("shared", ""), ("session", ", session_id = 's1'"),
+                        ("timeslot", ", timeslot = 1")):
+        row, _ = store.create(account_id="a", device_id=device, priority="MEDIUM",
+                              user_given_name=None, sha256=None, now=now_ms())
+        with db.transaction() as conn:
+            conn.execute(f"UPDATE workloads SET team_id = ?{extra} WHERE work_id = ?",
+                         (team_id, row["work_id"]))
+        store.workload_uploaded(row["work_id"], now_ms())
+        works[kind] = row["work_id"]
+    for _ in works:
+        handed, _ = store.claim(device, store.sequence_mark())
+        for _ in range(2):
+            store.report(device, handed["work_id"], outcome="DONE", device_seconds=2.0,
+                         now=now_ms())
+            store.results_uploaded(handed["work_id"], now_ms())
+    costs = {kind: store.get(work)["cost"] for kind, work in works.items()}
+    assert costs == {"shared": 2.0, "session": None, "timeslot": None}
+    with db.reading() as conn:
+        lines = [(r["kind"], r["seconds"], r["work_id"]) for r in conn.execute(
+            "SELECT * FROM ledger WHERE team_id = ?", (team_id,)).fetchall()]
+    assert lines == [("grant", 100.0, None), ("charge", -2.0, works["shared"])]
