@@ -12,7 +12,8 @@ Exit codes (the one table; scripts may rely on it):
  4    not found: no such device or workload (or not yours)
  5    the service is unavailable: network down, timeouts, 5xx; try again later
  6    not supported by this service (a stock Cloud Queue deployment)
- 7    conflict: the workload's state does not allow it (cancel a finished one)
+ 7    conflict: the workload's state does not allow it (cancel a finished one); the
+      team's credits do not cover the work; no timeslot booked
  8    ``wait --timeout`` ran out; the workload is still queued or running
 10    any other error
 130   interrupted (Ctrl-C)
