@@ -10,10 +10,10 @@ writes:
   default team); with accounting on a team is required, and shared work is refused
   (``insufficient_credits``) when its team has nothing left to cover it.
 - ``check_cover``: when the workload file arrives (the service's own estimate known), its
-  team's balance, less what its other active shared work is estimated to cost, must
-  cover this workload's cost (CREATED work holds nothing: ``QUEUED``), else the
-  upload is refused (409 ``insufficient_credits``,
-  the numbers and what to do): the workload stays CREATED, nothing is queued.
+  team's balance, less what its other queued and running shared work is estimated to
+  cost (``QUEUED``), must cover this workload's cost, else the upload is refused (409
+  ``insufficient_credits``, the numbers and what to do): the workload stays CREATED,
+  nothing is queued.
 - ``settle``: when shared work finishes (its first terminal status), one ``charge`` line
   of the board seconds measured x the price per used second in force when it started,
   also kept in ``workloads.cost``; work the board failed by its own fault
@@ -35,8 +35,8 @@ from typing import Any, Mapping
 from cloudqueue.errors import BadRequest, Conflict, Forbidden, NotFound
 from queueservice import policy
 from queueservice.db import Connection, Database
-from queueservice.facility import accounting_on, append_line, balance, lock_team, \
-    prices_at, set_accounting
+from queueservice.facility import (ACCOUNTING_SETTING, accounting_on, append_line, balance,
+                                   lock_team, prices_at, set_accounting)
 from queueservice.identities import NO_DEVICE_HINT, Principal
 
 Row = dict[str, Any]
@@ -76,7 +76,7 @@ class PriceStore:
                          "since, set_by) VALUES (?, ?, ?, ?, ?)",
                          (device_id, float(per_used_second), float(per_reserved_second), now,
                           caller.id))
-            set_accounting(conn, True)
+            _turn_on(conn)
             return _prices(conn, device_id, now)
 
     def prices(self, device_id: str, now: int) -> Row:
@@ -89,7 +89,7 @@ class PriceStore:
     def turn_on_accounting(self) -> None:
         """``qick-queue serve --accounting``."""
         with self.db.transaction() as conn:
-            set_accounting(conn, True)
+            _turn_on(conn)
 
     def cost_fields(self, row: Mapping[str, Any], now: int) -> dict[str, Any]:
         """What ``GET /workloads/{id}`` adds about money: ``TeamId`` and ``MaxSeconds``
@@ -243,6 +243,14 @@ def settle(conn: Connection, before: Mapping[str, Any] | None,
 
 
 # -- rows --------------------------------------------------------------------------------
+def _turn_on(conn: Connection) -> None:
+    """Accounting on, one replica at a time (two writing the switch at once would collide
+    on its row)."""
+    conn.hold(ACCOUNTING_SETTING)
+    if not accounting_on(conn):
+        set_accounting(conn, True)
+
+
 def _left(conn: Connection, team_id: str, other_than: str | None,
           now: int) -> tuple[float, float, int]:
     """(the team's balance, the estimated cost of its unfinished shared work other than

@@ -21,7 +21,7 @@ from queueservice.facility import append_line, set_accounting
 from queueservice.settings import ServiceLimits
 from queueservice.workloads import WorkloadStore
 from tests.conftest import QueueService, start_queue_service
-from tests.server.api import Api, Device, World, assert_error, put_file, status, submit
+from tests.server.api import Device, World, assert_error, put_file, status, submit
 from tests.server.conftest import DATABASES, engine_options
 from tests.server.test_store import add_device, db  # noqa: F401 (a fixture)
 from tests.server.test_teams import email_of, grant, new_team
@@ -150,16 +150,16 @@ def test_timeslot_work_needs_a_booked_slot_and_is_not_charged_per_run(paid: Worl
                                                  "Timeslot": True})
     message = assert_error(refused, 409, "no_timeslot")["ErrorMessage"]
     assert "no timeslot booked" in message and f"userclient reserve {device.id}" in message
-    db = Database(paid_service.database_target)  # a booking as the calendar's API makes it
+    store = Database(paid_service.database_target)  # a booking as the calendar's API makes
     try:
         now = now_ms()
-        with db.transaction() as conn:
+        with store.transaction() as conn:
             conn.execute("INSERT INTO bookings (booking_id, device_id, kind, team_id, start_at, "
                          "end_at, created_by, created_at) VALUES (?, ?, 'reservation', ?, ?, "
                          "?, ?, ?)", (str(uuid.uuid4()), device.id, lab["id"], now - 60_000,
                                       now + 3_600_000, lab["pi_id"], now))
     finally:
-        db.close()
+        store.close()
     # the balance is 0: a timeslot's work was paid at booking, so it is not checked
     slot_work = submit(lab["student"], device.id, b"slot work", Timeslot=True,
                        OnSlotEnd="fail")
