@@ -95,6 +95,11 @@ def test_submit_shows_the_cost_and_refuses_what_the_team_cannot_pay(lab, v2_work
 
     grant(lab["world"], lab["team_id"], 100)
     seconds = estimate_file(v2_workload).seconds
+    estimated = json.loads(ok(run(student, "--json", "estimate", path, "--device",
+                                  device)).stdout)
+    assert estimated["Submitted"] is False and estimated["PerUsedSecond"] == 2.0
+    assert estimated["EstimatedCost"] == pytest.approx(2 * estimated["Seconds"], abs=1e-6)
+    assert "estimated cost:" in ok(run(student, "estimate", path, "--device", device)).stdout
     done = ok(run(student, "--json", "submit", path, "--device", device, "--team", team,
                   "--max-seconds", "30"))
     answer = json.loads(done.stdout)

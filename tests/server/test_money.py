@@ -339,6 +339,11 @@ def test_work_ended_after_its_attempts_is_refunded(queue_service_factory, databa
     assert ended["CostRefunded"] is True and balance(world, team["TeamId"]) == 50.0
 
 
+def test_accounting_needs_our_own_api(tmp_path: Path):
+    with pytest.raises(RuntimeError, match="--accounting needs this service's own API"):
+        start_queue_service(tmp_path / "stock", accounting=True, stock_protocol=True)
+
+
 def test_only_shared_work_is_charged_per_run(db: Database):
     """The store itself: session work and timeslot work finish with no charge (a session
     is charged for the time it held the device, a slot at booking); shared work is charged
