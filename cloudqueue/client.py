@@ -490,6 +490,23 @@ class QueueClient:
         self.require("sessions", "closing a session")
         return self._call("DELETE", ("sessions", session_id),
                           what=f"close session {session_id}")
+    # --- prices (ours: feature ``prices``) ------------------------------------------------
+    def set_prices(self, device_id: str, per_used_second: float,
+                   per_reserved_second: float) -> dict:
+        """``PUT /devices/{id}/prices {PerUsedSecond, PerReservedSecond}`` (admin): the
+        prices in force from now (accounting on): ``{DeviceId, PerUsedSecond,
+        PerReservedSecond, Accounting, History}``."""
+        self.require("prices", "setting prices")
+        return self._call("PUT", ("devices", device_id, "prices"),
+                          what=f"set the prices of device {device_id}",
+                          json_body={"PerUsedSecond": per_used_second,
+                                     "PerReservedSecond": per_reserved_second})
+
+    def get_prices(self, device_id: str) -> dict:
+        """``GET /devices/{id}/prices``: as ``set_prices`` answers."""
+        self.require("prices", "reading prices")
+        return self._call("GET", ("devices", device_id, "prices"),
+                          what=f"prices of device {device_id}")
 
     # --- users --------------------------------------------------------------------------
     def list_devices(self) -> list[Device]:
@@ -521,18 +538,28 @@ class QueueClient:
 
     def create_workload(self, device_id: str, priority: str | Priority = Priority.MEDIUM, *,
                         name: str | None = None, sha256: str | None = None,
-                        idempotency_key: str | None = None,
+                        idempotency_key: str | None = None, team: str | None = None,
+                        max_seconds: float | None = None, timeslot: bool = False,
+                        on_slot_end: str | None = None,
                         session_id: str | None = None) -> dict:
         """``POST /workloads`` → ``{WorkId, UploadUrl}``.
 
         ``sha256`` and the idempotency key are sent only when the service supports them;
         with a key, a retried request cannot create a second workload, so it is retried.
-        ``session_id`` (ours): submit in that open session of yours (``open_session``).
+        ``team``, ``max_seconds``, ``timeslot``, ``on_slot_end``: who pays and the cost
+        cap (ours, feature ``prices``; NotSupported elsewhere). ``session_id`` (ours):
+        submit in that open session of yours (``open_session``).
         """
         priority = Priority(priority.upper() if isinstance(priority, str) else priority)
         body: dict[str, Any] = {"DeviceId": device_id, "Priority": priority.value}
         if name:
             body["WorkloadName"] = name
+        charging = {"Team": team, "MaxSeconds": max_seconds, "Timeslot": timeslot or None,
+                    "OnSlotEnd": on_slot_end}
+        if any(value is not None for value in charging.values()):
+            self.require("prices", "charging work to a team (--team, --max-seconds, "
+                                   "--timeslot)")
+            body.update({k: v for k, v in charging.items() if v is not None})
         if session_id is not None:
             self.require("sessions", "submitting in a session")
             body["SessionId"] = session_id
@@ -546,13 +573,17 @@ class QueueClient:
 
     def list_workloads(self, device_id: str | None = None, *, account_id: str | None = None,
                        status: str | None = None, limit: int | None = None,
-                       start_key: dict | None = None) -> WorkloadPage:
-        """One page of ``GET /workloads``, newest first."""
+                       start_key: dict | None = None, team: str | None = None) -> WorkloadPage:
+        """One page of ``GET /workloads``, newest first; ``team`` (ours, feature
+        ``team-queue``): the team's work, each with its QueuePosition."""
         caps = self.capabilities()
+        params: dict[str, str] = {}
+        if team:
+            self.require("team-queue", "listing a team's work")
+            params["Team"] = team
         if device_id is None and caps.stock:
             raise NotSupported("listing work without a device is not supported: this queue "
                                "service is a stock Cloud Queue deployment (give a device id)")
-        params: dict[str, str] = {}
         if device_id:
             params["DeviceId"] = device_id
         if account_id:

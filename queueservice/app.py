@@ -15,8 +15,8 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from cloudqueue.errors import QueueError
 from queueservice import (health, openapi, routes_admin, routes_auth, routes_bookings,
-                          routes_devices, routes_files, routes_sessions, routes_teams,
-                          routes_workloads)
+                          routes_devices, routes_files, routes_prices, routes_sessions,
+                          routes_teams, routes_workloads)
 from queueservice.datadir import DataDir, check_shared_secret
 from queueservice.db import Database
 from queueservice.errors import DatabaseUnavailable
@@ -36,7 +36,8 @@ VERSION = "0.1.0"
 FEATURES = ["cancel", "failed-state", "long-poll", "holding", "leases", "sha256", "idempotency",
             "queue-position", "api-keys", "oauth2-token", "cognito-compat", "device-health",
             "page-limit", "progress", "mock-devices", "workload-wait", "admin-lifecycle",
-            "teams", "credit-requests", "usage", "calendar", "sessions"]
+            "teams", "credit-requests", "usage", "calendar", "sessions", "prices",
+            "team-queue"]
 
 
 async def capabilities(request: Request) -> Response:
@@ -69,7 +70,8 @@ def api_routes(*, stock: bool = False) -> list[BaseRoute]:
     ]
     if stock:
         return [r for r in routes if not any((r.path, m) in OWN_ROUTES for m in r.methods or ())]
-    return routes + admin_routes() + team_routes() + calendar_routes() + session_routes()
+    return (routes + admin_routes() + team_routes() + calendar_routes() + session_routes()
+            + price_routes())
 
 
 def admin_routes() -> list[BaseRoute]:
@@ -137,6 +139,15 @@ def session_routes() -> list[BaseRoute]:
         Route("/sessions", s.list_sessions, methods=["GET"]),
         Route("/sessions/{session_id}", s.get_session, methods=["GET"]),
         Route("/sessions/{session_id}", s.close_session, methods=["DELETE"]),
+    ]
+
+
+def price_routes() -> list[BaseRoute]:
+    """A device's prices (``routes_prices``; issue 12)."""
+    p = routes_prices
+    return [
+        Route("/devices/{device_id}/prices", p.set_prices, methods=["PUT"]),
+        Route("/devices/{device_id}/prices", p.get_prices, methods=["GET"]),
     ]
 
 

@@ -97,6 +97,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="answer as the stock AWS service does (403 on our own paths such as "
                             "/capabilities, its request models, 500 for unknown ids, no long "
                             "poll): for testing clients against the stock protocol")
+    serve.add_argument("--accounting", action="store_true",
+                       help="turn the facility's accounting on (teams, credits, prices: "
+                            "docs/facility.md); it stays on. Setting a device's price "
+                            "(`userclient price set`) turns it on too")
     serve.add_argument("--log-level", default="info",
                        choices=["debug", "info", "warning", "error"])
     serve.add_argument("--access-log", action="store_true", help="log every request")
@@ -164,11 +168,17 @@ async def _serve(args: argparse.Namespace) -> None:
 
     from queueservice.app import create_app
     from queueservice.connections import bounded_protocol, reserve_descriptors
+    from queueservice.pricing import PriceStore
 
     limits = _limits(args)
+    if args.accounting and limits.stock_protocol:
+        raise QueueError("--accounting needs this service's own API (teams, prices): "
+                         "leave out --stock-protocol")
     reserve_descriptors(limits.max_connections)
     app = create_app(args.data, limits, prefix=args.prefix, public_url=args.public_url,
                      files=args.files, database=args.database)
+    if args.accounting:
+        PriceStore(app.state.service.identities.db).turn_on_accounting()
     sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     # Accepted connections inherit this: without it, a response written in two parts

@@ -12,6 +12,8 @@ from cloudqueue.errors import BadRequest, NotFound
 from cloudqueue.models import WorkStatus, parse_time
 from queueservice import policy
 from queueservice import views
+from queueservice.pricing import Charging, PriceStore
+from queueservice.teams import TeamStore
 from queueservice.identities import Principal
 from queueservice.httpedge import (Service, call, field, json_ok, now_ms, parse_json, query_int,
                                    read_json, service, sha256_field, stock_missing_item, user,
@@ -26,6 +28,27 @@ def _idempotency_key(request: Request) -> str | None:
     if not 1 <= len(key) <= 200 or not key.isprintable():
         raise BadRequest("Idempotency-Key must be 1 to 200 printable characters")
     return key
+
+
+#: ``OnSlotEnd``: what becomes of timeslot work unfinished at its slot's end
+SLOT_END_CHOICES = ("wait", "fail")
+
+
+def _charging(body: dict) -> Charging:
+    """``POST /workloads``'s own fields about paying for the work (not the stock
+    protocol's): ``Team``, ``MaxSeconds``, ``Timeslot``, ``OnSlotEnd``."""
+    team = field(body, "Team", str, max_len=100)
+    cap = field(body, "MaxSeconds", (int, float), bounds=(0, policy.MAX_RUN_SECONDS))
+    if cap is not None and cap <= 0:
+        raise BadRequest("the field MaxSeconds (the run's cost cap, its deadline on the "
+                         "board) must be more than 0 seconds")
+    timeslot = field(body, "Timeslot", bool, default=False)
+    on_slot_end = field(body, "OnSlotEnd", str, choices=SLOT_END_CHOICES)
+    if on_slot_end is not None and not timeslot:
+        raise BadRequest("OnSlotEnd is for timeslot work only: give Timeslot true too, or "
+                         "leave OnSlotEnd out")
+    return Charging(team, float(cap) if cap is not None else None, timeslot,
+                    (on_slot_end or "wait") if timeslot else None)
 
 
 async def submit(request: Request) -> Response:
@@ -44,12 +67,18 @@ async def submit(request: Request) -> Response:
     session_id = None if svc.limits.stock_protocol else field(body, "SessionId", str,
                                                               max_len=100)
     given_name = who.full_name or None  # the store refuses a device that is not there
-    request_parts = [device_id, priority, name, sha] + ([session_id] if session_id else [])
-    fingerprint = hashlib.sha256(json.dumps(request_parts).encode()).hexdigest()
+    charging = None if svc.limits.stock_protocol else _charging(body)
+    fingerprinted: list = [device_id, priority, name, sha]
+    if charging is not None and charging != Charging():
+        fingerprinted.append([charging.team, charging.max_seconds, charging.timeslot,
+                              charging.on_slot_end])
+    if session_id is not None:
+        fingerprinted.append({"SessionId": session_id})
+    fingerprint = hashlib.sha256(json.dumps(fingerprinted).encode()).hexdigest()
     row, _created = await call(svc.workloads.create, account_id=who.id, device_id=device_id,
                                priority=priority, user_given_name=given_name,
                                workload_name=name, sha256=sha, now=now_ms(),
-                               idempotency_key=key, body_hash=fingerprint,
+                               idempotency_key=key, body_hash=fingerprint, charging=charging,
                                session_id=session_id)
     return json_ok({"WorkId": row["work_id"],
                     "UploadUrl": svc.presign(request, "PUT", f"workloads/{row['work_id']}")}, 201)
@@ -70,20 +99,38 @@ def _page_key(raw: str | None) -> PageKey | None:
     return PageKey(round(created.timestamp() * 1000), work_id)
 
 
+def _team_queue(svc: Service, rows: list[dict]) -> list[dict]:
+    """``GET /workloads?Team=`` items: each with its ``QueuePosition`` on its device and
+    the ``AccountId`` of its owner (whose results stay theirs)."""
+    active = {device: svc.workloads.active_for_device(device)
+              for device in {r["device_id"] for r in rows}}
+    return [{**views.workload_item(r), "AccountId": r["account_id"],
+             "QueuePosition": policy.queue_position(active[r["device_id"]], r["work_id"])}
+            for r in rows]
+
+
 async def list_workloads(request: Request) -> Response:
-    """``GET /workloads``: newest first; a user sees their own, an admin all."""
+    """``GET /workloads``: newest first; a user sees their own, an admin all; with
+    ``Team`` (TeamId or name; ours) a member sees the team's work with queue positions."""
     who = await user(request)
     q = request.query_params
+    svc = service(request)
     status = q.get("Status") or None
     if status is not None and status not in WorkStatus.__members__:
         raise BadRequest(f"Status must be one of {', '.join(WorkStatus.__members__)}")
     account = (q.get("AccountId") or None) if who.is_admin else who.id
-    rows, last = await call(service(request).workloads.list, account_id=account,
+    team_id = None
+    if q.get("Team") and not svc.limits.stock_protocol:
+        team = await call(TeamStore(svc.identities.db).team, q["Team"], who)
+        team_id = team["team_id"]
+        account = (q.get("AccountId") or None) if who.is_admin else None
+    rows, last = await call(svc.workloads.list, account_id=account,
                             device_id=q.get("DeviceId") or None, status=status,
                             limit=query_int(request, "Limit", default=5, lowest=1,
                                             highest=100),
-                            start=_page_key(q.get("ExclusiveStartKeyJson")))
-    body: dict = {"Items": [views.workload_item(r) for r in rows]}
+                            start=_page_key(q.get("ExclusiveStartKeyJson")), team_id=team_id)
+    body: dict = {"Items": (await call(_team_queue, svc, rows) if team_id is not None
+                            else [views.workload_item(r) for r in rows])}
     if last is not None:
         body["LastEvaluatedKey"] = {"WorkId": last.work_id, "DeviceId": rows[-1]["device_id"],
                                     "CreatedAt": policy.iso(last.created_at)}
@@ -109,7 +156,11 @@ def _detail_body(svc: Service, request: Request, work_id: str) -> dict:
     if row is None:
         raise NotFound(f"no workload {work_id}")
     active = svc.workloads.active_for_device(row["device_id"])
-    return views.workload_detail(svc, request, row, active, now_ms())
+    now = now_ms()
+    body = views.workload_detail(svc, request, row, active, now)
+    if not svc.limits.stock_protocol:
+        body.update(PriceStore(svc.identities.db).cost_fields(row, now))
+    return body
 
 
 async def _detail(request: Request, row: dict) -> Response:

@@ -11,8 +11,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Collection, Iterable, Iterator, Mapping
 
-from cloudqueue.errors import Conflict, NotFound
-from queueservice import facility, policy, transitions
+from cloudqueue.errors import BadRequest, Conflict, NotFound
+from queueservice import facility, policy, pricing, transitions
 from queueservice.clock import now_ms
 from queueservice.db import Connection, Database
 from queueservice.identities import NO_DEVICE_HINT
@@ -71,12 +71,12 @@ class WorkloadStore:
         return float(seconds if seconds is not None else self.limits.default_run_seconds)
 
     def list(self, *, account_id: str | None = None, device_id: str | None = None,
-             status: str | None = None, limit: int = 5,
-             start: PageKey | None = None) -> tuple[list[Row], PageKey | None]:
+             status: str | None = None, limit: int = 5, start: PageKey | None = None,
+             team_id: str | None = None) -> tuple[list[Row], PageKey | None]:
         """Newest first by (created_at, work_id); answers the page and the next page's key."""
         where, args = [], []
         for column, value in (("account_id", account_id), ("device_id", device_id),
-                              ("status", status)):
+                              ("status", status), ("team_id", team_id)):
             if value is not None:
                 where.append(f"{column} = ?")
                 args.append(value)
@@ -100,11 +100,15 @@ class WorkloadStore:
                user_given_name: str | None, sha256: str | None, now: int,
                workload_name: str | None = None,
                idempotency_key: str | None = None, body_hash: str = "",
+               charging: pricing.Charging | None = None,
                session_id: str | None = None) -> tuple[Row, bool]:
         """A new CREATED workload; with an Idempotency-Key, a retry answers the first one.
         ``user_given_name``: the submitter's name (stock meaning); ``workload_name``: its own.
+        ``charging``: its team and cost cap (``pricing.submit_team`` decides the team and
+        refuses what the facility's rules refuse); None: none (the stock protocol).
         ``session_id``: submitted in that session (``facility.session_for_submit``: the
-        submitter's open session on this device), charged to the session's team.
+        submitter's open session on this device), charged to the session's team (at the
+        session's close, for the time it held the device).
 
         Answers (row, created). Raises ``Conflict`` when the key was used with another body.
         """
@@ -131,17 +135,18 @@ class WorkloadStore:
                                        (seen["work_id"],)).fetchone()
                     if row is not None:
                         return dict(row), False
-            in_session: dict[str, Any] = {}
             if session_id is not None:
                 session = facility.session_for_submit(conn, session_id, account_id, device_id)
-                in_session = {"session_id": session_id, "team_id": session["team_id"]}
+                paying = _session_columns(session, charging)
+            else:
+                paying = _charging_columns(conn, account_id, device_id, charging, now)
             work_id = str(uuid.uuid4())
             change = transitions.transition(work_id, None, transitions.Submitted(), now)
             _insert(conn, {"work_id": work_id, "device_id": device_id,
                            "account_id": account_id, "user_given_name": user_given_name,
                            "workload_name": workload_name, "priority": priority,
                            "workload_sha256": sha256, "status": change.status,
-                           **change.fields, **in_session})
+                           **change.fields, **paying})
             if idempotency_key is not None:
                 _remember_key(conn, {"account_id": account_id, "key": idempotency_key,
                                      "body_hash": body_hash, "work_id": work_id,
@@ -176,9 +181,14 @@ class WorkloadStore:
                           estimated_seconds: float | None = None) -> Row:
         """The workload's first file arrived: CREATED becomes READY (joining its device's
         queue), ReadyAt = now, with the board time estimated from the file (None: unknown).
-        A file, once there, is never replaced (``immutable_workload_file``)."""
+        A file, once there, is never replaced (``immutable_workload_file``). Shared work
+        its team cannot cover stays CREATED (``pricing.check_cover``: 409)."""
         with self._transaction() as conn:
-            return self._apply(conn, work_id, _select(conn, work_id),
+            row = _select(conn, work_id)
+            if (row is not None and row["status"] == "CREATED" and not row["has_workload"]
+                    and not row["cancel_requested"]):
+                pricing.check_cover(conn, row, estimated_seconds, now)
+            return self._apply(conn, work_id, row,
                                transitions.FileUploaded(estimated_seconds), now)
 
     def check_results_upload(self, work_id: str) -> Row:
@@ -374,7 +384,7 @@ def write(conn: Connection, work_id: str, row: Row | None,
     if updated != 1:  # cannot happen (the lock, the row lock); never apply on a doubt
         raise Conflict(f"workload {work_id} changed while it was being changed: try again")
     conn.notify(row["device_id"])
-    return _select(conn, work_id)
+    return pricing.settle(conn, row, _select(conn, work_id))  # a finished run's charge
 
 
 def take_number(conn: Connection) -> int:
@@ -438,6 +448,30 @@ def _row_lock(conn: Connection, *, skip_locked: bool = False) -> str:
     if conn.dialect != "postgresql":
         return ""
     return " FOR UPDATE SKIP LOCKED" if skip_locked else " FOR UPDATE"
+
+
+def _charging_columns(conn: Connection, account_id: str, device_id: str,
+                      charging: pricing.Charging | None, now: int) -> dict[str, Any]:
+    """A new workload's team and cost cap (nothing under the stock protocol)."""
+    if charging is None:
+        return {}
+    team = pricing.submit_team(conn, account_id, charging.team, timeslot=charging.timeslot,
+                               now=now)
+    if charging.timeslot and team is not None:
+        pricing.require_slot(conn, team, device_id, now)
+    return {"team_id": team["team_id"] if team is not None else None,
+            "max_seconds": charging.max_seconds, "timeslot": int(charging.timeslot),
+            "on_slot_end": charging.on_slot_end}
+
+
+def _session_columns(session: Row, charging: pricing.Charging | None) -> dict[str, Any]:
+    """A new workload's columns in a session: the session's team (the session is charged
+    for the time it holds the device, not each run) and the cost cap."""
+    if charging is not None and (charging.team is not None or charging.timeslot):
+        raise BadRequest("work in a session is charged to the session's team for the time "
+                         "the session holds the device: leave Team and Timeslot out")
+    return {"session_id": session["session_id"], "team_id": session["team_id"],
+            "max_seconds": charging.max_seconds if charging is not None else None}
 
 
 def _insert(conn: Connection, row: Mapping[str, Any]) -> None:

@@ -12,7 +12,8 @@ Exit codes (the one table; scripts may rely on it):
  4    not found: no such device or workload (or not yours)
  5    the service is unavailable: network down, timeouts, 5xx; try again later
  6    not supported by this service (a stock Cloud Queue deployment)
- 7    conflict: the workload's state does not allow it (cancel a finished one)
+ 7    conflict: the workload's state does not allow it (cancel a finished one); the
+      team's credits do not cover the work; no timeslot booked
  8    ``wait --timeout`` ran out; the workload is still queued or running
 10    any other error
 130   interrupted (Ctrl-C)
@@ -41,7 +42,7 @@ from cloudqueue.config import (USER_CONFIG, cannot_write, exposed_secret, load_c
 from cloudqueue.version import VersionAction
 from userclient.client import UserClient
 from userclient.display import (WaitDisplay, device_details, devices_table, plain,
-                                workload_details, workloads_table)
+                                team_queue_table, workload_details, workloads_table)
 from userclient.errors import UsageError, WaitTimeout
 
 EXIT_OK = 0
@@ -358,7 +359,7 @@ def cmd_device(args: argparse.Namespace) -> int:
 def _estimate(args: argparse.Namespace) -> int:
     """``estimate FILE`` and ``submit FILE --estimate``: never submits."""
     from userclient.estimate import estimate_file, estimate_text
-    soccfg, source = None, ""
+    soccfg, source, client = None, "", None
     if args.soccfg:
         try:
             with open(args.soccfg, encoding="utf-8") as f:
@@ -373,12 +374,24 @@ def _estimate(args: argparse.Namespace) -> int:
             raise UsageError(f"--soccfg {args.soccfg} is not a JSON object (a QICK soccfg)")
         source = f"--soccfg {args.soccfg}"
     elif args.device:
-        soccfg = client_from_args(args).get_soccfg(args.device)
+        client = client_from_args(args)
+        soccfg = client.get_soccfg(args.device)
         source = f"device {args.device}"
     est = estimate_file(args.file, soccfg, source=source or "the given soccfg")
     data = {"File": str(args.file), "Submitted": False, **est.to_json()}
-    emit(args, data, estimate_text(str(args.file), est) + "\nnothing was submitted")
+    text = estimate_text(str(args.file), est)
+    cost = client.estimated_cost(args.device, est.seconds) if client is not None else None
+    if cost is not None:
+        data.update(cost)
+        text += "\n" + cost_text(cost, args.device)
+    emit(args, data, text + "\nnothing was submitted")
     return EXIT_OK
+
+
+def cost_text(cost: dict, device_id: str) -> str:
+    return (f"estimated cost: {cost['EstimatedCost']:g} credits (device-seconds): "
+            f"{cost['Seconds']:g} s x {cost['PerUsedSecond']:g} per used second on device "
+            f"{device_id}")
 
 
 def cmd_estimate(args: argparse.Namespace) -> int:
@@ -392,15 +405,35 @@ def cmd_submit(args: argparse.Namespace) -> int:
         raise UsageError("--soccfg is for --estimate only")
     if not args.device and not args.session:
         raise UsageError("submit needs --device ID (list them with: userclient devices)")
+    if args.on_slot_end and not args.timeslot:
+        raise UsageError("--on-slot-end is for --timeslot work only")
     client = client_from_args(args)
     if args.session and not args.device:  # the session's own device
         args.device = client.get_session(args.session)["DeviceId"]
+    data: dict[str, Any] = {}
     if not args.force:
         check_submission(client, args)
+        if not args.timeslot and not args.session:  # paid at booking / at the close
+            data = client.estimated_cost(args.device, own_estimate(args.file),
+                                         max_seconds=args.max_seconds) or {}
     work_id = client.create_work(args.file, args.device, args.priority, name=args.name,
+                                 team=args.team, max_seconds=args.max_seconds,
+                                 timeslot=args.timeslot, on_slot_end=args.on_slot_end,
                                  session_id=args.session)
-    emit(args, {"WorkId": work_id}, work_id)
+    if data:  # after the submit, so that a refusal (it says the numbers) stays one line
+        print(f"userclient: {cost_text(data, args.device)}", file=sys.stderr)
+    emit(args, {"WorkId": work_id, **data}, work_id)
     return EXIT_OK
+
+
+def own_estimate(path: str) -> float | None:
+    """The workload file's board time from the clock it recorded (as the service
+    estimates it on arrival); None when that cannot be read."""
+    from userclient.estimate import estimate_file
+    try:
+        return estimate_file(path).seconds
+    except errors.QueueError:
+        return None
 
 
 def check_submission(client: UserClient, args: argparse.Namespace) -> None:
@@ -426,8 +459,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     items = client_from_args(args).list_work(args.device, status=args.status,
-                                        account_id=args.account, limit=args.limit)
-    emit(args, items, workloads_table(items))
+                                        account_id=args.account, limit=args.limit,
+                                        team=args.team)
+    emit(args, items, team_queue_table(items) if args.team else workloads_table(items))
     return EXIT_OK
 
 
@@ -603,6 +637,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "device's, is refused)")
     p.add_argument("--session", metavar="ID", help="submit in this open session of yours "
                    "(userclient session open); --device defaults to its device")
+    p.add_argument("--team", metavar="TEAM",
+                   help="the team that pays for it (TeamId or name; default: your default "
+                        "team; our service)")
+    p.add_argument("--max-seconds", type=positive, metavar="S",
+                   help="cost cap: the board stops the run after S seconds (our service)")
+    p.add_argument("--timeslot", action="store_true",
+                   help="run it in your team's booked timeslot (paid at booking)")
+    p.add_argument("--on-slot-end", choices=["wait", "fail"],
+                   help="with --timeslot: unfinished at the slot's end, wait for the next "
+                        "slot (default) or fail")
 
     p = add("estimate", cmd_estimate,
             "estimated board time of a workload file (per program and total); submits "
@@ -621,6 +665,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", metavar="ID")
     p.add_argument("--status", type=str.upper)
     p.add_argument("--account", metavar="ACCOUNT_ID", help="admins: one user's work")
+    p.add_argument("--team", metavar="TEAM",
+                   help="your team's work (TeamId or name), with queue positions")
     p.add_argument("--limit", type=int, metavar="N", help="at most N")
 
     p = add("wait", cmd_wait, "wait until a workload is finished (run again to resume)")
@@ -651,6 +697,8 @@ def build_parser() -> argparse.ArgumentParser:
     cli_calendar.add_commands(add)
     from userclient import cli_sessions  # session (imports this module, as cli_teams)
     cli_sessions.add_commands(add, common)
+    from userclient import cli_money  # price (imports this module, as cli_admin)
+    cli_money.add_commands(add, common)
     return parser
 
 

@@ -13,6 +13,7 @@ given; ``out=None`` is silent, as the CLI uses it); nothing else is ever printed
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import getpass
 import hashlib
@@ -43,6 +44,22 @@ from userclient.sessions import Session
 #: ``out``'s default: whatever ``sys.stdout`` is when something is written (a notebook's,
 #: pytest's capture), not the one at import time
 STDOUT: Any = object()
+
+
+#: ``ErrorKind`` of a submit its team cannot pay for (our service)
+INSUFFICIENT_CREDITS = "insufficient_credits"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Charging:
+    """Who pays for a workload and its cost cap, or the session it runs in
+    (``create_work``'s keyword arguments)."""
+
+    team: str | None = None
+    max_seconds: float | None = None
+    timeslot: bool = False
+    on_slot_end: str | None = None
+    session_id: str | None = None
 
 
 def _block(ini_text: str) -> str:
@@ -238,6 +255,38 @@ class UserClient:
         """Delete a device (admin); refused (Conflict) while it has unfinished work unless
         ``cancel_work``. Its finished work stays readable by its owners."""
         return self.client.delete_device(device_id, cancel_work=cancel_work)
+
+    # --- prices (our service) ---------------------------------------------------------------
+    def set_prices(self, device_id: str, per_used_second: float,
+                   per_reserved_second: float) -> dict:
+        """Set a device's prices (admin), in credits (device-seconds) per second used
+        (pay-as-you-go) and per second reserved (timeslots); turns accounting on."""
+        return self.client.set_prices(device_id, per_used_second, per_reserved_second)
+
+    def get_prices(self, device_id: str) -> dict:
+        """A device's prices now (PerUsedSecond, PerReservedSecond), their History and
+        whether the service's Accounting is on."""
+        return self.client.get_prices(device_id)
+
+    def estimated_cost(self, device_id: str, seconds: float | None, *,
+                       max_seconds: float | None = None) -> dict | None:
+        """What a workload estimated at ``seconds`` of board time (None: unknown) will
+        cost on the device, as the service reckons it: ``{EstimatedCost, Seconds,
+        PerUsedSecond}`` (credits, in device-seconds), the run time capped by
+        ``max_seconds``. None when the service charges nothing (accounting off, or not
+        our service) or the run time is unknown."""
+        if not self.client.supports("prices"):
+            return None
+        prices = self.client.get_prices(device_id)
+        if not prices.get("Accounting"):
+            return None
+        if seconds is None or (max_seconds is not None and max_seconds < seconds):
+            seconds = max_seconds
+        if seconds is None:
+            return None
+        price = float(prices["PerUsedSecond"])
+        return {"EstimatedCost": round(seconds * price, 6), "Seconds": seconds,
+                "PerUsedSecond": price}
 
     # --- teams and credits (our service) -------------------------------------------------
     def create_team(self, name: str, *, scheduler: str | None = None) -> dict:
@@ -437,6 +486,8 @@ class UserClient:
     def create_work(self, workloadfile: IO[bytes] | str | os.PathLike,
                     device_id: str | None = None, priority: str | Priority = "LOW", *,
                     name: str | None = None, idempotency_key: str | None = None,
+                    team: str | None = None, max_seconds: float | None = None,
+                    timeslot: bool = False, on_slot_end: str | None = None,
                     session_id: str | None = None) -> str:
         """Announce and upload a workload; return its WorkId.
 
@@ -444,15 +495,23 @@ class UserClient:
         upload, as the original does) or a path. ``device_id`` defaults to the config's
         ``[device] id``. With a service that supports them, the file's SHA-256 is announced
         (checked on arrival) and an Idempotency-Key makes a retried submit return the same
-        WorkId. ``session_id``: submit in that open session of yours (``session``).
+        WorkId.
+
+        Our service (a facility's queue): ``team`` (TeamId or name; default: your default
+        team) pays for it; ``max_seconds`` caps its cost (the board stops it there);
+        ``timeslot`` runs it in the team's booked slot, where ``on_slot_end`` (``wait`` or
+        ``fail``) says what becomes of it if unfinished at the slot's end. Work the team
+        cannot cover is refused (``Conflict``, kind ``insufficient_credits``) and nothing
+        stays queued. ``session_id``: submit in that open session of yours (``session``).
         """
+        charging = _Charging(team, max_seconds, timeslot, on_slot_end, session_id)
         if isinstance(workloadfile, (str, os.PathLike)):
             source = Path(workloadfile).expanduser()
             if not source.is_file():
                 raise BadRequest(f"{source}: no such workload file", kind="no_such_file")
             with open(source, "rb") as handle:
                 return self._create_work(handle, device_id, priority, source.name, name,
-                                         idempotency_key, session_id)
+                                         idempotency_key, charging)
         if not hasattr(workloadfile, "read"):
             raise BadRequest(f"create_work needs an open binary file or a path, not "
                              f"{type(workloadfile).__name__}", kind="bad_request")
@@ -462,13 +521,13 @@ class UserClient:
             label = None  # a temporary file's name is a number
         try:
             return self._create_work(workloadfile, device_id, priority, label, name,
-                                     idempotency_key, session_id)
+                                     idempotency_key, charging)
         finally:
             workloadfile.close()
 
     def _create_work(self, handle: IO[bytes], device_id: str | None,
                      priority: str | Priority, label: str | None, name: str | None,
-                     idempotency_key: str | None, session_id: str | None) -> str:
+                     idempotency_key: str | None, charging: _Charging) -> str:
         device_id = self._device_id(device_id)
         try:
             Priority(priority.upper() if isinstance(priority, str) else priority)
@@ -488,11 +547,19 @@ class UserClient:
             name = label
         answer = self.client.create_workload(
             device_id, priority, name=name, sha256=sha256,
-            idempotency_key=idempotency_key or str(uuid.uuid4()), session_id=session_id)
+            idempotency_key=idempotency_key or str(uuid.uuid4()), team=charging.team,
+            max_seconds=charging.max_seconds, timeslot=charging.timeslot,
+            on_slot_end=charging.on_slot_end, session_id=charging.session_id)
         work_id = answer["WorkId"]
         try:
             upload_file(answer["UploadUrl"], handle, session=self.client.session,
                         what=f"upload workload {work_id}")
+        except Conflict as exc:
+            if exc.kind != INSUFFICIENT_CREDITS:
+                raise
+            with contextlib.suppress(QueueError):  # not queued: leave nothing behind
+                self.client.cancel_workload(work_id)
+            raise
         except QueueError as exc:
             exc.message = (f"{exc.message}; workload {work_id} was announced but its file "
                            f"did not arrive: submit again")
@@ -509,11 +576,14 @@ class UserClient:
         return self.client.get_workload(work_id)
 
     def list_work(self, device_id: str | None = None, *, status: str | None = None,
-                  account_id: str | None = None, limit: int | None = None) -> list[Workload]:
-        """All workloads (every page), newest first; at most ``limit`` when given."""
+                  account_id: str | None = None, limit: int | None = None,
+                  team: str | None = None) -> list[Workload]:
+        """All workloads (every page), newest first; at most ``limit`` when given.
+        ``team`` (our service): the team's work, yours and your teammates' (with
+        ``QueuePosition``; their results stay theirs)."""
         found: list[Workload] = []
         for work in self.client.iter_workloads(device_id, status=status,
-                                               account_id=account_id,
+                                               account_id=account_id, team=team,
                                                limit=min(limit, 100) if limit else 100):
             found.append(work)
             if limit and len(found) >= limit:

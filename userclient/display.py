@@ -61,6 +61,18 @@ def workloads_table(items: list[Workload]) -> str:
                  ["WORK ID", "STATUS", "PRIORITY", "DEVICE", "CREATED", "SUBMITTED BY", "NAME"])
 
 
+def team_queue_table(items: list[Workload]) -> str:
+    """``list --team``: a team's work with its place in its device's queue."""
+    if not items:
+        return "no workloads"
+    return table([[w.WorkId, w.WorkStatus or "-",
+                   "-" if w.QueuePosition is None else str(w.QueuePosition),
+                   w.DeviceId or "-", _when(w.CreatedAt), w.UserGivenName or "",
+                   w.WorkloadName or ""] for w in items],
+                 ["WORK ID", "STATUS", "POSITION", "DEVICE", "CREATED", "SUBMITTED BY",
+                  "NAME"])
+
+
 def device_details(device: Device) -> str:
     lines = [f"{'DeviceId':28}{device.DeviceId}",
              f"{'DeviceName':28}{device.DeviceName or '-'}",
@@ -95,7 +107,14 @@ def workload_details(work: Workload) -> str:
     for name in ("EstimatedStartReason", "EstimatedSeconds"):  # ours, kept in extra
         if work.extra.get(name) is not None:
             lines.append(f"{name:17} {work.extra[name]}")
+    for name in MONEY_FIELDS:  # ours (a facility's queue), kept in extra
+        if work.extra.get(name) is not None:
+            lines.append(f"{name:17} {work.extra[name]}")
     return "\n".join(lines)
+
+
+#: what ``GET /workloads/{id}`` says about paying for the work (our service)
+MONEY_FIELDS = ("TeamId", "MaxSeconds", "EstimatedCost", "Cost", "CostRefunded")
 
 
 BAR_WIDTH = 20
