@@ -92,15 +92,15 @@ class PriceStore:
             _turn_on(conn)
 
     def cost_fields(self, row: Mapping[str, Any], now: int) -> dict[str, Any]:
-        """What ``GET /workloads/{id}`` adds about money: ``TeamId`` and ``MaxSeconds``
+        """What ``GET /workloads/{id}`` adds about money: ``MaxSeconds`` and ``TeamId``
         when set; ``Cost`` (and ``CostRefunded``) once charged; ``EstimatedCost`` of
         unfinished shared work while accounting is on and its run time is estimated."""
         fields: dict[str, Any] = {}
+        if row.get("max_seconds") is not None:
+            fields["MaxSeconds"] = row["max_seconds"]
         if row.get("team_id") is None:
             return fields
         fields["TeamId"] = row["team_id"]
-        if row.get("max_seconds") is not None:
-            fields["MaxSeconds"] = row["max_seconds"]
         if row.get("cost") is not None:
             fields["Cost"] = row["cost"]
             if row.get("error_kind") in BOARD_FAULTS:

@@ -366,6 +366,14 @@ def test_work_is_submitted_in_a_session_and_cancelled_when_it_closes(world: Worl
     assert f"no session {sid} of yours" in assert_error(not_hers, 404)["ErrorMessage"]
     wrong = alice.post("/workloads", json={"DeviceId": elsewhere.id, "SessionId": sid})
     assert "submit to its device" in assert_error(wrong, 400, "session_device")["ErrorMessage"]
+    for extra in ({"Team": "any"}, {"Timeslot": True}):  # the session's team pays
+        paying = alice.post("/workloads", json={"DeviceId": device.id, "SessionId": sid,
+                                                **extra})
+        assert "leave Team and Timeslot out" in assert_error(paying, 400)["ErrorMessage"]
+    capped = alice.post("/workloads", json={"DeviceId": device.id, "SessionId": sid,
+                                            "MaxSeconds": 5})
+    assert capped.status_code == 201
+    assert status(alice, capped.json()["WorkId"])["MaxSeconds"] == 5
     announced = alice.post("/workloads", json={"DeviceId": device.id, "SessionId": sid})
     assert announced.status_code == 201
 
