@@ -78,11 +78,30 @@ async def list_workloads(request: Request) -> Response:
                             limit=query_int(request, "Limit", default=5, lowest=1,
                                             highest=100),
                             start=_page_key(q.get("ExclusiveStartKeyJson")))
-    body: dict = {"Items": [views.workload_item(r) for r in rows]}
+    body: dict = {"Items": await call(_items, service(request), rows)}
     if last is not None:
         body["LastEvaluatedKey"] = {"WorkId": last.work_id, "DeviceId": rows[-1]["device_id"],
                                     "CreatedAt": policy.iso(last.created_at)}
     return json_ok(body)
+
+
+def _items(svc: Service, rows: list[dict]) -> list[dict]:
+    """``GET /workloads`` items, READY work held by a facility rule with its ``Waiting``
+    (one pick per device of the page). It reads the database: call it in the thread pool."""
+    now, picks = now_ms(), {}
+    items = []
+    for r in rows:
+        item = views.workload_item(r)
+        if r["status"] == "READY":
+            if r["device_id"] not in picks:
+                sit = svc.workloads.waiting(r["device_id"], now)
+                picks[r["device_id"]] = sit.decide() if sit is not None else None
+            decision = picks[r["device_id"]]
+            skip = decision.skipped.get(r["work_id"]) if decision is not None else None
+            if skip is not None and skip.rule != "behind":
+                item["Waiting"] = views.waiting_view(skip)
+        items.append(item)
+    return items
 
 
 async def _owned(request: Request, who: Principal, work_id: str) -> dict:

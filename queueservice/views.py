@@ -7,7 +7,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from queueservice import mockspec, policy, situation
+from queueservice import mockspec, policy, scheduling, situation
 from cloudqueue.errors import BadRequest
 from queueservice.httpedge import Service, parse_json
 
@@ -95,6 +95,11 @@ def start_estimate(svc: Service, row: Row, active: list[Row], now: int,
                                   reason if isinstance(reason, str) else None)
 
 
+def waiting_view(skip: scheduling.Skip) -> dict[str, Any]:
+    """``Waiting``: the rule that holds READY work, why, and until when (None: unknown)."""
+    return {"Rule": skip.rule, "Message": skip.message, "Until": policy.iso(skip.until)}
+
+
 def facility_queue(svc: Service, row: Row, active: list[Row], now: int,
                    sit: situation.Situation) -> tuple[int | None, policy.StartEstimate,
                                                       dict[str, Any]]:
@@ -112,8 +117,7 @@ def facility_queue(svc: Service, row: Row, active: list[Row], now: int,
     if skip is not None and skip.rule == "behind":
         extra["QueueReason"] = skip.message
     elif skip is not None:
-        extra["Waiting"] = {"Rule": skip.rule, "Message": skip.message,
-                            "Until": policy.iso(skip.until)}
+        extra["Waiting"] = waiting_view(skip)
     busy = sum(policy.remaining_seconds(r, now, fallback) for r in active
                if r["status"] in ("EXECUTING", "UPLOADING"))
     ahead = sit.forecast(free_at=now + int(busy * 1000))
