@@ -225,6 +225,7 @@ class WorkloadStore:
         """Record a call from the device (after ending a lease it had already lost)."""
         with self.db.transaction() as conn:
             changed = self._expire_leases(conn, now, device_id)
+            self._end_slots(conn, now, device_id)  # its heartbeat's answer asks the stop
             conn.execute("UPDATE devices SET last_seen = ? WHERE device_id = ?", (now, device_id))
         return changed
 
@@ -397,22 +398,29 @@ class WorkloadStore:
     def end_slots(self, now: int) -> list[str]:
         """Timeslot work still running past its slot's end (or the slot was cancelled):
         the device is asked to stop it (``transitions.SlotEnded``). Answers the devices
-        whose work changed."""
+        whose work changed. The device's own calls do the same for its work
+        (``touch_device``), so its next heartbeat's answer carries the stop."""
+        with self.db.transaction() as conn:
+            return self._end_slots(conn, now, None)
+
+    def _end_slots(self, conn: Connection, now: int, device_id: str | None) -> list[str]:
         sql = ("SELECT w.*, b.end_at AS slot_end, b.cancelled_at AS slot_cancelled "
                "FROM workloads w JOIN bookings b ON b.booking_id = w.reservation_id "
                "WHERE w.status = 'EXECUTING' AND w.timeslot = 1 AND w.cancel_requested = 0 "
                "AND (b.end_at <= ? OR b.cancelled_at IS NOT NULL)")
-        if self.db.shared:  # rows another replica is changing: next sweep
+        args: tuple = (now,)
+        if device_id is not None:
+            sql += " AND w.device_id = ?"
+            args += (device_id,)
+        if conn.dialect == "postgresql":  # rows another replica is changing: next sweep
             sql += " FOR UPDATE OF w SKIP LOCKED"
         changed = set()
-        with self.db.transaction() as conn:
-            for r in conn.execute(sql, (now,)).fetchall():
-                row = dict(r)
-                end, cancelled = row.pop("slot_end"), row.pop("slot_cancelled")
-                event = transitions.SlotEnded(min(end, cancelled if cancelled is not None
-                                                  else end))
-                if self._apply(conn, row["work_id"], row, event, now) is not row:
-                    changed.add(row["device_id"])
+        for r in conn.execute(sql, args).fetchall():
+            row = dict(r)
+            end, cancelled = row.pop("slot_end"), row.pop("slot_cancelled")
+            event = transitions.SlotEnded(end if cancelled is None else min(end, cancelled))
+            if self._apply(conn, row["work_id"], row, event, now) is not row:
+                changed.add(row["device_id"])
         return sorted(changed)
 
     def expire_uploads(self, now: int) -> list[tuple[str, str]]:
