@@ -66,21 +66,29 @@ class Situation:
                      and b.start <= self.now < b.end), None)
 
 
-def needed(conn: Connection, device_id: str, now: int, rows: Sequence[Row]) -> bool:
+def needed(conn: Connection, device_id: str, now: int,
+           rows: Optional[Sequence[Row]] = None) -> bool:
     """Whether the device's hand-out needs the policy (else the stock order decides): one
-    query for the switch and the device's calendar and sessions, and the rows themselves."""
-    if any(r["status"] == "READY" and (r.get("timeslot") or r.get("session_id"))
-           for r in rows):
+    query for the switch, the device's calendar and sessions, and READY timeslot or
+    session work (looked for in ``rows``, its active work, when the caller has them)."""
+    if rows is not None and any(r["status"] == "READY" and (r.get("timeslot")
+                                                            or r.get("session_id"))
+                                for r in rows):
         return True
+    special = "" if rows is not None else (
+        ", EXISTS (SELECT 1 FROM workloads WHERE device_id = ? AND status = 'READY' "
+        "AND (timeslot = 1 OR session_id IS NOT NULL)) AS special")
     r = conn.execute(
         "SELECT (SELECT value FROM service_settings WHERE name = ?) AS accounting, "
         "EXISTS (SELECT 1 FROM bookings WHERE device_id = ? AND cancelled_at IS NULL "
         "AND end_at > ?) AS booked, "
         "EXISTS (SELECT 1 FROM windows WHERE device_id = ?) AS windowed, "
-        "EXISTS (SELECT 1 FROM sessions WHERE device_id = ? AND closed_at IS NULL) AS held",
-        (facility.ACCOUNTING_SETTING, device_id, now, device_id, device_id)).fetchone()
+        "EXISTS (SELECT 1 FROM sessions WHERE device_id = ? AND closed_at IS NULL) AS held"
+        + special,
+        (facility.ACCOUNTING_SETTING, device_id, now, device_id, device_id)
+        + ((device_id,) if rows is None else ())).fetchone()
     return (r["accounting"] == "1" or bool(r["booked"]) or bool(r["windowed"])
-            or bool(r["held"]))
+            or bool(r["held"]) or (rows is None and bool(r["special"])))
 
 
 def candidate(row: Row, fallback_seconds: float) -> scheduling.Candidate:

@@ -325,11 +325,11 @@ class WorkloadStore:
         """The device's situation for its READY work's ``Waiting`` reasons and forecast
         (read-only); None when the device needs no policy (the stock queue order)."""
         with self.db.reading() as conn:
+            if not situation.needed(conn, device_id, now):
+                return None
             rows = [dict(r) for r in conn.execute(
                 "SELECT * FROM workloads WHERE device_id = ? AND status IN (?, ?, ?)",
                 (device_id, *policy.ACTIVE))]
-            if not situation.needed(conn, device_id, now, rows):
-                return None
             return situation.read(conn, device_id, now, rows,
                                   self._run_estimate(conn, device_id))
 
