@@ -36,6 +36,9 @@ decayed usage of the team first, ``decayed_usage``), then place in line (``ready
 then ``work_id``. With
 ``accounting=False`` (a lab that turned nothing on) there is no credits rule and no fair
 share: the order is the stock ``policy.queue_order`` of READY work.
+
+``forecast`` plays the same rules forward (each run its own length, the clock moved to
+the end of a rule when nothing may run) for QueuePosition and EstimatedStartAt.
 """
 from __future__ import annotations
 
