@@ -92,7 +92,7 @@ def _items(svc: Service, rows: list[dict]) -> list[dict]:
     items = []
     for r in rows:
         item = views.workload_item(r)
-        if r["status"] == "READY":
+        if r["status"] == "READY" and not svc.limits.stock_protocol:
             if r["device_id"] not in picks:
                 sit = svc.workloads.waiting(r["device_id"], now)
                 picks[r["device_id"]] = sit.decide() if sit is not None else None
