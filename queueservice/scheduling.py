@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Optional, Sequence
+from typing import Callable, Iterable, Mapping, Optional, Sequence
 
 from queueservice.policy import PRIORITY_RANK, iso
 
@@ -306,7 +306,8 @@ def _skip(now: int, calendar: Calendar, held: Optional[Session], cand: Candidate
     return skip
 
 
-def _order(usage: Mapping[str, float], accounting: bool):  # -> key function
+def _order(usage: Mapping[str, float], accounting: bool) -> Callable[[Candidate], tuple]:
+    """The order among the runnable (module docstring) as a sort key."""
     def key(c: Candidate) -> tuple:
         fair = usage.get(c.team_id, 0.0) if accounting else 0.0
         return (PRIORITY_RANK.get(c.priority, 9), fair, c.ready_seq, c.work_id)
