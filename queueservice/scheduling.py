@@ -288,9 +288,15 @@ def _holding(calendar: Calendar, session: Optional[Session], now: int) -> Option
 
 
 def _skip(now: int, calendar: Calendar, held: Optional[Session], cand: Candidate,
-          balances: Mapping[str, float], prices: Prices, accounting: bool) -> Optional[Skip]:
-    """Rules 1-5 for one candidate (None: it may run now)."""
-    skip = _calendar_skip(calendar, cand, now)
+          balances: Mapping[str, float], prices: Prices, accounting: bool,
+          seen: dict[tuple, Optional[Skip]]) -> Optional[Skip]:
+    """Rules 1-5 for one candidate (None: it may run now). ``seen``: rules 1-3's answers
+    at this ``now`` so far, by what they depend on (team, timeslot or not, run length):
+    a queue of thousands asks the calendar once per kind of work."""
+    key = (cand.team_id, cand.reservation, cand.run_ms())
+    if key not in seen:
+        seen[key] = _calendar_skip(calendar, cand, now)
+    skip = seen[key]
     if skip is None and held is not None and cand.session_id != held.session_id:
         skip = Skip("session", f"the device is held by session {held.session_id} "
                     f"until {_at(held.hold_end)} at the latest: only its work runs",
@@ -326,8 +332,9 @@ def pick(now: int, calendar: Calendar, session: Optional[Session],
     held = _holding(calendar, session, now)
     skipped: dict[str, Skip] = {}
     runnable: list[Candidate] = []
+    seen: dict[tuple, Optional[Skip]] = {}
     for cand in candidates:
-        skip = _skip(now, calendar, held, cand, balances, prices, accounting)
+        skip = _skip(now, calendar, held, cand, balances, prices, accounting, seen)
         if skip is None:
             runnable.append(cand)
         else:
@@ -379,8 +386,9 @@ def forecast(now: int, calendar: Calendar, session: Optional[Session],
             break
         held = _holding(calendar, session, t)
         chosen, wake = None, None
+        seen: dict[tuple, Optional[Skip]] = {}
         for i, cand in enumerate(queue):
-            skip = _skip(t, calendar, held, cand, left, prices, accounting)
+            skip = _skip(t, calendar, held, cand, left, prices, accounting, seen)
             if skip is None:
                 chosen = i
                 break

@@ -6,8 +6,9 @@ and the queue forecast (``scheduling.forecast``) all decide from this one readin
 
 The fast path: a device with accounting off, no standing booking ahead, no pay-as-you-go
 window, no open session and no READY timeslot or session work needs no policy at all
-(``needed`` says False): the stock queue order decides, as it always did, at the cost of
-one small query.
+(``rules_apply`` and ``special_work``; ``needed``): the stock queue order decides, as it
+always did, at the cost of one small query. Under the rules a claim does not read the
+timeslot work that cannot run now (``claim_rows``).
 
 Choices: the calendar is read over ``[now, now + HORIZON_MS)`` (longer when a candidate's
 run is longer), so a weekly window's next opening is always in it; fair share reads the
@@ -66,29 +67,47 @@ class Situation:
                      and b.start <= self.now < b.end), None)
 
 
-def needed(conn: Connection, device_id: str, now: int,
-           rows: Optional[Sequence[Row]] = None) -> bool:
-    """Whether the device's hand-out needs the policy (else the stock order decides): one
-    query for the switch, the device's calendar and sessions, and READY timeslot or
-    session work (looked for in ``rows``, its active work, when the caller has them)."""
-    if rows is not None and any(r["status"] == "READY" and (r.get("timeslot")
-                                                            or r.get("session_id"))
-                                for r in rows):
-        return True
-    special = "" if rows is not None else (
-        ", EXISTS (SELECT 1 FROM workloads WHERE device_id = ? AND status = 'READY' "
-        "AND (timeslot = 1 OR session_id IS NOT NULL)) AS special")
+def rules_apply(conn: Connection, device_id: str, now: int) -> bool:
+    """Whether a facility rule applies to the device (one query): accounting on, a
+    standing booking ahead, weekly windows, or an open session."""
     r = conn.execute(
         "SELECT (SELECT value FROM service_settings WHERE name = ?) AS accounting, "
         "EXISTS (SELECT 1 FROM bookings WHERE device_id = ? AND cancelled_at IS NULL "
         "AND end_at > ?) AS booked, "
         "EXISTS (SELECT 1 FROM windows WHERE device_id = ?) AS windowed, "
-        "EXISTS (SELECT 1 FROM sessions WHERE device_id = ? AND closed_at IS NULL) AS held"
-        + special,
-        (facility.ACCOUNTING_SETTING, device_id, now, device_id, device_id)
-        + ((device_id,) if rows is None else ())).fetchone()
+        "EXISTS (SELECT 1 FROM sessions WHERE device_id = ? AND closed_at IS NULL) AS held",
+        (facility.ACCOUNTING_SETTING, device_id, now, device_id, device_id)).fetchone()
     return (r["accounting"] == "1" or bool(r["booked"]) or bool(r["windowed"])
-            or bool(r["held"]) or (rows is None and bool(r["special"])))
+            or bool(r["held"]))
+
+
+def special_work(rows: Sequence[Row]) -> bool:
+    """Whether READY timeslot or session work is among ``rows`` (it needs the policy
+    even where no rule applies: a timeslot's work waits for a slot)."""
+    return any(r["status"] == "READY" and (r.get("timeslot") or r.get("session_id"))
+               for r in rows)
+
+
+def needed(conn: Connection, device_id: str, now: int) -> bool:
+    """Whether the device's READY work is ruled by the policy (else the stock order
+    decides): ``rules_apply``, or READY timeslot or session work."""
+    if rules_apply(conn, device_id, now):
+        return True
+    return conn.execute("SELECT 1 FROM workloads WHERE device_id = ? AND status = 'READY' "
+                        "AND (timeslot = 1 OR session_id IS NOT NULL) LIMIT 1",
+                        (device_id,)).fetchone() is not None
+
+
+def claim_rows(conn: Connection, device_id: str, now: int) -> list[Row]:
+    """The device's active work a claim may hand out under the policy: its running work,
+    and its READY work but timeslot work of a team whose slot is not running now (which
+    rules 1-2 skip for sure: a queue of work waiting for future slots is not read)."""
+    return [dict(r) for r in conn.execute(
+        "SELECT * FROM workloads WHERE device_id = ? AND (status IN ('EXECUTING', "
+        "'UPLOADING') OR (status = 'READY' AND (timeslot = 0 OR team_id IN ("
+        "SELECT team_id FROM bookings WHERE device_id = ? AND kind = 'reservation' "
+        "AND cancelled_at IS NULL AND start_at <= ? AND end_at > ?))))",
+        (device_id, device_id, now, now)).fetchall()]
 
 
 def candidate(row: Row, fallback_seconds: float) -> scheduling.Candidate:

@@ -261,19 +261,24 @@ class WorkloadStore:
 
         Work the device had (EXECUTING, UPLOADING) comes back as the stock service hands
         it; which READY work runs is the facility's policy (``scheduling.pick``, read by
-        ``situation``) unless the device needs none (``situation.needed``: the stock queue
-        order, today's claim). Skipped work stays READY.
+        ``situation``) unless the device needs none (no ``situation.rules_apply`` and no
+        READY timeslot or session work: the stock queue order, today's claim). Skipped work
+        stays READY.
 
         ``asked``: ``sequence_mark()`` when the device's request arrived; ``holding``: work
         the device already has (see ``policy.handout_candidates``)."""
         with self._transaction() as conn:
             now = now_ms()
-            rows = [dict(r) for r in conn.execute(
-                "SELECT * FROM workloads WHERE device_id = ? AND status IN (?, ?, ?)",
-                (device_id, *policy.ACTIVE))]
+            ruled = situation.rules_apply(conn, device_id, now)
+            if ruled:
+                rows = situation.claim_rows(conn, device_id, now)
+            else:  # today's read; READY timeslot or session work still needs the policy
+                rows = [dict(r) for r in conn.execute(
+                    "SELECT * FROM workloads WHERE device_id = ? AND status IN (?, ?, ?)",
+                    (device_id, *policy.ACTIVE))]
+                ruled = situation.special_work(rows)
             ended: list[str] = []
             event = transitions.HandedOut(self.limits.max_attempts)
-            ruled = situation.needed(conn, device_id, now, rows)
             ready: dict[str, Row] = {}
             for row in policy.handout_candidates(rows, asked, holding):
                 if ruled and row["status"] == "READY":
