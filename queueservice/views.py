@@ -140,7 +140,7 @@ def workload_detail(svc: Service, request: Request, row: Row, active: list[Row],
 
     ``active`` is the device's active work, for QueuePosition and EstimatedStartAt.
     """
-    sit = (svc.workloads.waiting(row["device_id"], now)
+    sit = (svc.workloads.waiting(row["device_id"], now, active)
            if row["status"] == "READY" and not svc.limits.stock_protocol else None)
     if sit is None:  # the stock queue order (no facility rule on this device)
         position = policy.queue_position(active, row["work_id"])

@@ -326,16 +326,22 @@ class WorkloadStore:
                 return HandOut(after, ended)
             ended.append(cand.work_id)
 
-    def waiting(self, device_id: str, now: int) -> situation.Situation | None:
+    def waiting(self, device_id: str, now: int,
+                active: list[Row] | None = None) -> situation.Situation | None:
         """The device's situation for its READY work's ``Waiting`` reasons and forecast
-        (read-only); None when the device needs no policy (the stock queue order)."""
+        (read-only); None when the device needs no policy (the stock queue order).
+        ``active``: the device's active work when the caller read it already."""
         with self.db.reading() as conn:
-            if not situation.needed(conn, device_id, now):
+            if active is None:
+                if not situation.needed(conn, device_id, now):
+                    return None
+                active = [dict(r) for r in conn.execute(
+                    "SELECT * FROM workloads WHERE device_id = ? AND status IN (?, ?, ?)",
+                    (device_id, *policy.ACTIVE))]
+            elif not (situation.rules_apply(conn, device_id, now)
+                      or situation.special_work(active)):
                 return None
-            rows = [dict(r) for r in conn.execute(
-                "SELECT * FROM workloads WHERE device_id = ? AND status IN (?, ?, ?)",
-                (device_id, *policy.ACTIVE))]
-            return situation.read(conn, device_id, now, rows,
+            return situation.read(conn, device_id, now, active,
                                   self._run_estimate(conn, device_id))
 
     def record_progress(self, device_id: str, work_id: str, done: int, total: int) -> bool:
