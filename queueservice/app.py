@@ -190,10 +190,11 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
 
 
 def housekeep(svc: Service) -> tuple[list[str], list[str], list[str]]:
-    """One sweep: leases, never-uploaded work, old idempotency keys, sessions past their
-    time. Answers the devices whose queue changed: (work back in the queue, a session
-    ended, only never-uploaded work ended). Replicas sweep one at a time: the one that
-    finds another sweeping skips this round."""
+    """One sweep: leases, timeslots' ends, never-uploaded work, old idempotency keys,
+    sessions past their time. Answers the devices whose queue changed: (work back in the
+    queue or asked to stop at its slot's end, a session ended, only never-uploaded work
+    ended). Replicas sweep one at a time: the one that finds another sweeping skips this
+    round."""
     with svc.workloads.db.exclusive("housekeeping") as mine:
         if not mine:
             return [], [], []
@@ -202,7 +203,7 @@ def housekeep(svc: Service) -> tuple[list[str], list[str], list[str]]:
 
 def _sweep(svc: Service) -> tuple[list[str], list[str], list[str]]:
     now = now_ms()
-    changed = svc.workloads.expire_leases(now)
+    changed = sorted(set(svc.workloads.expire_leases(now)) | set(svc.workloads.end_slots(now)))
     expired = svc.workloads.expire_uploads(now)
     if expired:
         log.info("%d workload(s) never uploaded: FAILED/upload_expired", len(expired))

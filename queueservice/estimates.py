@@ -4,8 +4,9 @@ The service reads the uploaded workload as the executor would (``qickwork.read_w
 hostile data, decompression capped) and sums the static estimate of each program
 (``qickwork.estimate``) with the tProc timing clock the program recorded when it was
 compiled, plus the executor's measured per-program overhead (``program_overhead``), as
-``userclient estimate`` does. The result feeds ``EstimatedSeconds`` and the queue's ``EstimatedStartAt``
-(``policy.estimated_start``). It is a best effort: a file it cannot read (not ours, the
+``userclient estimate`` does. The result feeds ``EstimatedSeconds`` and the queue's
+``EstimatedStartAt`` (``policy.estimated_start``; ``scheduling.forecast`` on a device the
+facility's rules apply to). It is a best effort: a file it cannot read (not ours, the
 original client's without a recorded clock, too large, or qickwork not installed) has no
 estimate, and the device's recent measured time stands in for it.
 

@@ -117,11 +117,3 @@ def session_for_submit(conn: Connection, session_id: str, user_id: str,
                        f"{iso(row['closed_at'])}: open a new one (`userclient session "
                        "open`)", kind="session_closed")
     return dict(row)
-
-
-def note_session_activity(conn: Connection, session_id: str, now: int) -> None:
-    """What the claim records when it hands out a session's work, or its work finishes:
-    the session starts at its first hand-out; each is its latest activity (idle limit)."""
-    conn.execute("UPDATE sessions SET started_at = COALESCE(started_at, ?), "
-                 "last_activity_at = ? WHERE session_id = ? AND closed_at IS NULL",
-                 (now, now, session_id))

@@ -132,7 +132,8 @@ async def next_work(request: Request) -> Response:
     """``GET /devices/{id}/workload[?WaitSeconds=N][&Holding=ids]``: the next work, or ``[]``.
 
     With ``WaitSeconds`` the request is held until work is there (woken by an upload, a
-    cancel or a lease expiry through the notifier) or the wait is over. Work named in
+    cancel or a lease expiry through the notifier, or at the end of a facility rule that
+    held work: ``HandOut.recheck_at``) or the wait is over. Work named in
     ``Holding`` is skipped: the board has it already and asks for what comes next.
     """
     # the poll's moment is its arrival, before anything that may wait (authentication is a
@@ -149,7 +150,8 @@ async def next_work(request: Request) -> Response:
     while True:
         seen = svc.device_wakeups.version(device_id)
         await _touch(svc, device_id, now_ms())
-        row, ended = await call(svc.workloads.claim, device_id, asked, holding)
+        answer = await call(svc.workloads.hand_out, device_id, asked, holding)
+        row, ended = answer.row, answer.ended
         if row is not None or ended:
             await svc.queue_changed(device_id, devices=False)
         if row is not None:
@@ -158,6 +160,8 @@ async def next_work(request: Request) -> Response:
         remaining = deadline - time.monotonic()
         if remaining <= 0 or svc.device_wakeups.closing:
             return json_ok([])
+        if answer.recheck_at is not None:  # a rule holding work ends: look again then
+            remaining = min(remaining, max(0.01, (answer.recheck_at - now_ms()) / 1000))
         moved = await svc.device_wakeups.wait(device_id, seen, remaining)
         if moved and await request.is_disconnected():
             return json_ok([])  # nobody to hand the work to: leave it READY

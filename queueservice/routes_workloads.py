@@ -99,14 +99,14 @@ def _page_key(raw: str | None) -> PageKey | None:
     return PageKey(round(created.timestamp() * 1000), work_id)
 
 
-def _team_queue(svc: Service, rows: list[dict]) -> list[dict]:
+def _team_queue(svc: Service, rows: list[dict], items: list[dict]) -> list[dict]:
     """``GET /workloads?Team=`` items: each with its ``QueuePosition`` on its device and
     the ``AccountId`` of its owner (whose results stay theirs)."""
     active = {device: svc.workloads.active_for_device(device)
               for device in {r["device_id"] for r in rows}}
-    return [{**views.workload_item(r), "AccountId": r["account_id"],
+    return [{**item, "AccountId": r["account_id"],
              "QueuePosition": policy.queue_position(active[r["device_id"]], r["work_id"])}
-            for r in rows]
+            for r, item in zip(rows, items)]
 
 
 async def list_workloads(request: Request) -> Response:
@@ -129,12 +129,33 @@ async def list_workloads(request: Request) -> Response:
                             limit=query_int(request, "Limit", default=5, lowest=1,
                                             highest=100),
                             start=_page_key(q.get("ExclusiveStartKeyJson")), team_id=team_id)
-    body: dict = {"Items": (await call(_team_queue, svc, rows) if team_id is not None
-                            else [views.workload_item(r) for r in rows])}
+    items = await call(_items, svc, rows)
+    if team_id is not None:
+        items = await call(_team_queue, svc, rows, items)
+    body: dict = {"Items": items}
     if last is not None:
         body["LastEvaluatedKey"] = {"WorkId": last.work_id, "DeviceId": rows[-1]["device_id"],
                                     "CreatedAt": policy.iso(last.created_at)}
     return json_ok(body)
+
+
+def _items(svc: Service, rows: list[dict]) -> list[dict]:
+    """``GET /workloads`` items, READY work held by a facility rule with its ``Waiting``
+    (one pick per device of the page). It reads the database: call it in the thread pool."""
+    now, picks = now_ms(), {}
+    items = []
+    for r in rows:
+        item = views.workload_item(r)
+        if r["status"] == "READY" and not svc.limits.stock_protocol:
+            if r["device_id"] not in picks:
+                sit = svc.workloads.waiting(r["device_id"], now)
+                picks[r["device_id"]] = sit.decide() if sit is not None else None
+            decision = picks[r["device_id"]]
+            skip = decision.skipped.get(r["work_id"]) if decision is not None else None
+            if skip is not None and skip.rule != "behind":
+                item["Waiting"] = views.waiting_view(skip)
+        items.append(item)
+    return items
 
 
 async def _owned(request: Request, who: Principal, work_id: str) -> dict:

@@ -36,12 +36,15 @@ decayed usage of the team first, ``decayed_usage``), then place in line (``ready
 then ``work_id``. With
 ``accounting=False`` (a lab that turned nothing on) there is no credits rule and no fair
 share: the order is the stock ``policy.queue_order`` of READY work.
+
+``forecast`` plays the same rules forward (each run its own length, the clock moved to
+the end of a rule when nothing may run) for QueuePosition and EstimatedStartAt.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable, Mapping, Optional, Sequence
+from typing import Callable, Iterable, Mapping, Optional, Sequence
 
 from queueservice.policy import PRIORITY_RANK, iso
 
@@ -277,6 +280,46 @@ def _why_behind(ahead: Candidate, cand: Candidate, usage: Mapping[str, float],
     return lead + "earlier in line"
 
 
+def _holding(calendar: Calendar, session: Optional[Session], now: int) -> Optional[Session]:
+    """The session that holds the device at ``now`` (rule 4), if any."""
+    if session is None or not session.holds(now):
+        return None
+    return None if _excluded_now(calendar, session.team_id, False, now) else session
+
+
+def _skip(now: int, calendar: Calendar, held: Optional[Session], cand: Candidate,
+          balances: Mapping[str, float], prices: Prices, accounting: bool,
+          seen: dict[tuple, Optional[Skip]]) -> Optional[Skip]:
+    """Rules 1-5 for one candidate (None: it may run now). ``seen``: rules 1-3's answers
+    at this ``now`` so far, by what they depend on (team, timeslot or not, run length):
+    a queue of thousands asks the calendar once per kind of work."""
+    key = (cand.team_id, cand.reservation, cand.run_ms())
+    if key not in seen:
+        seen[key] = _calendar_skip(calendar, cand, now)
+    skip = seen[key]
+    if skip is None and held is not None and cand.session_id != held.session_id:
+        skip = Skip("session", f"the device is held by session {held.session_id} "
+                    f"until {_at(held.hold_end)} at the latest: only its work runs",
+                    held.hold_end)
+    if skip is None and accounting and not cand.reservation:
+        balance = balances.get(cand.team_id, 0.0)
+        cost = cand.charged_seconds() * prices.per_used_second
+        if balance < cost:
+            skip = Skip("credits", f"team {cand.team_id}'s balance {balance:.1f} "
+                        f"device-seconds cannot cover this workload's "
+                        f"{cand.charged_seconds():.1f} s x {prices.per_used_second:g} "
+                        f"= {cost:.1f}: the team's scheduler can request credits")
+    return skip
+
+
+def _order(usage: Mapping[str, float], accounting: bool) -> Callable[[Candidate], tuple]:
+    """The order among the runnable (module docstring) as a sort key."""
+    def key(c: Candidate) -> tuple:
+        fair = usage.get(c.team_id, 0.0) if accounting else 0.0
+        return (PRIORITY_RANK.get(c.priority, 9), fair, c.ready_seq, c.work_id)
+    return key
+
+
 def pick(now: int, calendar: Calendar, session: Optional[Session],
          candidates: Sequence[Candidate], balances: Mapping[str, float],
          usage: Mapping[str, float], prices: Prices, *, accounting: bool) -> Decision:
@@ -286,35 +329,81 @@ def pick(now: int, calendar: Calendar, session: Optional[Session],
     ids = [c.work_id for c in candidates]
     if len(set(ids)) != len(ids):
         raise ValueError("candidates: a work_id appears twice")
-    held = session if session is not None and session.holds(now) else None
-    if held is not None and _excluded_now(calendar, held.team_id, False, now):
-        held = None
+    held = _holding(calendar, session, now)
     skipped: dict[str, Skip] = {}
     runnable: list[Candidate] = []
+    seen: dict[tuple, Optional[Skip]] = {}
     for cand in candidates:
-        skip = _calendar_skip(calendar, cand, now)
-        if skip is None and held is not None and cand.session_id != held.session_id:
-            skip = Skip("session", f"the device is held by session {held.session_id} "
-                        f"until {_at(held.hold_end)} at the latest: only its work runs",
-                        held.hold_end)
-        if skip is None and accounting and not cand.reservation:
-            balance = balances.get(cand.team_id, 0.0)
-            cost = cand.charged_seconds() * prices.per_used_second
-            if balance < cost:
-                skip = Skip("credits", f"team {cand.team_id}'s balance {balance:.1f} "
-                            f"device-seconds cannot cover this workload's "
-                            f"{cand.charged_seconds():.1f} s x {prices.per_used_second:g} "
-                            f"= {cost:.1f}: the team's scheduler can request credits")
+        skip = _skip(now, calendar, held, cand, balances, prices, accounting, seen)
         if skip is None:
             runnable.append(cand)
         else:
             skipped[cand.work_id] = skip
-
-    def order(c: Candidate) -> tuple:
-        fair = usage.get(c.team_id, 0.0) if accounting else 0.0
-        return (PRIORITY_RANK.get(c.priority, 9), fair, c.ready_seq, c.work_id)
-
-    runnable.sort(key=order)
+    runnable.sort(key=_order(usage, accounting))
     for ahead, cand in zip(runnable, runnable[1:]):
         skipped[cand.work_id] = Skip("behind", _why_behind(ahead, cand, usage, accounting))
     return Decision(runnable[0] if runnable else None, skipped)
+
+
+#: the most hand-outs (and waits for a rule's end) a forecast plays through
+FORECAST_STEPS = 2000
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """When each candidate is expected to start (ms; a candidate missing from ``starts``
+    has no estimate: it waits for something with no known end, or lies beyond the
+    forecast's steps), and the order they are expected to start in."""
+
+    starts: Mapping[str, int]
+    order: tuple[str, ...]
+
+    def position(self, work_id: str) -> Optional[int]:
+        """1 for the work expected to run next, 2 after it, ...; None without a start."""
+        return self.order.index(work_id) + 1 if work_id in self.starts else None
+
+
+def forecast(now: int, calendar: Calendar, session: Optional[Session],
+             candidates: Sequence[Candidate], balances: Mapping[str, float],
+             usage: Mapping[str, float], prices: Prices, *, accounting: bool,
+             free_at: Optional[int] = None, max_steps: int = FORECAST_STEPS) -> Forecast:
+    """The queue played forward: from ``free_at`` (when the device is done with the work
+    it has; default ``now``) the ``pick`` rules choose the next run, which takes the
+    time it is expected to (``charged_seconds``: the estimate, at most the cap) and its
+    cost off its team's balance; when nothing may run, the simulated clock moves to the
+    earliest end of a rule that holds work (``Skip.until``). At most ``max_steps`` runs
+    and moves. Fair share keeps today's usage (the order among the runnable is fixed),
+    and a session not yet started is not predicted to start: its work queues as shared
+    work. Since every run chosen passes rule 1 for its whole length, no forecast start
+    lies in maintenance or another team's slot."""
+    t = now if free_at is None else max(now, free_at)
+    left = dict(balances)
+    queue = sorted(candidates, key=_order(usage, accounting))
+    starts: dict[str, int] = {}
+    order: list[str] = []
+    for _step in range(max_steps):
+        if not queue:
+            break
+        held = _holding(calendar, session, t)
+        chosen, wake = None, None
+        seen: dict[tuple, Optional[Skip]] = {}
+        for i, cand in enumerate(queue):
+            skip = _skip(t, calendar, held, cand, left, prices, accounting, seen)
+            if skip is None:
+                chosen = i
+                break
+            if skip.until is not None and skip.until > t:
+                wake = skip.until if wake is None else min(wake, skip.until)
+        if chosen is None:
+            if wake is None:
+                break
+            t = wake
+            continue
+        cand = queue.pop(chosen)
+        starts[cand.work_id] = t
+        order.append(cand.work_id)
+        if accounting and not cand.reservation:
+            left[cand.team_id] = (left.get(cand.team_id, 0.0)
+                                  - cand.charged_seconds() * prices.per_used_second)
+        t += max(1, math.ceil(cand.charged_seconds() * 1000))
+    return Forecast(starts, tuple(order))

@@ -17,7 +17,8 @@ results, choose the next run). Its first workload queues as usual; once it is ha
   while it is open (``facility.session_for_submit``); the work is charged to the
   session's team.
 - **Held:** from its first hand-out (``started_at``, set by the claim through
-  ``facility.note_session_activity``, as is ``last_activity_at`` at each hand-out and each finish) until
+  ``situation.note_session_activity``, as is ``last_activity_at`` at each hand-out and
+  each finish) until
   the first of: it is closed (``DELETE``: ``closed``), ``started_at + max_seconds``
   (``max_time``), or ``last_activity_at + idle_seconds`` while none of its work runs
   (``idle``). A session never started ends as ``idle`` once it has nothing queued and was

@@ -9,6 +9,7 @@
     EXECUTING/UPLOADING --LeaseTimeout--> READY (its place in line kept)
     CREATED --UploadTimeout--> FAILED;  CREATED/READY --CancelRequested--> CANCELLED
     READY/EXECUTING --HandedOut past max_attempts--> FAILED
+    EXECUTING timeslot work --SlotEnded, then stopped--> READY (wait) or FAILED (fail)
     anything unfinished --DeviceDeleted--> CANCELLED
     CREATED/READY work of a session --SessionClosed--> CANCELLED
 
@@ -42,6 +43,9 @@ CancelRequested    ``POST /workloads/{id}/cancel``              CREATED/READY ->
 LeaseTimeout       the sweep and the device's own calls         EXECUTING/UPLOADING -> READY
                                                                 (CANCELLED if asked) once the
                                                                 device is silent too long
+SlotEnded          the sweep, for running timeslot work whose    EXECUTING (flagged: the
+                   slot is over                                 device stops it; then READY
+                                                                or FAILED, not CANCELLED)
 DeviceDeleted      an admin deletes the device, ``CancelWork``  unfinished -> CANCELLED
 SessionClosed      its session closes (``sessions``)            CREATED/READY -> CANCELLED
 =================  ===========================================  ============================
@@ -65,11 +69,13 @@ COLUMNS = frozenset({
     "status", "created_at", "ready_at", "started_at", "finished_at", "attempts",
     "device_seconds", "error_message", "error_kind", "pending_outcome", "cancel_requested",
     "result_sha256", "has_workload", "has_result", "estimated_seconds", "programs_done",
-    "programs_total", "ready_seq", "handout_seq"})
+    "programs_total", "ready_seq", "handout_seq", "reservation_id"})
 #: ``ErrorKind`` of the work of a device an admin deleted with ``CancelWork``
 DEVICE_DELETED_KIND = "device_deleted"
 #: ``ErrorKind`` of queued work of a session that closed (``sessions``)
 SESSION_CLOSED_KIND = "session_closed"
+#: ``ErrorKind`` of timeslot work its slot's end stopped (``SlotEnded``)
+SLOT_ENDED_KIND = "slot_ended"
 RUNNING = ("EXECUTING", "UPLOADING")
 
 
@@ -95,9 +101,11 @@ class UploadTimeout:
 
 @dataclass(frozen=True)
 class HandedOut:
-    """The device's poll chose this work (``policy.handout_candidates``)."""
+    """The device's poll chose this work (``policy.handout_candidates``; READY work:
+    ``scheduling.pick``); ``reservation_id``: the timeslot READY work runs in."""
 
     max_attempts: int
+    reservation_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -143,6 +151,15 @@ class LeaseTimeout:
 
 
 @dataclass(frozen=True)
+class SlotEnded:
+    """The sweep found timeslot work still running when its slot (ending at ``end``,
+    ms) was over: the device is asked to stop it, and then it waits for another slot or
+    fails, as its submitter chose (``on_slot_end``)."""
+
+    end: int
+
+
+@dataclass(frozen=True)
 class DeviceDeleted:
     """An admin deletes the workload's device, cancelling its unfinished work."""
 
@@ -159,7 +176,8 @@ class SessionClosed:
 
 
 Event = Union[Submitted, FileUploaded, UploadTimeout, HandedOut, Progress, Reported,
-              ResultsUploaded, CancelRequested, LeaseTimeout, DeviceDeleted, SessionClosed]
+              ResultsUploaded, CancelRequested, LeaseTimeout, SlotEnded, DeviceDeleted,
+              SessionClosed]
 
 
 # -- the answer -----------------------------------------------------------------------
@@ -251,6 +269,8 @@ def _handed_out(work_id: str, row: Row | None, event: HandedOut, now: int) -> Ch
     if status not in ("READY", "EXECUTING"):
         raise Conflict(f"workload {work_id} is {status}: it cannot be handed out")
     if status == "EXECUTING" and row["cancel_requested"]:
+        if _slot_ended(row):
+            return _after_slot(row, now, partial=False)
         return _ended(row, "CANCELLED", None, None, now)
     attempts = row["attempts"]
     if attempts >= event.max_attempts:
@@ -261,6 +281,8 @@ def _handed_out(work_id: str, row: Row | None, event: HandedOut, now: int) -> Ch
     fields: dict[str, Any] = {"attempts": attempts + 1}
     if status == "READY":  # a new run starts from nothing done
         fields.update(started_at=now, programs_done=None, programs_total=None)
+        if event.reservation_id is not None:
+            fields["reservation_id"] = event.reservation_id
     return Change("EXECUTING", fields, number="handout_seq")
 
 
@@ -306,6 +328,10 @@ def _reported(work_id: str, row: Row | None, event: Reported, now: int) -> Chang
         fields["programs_done"] = fields["programs_total"] = event.programs_done
     seconds = policy.device_seconds(event.device_seconds, row["started_at"], now)
     finished = {"finished_at": now, "device_seconds": seconds, "pending_outcome": None}
+    if _slot_ended(row) and outcome == "CANCELLED":  # the stop its slot's end asked for
+        return _after_slot(row, now, partial=event.partial, seconds=seconds)
+    if _slot_ended(row):  # it finished (or failed) by itself before the stop
+        fields.update(error_kind=None, error_message=None)
     if outcome in (None, "DONE"):
         return Change("UPLOADING", fields)
     if outcome == "FAILED":
@@ -352,6 +378,8 @@ def _cancel_requested(work_id: str, row: Row | None, event: CancelRequested,
                        "there is nothing to cancel")
     if row["status"] in ("CREATED", "READY"):
         return Change("CANCELLED", {"finished_at": now, "cancel_requested": 1})
+    if _slot_ended(row):  # its owner's cancel: CANCELLED after all, not the slot's rule
+        return Change(row["status"], {"error_kind": None, "error_message": None})
     return Change(row["status"], {"cancel_requested": 1})
 
 
@@ -362,10 +390,53 @@ def _lease_timeout(work_id: str, row: Row | None, event: LeaseTimeout, now: int)
     if row["status"] not in RUNNING or not policy.lease_expired(event.last_seen, now,
                                                                 event.lease_seconds):
         return unchanged(row)
+    if _slot_ended(row):
+        return _after_slot(row, now, partial=False)
     if row["cancel_requested"]:
         return Change("CANCELLED", {"finished_at": now, "pending_outcome": None})
     return Change("READY", {"pending_outcome": None, "error_message": None,
                             "error_kind": None})
+
+
+def _slot_end(work_id: str, row: Row | None, event: SlotEnded, now: int) -> Change:
+    """Running timeslot work past its slot's end: the device is asked to stop it (as a
+    cancel is), marked so that the stop ends it by the slot's rule (``_after_slot``)."""
+    row = _existing(work_id, row)
+    if (row["status"] != "EXECUTING" or not row.get("timeslot") or row["cancel_requested"]
+            or now < event.end):
+        return unchanged(row)
+    return Change("EXECUTING", {
+        "cancel_requested": 1, "error_kind": SLOT_ENDED_KIND,
+        "error_message": f"its timeslot ended at {policy.iso(event.end)}: the device is "
+                         "stopping it"})
+
+
+def _slot_ended(row: Row) -> bool:
+    return bool(row["cancel_requested"]) and row["error_kind"] == SLOT_ENDED_KIND
+
+
+def _after_slot(row: Row, now: int, *, partial: bool,
+                seconds: float | None = None) -> Change:
+    """Timeslot work stopped at its slot's end: back to READY, its place in line kept,
+    to run in the team's next slot (``on_slot_end`` ``wait``, the default), or FAILED
+    (``fail``; with its partial results when the device kept them)."""
+    if row.get("on_slot_end") != "fail":
+        return Change("READY", {"cancel_requested": 0, "error_kind": None,
+                                "error_message": None, "pending_outcome": None,
+                                "programs_done": None, "programs_total": None,
+                                "device_seconds": None, "finished_at": None})
+    fields = {"error_kind": SLOT_ENDED_KIND,
+              "error_message": "its timeslot ended before it finished, and it was submitted "
+                               "to fail then (on-slot-end fail): submit it again for a "
+                               "later timeslot, or to wait (on-slot-end wait)"}
+    if partial:  # FAILED once the programs done before the stop arrive
+        return Change("UPLOADING", {**fields, "pending_outcome": "FAILED"})
+    if seconds is None:
+        seconds = row["device_seconds"]
+    if seconds is None:
+        seconds = policy.device_seconds(None, row["started_at"], now)
+    return Change("FAILED", {**fields, "finished_at": now, "device_seconds": seconds,
+                             "pending_outcome": None})
 
 
 def _device_deleted(work_id: str, row: Row | None, event: DeviceDeleted, now: int) -> Change:
@@ -402,5 +473,5 @@ _RULES: dict[type, Any] = {
     Submitted: _submitted, FileUploaded: _file_uploaded, UploadTimeout: _upload_timeout,
     HandedOut: _handed_out, Progress: _progress, Reported: _reported,
     ResultsUploaded: _results_uploaded, CancelRequested: _cancel_requested,
-    LeaseTimeout: _lease_timeout, DeviceDeleted: _device_deleted,
+    LeaseTimeout: _lease_timeout, SlotEnded: _slot_end, DeviceDeleted: _device_deleted,
     SessionClosed: _session_closed}

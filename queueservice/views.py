@@ -7,7 +7,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from queueservice import mockspec, policy
+from queueservice import mockspec, policy, scheduling, situation
 from cloudqueue.errors import BadRequest
 from queueservice.httpedge import Service, parse_json
 
@@ -79,17 +79,59 @@ def workload_item(row: Row) -> dict[str, Any]:
     }
 
 
-def start_estimate(svc: Service, row: Row, active: list[Row], now: int) -> policy.StartEstimate:
-    """``EstimatedStartAt`` of READY work, from the device's queue and its state."""
+def start_estimate(svc: Service, row: Row, active: list[Row], now: int,
+                   fallback: float | None = None) -> policy.StartEstimate:
+    """``EstimatedStartAt`` of READY work in the stock queue order, from the device's
+    queue and its state (``fallback``: the device's run estimate, read when not given)."""
     if row["status"] != "READY":
         return policy.StartEstimate(None)
     device = svc.identities.device(row["device_id"]) or {}
     state = policy.device_status(device.get("reported_status"), device.get("last_refreshed"),
                                  device.get("refresh_timeout") or 60, now)
     reason = ((_health(device) or {}).get("Reason") or None) if device else None
-    return policy.estimated_start(active, row["work_id"], now,
-                                  svc.workloads.run_estimate_seconds(row["device_id"]),
-                                  state, reason if isinstance(reason, str) else None)
+    if fallback is None:
+        fallback = svc.workloads.run_estimate_seconds(row["device_id"])
+    return policy.estimated_start(active, row["work_id"], now, fallback, state,
+                                  reason if isinstance(reason, str) else None)
+
+
+def waiting_view(skip: scheduling.Skip) -> dict[str, Any]:
+    """``Waiting``: the rule that holds READY work, why, and until when (None: unknown)."""
+    return {"Rule": skip.rule, "Message": skip.message, "Until": policy.iso(skip.until)}
+
+
+def facility_queue(svc: Service, row: Row, active: list[Row], now: int,
+                   sit: situation.Situation) -> tuple[int | None, policy.StartEstimate,
+                                                      dict[str, Any]]:
+    """QueuePosition, EstimatedStartAt and the fields that say why, for READY work of a
+    device the facility's policy rules (``sit``): ``Waiting: {Rule, Message, Until}``
+    when a rule holds it (the same ``scheduling.pick`` as the claim's), ``QueueReason``
+    when it is only behind other work; the position and start from
+    ``scheduling.forecast`` (the device free once its running work is done)."""
+    fallback = svc.workloads.run_estimate_seconds(row["device_id"])
+    stock = start_estimate(svc, row, active, now, fallback)
+    if row["status"] != "READY":
+        return policy.queue_position(active, row["work_id"]), stock, {}
+    extra: dict[str, Any] = {}
+    skip = sit.decide().skipped.get(row["work_id"])
+    if skip is not None and skip.rule == "behind":
+        extra["QueueReason"] = skip.message
+    elif skip is not None:
+        extra["Waiting"] = waiting_view(skip)
+    busy = sum(policy.remaining_seconds(r, now, fallback) for r in active
+               if r["status"] in ("EXECUTING", "UPLOADING"))
+    ahead = sit.forecast(free_at=now + int(busy * 1000))
+    position = ahead.position(row["work_id"])
+    if position is None:  # no known start: after every one that has one
+        position = len(ahead.order) + 1
+    if stock.reason:  # the device offline or in ERROR: no estimate, as for stock work
+        return position, stock, extra
+    at = ahead.starts.get(row["work_id"])
+    if at is None:
+        why = skip.message if skip is not None and skip.rule != "behind" else \
+            "it lies beyond what the forecast plays through"
+        return position, policy.StartEstimate(None, f"no estimate: {why}"), extra
+    return position, policy.StartEstimate(at), extra
 
 
 def workload_detail(svc: Service, request: Request, row: Row, active: list[Row],
@@ -98,8 +140,13 @@ def workload_detail(svc: Service, request: Request, row: Row, active: list[Row],
 
     ``active`` is the device's active work, for QueuePosition and EstimatedStartAt.
     """
-    position = policy.queue_position(active, row["work_id"])
-    start = start_estimate(svc, row, active, now)
+    sit = (svc.workloads.waiting(row["device_id"], now, active)
+           if row["status"] == "READY" and not svc.limits.stock_protocol else None)
+    if sit is None:  # the stock queue order (no facility rule on this device)
+        position = policy.queue_position(active, row["work_id"])
+        start, ruled = start_estimate(svc, row, active, now), {}
+    else:
+        position, start, ruled = facility_queue(svc, row, active, now, sit)
     body: dict[str, Any] = {
         "WorkId": row["work_id"],
         "CreatedAt": policy.iso(row["created_at"]),
@@ -129,6 +176,7 @@ def workload_detail(svc: Service, request: Request, row: Row, active: list[Row],
     })
     if start.reason:
         body["EstimatedStartReason"] = start.reason
+    body.update(ruled)
     estimated = policy.run_time(row.get("estimated_seconds"))
     if estimated is not None:
         body["EstimatedSeconds"] = round(estimated, 6)
@@ -145,7 +193,7 @@ def workload_detail(svc: Service, request: Request, row: Row, active: list[Row],
 
 #: the fields of ``GET /workloads/{id}`` whose change ends a user's long poll on it
 WATCHED = ("WorkStatus", "Progress", "QueuePosition", "Attempts", "CancelRequested",
-           "ErrorKind", "ErrorMessage")
+           "ErrorKind", "ErrorMessage", "Waiting")
 
 
 def change_token(body: dict[str, Any]) -> str:

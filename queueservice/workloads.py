@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Collection, Iterable, Iterator, Mapping
 
 from cloudqueue.errors import BadRequest, Conflict, NotFound
-from queueservice import facility, policy, pricing, transitions
+from queueservice import facility, policy, pricing, scheduling, situation, transitions
 from queueservice.clock import now_ms
 from queueservice.db import Connection, Database
 from queueservice.identities import NO_DEVICE_HINT
@@ -23,6 +23,31 @@ Row = dict[str, Any]
 
 def _row(r: Any) -> Row | None:
     return dict(r) if r is not None else None
+
+
+@dataclass(frozen=True)
+class HandOut:
+    """A claim's answer: the work handed out (None: none), the WorkIds it ended, and when
+    (ms) a rule holding READY work ends (None: no such time known), so that a waiting
+    poll looks again then."""
+
+    row: Row | None
+    ended: list[str]
+    recheck_at: int | None = None
+
+
+#: a poll the policy left without work looks again at least this often (ms): a grant,
+#: a booking or a session's change elsewhere need not wake the device
+RECHECK_MS = 5000
+
+
+def _recheck_at(decision: scheduling.Decision, now: int) -> int | None:
+    """When a poll the policy left without work looks again: at the earliest end of a
+    rule that holds work, within ``RECHECK_MS``; None when no work waits."""
+    if not decision.skipped:
+        return None
+    return min([now + RECHECK_MS] + [s.until for s in decision.skipped.values()
+                                     if s.until is not None and s.until > now])
 
 
 @dataclass(frozen=True)
@@ -62,11 +87,14 @@ class WorkloadStore:
         """Mean board time of the device's last 20 finished runs (the default if none):
         what a workload without its own estimate is expected to take."""
         with self.db.reading() as conn:
-            row = conn.execute(
+            return self._run_estimate(conn, device_id)
+
+    def _run_estimate(self, conn: Connection, device_id: str) -> float:
+        row = conn.execute(
                 "SELECT AVG(device_seconds) FROM (SELECT device_seconds FROM workloads "
-                "WHERE device_id = ? AND status = 'DONE' AND device_seconds IS NOT NULL "
-                "ORDER BY finished_at DESC, work_id DESC LIMIT 20) AS recent",  # the id:
-                (device_id,)).fetchone()  # the same 20 on both engines when times tie
+            "WHERE device_id = ? AND status = 'DONE' AND device_seconds IS NOT NULL "
+            "ORDER BY finished_at DESC, work_id DESC LIMIT 20) AS recent",  # the id:
+            (device_id,)).fetchone()  # the same 20 on both engines when times tie
         seconds = policy.run_time(row[0]) if row else None  # None too for a bad stored value
         return float(seconds if seconds is not None else self.limits.default_run_seconds)
 
@@ -205,13 +233,16 @@ class WorkloadStore:
         that outcome with partial results. CANCELLED work takes its partial results once."""
         with self.db.transaction() as conn:
             row, exists = _select_with_device(conn, work_id)
-            return self._apply(conn, work_id, row, transitions.ResultsUploaded(exists), now)
+            after = self._apply(conn, work_id, row, transitions.ResultsUploaded(exists), now)
+            _session_activity(conn, row, after, now)
+            return after
 
     # -- the device side ---------------------------------------------------------------
     def touch_device(self, device_id: str, now: int) -> list[str]:
         """Record a call from the device (after ending a lease it had already lost)."""
         with self.db.transaction() as conn:
             changed = self._expire_leases(conn, now, device_id)
+            self._end_slots(conn, now, device_id)  # its heartbeat's answer asks the stop
             conn.execute("UPDATE devices SET last_seen = ? WHERE device_id = ?", (now, device_id))
         return changed
 
@@ -228,8 +259,15 @@ class WorkloadStore:
 
     def claim(self, device_id: str, asked: int | None = None,
               holding: Collection[str] = ()) -> tuple[Row | None, list[str]]:
+        """``hand_out`` as (the work handed out or None, the WorkIds ended)."""
+        answer = self.hand_out(device_id, asked, holding)
+        return answer.row, answer.ended
+
+    def hand_out(self, device_id: str, asked: int | None = None,
+                 holding: Collection[str] = ()) -> HandOut:
         """Hand the device its next work, ending on the way what must not run: answers the
-        work handed out (None: none) and the WorkIds ended.
+        work handed out (None: none), the WorkIds ended, and when a rule that holds READY
+        work ends (``HandOut.recheck_at``).
 
         One atomic claim: the read, the choice and the update are one transaction (on
         SQLite under the lock and the file's write lock), the time is taken inside it, and
@@ -238,25 +276,94 @@ class WorkloadStore:
         candidate is locked before it is taken, skipping one another replica's poll holds
         (that poll takes it; this one takes the next), and looked at again as it is now.
 
+        Work the device had (EXECUTING, UPLOADING) comes back as the stock service hands
+        it; which READY work runs is the facility's policy (``scheduling.pick``, read by
+        ``situation``) unless the device needs none (no ``situation.rules_apply`` and no
+        READY timeslot or session work: the stock queue order, today's claim). Skipped work
+        stays READY.
+
         ``asked``: ``sequence_mark()`` when the device's request arrived; ``holding``: work
         the device already has (see ``policy.handout_candidates``)."""
         with self._transaction() as conn:
             now = now_ms()
-            rows = [dict(r) for r in conn.execute(
-                "SELECT * FROM workloads WHERE device_id = ? AND status IN (?, ?, ?)",
-                (device_id, *policy.ACTIVE))]
-            ended = []
+            ruled = situation.rules_apply(conn, device_id, now)
+            if ruled:
+                rows = situation.claim_rows(conn, device_id, now)
+            else:  # today's read; READY timeslot or session work still needs the policy
+                rows = [dict(r) for r in conn.execute(
+                    "SELECT * FROM workloads WHERE device_id = ? AND status IN (?, ?, ?)",
+                    (device_id, *policy.ACTIVE))]
+                ruled = situation.special_work(rows)
+            ended: list[str] = []
             event = transitions.HandedOut(self.limits.max_attempts)
+            ready: dict[str, Row] = {}
             for row in policy.handout_candidates(rows, asked, holding):
+                if ruled and row["status"] == "READY":
+                    ready[row["work_id"]] = row
+                    continue
                 if conn.dialect == "postgresql":
                     row = _still_a_candidate(conn, row["work_id"], asked, holding)
                     if row is None:
                         continue
                 after = self._apply(conn, row["work_id"], row, event, now)
                 if after["status"] in policy.ACTIVE:
-                    return after, ended
+                    return HandOut(after, ended)
                 ended.append(row["work_id"])
-            return None, ended
+            if not ruled:
+                return HandOut(None, ended)
+            return self._hand_out_ruled(conn, device_id, now, rows, ready, asked, holding,
+                                        ended)
+
+    def _hand_out_ruled(self, conn: Connection, device_id: str, now: int, rows: list[Row],
+                        ready: dict[str, Row], asked: int | None,
+                        holding: Collection[str], ended: list[str]) -> HandOut:
+        """The READY work the policy picks (``ready``: the READY candidates in queue
+        order), ending on the way what must not run as the stock claim does."""
+        fallback = self._run_estimate(conn, device_id)
+        sit = situation.read(conn, device_id, now, [r for r in rows if r["status"] != "READY"
+                                                    or r["work_id"] in ready], fallback)
+        passed: set[str] = set()
+        while True:
+            decision = sit.decide(passed)
+            cand = decision.chosen
+            if cand is None:
+                return HandOut(None, ended, _recheck_at(decision, now))
+            passed.add(cand.work_id)
+            row: Row | None = ready[cand.work_id]
+            if conn.dialect == "postgresql":
+                if cand.session_id is not None:  # the session before its work, as its
+                    conn.execute(                 # close locks them: no deadlock
+                        "SELECT session_id FROM sessions WHERE session_id = ? FOR UPDATE",
+                        (cand.session_id,))
+                row = _still_a_candidate(conn, cand.work_id, asked, holding)
+                if row is None:
+                    continue
+            event = transitions.HandedOut(self.limits.max_attempts, sit.slot_of(cand))
+            after = self._apply(conn, cand.work_id, row, event, now)
+            if after["status"] in policy.ACTIVE:
+                if cand.session_id is not None:
+                    situation.note_session_activity(conn, cand.session_id, now,
+                                                    handed_out=True)
+                return HandOut(after, ended)
+            ended.append(cand.work_id)
+
+    def waiting(self, device_id: str, now: int,
+                active: list[Row] | None = None) -> situation.Situation | None:
+        """The device's situation for its READY work's ``Waiting`` reasons and forecast
+        (read-only); None when the device needs no policy (the stock queue order).
+        ``active``: the device's active work when the caller read it already."""
+        with self.db.reading() as conn:
+            if active is None:
+                if not situation.needed(conn, device_id, now):
+                    return None
+                active = [dict(r) for r in conn.execute(
+                    "SELECT * FROM workloads WHERE device_id = ? AND status IN (?, ?, ?)",
+                    (device_id, *policy.ACTIVE))]
+            elif not (situation.rules_apply(conn, device_id, now)
+                      or situation.special_work(active)):
+                return None
+            return situation.read(conn, device_id, now, active,
+                                  self._run_estimate(conn, device_id))
 
     def record_progress(self, device_id: str, work_id: str, done: int, total: int) -> bool:
         """The device's health says how far its current work is: keep it on the workload,
@@ -280,7 +387,10 @@ class WorkloadStore:
         event = transitions.Reported(outcome, error_message, error_kind, partial, sha256,
                                      device_seconds, programs_done)
         with self.db.transaction() as conn:
-            return self._apply(conn, work_id, _select(conn, work_id, device_id), event, now)
+            row = _select(conn, work_id, device_id)
+            after = self._apply(conn, work_id, row, event, now)
+            _session_activity(conn, row, after, now)
+            return after
 
     # -- users -------------------------------------------------------------------------
     def cancel(self, work_id: str, now: int) -> Row:
@@ -313,6 +423,34 @@ class WorkloadStore:
             row = dict(r)
             event = transitions.LeaseTimeout(row.pop("device_last_seen"),
                                              self.limits.lease_seconds)
+            if self._apply(conn, row["work_id"], row, event, now) is not row:
+                changed.add(row["device_id"])
+        return sorted(changed)
+
+    def end_slots(self, now: int) -> list[str]:
+        """Timeslot work still running past its slot's end (or the slot was cancelled):
+        the device is asked to stop it (``transitions.SlotEnded``). Answers the devices
+        whose work changed. The device's own calls do the same for its work
+        (``touch_device``), so its next heartbeat's answer carries the stop."""
+        with self.db.transaction() as conn:
+            return self._end_slots(conn, now, None)
+
+    def _end_slots(self, conn: Connection, now: int, device_id: str | None) -> list[str]:
+        sql = ("SELECT w.*, b.end_at AS slot_end, b.cancelled_at AS slot_cancelled "
+               "FROM workloads w JOIN bookings b ON b.booking_id = w.reservation_id "
+               "WHERE w.status = 'EXECUTING' AND w.timeslot = 1 AND w.cancel_requested = 0 "
+               "AND (b.end_at <= ? OR b.cancelled_at IS NOT NULL)")
+        args: tuple = (now,)
+        if device_id is not None:
+            sql += " AND w.device_id = ?"
+            args += (device_id,)
+        if conn.dialect == "postgresql":  # rows another replica is changing: next sweep
+            sql += " FOR UPDATE OF w SKIP LOCKED"
+        changed = set()
+        for r in conn.execute(sql, args).fetchall():
+            row = dict(r)
+            end, cancelled = row.pop("slot_end"), row.pop("slot_cancelled")
+            event = transitions.SlotEnded(end if cancelled is None else min(end, cancelled))
             if self._apply(conn, row["work_id"], row, event, now) is not row:
                 changed.add(row["device_id"])
         return sorted(changed)
@@ -407,6 +545,14 @@ def _remember_key(conn: Connection, values: Mapping[str, Any]) -> None:
         "created_at = excluded.created_at",
         (values["account_id"], values["key"], values["body_hash"], values["work_id"],
          values["created_at"]))
+
+
+def _session_activity(conn: Connection, before: Row | None, after: Row, now: int) -> None:
+    """A session's work finished running (reported, or its results arrived): the
+    session's idle limit counts from now."""
+    if (after.get("session_id") and before is not None
+            and before["status"] in transitions.RUNNING and after["status"] != before["status"]):
+        situation.note_session_activity(conn, after["session_id"], now, handed_out=False)
 
 
 def _select(conn: Connection, work_id: str, device_id: str | None = None) -> Row | None:

@@ -52,10 +52,29 @@ def devices_table(devices: list[Device]) -> str:
                  ["DEVICE ID", "NAME", "STATUS", "LAST SEEN"])
 
 
+def waiting(work: Workload) -> dict | None:
+    """Why READY work waits (``Waiting: {Rule, Message, Until}`` of our service: a
+    facility rule holds it), else None."""
+    held = work.extra.get("Waiting")
+    return held if work.WorkStatus == "READY" and isinstance(held, dict) else None
+
+
+def shown_status(work: Workload) -> str:
+    """The status people see: WAITING for READY work a facility rule holds (the wire
+    keeps READY: the original clients know only the stock statuses)."""
+    return "WAITING" if waiting(work) else (work.WorkStatus or "-")
+
+
+def waiting_text(held: dict) -> str:
+    """``credits: team t's balance ... (until 12:00:00Z)``."""
+    until = held.get("Until")
+    return f"{held.get('Rule')}: {held.get('Message')}" + (f" (until {until})" if until else "")
+
+
 def workloads_table(items: list[Workload]) -> str:
     if not items:
         return "no workloads"
-    return table([[w.WorkId, w.WorkStatus or "-", w.Priority or "-", w.DeviceId or "-",
+    return table([[w.WorkId, shown_status(w), w.Priority or "-", w.DeviceId or "-",
                    _when(w.CreatedAt), w.UserGivenName or "", w.WorkloadName or ""]
                   for w in items],
                  ["WORK ID", "STATUS", "PRIORITY", "DEVICE", "CREATED", "SUBMITTED BY", "NAME"])
@@ -101,10 +120,15 @@ def workload_details(work: Workload) -> str:
             if work.programs is None:
                 continue
             value = "{}/{} programs".format(*work.programs)
+        if name == "WorkStatus":
+            value = shown_status(work)
         lines.append(f"{name:18}{_when(value) if isinstance(value, datetime) else value}")
     if work.extra.get("StatusFrom") == "results":
         lines.append(f"{'StatusFrom':18}the results file (the stock service shows DONE)")
-    for name in ("EstimatedStartReason", "EstimatedSeconds"):  # ours, kept in extra
+    held = waiting(work)
+    if held:
+        lines.append(f"{'Waiting':18}{waiting_text(held)}")
+    for name in ("EstimatedStartReason", "EstimatedSeconds", "QueueReason"):  # ours: extra
         if work.extra.get(name) is not None:
             lines.append(f"{name:17} {work.extra[name]}")
     for name in MONEY_FIELDS:  # ours (a facility's queue), kept in extra
@@ -130,7 +154,7 @@ def progress_line(work: Workload, elapsed: float, *, bar: bool = False) -> str:
     """``READY  position 2  starts ~12:03:04Z  (waited 42s)``, or while it runs
     ``EXECUTING  [######------] 120/201 programs  (waited 42s)`` (``bar``) or
     ``EXECUTING  120/201 programs ...`` (no bar: logs and pipes)."""
-    parts = [work.WorkStatus or "?"]
+    parts = [shown_status(work) if work.WorkStatus else "?"]
     programs = work.programs
     if programs is not None and work.WorkStatus in ("EXECUTING", "UPLOADING", "DONE",
                                                    "FAILED", "CANCELLED"):
@@ -143,6 +167,9 @@ def progress_line(work: Workload, elapsed: float, *, bar: bool = False) -> str:
         parts.append(f"starts ~{work.EstimatedStartAt.astimezone(timezone.utc):%H:%M:%S}Z")
     elif work.extra.get("EstimatedStartReason") and work.WorkStatus == "READY":
         parts.append(str(work.extra["EstimatedStartReason"]))
+    held = waiting(work)
+    if held:
+        parts.append(waiting_text(held))
     if work.ErrorMessage and work.terminal:
         parts.append(work.ErrorMessage)
     return "  ".join(parts) + f"  (waited {int(elapsed)}s)"
@@ -153,7 +180,8 @@ def _shown(work: Workload) -> tuple:
     move on their own): a new line is written only when this changes, so a field the line
     does not show (a queue position while it runs) never repeats a line."""
     status = work.WorkStatus
-    return (status,
+    held = waiting(work)
+    return (shown_status(work), (held.get("Rule"), held.get("Message")) if held else None,
             work.QueuePosition if status in ("CREATED", "READY") else None,
             work.programs if status in ("EXECUTING", "UPLOADING", "DONE", "FAILED",
                                         "CANCELLED") else None,

@@ -82,12 +82,11 @@ class Lab:
         return row["work_id"]
 
     def hand_out(self, session_id: str) -> str:
-        """The claim hands the device its next work and records the session's activity
-        (what the claim does: ``facility.note_session_activity``)."""
+        """The claim hands the device its next work, the session's, and records the
+        session's activity (``situation.note_session_activity``)."""
         self.svc.workloads.touch_device(self.device, clock.now_ms())
         row, _ = self.svc.workloads.claim(self.device, self.svc.workloads.sequence_mark())
-        with self.db.transaction() as conn:
-            facility.note_session_activity(conn, session_id, clock.now_ms())
+        assert row["session_id"] == session_id
         return row["work_id"]
 
     def finish(self, session_id: str, work_id: str) -> None:
@@ -95,8 +94,6 @@ class Lab:
         self.svc.workloads.report(self.device, work_id, outcome="DONE", device_seconds=0.5,
                                   now=now)
         self.svc.workloads.results_uploaded(work_id, now)
-        with self.db.transaction() as conn:
-            facility.note_session_activity(conn, session_id, now)
 
     def session(self, session_id: str) -> dict:
         return self.store.get(session_id, self.user)
