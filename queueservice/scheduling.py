@@ -26,8 +26,11 @@ The rules, checked in this order for each candidate (the first that applies is i
    or any timeslot (its own team's too) the session holds nothing: the booking decides.
    A session not yet started holds nothing: its first workload queues as usual.
 5. ``credits`` (accounting only): shared work runs only when its team's balance covers
-   its cost, ``estimated_seconds`` (at most ``max_seconds``) x the price per used second.
-   Timeslot work is not checked: its slot was paid at booking.
+   its cost, ``estimated_seconds`` (at most ``max_seconds``) x the price per used second;
+   work with no estimate of its own (``estimate_known``) is weighed at its cap, and with
+   no cap either runs while the team has anything left (the rule the service admits it
+   by at submit). Timeslot work is not checked: its slot was paid at booking; nor session
+   work: its session is charged for the time it holds the device.
 6. ``behind``: runnable, but another runnable candidate comes first.
 
 Order among the runnable (while a session holds the device, only its own work is
@@ -129,6 +132,8 @@ class Candidate:
     max_seconds: Optional[float] = None
     reservation: bool = False
     session_id: Optional[str] = None
+    #: False: ``estimated_seconds`` is the device's mean, not this work's own estimate
+    estimate_known: bool = True
 
     def run_ms(self) -> int:
         """The longest the run may hold the device, at least a moment (1 ms)."""
@@ -140,6 +145,14 @@ class Candidate:
         if self.max_seconds is None:
             return self.estimated_seconds
         return min(self.estimated_seconds, self.max_seconds)
+
+    def cost_seconds(self) -> Optional[float]:
+        """Board time the credit check weighs, as the service admits work at submit: its
+        own estimate, at most the cap; the cap alone without an estimate of its own; None
+        with neither (it runs while its team has anything left)."""
+        if self.estimate_known:
+            return self.charged_seconds()
+        return self.max_seconds
 
 
 @dataclass(frozen=True)
@@ -301,15 +314,28 @@ def _skip(now: int, calendar: Calendar, held: Optional[Session], cand: Candidate
         skip = Skip("session", f"the device is held by session {held.session_id} "
                     f"until {_at(held.hold_end)} at the latest: only its work runs",
                     held.hold_end)
-    if skip is None and accounting and not cand.reservation:
-        balance = balances.get(cand.team_id, 0.0)
-        cost = cand.charged_seconds() * prices.per_used_second
-        if balance < cost:
-            skip = Skip("credits", f"team {cand.team_id}'s balance {balance:.1f} "
-                        f"device-seconds cannot cover this workload's "
-                        f"{cand.charged_seconds():.1f} s x {prices.per_used_second:g} "
-                        f"= {cost:.1f}: the team's scheduler can request credits")
+    if skip is None and accounting and not cand.reservation and cand.session_id is None:
+        skip = _credits_skip(cand, balances.get(cand.team_id, 0.0), prices)
     return skip
+
+
+def _credits_skip(cand: Candidate, balance: float, prices: Prices) -> Optional[Skip]:
+    """Rule 5: shared work runs only when its team's balance covers its cost; work of
+    unknown cost while the team has anything left (a free device: always)."""
+    seconds = cand.cost_seconds()
+    if seconds is None:
+        if balance > 0 or prices.per_used_second == 0:
+            return None
+        return Skip("credits", f"team {cand.team_id}'s balance is {balance:.1f} "
+                    "device-seconds, nothing left for work whose cost is not known in "
+                    "advance: the team's scheduler can request credits")
+    cost = seconds * prices.per_used_second
+    if balance >= cost:
+        return None
+    return Skip("credits", f"team {cand.team_id}'s balance {balance:.1f} device-seconds "
+                f"cannot cover this workload's {seconds:.1f} s x "
+                f"{prices.per_used_second:g} = {cost:.1f}: the team's scheduler can "
+                "request credits")
 
 
 def _order(usage: Mapping[str, float], accounting: bool) -> Callable[[Candidate], tuple]:
@@ -402,7 +428,7 @@ def forecast(now: int, calendar: Calendar, session: Optional[Session],
         cand = queue.pop(chosen)
         starts[cand.work_id] = t
         order.append(cand.work_id)
-        if accounting and not cand.reservation:
+        if accounting and not cand.reservation and cand.session_id is None:
             left[cand.team_id] = (left.get(cand.team_id, 0.0)
                                   - cand.charged_seconds() * prices.per_used_second)
         t += max(1, math.ceil(cand.charged_seconds() * 1000))

@@ -118,7 +118,8 @@ def candidate(row: Row, fallback_seconds: float) -> scheduling.Candidate:
         user_id=row["account_id"], priority=row["priority"], ready_seq=row["ready_seq"] or 0,
         estimated_seconds=policy.run_seconds(row, fallback_seconds),
         max_seconds=cap if cap is not None and cap > 0 else None,
-        reservation=bool(row.get("timeslot")), session_id=row.get("session_id"))
+        reservation=bool(row.get("timeslot")), session_id=row.get("session_id"),
+        estimate_known=policy.run_time(row.get("estimated_seconds")) is not None)
 
 
 def read(conn: Connection, device_id: str, now: int, rows: Sequence[Row],

@@ -1,7 +1,8 @@
 """End to end through the facility's rules: a real queue service and a real board daemon
 (supervisor, executor on the simulated board, downloader, uploader). A maintenance window
 a few seconds long holds work, then lets it run; an exhausted balance holds shared work
-(Waiting rule ``credits``) until an admin's grant; a weekly window's edge, reached by the
+(Waiting rule ``credits``) until an admin's grant (through the teams, prices and grants
+API); a weekly window's edge, reached by the
 served process's clock offset (``QICK_QUEUE_CLOCK_OFFSET_MS``), lets waiting work start;
 a timeslot's end stops the work running in it, which goes back to waiting.
 
@@ -19,6 +20,7 @@ from cloudqueue.transfer import upload_file
 from queueservice import clock
 from queueservice.db import Database
 from queueservice.scheduling import DAY_MS, WEEK_MS
+from queueservice.settings import DEFAULT_ADMIN_EMAIL
 from tests import facility_rows as rows
 from tests.board.conftest import BoardDaemon, make_workload
 from tests.helpers import wait_for
@@ -70,24 +72,38 @@ def test_maintenance_holds_work_then_lets_it_run(board_factory, db, workload):
 
 
 def test_an_exhausted_balance_holds_shared_work_until_a_grant(board_factory, db, workload):
-    board = board_factory().start()
-    now = clock.now_ms()
-    rows.accounting(db)
-    team = rows.team(db, now)
-    work_id = submit(board, db, workload, team_id=team)
-    uploaded = clock.now_ms()
+    """Through the facility's own API: a team, a price, a grant; the work is admitted
+    (its cost covered), then a price rise leaves the balance short: the board, started
+    now, is handed nothing (Waiting ``credits``) until an admin's grant."""
+    board = board_factory()
+    admin = Api(board.service.url, board.service.admin_key)
+    made = admin.post("/teams", json={"Name": "lab", "Scheduler": DEFAULT_ADMIN_EMAIL})
+    assert made.status_code == 201, made.text
+    team = made.json()["TeamId"]
+    prices = f"/devices/{board.device_id}/prices"
+    assert admin.put(prices, json={"PerUsedSecond": 1, "PerReservedSecond": 1}).ok
+    assert admin.post(f"/teams/{team}/grants", json={"Seconds": 1, "Note": "start"}).ok
+    answer = board.admin.create_workload(board.device_id, team=team)
+    upload_file(answer["UploadUrl"], workload)
+    work_id = answer["WorkId"]
+    estimated = board.admin.get_workload(work_id).extra["EstimatedCost"]
+    assert 0 < estimated <= 1
+    rise = 2 / estimated  # the run now costs twice the balance
+    assert admin.put(prices, json={"PerUsedSecond": rise, "PerReservedSecond": 1}).ok
+    board.start()
+    started = clock.now_ms()
     held = board.admin.get_workload(work_id)
     assert held.extra["Waiting"]["Rule"] == "credits", held
     assert "request credits" in held.extra["Waiting"]["Message"]
-    # the board keeps asking, and is handed nothing while the balance is 0
-    wait_for(lambda: polled_since(db, board.device_id, uploaded + 2500), 20,
+    # the board keeps asking, and is handed nothing while the balance is short
+    wait_for(lambda: polled_since(db, board.device_id, started + 2500), 20,
              what="the board polling again")
     assert board.admin.get_workload(work_id).WorkStatus == "READY"
-    admin = Api(board.service.url, board.service.admin_key)
-    granted = admin.post(f"/teams/{team}/grants", json={"Seconds": 3600, "Note": "allocation"})
+    granted = admin.post(f"/teams/{team}/grants", json={"Seconds": 2, "Note": "more"})
     assert granted.status_code == 201, granted.text
     done = board.wait_terminal(work_id, timeout=40)
     assert done.WorkStatus == "DONE", (done, board.log())
+    assert done.extra["Cost"] > 0
 
 
 def test_a_window_edge_reached_by_the_clock_offset_lets_waiting_work_start(

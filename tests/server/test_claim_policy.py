@@ -100,18 +100,22 @@ def test_a_run_that_would_reach_maintenance_waits_and_a_shorter_one_goes(store):
 
 
 def test_no_team_can_spend_what_it_has_not_and_a_grant_lets_its_work_run(store):
+    """Admitted at upload (its cost covered), then a price rise: the claim weighs it
+    again, holds it, and a grant lets it run."""
     db = store.db
     device = add_device(db)
     now = clock.now_ms()
     rows.accounting(db)
     team = rows.team(db, now)
-    rows.price(db, device, 2.0, 3.0, now - S)
-    work = ready(store, device, estimated=10, team_id=team)
+    rows.price(db, device, 1.0, 3.0, now - S)
+    rows.ledger(db, team, "grant", 10.0, now)
+    work = ready(store, device, estimated=10, team_id=team)  # 10 s x 1 = 10: admitted
+    rows.price(db, device, 2.0, 3.0, now)
     assert take(store, device) is None
     skip = why(store, device, work)
     assert skip.rule == "credits" and "request credits" in skip.message
     assert "10.0 s x 2 = 20.0" in skip.message
-    rows.ledger(db, team, "grant", 19.0, now)
+    rows.ledger(db, team, "grant", 9.0, now)
     assert take(store, device) is None  # 19 cannot cover 20
     rows.ledger(db, team, "grant", 1.0, now)
     assert take(store, device) == work

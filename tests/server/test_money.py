@@ -21,6 +21,7 @@ from queueservice.facility import append_line, set_accounting
 from queueservice.settings import ServiceLimits
 from queueservice.workloads import WorkloadStore
 from tests.conftest import QueueService, start_queue_service
+from tests import facility_rows as rows
 from tests.server.api import Device, World, assert_error, put_file, status, submit
 from tests.server.conftest import DATABASES, engine_options
 from tests.server.test_store import add_device, db  # noqa: F401 (a fixture)
@@ -357,17 +358,21 @@ def test_only_shared_work_is_charged_per_run(db: Database):
                      "(?, ?, 'admin', 0)", (team_id, f"team-{team_id[:8]}"))
         append_line(conn, team_id, "grant", 100.0, "admin", "allocation", now_ms())
     works = {}
-    for kind, extra in (("shared", ""), ("session", ", session_id = 's1'"),
-                        ("timeslot", ", timeslot = 1")):
+    for kind in ("shared", "session", "timeslot"):  # each runs on its own, as the policy lets it
         row, _ = store.create(account_id="a", device_id=device, priority="MEDIUM",
                               user_given_name=None, sha256=None, now=now_ms())
-        with db.transaction() as conn:
-            conn.execute(f"UPDATE workloads SET team_id = ?{extra} WHERE work_id = ?",
-                         (team_id, row["work_id"]))
+        columns = {"team_id": team_id}
+        if kind == "session":
+            columns["session_id"] = rows.session(db, device, "a", now_ms(), team_id=team_id)
+        if kind == "timeslot":
+            rows.book(db, device, now_ms() - 1000, now_ms() + 60_000, now_ms(),
+                      team_id=team_id)
+            columns["timeslot"] = 1
+        rows.mark(db, row["work_id"], **columns)
         store.workload_uploaded(row["work_id"], now_ms())
         works[kind] = row["work_id"]
-    for _ in works:
         handed, _ = store.claim(device, store.sequence_mark())
+        assert handed["work_id"] == row["work_id"], kind
         for _ in range(2):
             store.report(device, handed["work_id"], outcome="DONE", device_seconds=2.0,
                          now=now_ms())

@@ -191,6 +191,25 @@ def test_credits_check_the_estimate_capped_by_max_seconds_and_unlisted_team_has_
     assert d.skipped["nobody"].rule == "credits"
 
 
+def test_work_of_unknown_cost_runs_while_its_team_has_anything_left_or_at_its_cap():
+    def unknown(work_id, team, max_seconds=None):
+        return Candidate(work_id, team, "u1", "MEDIUM", 0, 60.0, max_seconds,
+                         estimate_known=False)
+    d = run([unknown("some", "a"), unknown("none", "b"), unknown("capped", "c", 3.0)],
+            balances={"a": 0.5, "b": 0.0, "c": 5.0})
+    assert d.chosen.work_id in {"some", "capped"}
+    skip = d.skipped["none"]
+    assert skip.rule == "credits" and "not known in advance" in skip.message
+    d = run([unknown("capped", "c", 3.0)], balances={"c": 5.0})  # 3 s x 2 = 6 > 5
+    assert d.chosen is None and "3.0 s x 2 = 6.0" in d.skipped["capped"].message
+
+
+def test_session_work_is_not_checked_for_credits_its_session_is_charged():
+    held = Session("s1", "u1", "a", NOW - 1000, NOW + 60_000, NOW + 60_000)
+    d = run([cand("w", "a", session_id="s1")], session=held, balances={})
+    assert d.chosen.work_id == "w"
+
+
 def test_timeslot_work_is_not_checked_for_credits_its_slot_was_paid():
     cal = Calendar(bookings=(slot("a", NOW, NOW + 60_000),))
     assert run([cand("w", "a", reservation=True)], cal, balances={}).chosen.work_id == "w"
@@ -325,8 +344,11 @@ def test_property_a_pick_inside_a_reservation_is_the_reserving_teams(sc):
 @PROPERTY
 @given(scenarios())
 def test_property_with_accounting_the_balance_covers_shared_work(sc):
+    """Shared work: neither timeslot work (its slot was paid) nor session work (its
+    session is charged for the time it holds the device)."""
     chosen = pick(**sc).chosen
-    if sc["accounting"] and chosen is not None and not chosen.reservation:
+    if (sc["accounting"] and chosen is not None and not chosen.reservation
+            and chosen.session_id is None):
         balance = sc["balances"].get(chosen.team_id, 0.0)
         assert balance >= chosen.charged_seconds() * PRICES.per_used_second
         assert chosen.charged_seconds() <= chosen.estimated_seconds
