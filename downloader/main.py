@@ -74,10 +74,7 @@ class Downloader:
                     log.info("the queue service answers again")
                     failing = None
                 self._upload_soccfg(answer.get("UploadUrl"))
-                for work_id in answer.get("CancelRequested") or []:
-                    if work_id not in self._cancels_sent:
-                        self._cancels_sent.add(work_id)
-                        self.link.post("cancel", work_id=work_id)
+                self.forward_cancels(answer.get("CancelRequested") or [])
             except QueueError as exc:
                 self._contact(False, str(exc))
                 if str(exc) != failing:
@@ -86,6 +83,15 @@ class Downloader:
                     failing = str(exc)
                 delay = min(delay, backoff.next_delay())
             self.link.stop.wait(delay)
+
+    def forward_cancels(self, work_ids: List[str]) -> None:
+        """Tell the supervisor to stop the work the service asks to stop, once per run
+        (the heartbeat repeats the ask until the run ends; a later run of the same work,
+        handed out again after its timeslot ended, is a new run)."""
+        for work_id in work_ids:
+            if work_id not in self._cancels_sent:
+                self._cancels_sent.add(work_id)
+                self.link.post("cancel", work_id=work_id)
 
     def _upload_soccfg(self, url: Optional[str]) -> None:
         path = self.s.soccfg_path
@@ -136,6 +142,7 @@ class Downloader:
             # at once would count one more attempt each time, so wait for it to move on
             self.wait_while_held(work_id, where)
             return 0.0
+        self._cancels_sent.discard(work_id)  # a new run: its stop is asked anew
         try:
             self.fetch(work_id, work["WorkloadUrl"], max_seconds(work))
             backoff.reset()

@@ -182,3 +182,18 @@ def test_a_full_disk_takes_no_download(spool, link):
     spool.full = True
     assert d.ask_once() == 30.0
     assert transport.seen == [] and spool.find("w1") is None
+
+
+def test_a_stop_is_forwarded_once_per_run_and_again_for_a_new_run(spool, link):
+    """The heartbeat repeats the service's ask to stop work until the run ends: the
+    supervisor is told once; work handed out again (a timeslot's work, back after its slot
+    ended) is a new run, whose stop is forwarded too."""
+    d, client, _ = downloader(link, lambda method, url, body: (200, gzip.compress(b"[]")))
+    d.forward_cancels(["w1"])
+    d.forward_cancels(["w1"])
+    assert [m for m in posted(link) if m[0] == "cancel"] == [("cancel", {"work_id": "w1"})]
+    client.answers["get_work"] = [{"WorkId": "w1", "WorkloadUrl": "https://store.test/w1"}]
+    assert d.ask_once() == 0.0
+    posted(link)
+    d.forward_cancels(["w1"])
+    assert [m for m in posted(link) if m[0] == "cancel"] == [("cancel", {"work_id": "w1"})]
