@@ -43,10 +43,11 @@ def prices_at(conn: Connection, device_id: str, at: int) -> scheduling.Prices:
 
 
 def balance(conn: Connection, team_id: str) -> float:
-    """The team's balance: the sum of its ledger, in device-seconds."""
-    r = conn.execute("SELECT COALESCE(SUM(seconds), 0) FROM ledger WHERE team_id = ?",
-                     (team_id,)).fetchone()
-    return float(r[0])
+    """The team's balance: the sum of its ledger, in device-seconds (kept with its newest
+    line, ``balance_after``)."""
+    r = conn.execute("SELECT balance_after FROM ledger WHERE team_id = ? "
+                     "ORDER BY entry_id DESC LIMIT 1", (team_id,)).fetchone()
+    return 0.0 if r is None else float(r[0])
 
 
 def lock_team(conn: Connection, team_id: str) -> None:
@@ -63,15 +64,18 @@ def append_line(conn: Connection, team_id: str, kind: str, seconds: float, user_
                 device_id: str | None = None, booking_id: str | None = None,
                 session_id: str | None = None) -> Row:
     """One new ledger line (the only way lines are written: never updated or deleted),
-    under the team's lock, so its newest line is this one. ``seconds`` is signed: a grant
-    or refund adds, a charge or a booking's payment takes away."""
+    under the team's lock, so its newest line is this one, with the balance after it.
+    ``seconds`` is signed: a grant or refund adds, a charge or a booking's payment takes
+    away."""
     if kind not in LEDGER_KINDS:
         raise ValueError(f"ledger kind {kind!r}: expected one of {LEDGER_KINDS}")
     lock_team(conn, team_id)
+    after = balance(conn, team_id) + seconds
     conn.execute("INSERT INTO ledger (team_id, kind, seconds, user_id, note, at, work_id, "
-                 "device_id, booking_id, session_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 "device_id, booking_id, session_id, balance_after) "
+                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                  (team_id, kind, seconds, user_id, note, now, work_id, device_id, booking_id,
-                  session_id))
+                  session_id, after))
     return dict(conn.execute("SELECT * FROM ledger WHERE team_id = ? ORDER BY entry_id DESC "
                              "LIMIT 1", (team_id,)).fetchone())
 

@@ -14,7 +14,9 @@ workload runs in, ``cost`` its charge.
 Teams (issue 12, docs/facility.md): ``teams``, their ``team_members`` (role ``scheduler`` or
 ``user``; ``is_default``: the team a member's work is charged to unless they name another)
 and the ``ledger``, append-only: a team's balance is ``SUM(seconds)`` of its lines, in
-device-seconds, so every balance is explained line by line.
+device-seconds, so every balance is explained line by line. Each line keeps the running
+sum with it (``balance_after``, written with the line under the team's lock), so a balance
+is read from the team's newest line, not summed over its whole history at every submit.
 
 The rest of the facility (migration ``0004_facility``): ``prices`` per device (a change is
 a new row, so a charge keeps the price it was made at), ``bookings`` (a team's timeslot or
@@ -137,6 +139,12 @@ Index("workloads_queue", workloads.c.device_id, workloads.c.status, *_newest)
 Index("workloads_status", workloads.c.status, *_newest)
 Index("workloads_account_status", workloads.c.account_id, workloads.c.status, *_newest)
 Index("workloads_team", workloads.c.team_id, *_newest)
+#: a team's unfinished work, weighed at each of its submits (``pricing``)
+Index("workloads_team_status", workloads.c.team_id, workloads.c.status, workloads.c.timeslot)
+#: the claim's read under the facility's rules (``situation.claim_rows``): READY work by
+#: kind without reading the timeslot work that waits for its slot
+Index("workloads_claim", workloads.c.device_id, workloads.c.status, workloads.c.timeslot,
+      workloads.c.team_id)
 
 idempotency = Table(
     "idempotency", metadata,
@@ -191,6 +199,7 @@ ledger = Table(
     Column("device_id", Text),
     Column("booking_id", Text),                                # a timeslot paid or refunded
     Column("session_id", Text),                                # a session's held time
+    Column("balance_after", Float),                            # the running sum, this line in
     Index("ledger_team", "team_id", "entry_id"),
 )
 

@@ -11,7 +11,9 @@ always did, at the cost of one small query. Under the rules a claim does not rea
 timeslot work that cannot run now (``claim_rows``).
 
 Choices: the calendar is read over ``[now, now + HORIZON_MS)`` (longer when a candidate's
-run is longer), so a weekly window's next opening is always in it; fair share reads the
+run is longer), so a weekly window's next opening is always in it; a claim, which decides
+only what runs now, reads ``CLAIM_HORIZON_MS`` ahead (a device with a thousand timeslots
+booked does not read them all at every poll; its recheck falls back to every 5 s); fair share reads the
 ``charge`` lines of the last ``USAGE_MEMORY_MS`` (past that a line weighs under 0.4 %);
 work queued without a team (before accounting was turned on) is not held for credits:
 it was accepted under the old rules.
@@ -27,6 +29,7 @@ from queueservice.db import Connection
 
 Row = Mapping[str, Any]
 HORIZON_MS = 8 * scheduling.DAY_MS
+CLAIM_HORIZON_MS = 3600 * 1000
 USAGE_MEMORY_MS = 8 * scheduling.HALF_LIFE_MS
 #: the team of work queued without one (before accounting): never held for credits
 NO_TEAM = ""
@@ -102,12 +105,15 @@ def claim_rows(conn: Connection, device_id: str, now: int) -> list[Row]:
     """The device's active work a claim may hand out under the policy: its running work,
     and its READY work but timeslot work of a team whose slot is not running now (which
     rules 1-2 skip for sure: a queue of work waiting for future slots is not read)."""
-    return [dict(r) for r in conn.execute(
-        "SELECT * FROM workloads WHERE device_id = ? AND (status IN ('EXECUTING', "
-        "'UPLOADING') OR (status = 'READY' AND (timeslot = 0 OR team_id IN ("
-        "SELECT team_id FROM bookings WHERE device_id = ? AND kind = 'reservation' "
-        "AND cancelled_at IS NULL AND start_at <= ? AND end_at > ?))))",
-        (device_id, device_id, now, now)).fetchall()]
+    return [dict(r) for r in conn.execute(  # three index ranges (workloads_claim)
+        "SELECT * FROM workloads WHERE device_id = ? AND status IN ('EXECUTING', "
+        "'UPLOADING') UNION ALL "
+        "SELECT * FROM workloads WHERE device_id = ? AND status = 'READY' AND timeslot = 0 "
+        "UNION ALL "
+        "SELECT * FROM workloads WHERE device_id = ? AND status = 'READY' AND timeslot = 1 "
+        "AND team_id IN (SELECT team_id FROM bookings WHERE device_id = ? AND kind = "
+        "'reservation' AND cancelled_at IS NULL AND start_at <= ? AND end_at > ?)",
+        (device_id, device_id, device_id, device_id, now, now)).fetchall()]
 
 
 def candidate(row: Row, fallback_seconds: float) -> scheduling.Candidate:
@@ -123,12 +129,12 @@ def candidate(row: Row, fallback_seconds: float) -> scheduling.Candidate:
 
 
 def read(conn: Connection, device_id: str, now: int, rows: Sequence[Row],
-         fallback_seconds: float) -> Situation:
+         fallback_seconds: float, horizon_ms: int = HORIZON_MS) -> Situation:
     """The device's situation at ``now``; ``rows``: its active work as read in this
-    transaction (the READY ones are the candidates)."""
+    transaction (the READY ones are the candidates); its calendar ``horizon_ms`` ahead."""
     cands = tuple(candidate(r, fallback_seconds) for r in rows if r["status"] == "READY")
     longest = max((c.run_ms() for c in cands), default=0)
-    calendar = facility.calendar(conn, device_id, now, now + max(HORIZON_MS, 2 * longest))
+    calendar = facility.calendar(conn, device_id, now, now + max(horizon_ms, 2 * longest))
     accounting = facility.accounting_on(conn)
     teams = sorted({c.team_id for c in cands} - {NO_TEAM})
     balances: dict[str, float] = {NO_TEAM: math.inf}

@@ -21,6 +21,7 @@ from typing import Any
 
 from cloudqueue.errors import BadRequest, Conflict, Forbidden, NotFound
 from queueservice.db import Connection, Database
+from queueservice import facility
 from queueservice.facility import append_line, lock_team
 from queueservice.identities import Principal
 
@@ -60,10 +61,10 @@ class TeamStore:
         ``lines`` (how many): its schedulers and admins only."""
         with self.db.reading() as conn:
             team = self._accountable(conn, ref, caller, "see its balance")
-            r = conn.execute(
-                "SELECT COALESCE(SUM(seconds), 0), COUNT(*) FROM ledger WHERE team_id = ?",
-                (team["team_id"],)).fetchone()
-        return {**team, "balance": float(r[0]), "lines": int(r[1])}
+            lines = conn.execute("SELECT COUNT(*) FROM ledger WHERE team_id = ?",
+                                 (team["team_id"],)).fetchone()[0]
+            return {**team, "balance": facility.balance(conn, team["team_id"]),
+                    "lines": int(lines)}
 
     def ledger(self, ref: str, caller: Principal) -> tuple[Row, list[Row]]:
         """(the team, its ledger lines oldest first, each with ``balance_after``, the
@@ -72,12 +73,7 @@ class TeamStore:
             team = self._accountable(conn, ref, caller, "see its ledger")
             rows = conn.execute("SELECT * FROM ledger WHERE team_id = ? ORDER BY entry_id",
                                 (team["team_id"],)).fetchall()
-        running = 0.0
-        lines = []
-        for r in rows:
-            running += r["seconds"]
-            lines.append({**dict(r), "balance_after": running})
-        return team, lines
+        return team, [dict(r) for r in rows]
 
     # -- admins ------------------------------------------------------------------------
     def create(self, name: str, now: int, *, caller: Principal,
@@ -114,9 +110,7 @@ class TeamStore:
         with self.db.transaction() as conn:
             team = _team(conn, ref)
             entry = append_line(conn, team["team_id"], "grant", seconds, caller.id, note, now)
-            total = conn.execute("SELECT SUM(seconds) FROM ledger WHERE team_id = ?",
-                                 (team["team_id"],)).fetchone()[0]
-        return {**entry, "balance": float(total), "name": team["name"]}
+        return {**entry, "balance": entry["balance_after"], "name": team["name"]}
 
     # -- members (admins and the team's schedulers) -------------------------------------
     def add_member(self, ref: str, user_ref: str, role: str, now: int, *,

@@ -321,7 +321,8 @@ class WorkloadStore:
         order), ending on the way what must not run as the stock claim does."""
         fallback = self._run_estimate(conn, device_id)
         sit = situation.read(conn, device_id, now, [r for r in rows if r["status"] != "READY"
-                                                    or r["work_id"] in ready], fallback)
+                                                    or r["work_id"] in ready], fallback,
+                             situation.CLAIM_HORIZON_MS)
         passed: set[str] = set()
         while True:
             decision = sit.decide(passed)

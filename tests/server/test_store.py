@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine
 
 from cloudqueue.errors import ConfigError, Conflict, NotFound
-from queueservice import transitions
+from queueservice import facility, transitions
 from queueservice.admin import AdminStore
 from queueservice.db import HEAD, Database, alembic_config
 from queueservice.legacy import MIGRATIONS, SCHEMA_VERSION, statements
@@ -360,6 +362,8 @@ def test_a_version_6_database_upgrades_in_place_with_nothing_lost(tmp_path: Path
                   "sessions", "credit_requests"):
         conn.execute(f"DROP TABLE {table}")
     conn.execute("DROP INDEX workloads_team")
+    conn.execute("DROP INDEX workloads_claim")
+    conn.execute("DROP INDEX workloads_team_status")
     for column in ("team_id", "max_seconds", "timeslot", "on_slot_end", "session_id"):
         conn.execute(f"ALTER TABLE workloads DROP COLUMN {column}")
     mark = conn.execute("SELECT value FROM queue_sequence").fetchone()[0]
@@ -390,3 +394,33 @@ def test_a_database_from_a_newer_qick_queue_is_refused_with_what_to_do(tmp_path:
     conn.close()
     with pytest.raises(ConfigError, match="upgrade qick-queue"):
         Database(path)
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+def test_a_ledger_of_schema_0003_gets_its_running_balances_on_upgrade(engine, tmp_path: Path,
+                                                                      request):
+    """Migration 0004 keeps each ledger line's running sum with it: the lines already
+    there get theirs, per team, in order, and a new line continues from them."""
+    url = (f"sqlite:///{tmp_path / 'queue.db'}" if engine == "sqlite"
+           else request.getfixturevalue("postgres_url"))
+    made = create_engine(url)
+    with made.begin() as conn:
+        command.upgrade(alembic_config(conn), "0003_teams")
+        for team in ("t1", "t2"):
+            conn.exec_driver_sql("INSERT INTO teams (team_id, name, created_by, created_at) "
+                                 f"VALUES ('{team}', '{team}', 'admin', 0)")
+        for team, seconds in (("t1", 100.0), ("t2", 5.0), ("t1", -30.0), ("t1", 2.5)):
+            conn.exec_driver_sql("INSERT INTO ledger (team_id, kind, seconds, user_id, at) "
+                                 f"VALUES ('{team}', 'grant', {seconds}, 'admin', 0)")
+    made.dispose()
+    db = Database(tmp_path / "queue.db" if engine == "sqlite" else url)
+    try:
+        with db.reading() as conn:
+            rows = [(r[0], r[1]) for r in conn.execute(
+                "SELECT team_id, balance_after FROM ledger ORDER BY entry_id")]
+        assert rows == [("t1", 100.0), ("t2", 5.0), ("t1", 70.0), ("t1", 72.5)]
+        with db.transaction() as conn:
+            line = facility.append_line(conn, "t1", "charge", -2.5, "u", None, 1)
+            assert line["balance_after"] == 70.0 and facility.balance(conn, "t2") == 5.0
+    finally:
+        db.close()

@@ -1,7 +1,8 @@
 """The rest of the facility (issue 12, docs/facility.md): ``prices``, ``bookings``
 (timeslots and maintenance), weekly ``windows``, ``sessions`` and ``credit_requests``; on
 ``workloads`` the cost cap, the timeslot flag, what happens at a slot's end and the session;
-on the ``ledger`` the booking or session a line is for.
+on the ``ledger`` the booking or session a line is for, and the running balance with each
+line (filled in for the lines already there).
 
 Revision ID: 0004_facility
 Revises: 0003_teams
@@ -27,8 +28,15 @@ def upgrade() -> None:
     op.add_column("workloads", sa.Column("session_id", sa.Text()))
     op.create_index("workloads_team", "workloads",
                     ["team_id", sa.text("created_at DESC"), sa.text("work_id DESC")])
+    op.create_index("workloads_claim", "workloads",
+                    ["device_id", "status", "timeslot", "team_id"])
+    op.create_index("workloads_team_status", "workloads", ["team_id", "status", "timeslot"])
     op.add_column("ledger", sa.Column("booking_id", sa.Text()))
     op.add_column("ledger", sa.Column("session_id", sa.Text()))
+    op.add_column("ledger", sa.Column("balance_after", sa.Float()))
+    op.execute("UPDATE ledger SET balance_after = (SELECT SUM(earlier.seconds) FROM ledger "
+               "earlier WHERE earlier.team_id = ledger.team_id AND earlier.entry_id <= "
+               "ledger.entry_id)")
     op.create_table("prices",
                     sa.Column("price_id", Int, nullable=False, autoincrement=True),
                     sa.Column("device_id", sa.Text(), nullable=False),
@@ -101,8 +109,11 @@ def downgrade() -> None:
     for table in ("credit_requests", "sessions", "windows", "bookings", "prices"):
         op.drop_table(table)
     with op.batch_alter_table("ledger") as batch:
+        batch.drop_column("balance_after")
         batch.drop_column("session_id")
         batch.drop_column("booking_id")
+    op.drop_index("workloads_claim", table_name="workloads")
+    op.drop_index("workloads_team_status", table_name="workloads")
     op.drop_index("workloads_team", table_name="workloads")
     with op.batch_alter_table("workloads") as batch:
         for column in ("session_id", "on_slot_end", "timeslot", "max_seconds"):
