@@ -12,8 +12,7 @@ both, ``--competing`` tiny workloads of shared work are queued first, as other u
 
 Without a session each step of the loop waits behind the shared work still queued; in a
 session, once started, the device runs only the session's work, so the next step goes
-first. That hold is the claim's (``scheduling.pick`` in the hand-out): on a branch without
-it the two runs measure the same queue, and the figures differ only by noise.
+first. That hold is the claim's (``scheduling.pick`` in the hand-out).
 
 Target (from the issue): session turnaround p50 under 20 ms on the simulated board.
 """

@@ -18,7 +18,7 @@ from tests.client.test_submit_checks import v2_workload  # noqa: F401 (a fixture
 from tests.client.test_team_cli import refused
 from tests.conftest import QueueService, start_queue_service
 from tests.server.api import World, put_file
-from tests.server.test_teams import email_of, grant, new_team
+from tests.server.api import email_of, grant, new_team
 from userclient.client import UserClient
 from userclient.estimate import estimate_file
 

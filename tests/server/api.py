@@ -139,3 +139,23 @@ def status(user: Api, work_id: str) -> dict:
     resp = user.get(f"/workloads/{work_id}")
     assert resp.status_code == 200, resp.text
     return resp.json()
+
+
+# -- teams (issue 12) -------------------------------------------------------------------
+def email_of(world: World, user_id: str) -> str:
+    return next(u["Email"] for u in world.admin.get("/users").json() if u["UserId"] == user_id)
+
+
+def new_team(world: World, scheduler: str | None = None) -> dict:
+    body = {"Name": f"team-{uuid.uuid4().hex[:8]}"}
+    if scheduler is not None:
+        body["Scheduler"] = scheduler
+    resp = world.admin.post("/teams", json=body)
+    assert resp.status_code == 201, resp.text
+    return resp.json()
+
+
+def grant(world: World, team_id: str, seconds: float, note: str = "allocation") -> dict:
+    resp = world.admin.post(f"/teams/{team_id}/grants", json={"Seconds": seconds, "Note": note})
+    assert resp.status_code == 201, resp.text
+    return resp.json()

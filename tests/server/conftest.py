@@ -29,9 +29,10 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
+from queueservice.db import Database
 from tests.conftest import QueueService, start_queue_service
 from tests.pgserver import PostgresServer
-from tests.server.api import World
+from tests.server.api import World, email_of, new_team
 
 DATABASES = ["sqlite", "postgresql"]
 FILE_STORES = ["local", "s3"]
@@ -134,3 +135,29 @@ def world(shared_service: QueueService) -> World:
 @pytest.fixture
 def files_world(files_service: QueueService) -> World:
     return World(files_service)
+
+
+@pytest.fixture
+def team(world: World) -> dict[str, Any]:
+    """A team with a scheduler (pi) and a user member (student), and an outsider."""
+    pi, pi_id = world.user()
+    student, student_id = world.user()
+    outsider, outsider_id = world.user()
+    made = new_team(world, scheduler=pi_id)
+    added = pi.post(f"/teams/{made['TeamId']}/members",
+                    json={"User": email_of(world, student_id), "Role": "user"})
+    assert added.status_code == 201, added.text
+    return {"id": made["TeamId"], "name": made["Name"], "pi": pi, "pi_id": pi_id,
+            "student": student, "student_id": student_id, "outsider": outsider,
+            "outsider_id": outsider_id}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """The store's database on each engine: a SQLite file, a PostgreSQL database."""
+    if request.param == "sqlite":
+        database = Database(tmp_path / "queue.db")
+    else:
+        database = Database(request.getfixturevalue("postgres_url"))
+    yield database
+    database.close()

@@ -17,7 +17,7 @@ import pytest
 from queueservice import facility
 from queueservice.db import Database
 from tests.server.api import Api, World, assert_error
-from tests.server.test_teams import email_of, new_team
+from tests.server.api import email_of, new_team
 
 HOUR = 3600 * 1000
 

@@ -6,7 +6,6 @@ the same pick. Time is the service's clock moved with ``clock.set_offset``."""
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -18,16 +17,6 @@ from queueservice.workloads import RECHECK_MS, WorkloadStore
 from tests import facility_rows as rows
 
 S = 1000  # ms
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    if request.param == "sqlite":
-        database = Database(tmp_path / "queue.db")
-    else:
-        database = Database(request.getfixturevalue("postgres_url"))
-    yield database
-    database.close()
 
 
 @pytest.fixture(autouse=True)

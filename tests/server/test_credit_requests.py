@@ -9,25 +9,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.server.api import World, assert_error
-from tests.server.test_teams import email_of, new_team
+from tests.server.api import World, assert_error, new_team
 
 ESTIMATE = {"File": "rabi.qwl", "Submitted": False, "Programs": 3, "Seconds": 12.5}
 
 
-@pytest.fixture
-def team(world: World) -> dict:
-    """A team with a scheduler (pi) and a user member (student), and an outsider."""
-    pi, pi_id = world.user()
-    student, student_id = world.user()
-    outsider, outsider_id = world.user()
-    made = new_team(world, scheduler=pi_id)
-    added = pi.post(f"/teams/{made['TeamId']}/members",
-                    json={"User": email_of(world, student_id), "Role": "user"})
-    assert added.status_code == 201, added.text
-    return {"id": made["TeamId"], "name": made["Name"], "pi": pi, "pi_id": pi_id,
-            "student": student, "student_id": student_id, "outsider": outsider,
-            "outsider_id": outsider_id}
 
 
 def ask(api, team_id: str, seconds: float = 600, justification: str = "Rabi scans",

@@ -24,8 +24,8 @@ from tests.conftest import QueueService, start_queue_service
 from tests import facility_rows as rows
 from tests.server.api import Device, World, assert_error, put_file, status, submit
 from tests.server.conftest import DATABASES, engine_options
-from tests.server.test_store import add_device, db  # noqa: F401 (a fixture)
-from tests.server.test_teams import email_of, grant, new_team
+from tests.server.test_store import add_device
+from tests.server.api import email_of, grant, new_team
 
 
 @pytest.fixture(scope="module", params=DATABASES)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import sqlite3
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from alembic import command
@@ -26,17 +26,6 @@ from queueservice.settings import ServiceLimits
 from queueservice.workloads import WorkloadStore, write
 
 T0 = 1_700_000_000_000  # ms
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    """The store's database on each engine: a SQLite file, a PostgreSQL database."""
-    if request.param == "sqlite":
-        database = Database(tmp_path / "queue.db")
-    else:
-        database = Database(request.getfixturevalue("postgres_url"))
-    yield database
-    database.close()
 
 
 def add_device(db: Database, last_seen: int | None = None) -> str:

@@ -9,41 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.server.api import Api, World, assert_error
-
-
-def email_of(world: World, user_id: str) -> str:
-    return next(u["Email"] for u in world.admin.get("/users").json() if u["UserId"] == user_id)
-
-
-def new_team(world: World, scheduler: str | None = None) -> dict:
-    body = {"Name": f"team-{uuid.uuid4().hex[:8]}"}
-    if scheduler is not None:
-        body["Scheduler"] = scheduler
-    resp = world.admin.post("/teams", json=body)
-    assert resp.status_code == 201, resp.text
-    return resp.json()
-
-
-@pytest.fixture
-def team(world: World) -> dict:
-    """A team with a scheduler (pi) and a user member (student), and an outsider."""
-    pi, pi_id = world.user()
-    student, student_id = world.user()
-    outsider, outsider_id = world.user()
-    made = new_team(world, scheduler=pi_id)
-    added = pi.post(f"/teams/{made['TeamId']}/members",
-                    json={"User": email_of(world, student_id), "Role": "user"})
-    assert added.status_code == 201, added.text
-    return {"id": made["TeamId"], "name": made["Name"], "pi": pi, "pi_id": pi_id,
-            "student": student, "student_id": student_id, "outsider": outsider,
-            "outsider_id": outsider_id}
-
-
-def grant(world: World, team_id: str, seconds: float, note: str = "allocation") -> dict:
-    resp = world.admin.post(f"/teams/{team_id}/grants", json={"Seconds": seconds, "Note": note})
-    assert resp.status_code == 201, resp.text
-    return resp.json()
+from tests.server.api import Api, World, assert_error, grant, new_team
 
 
 def test_only_admins_create_teams(world: World):

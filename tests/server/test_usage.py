@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -18,7 +16,6 @@ from queueservice.facility import append_line
 from queueservice.identities import Principal
 from queueservice.usage import COLUMNS, UsageStore, month_of, totals
 from tests.server.api import World, assert_error
-from tests.server.test_teams import email_of, new_team
 
 
 def ms(text: str) -> int:
@@ -27,16 +24,6 @@ def ms(text: str) -> int:
 
 
 NOV, DEC = ms("2026-11-10T12:00:00"), ms("2026-12-01T00:00:00")
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    if request.param == "sqlite":
-        database = Database(tmp_path / "queue.db")
-    else:
-        database = Database(request.getfixturevalue("postgres_url"))
-    yield database
-    database.close()
 
 
 class Facility:
@@ -210,19 +197,6 @@ def test_months_are_utc():
 
 # -- GET /usage over HTTP ------------------------------------------------------------------
 
-@pytest.fixture
-def team(world: World) -> dict:
-    """A team with a scheduler (pi) and a user member (student), and an outsider."""
-    pi, pi_id = world.user()
-    student, student_id = world.user()
-    outsider, outsider_id = world.user()
-    made = new_team(world, scheduler=pi_id)
-    added = pi.post(f"/teams/{made['TeamId']}/members",
-                    json={"User": email_of(world, student_id), "Role": "user"})
-    assert added.status_code == 201, added.text
-    return {"id": made["TeamId"], "name": made["Name"], "pi": pi, "pi_id": pi_id,
-            "student": student, "student_id": student_id, "outsider": outsider,
-            "outsider_id": outsider_id}
 
 
 def test_usage_over_http_with_its_rules(world: World, team: dict):
