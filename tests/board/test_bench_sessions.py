@@ -20,7 +20,7 @@ def test_the_bench_prints_the_turnaround_in_a_session_and_without():
     for label in ("in a session", "without a session"):
         assert re.search(rf"^  {label} +p50 +[\d.]+ ms +p99 +[\d.]+ ms +\(n=2\)$",
                          done.stdout, re.M), done.stdout
-    assert "closed loop of 3 tiny workloads behind 2 shared ones" in done.stdout
+    assert "closed loop of 3 tiny workloads while 2 shared ones stay queued" in done.stdout
 
 
 def test_a_loop_of_one_step_is_refused():
