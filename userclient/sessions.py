@@ -40,14 +40,18 @@ class Session:
 
     def submit(self, workloadfile: IO[bytes] | str | os.PathLike,
                device_id: str | None = None, priority: str | Priority = "LOW", *,
-               name: str | None = None, idempotency_key: str | None = None) -> str:
+               name: str | None = None, idempotency_key: str | None = None,
+               max_seconds: float | None = None) -> str:
         """``UserClient.create_work`` in this session (``device_id``, if given, must be
-        the session's device): answers the WorkId."""
+        the session's device; ``max_seconds`` caps the run, its deadline on the board; the
+        session's team pays, for the time the session holds the device): answers the
+        WorkId."""
         if device_id not in (None, self.device_id):
             raise BadRequest(f"session {self.id} is on device {self.device_id}, not "
                              f"{device_id}: leave device_id out", kind="session_device")
         return self.client.create_work(workloadfile, self.device_id, priority, name=name,
-                                       idempotency_key=idempotency_key, session_id=self.id)
+                                       idempotency_key=idempotency_key,
+                                       max_seconds=max_seconds, session_id=self.id)
 
     def refresh(self) -> dict:
         """The session as the service has it now (State, StartedAt, EndsAt, ...)."""

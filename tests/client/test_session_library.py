@@ -52,7 +52,9 @@ def test_the_session_closes_when_the_block_ends(ada):
         assert s.refresh()["State"] == "open"
         with pytest.raises(BadRequest, match="leave device_id out"):
             s.submit(io.BytesIO(b"x"), "another-device")
-        s.submit(io.BytesIO(b"run"), device.id, "HIGH")          # create_work's arguments
+        run = s.submit(io.BytesIO(b"run"), device.id, "HIGH",   # create_work's arguments
+                       max_seconds=5)
+        assert client.status(run).extra.get("MaxSeconds") == 5
     assert client.get_session(s.id)["State"] == "closed"
     assert repr(s) == f"<Session {s.id} on {device.id}: closed>"
     # another session on the device may open now
