@@ -420,11 +420,12 @@ def _after_slot(row: Row, now: int, *, partial: bool,
     """Timeslot work stopped at its slot's end: back to READY, its place in line kept,
     to run in the team's next slot (``on_slot_end`` ``wait``, the default), or FAILED
     (``fail``; with its partial results when the device kept them)."""
-    if row.get("on_slot_end") != "fail":
+    if row.get("on_slot_end") != "fail":  # the stopped run is no failed attempt: given back
         return Change("READY", {"cancel_requested": 0, "error_kind": None,
                                 "error_message": None, "pending_outcome": None,
                                 "programs_done": None, "programs_total": None,
-                                "device_seconds": None, "finished_at": None})
+                                "device_seconds": None, "finished_at": None,
+                                "attempts": max(0, row["attempts"] - 1)})
     fields = {"error_kind": SLOT_ENDED_KIND,
               "error_message": "its timeslot ended before it finished, and it was submitted "
                                "to fail then (on-slot-end fail): submit it again for a "

@@ -188,6 +188,26 @@ def test_the_end_of_a_slot_stops_its_work_which_waits_or_fails(store, choice, af
         assert done["error_kind"] == "slot_ended" and "timeslot ended" in done["error_message"]
 
 
+def test_work_waiting_through_more_slots_than_attempts_is_never_failed_for_it(store):
+    """A run stopped by its slot's end is no failed attempt: long work that needs more
+    slots than the attempts limit (3) still waits for the next."""
+    db = store.db
+    device = add_device(db)
+    team = rows.team(db, clock.now_ms())
+    work = None
+    for n in range(ServiceLimits().max_attempts + 2):
+        now = clock.now_ms()
+        rows.book(db, device, now - S, now + S, now, team_id=team)
+        if work is None:
+            work = ready(store, device, team_id=team, timeslot=1, on_slot_end="wait")
+        assert take(store, device) == work, n
+        clock.set_offset((2 * n + 2) * S)  # past this slot's end
+        store.end_slots(clock.now_ms())
+        back = store.report(device, work, outcome="CANCELLED", error_kind="cancelled",
+                            now=clock.now_ms())
+        assert (back["status"], back["attempts"]) == ("READY", 0), n
+
+
 def test_the_owners_cancel_after_a_slot_end_still_cancels(store):
     db = store.db
     device = add_device(db)
