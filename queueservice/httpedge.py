@@ -252,7 +252,8 @@ class RefuseNul:
     """ASGI middleware: no text in the database can hold a NUL character (PostgreSQL's
     cannot; SQLite's could, so both engines answer alike here, before any route looks a
     value up). A path holding one (``%00``) names nothing: 404, as an unknown path (under
-    ``--stock-protocol`` the stock gateway's 403); a query string holding one: 400."""
+    ``--stock-protocol`` the stock gateway's 403); a query string holding one: 400 (at
+    ``/``, the Cognito-compatible login, in Cognito's shape ``{__type, message}``)."""
 
     def __init__(self, app: Any, *, stock: bool):
         self.app = app
@@ -267,9 +268,12 @@ class RefuseNul:
                                              "(%00), which no id holds: check the id",
                                              "ErrorKind": "not_found"}, status_code=404))
             elif b"%00" in scope["query_string"] or b"\x00" in scope["query_string"]:
-                answer = error_response(BadRequest(
-                    "the query string holds a NUL character (%00), which no parameter may "
-                    "hold: remove it"))
+                message = ("the query string holds a NUL character (%00), which no "
+                           "parameter may hold: remove it")
+                answer = (JSONResponse({"__type": "InvalidParameterException",
+                                        "message": message}, status_code=400,
+                                       media_type="application/x-amz-json-1.1")
+                          if scope["path"] == "/" else error_response(BadRequest(message)))
             if answer is not None:
                 await answer(scope, receive, send)
                 return

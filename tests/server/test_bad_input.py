@@ -377,6 +377,9 @@ def test_a_nul_character_is_refused_alike_on_every_engine(world: World):
                  world.admin.post("/users", json={"Email": "n\x00@lab.test", "FullName": "N"}),
                  device.heartbeat(Health={"Reason": "\x00"})):
         assert "NUL" in assert_error(resp, 400, "invalid_json")["ErrorMessage"]
+    cognito = requests.post(world.service.root + "/?Limit=%00", json={}, timeout=10)
+    assert cognito.status_code == 400 and "NUL" in cognito.json()["message"]
+    assert cognito.json()["__type"] == "InvalidParameterException"  # the login's own shape
     token = requests.post(world.service.root + "/oauth2/token", timeout=10,
                           data={"grant_type": "client_credentials", "client_id": "\x00",
                                 "client_secret": device.secret})
