@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Collection, Iterable, Iterator, Mapping
+from typing import Any, Callable, Collection, Iterable, Iterator, Mapping
 
 from cloudqueue.errors import BadRequest, Conflict, NotFound
 from queueservice import facility, policy, pricing, scheduling, situation, transitions
@@ -410,23 +410,12 @@ class WorkloadStore:
                        device_id: str | None) -> list[str]:
         """The candidates are the running work (of one device); ``transitions`` decides
         (``policy.lease_expired``)."""
-        sql = ("SELECT w.*, d.last_seen AS device_last_seen "
-               "FROM workloads w JOIN devices d ON d.device_id = w.device_id "
-               "WHERE w.status IN (?, ?)")
-        args: tuple = transitions.RUNNING
-        if device_id is not None:
-            sql += " AND w.device_id = ?"
-            args += (device_id,)
-        if conn.dialect == "postgresql":  # rows another replica is changing: next sweep
-            sql += " FOR UPDATE OF w SKIP LOCKED"
-        changed = set()
-        for r in conn.execute(sql, args).fetchall():
-            row = dict(r)
-            event = transitions.LeaseTimeout(row.pop("device_last_seen"),
-                                             self.limits.lease_seconds)
-            if self._apply(conn, row["work_id"], row, event, now) is not row:
-                changed.add(row["device_id"])
-        return sorted(changed)
+        def lease_timeout(row: Row) -> transitions.Event:
+            return transitions.LeaseTimeout(row.pop("device_last_seen"),
+                                            self.limits.lease_seconds)
+        return self._sweep(conn, "SELECT w.*, d.last_seen AS device_last_seen FROM workloads "
+                           "w JOIN devices d ON d.device_id = w.device_id WHERE w.status "
+                           "IN (?, ?)", transitions.RUNNING, device_id, lease_timeout, now)
 
     def end_slots(self, now: int) -> list[str]:
         """Timeslot work still running past its slot's end (or the slot was cancelled):
@@ -437,21 +426,31 @@ class WorkloadStore:
             return self._end_slots(conn, now, None)
 
     def _end_slots(self, conn: Connection, now: int, device_id: str | None) -> list[str]:
-        sql = ("SELECT w.*, b.end_at AS slot_end, b.cancelled_at AS slot_cancelled "
-               "FROM workloads w JOIN bookings b ON b.booking_id = w.reservation_id "
-               "WHERE w.status = 'EXECUTING' AND w.timeslot = 1 AND w.cancel_requested = 0 "
-               "AND (b.end_at <= ? OR b.cancelled_at IS NOT NULL)")
-        args: tuple = (now,)
+        def slot_ended(row: Row) -> transitions.Event:
+            end, cancelled = row.pop("slot_end"), row.pop("slot_cancelled")
+            return transitions.SlotEnded(end if cancelled is None else min(end, cancelled))
+        return self._sweep(
+            conn, "SELECT w.*, b.end_at AS slot_end, b.cancelled_at AS slot_cancelled "
+            "FROM workloads w JOIN bookings b ON b.booking_id = w.reservation_id "
+            "WHERE w.status = 'EXECUTING' AND w.timeslot = 1 AND w.cancel_requested = 0 "
+            "AND (b.end_at <= ? OR b.cancelled_at IS NOT NULL)", (now,), device_id,
+            slot_ended, now)
+
+    def _sweep(self, conn: Connection, sql: str, args: tuple, device_id: str | None,
+               event_of: Callable[[Row], transitions.Event], now: int) -> list[str]:
+        """Apply ``event_of(row)`` (which takes the joined columns off the row) to each
+        workload ``sql`` selects, of one device when given; on PostgreSQL the rows another
+        replica is changing are left to its next sweep. Answers the devices whose work
+        changed."""
         if device_id is not None:
             sql += " AND w.device_id = ?"
             args += (device_id,)
-        if conn.dialect == "postgresql":  # rows another replica is changing: next sweep
+        if conn.dialect == "postgresql":
             sql += " FOR UPDATE OF w SKIP LOCKED"
         changed = set()
         for r in conn.execute(sql, args).fetchall():
             row = dict(r)
-            end, cancelled = row.pop("slot_end"), row.pop("slot_cancelled")
-            event = transitions.SlotEnded(end if cancelled is None else min(end, cancelled))
+            event = event_of(row)
             if self._apply(conn, row["work_id"], row, event, now) is not row:
                 changed.add(row["device_id"])
         return sorted(changed)
