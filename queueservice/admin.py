@@ -16,7 +16,7 @@ from cloudqueue.errors import BadRequest, Conflict, NotFound
 from queueservice import mockspec, policy, transitions, workloads
 from queueservice.db import Database
 from queueservice.identities import (NO_DEVICE_HINT, Principal, insert_api_key,
-                                          new_api_key, sha256_hex)
+                                     new_api_key, revoke_portal_sessions, sha256_hex)
 
 Row = dict[str, Any]
 NO_USER_HINT = "check it against the list of users (`userclient users`)"
@@ -49,7 +49,7 @@ class AdminStore:
 
     def set_disabled(self, ref: str, disabled: bool, now: int, *, caller: Principal) -> Row:
         """Disable (every credential refused from the next request on; refresh tokens
-        deleted; JWTs revoked) or enable (API keys work again; old JWTs stay revoked).
+        deleted; JWTs and web portal sessions revoked) or enable (API keys work again; old JWTs stay revoked).
         Doing it twice changes nothing. An admin cannot disable their own account."""
         user = self.find_user(ref)
         if disabled and user["user_id"] == caller.id:
@@ -61,6 +61,7 @@ class AdminStore:
                              "token_generation = token_generation + 1 "
                              "WHERE user_id = ? AND disabled_at IS NULL", (now, user["user_id"]))
                 conn.execute("DELETE FROM refresh_tokens WHERE user_id = ?", (user["user_id"],))
+                revoke_portal_sessions(conn, user["user_id"], now)
             else:
                 conn.execute("UPDATE users SET disabled_at = NULL WHERE user_id = ?",
                              (user["user_id"],))

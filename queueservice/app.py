@@ -19,6 +19,7 @@ from queueservice import (health, openapi, routes_admin, routes_auth, routes_boo
                           routes_teams, routes_workloads)
 from queueservice.datadir import DataDir, check_shared_secret
 from queueservice.db import Database
+from queueservice.portal.routes import portal_routes
 from queueservice.errors import DatabaseUnavailable
 from queueservice.files import open_files
 from queueservice.identities import IdentityStore
@@ -295,6 +296,8 @@ def create_app(data_dir: Path, limits: ServiceLimits | None = None, *, prefix: s
     else:
         routes.extend(api)
     routes.extend(root_routes())
+    if not limits.stock_protocol:  # the web portal (docs/portal.md): after the API's paths
+        routes.extend(portal_routes())
     app = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
         QueueError: _queue_error, HTTPException: _http_error, Exception: _internal_error})
     app.add_middleware(RefuseNul, stock=limits.stock_protocol)

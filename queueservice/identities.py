@@ -110,6 +110,13 @@ def insert_api_key(conn: Any, api_key: str, user_id: str, now: int, label: str |
     return key_id
 
 
+def revoke_portal_sessions(conn: Any, user_id: str, now: int) -> None:
+    """End every web portal session of this user, in an open transaction (a password
+    change, a disabled account, "log out everywhere")."""
+    conn.execute("UPDATE portal_sessions SET revoked_at = ? "
+                 "WHERE user_id = ? AND revoked_at IS NULL", (now, user_id))
+
+
 class IdentityStore:
     def __init__(self, db: Database):
         self.db = db
@@ -183,7 +190,7 @@ class IdentityStore:
 
     def change_password(self, user_id: str, password: str, previous_hash: str | None) -> bool:
         """Set a user's (permanent) password if the stored hash is still ``previous_hash``,
-        and end every refresh token issued before: True when changed.
+        and end every refresh token and web portal session issued before: True when changed.
 
         The compare-and-set makes a challenge ``Session`` (bound to the hash it was issued
         for, ``password_fingerprint``) single-use, even for two answers racing each other.
@@ -195,6 +202,7 @@ class IdentityStore:
                 (hash_password(password), user_id, previous_hash)).rowcount
             if changed:
                 conn.execute("DELETE FROM refresh_tokens WHERE user_id = ?", (user_id,))
+                revoke_portal_sessions(conn, user_id, now_ms())
         return bool(changed)
 
     def new_refresh_token(self, user_id: str, now: int, lifetime_s: int) -> str:

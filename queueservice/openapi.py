@@ -19,12 +19,15 @@ ERROR = {"type": "object", "required": ["ErrorMessage", "ErrorKind"],
 #: paths that take no bearer credentials (their own, or none)
 OPEN = ("/healthz", "/metrics", "/oauth2/token", "/", "/files/{key}", "/openapi.json")
 
+#: the web portal's package: its pages are HTML for people, not the API described here
+PORTAL = "queueservice.portal."
+
 
 def _routes(routes: Iterable[BaseRoute], prefix: str = "") -> Iterable[tuple[str, Route]]:
     for route in routes:
         if isinstance(route, Mount):
             yield from _routes(route.routes, prefix + route.path)
-        elif isinstance(route, Route):
+        elif isinstance(route, Route) and not route.endpoint.__module__.startswith(PORTAL):
             yield prefix + re.sub(r"\{(\w+):\w+\}", r"{\1}", route.path), route
 
 

@@ -115,9 +115,8 @@ def _initiate_auth(request: Request, body: dict) -> dict[str, Any]:
         except AuthError as exc:  # a wrong password, or (after a right one) a disabled user
             raise CognitoError("NotAuthorizedException", exc.message) from None
         if user["password_temporary"]:
-            session = svc.signer.issue({"sub": user["user_id"], "token_use": "session",
-                                        "pwh": password_fingerprint(user["password_hash"])}, 300)
-            return {"ChallengeName": "NEW_PASSWORD_REQUIRED", "Session": session,
+            return {"ChallengeName": "NEW_PASSWORD_REQUIRED",
+                    "Session": challenge_session(svc, user),
                     "ChallengeParameters": {
                         "USER_ID_FOR_SRP": user["email"], "requiredAttributes": "[]",
                         "userAttributes": json.dumps({"email": user["email"]})}}
@@ -163,8 +162,16 @@ def _require_enabled(user: dict) -> None:
         raise CognitoError("NotAuthorizedException", DISABLED)
 
 
-def _challenge_user(svc: Any, session: Any, username: Any) -> dict:
-    """The user a NEW_PASSWORD_REQUIRED ``Session`` was issued to, if it is still unused."""
+def challenge_session(svc: Any, user: dict) -> str:
+    """A NEW_PASSWORD_REQUIRED ``Session`` for a user who logged in with a temporary
+    password: 5 minutes, bound to that password (``password_fingerprint``)."""
+    return svc.signer.issue({"sub": user["user_id"], "token_use": "session",
+                             "pwh": password_fingerprint(user["password_hash"])}, 300)
+
+
+def challenge_user(svc: Any, session: Any, username: Any) -> dict:
+    """The user a NEW_PASSWORD_REQUIRED ``Session`` was issued to, if it is still unused
+    and ``username`` (e-mail or UserId) is that user's."""
     try:
         claims = svc.signer.verify(session) if isinstance(session, str) else {}
     except AuthError:
@@ -188,7 +195,7 @@ def _respond_to_challenge(request: Request, body: dict) -> dict[str, Any]:
         raise CognitoError("InvalidParameterException",
                            "only the NEW_PASSWORD_REQUIRED challenge is supported")
     answers = _params(body, "ChallengeResponses")
-    user = _challenge_user(svc, body.get("Session"), answers.get("USERNAME"))
+    user = challenge_user(svc, body.get("Session"), answers.get("USERNAME"))
     password = _proposed_password(answers.get("NEW_PASSWORD"), "NEW_PASSWORD")
     if not svc.identities.change_password(user["user_id"], password, user["password_hash"]):
         raise CognitoError("NotAuthorizedException", SESSION_USED)  # a racing answer won

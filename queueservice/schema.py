@@ -25,6 +25,11 @@ weekly pay-as-you-go ``windows``, ``sessions``, ``credit_requests``; on ``worklo
 cost cap ``max_seconds``, ``timeslot`` (submitted for its team's timeslot), ``on_slot_end``
 and ``session_id``; on the ``ledger`` the ``booking_id`` or ``session_id`` a line is for.
 
+The web portal (issue 13, docs/portal.md; migration ``0005_portal_sessions``):
+``portal_sessions``, one row per browser login, keyed by the SHA-256 of the cookie's
+token, with the session's CSRF token, its last use (idle expiry) and ``expires_at`` (the
+absolute expiry); logging out, changing the password or disabling the user revokes it.
+
 The queue sequence is one counter row (``queue_sequence``), not a database sequence: taking
 a number updates the row, which holds its lock until the transaction ends, so numbers are
 committed in the order they are taken on both engines (a poll's ``sequence_mark`` relies on
@@ -277,4 +282,16 @@ credit_requests = Table(
     Column("decision_note", Text),
     Index("credit_requests_team", "team_id", "created_at"),
     Index("credit_requests_state", "state", "created_at"),
+)
+
+portal_sessions = Table(
+    "portal_sessions", metadata,                               # the web portal's logins
+    Column("token_hash", Text, primary_key=True),              # SHA-256 hex of the cookie
+    Column("user_id", Text, ForeignKey("users.user_id"), nullable=False),
+    Column("csrf_token", Text, nullable=False),                # every form carries it
+    Column("created_at", Int, nullable=False),
+    Column("last_used_at", Int, nullable=False),               # to the minute (idle expiry)
+    Column("expires_at", Int, nullable=False),                 # the absolute expiry
+    Column("revoked_at", Int),                                 # logout, password, disable
+    Index("portal_sessions_user", "user_id"),
 )
