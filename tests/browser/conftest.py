@@ -11,6 +11,8 @@ never used).
 ``page``          a new browser context per test, laptop size (1280x800), the service as
                   its base URL, downloads accepted, 10 s for any one action.
 ``phone``         the same at phone width (390x844).
+``open_page(viewport=LAPTOP)``  one more page in a context of its own (another person's
+                  browser: its own cookies); each is closed at the end of the test.
 ``shoot(page, name)``  a full-page screenshot to test-artifacts/portal/<name>.png (not
                   committed), for a reviewer to look at.
 ``log_in(page, email, password)``  the login form filled and sent with the keyboard and
@@ -22,7 +24,7 @@ from __future__ import annotations
 import os
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
@@ -101,6 +103,20 @@ def phone(browser: Browser, portal: QueueService) -> Iterator[Page]:
     """Phone width in a desktop window: a mobile emulation would zoom a too-wide page out
     to fit, hiding the horizontal scroll this size is here to catch."""
     yield from _page(browser, portal, PHONE)
+
+
+@pytest.fixture
+def open_page(browser: Browser, portal: QueueService) -> Iterator[Callable[..., Page]]:
+    opened: list[Iterator[Page]] = []
+
+    def opener(viewport: dict = LAPTOP) -> Page:
+        pages = _page(browser, portal, viewport)
+        opened.append(pages)
+        return next(pages)
+
+    yield opener
+    for pages in opened:
+        pages.close()  # the generator's finally: its context closed
 
 
 def shoot(page: Page, name: str) -> Path:
