@@ -198,6 +198,8 @@ def test_the_story_from_a_new_device_to_results_in_the_browser(
         second = submit(user, long, device_id, "to cancel")
         user.get_by_role("button", name="Cancel workload").click()
         expect(user.locator("#state")).to_contain_text("CANCELLED", timeout=RUN_MS)
+        user.reload()  # the page as served now: finished work offers no cancel
+        expect(user.locator("#state")).to_contain_text("CANCELLED")
         expect(user.get_by_role("button", name="Cancel workload")).to_have_count(0)
         shoot(user, "story-workload-cancelled")
 
