@@ -154,10 +154,11 @@ def test_the_story_from_a_new_device_to_results_in_the_browser(
     try:
         board.start()
         device_id = board.device_id
+        # online, its configuration uploaded, and (from a heartbeat's health) simulated
         wait_for(lambda: (lambda d: d["DeviceStatus"] == "ONLINE" and
-                          "DeviceConfigurationUrl" in d)(
+                          "DeviceConfigurationUrl" in d and d.get("Simulated"))(
                      world.admin.get(f"/devices/{device_id}").json()),
-                 30, what="the device online with its configuration uploaded")
+                 30, what="the device online, simulated, its configuration uploaded")
         user.goto("/portal/devices")
         expect(user.get_by_role("heading", level=1)).to_have_text("Devices")
         row = user.get_by_role("row").filter(has_text=device_name)
