@@ -85,16 +85,18 @@ def person(world: World, *, admin: bool = False) -> tuple[str, str]:
 def store(service: QueueService, devices: list[str], user_id: str, teammate_id: str,
           team_id: str, rows: int, own: int) -> str:
     """Store ``rows`` workloads, ``own`` of them ``user_id``'s, 10 ms apart up to now;
-    answers the newest of the user's WorkIds."""
+    answers the pages' ``{work}``: the user's newest READY one (its page weighs its place
+    in the device's queue), else their newest."""
     every = max(1, rows // own)  # the user's rows spread over the whole time range
     first = now_ms() - rows * 10
-    newest: list[str] = []
+    newest: list[tuple[str, str]] = []
 
     def gen():
         mine = 0
         for i in range(rows):
             status = STATUSES[i % len(STATUSES)]
-            if i % every == 0 and mine < own:
+            if i % every == 0 and mine < own:  # the user's own mix, whatever ``every`` is
+                status = STATUSES[mine % len(STATUSES)]
                 owner, team, mine = user_id, (team_id if i % 3 == 0 else None), mine + 1
             elif i % 20 == 1:
                 owner, team = teammate_id, team_id
@@ -112,7 +114,7 @@ def store(service: QueueService, devices: list[str], user_id: str, teammate_id: 
             if status == "FAILED":
                 row.update(error_message="the board stopped", error_kind="device_error")
             if owner == user_id:
-                newest.append(row["work_id"])
+                newest.append((row["work_id"], status))
             yield row
 
     db = Database(service.database_target)
@@ -121,9 +123,10 @@ def store(service: QueueService, devices: list[str], user_id: str, teammate_id: 
         WorkloadStore(db, ServiceLimits()).bulk_insert(gen())
     finally:
         db.close()
+    work, status = next((w for w in reversed(newest) if w[1] == "READY"), newest[-1])
     print(f"stored {rows} workloads ({len(newest)} the user's) in "
-          f"{time.monotonic() - t0:.1f} s")
-    return newest[-1]
+          f"{time.monotonic() - t0:.1f} s; {{work}}: the user's newest {status} one")
+    return work
 
 
 def timed(port: int, cookie: str, path: str, requests: int) -> tuple[int, list[float]]:
