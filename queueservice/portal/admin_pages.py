@@ -29,7 +29,7 @@ from starlette.routing import BaseRoute, Route
 from cloudqueue.cognito import OUR_SERVICE_CLIENT_ID, OUR_SERVICE_USER_POOL
 from cloudqueue.config import render_ini
 from cloudqueue.errors import BadRequest, QueueError
-from queueservice import mockspec, views
+from queueservice import facility, mockspec, views
 from queueservice.admin import AdminStore, check_name
 from queueservice.bookings import BookingStore
 from queueservice.credit_requests import MAX_NOTE_CHARS, PENDING, CreditRequestStore
@@ -263,7 +263,8 @@ async def add_device(request: Request) -> Response:
 
 async def rotate_secret(request: Request) -> Response:
     """``POST /portal/admin/devices/{DeviceId}/rotate-secret``: the old secret stops at once
-    (the API's store call); the answer offers the new credentials file once."""
+    (the API's store call); the answer offers the new credentials file once, and the
+    settings file again (it holds no secret: a new device's link may have expired)."""
     answer = await _admin_form(request)
     if isinstance(answer, Response):
         return answer
@@ -274,8 +275,10 @@ async def rotate_secret(request: Request) -> Response:
     except QueueError as exc:  # not found; a mock device (409)
         return await _refused(_devices_page, request, session, exc)
     tickets = await call(DownloadStore(_db(request)).issue, session.token_hash,
-                         row["device_id"], row["token_generation"], (CREDENTIALS,), now_ms())
-    return await _devices_page(request, session, rotated=row, tickets=tickets)
+                         row["device_id"], row["token_generation"], (CREDENTIALS, SETTINGS),
+                         now_ms())
+    return await _devices_page(request, session, rotated=row, tickets=tickets,
+                               loopback=_loopback(service(request).root_url(request)))
 
 
 def settings_text(request: Request, device: dict) -> str:
@@ -326,11 +329,11 @@ async def download(request: Request) -> Response:
 async def _teams_page(request: Request, session: PortalSession, *, status: int = 200,
                       **context: Any) -> Response:
     caller, db = _caller(session), _db(request)
-    store = TeamStore(db)
 
     def read() -> tuple[list[dict], list[dict]]:
-        teams = [{**t, "balance": store.balance(t["team_id"], caller)["balance"]}
-                 for t in store.teams(caller)]
+        teams = TeamStore(db).teams(caller)
+        with db.reading() as conn:  # each balance one indexed read (its newest line)
+            teams = [{**t, "balance": facility.balance(conn, t["team_id"])} for t in teams]
         return teams, CreditRequestStore(db).requests(caller, state=PENDING)
 
     teams, pending = await call(read)

@@ -221,6 +221,7 @@ def test_a_new_devices_two_files_download_once_and_the_credentials_work(world: W
     assert page.headers["cache-control"] == "no-store"
     device_id, links = device_id_of(page), downloads(page)
     assert set(links) == {CREDENTIALS, SETTINGS}
+    assert "loopback address" in page.text  # the test's service listens on 127.0.0.1
 
     settings = admin.get(links[SETTINGS])
     assert settings.status_code == 200 and settings.headers["cache-control"] == "no-store"
@@ -268,7 +269,8 @@ def test_rotate_secret_stops_the_old_one_at_once_and_offers_the_new_file_once(
                             auth=(device.client_id, device.secret))
     assert refused.status_code == 400  # the old secret, at once
     links = downloads(page)
-    assert set(links) == {CREDENTIALS}
+    assert set(links) == {CREDENTIALS, SETTINGS}  # the settings again: they hold no secret
+    assert ini(admin.get(links[SETTINGS]).text)["device"]["id"] == device.id
     credentials = ini(admin.get(links[CREDENTIALS]).text)["credentials"]
     assert credentials["id"] == device.client_id
     assert device_token(world.service.root, credentials["id"], credentials["secret"])
