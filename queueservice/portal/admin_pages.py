@@ -123,12 +123,12 @@ def _utc(form: dict[str, str], name: str, label: str) -> int:
     raw = form.get(name, "").strip()
     try:
         moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        return int(moment.timestamp() * 1000)
+    except (ValueError, OverflowError):
         raise BadRequest(f"{label} must be a time like 2026-12-01T18:00 (UTC), not "
                          f"{raw[:40]!r}") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return int(moment.timestamp() * 1000)
 
 
 # -- the index -------------------------------------------------------------------------
