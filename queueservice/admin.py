@@ -117,15 +117,22 @@ class AdminStore:
             raise NotFound(f"no device {device_id}: {NO_DEVICE_HINT}")
         return dict(r)
 
-    def rotate_secret(self, device_id: str) -> tuple[Row, str]:
+    def rotate_secret(self, device_id: str, *,
+                      generation: int | None = None) -> tuple[Row, str]:
         """A new client secret (shown once); the old one stops at once for /oauth2/token,
-        and the device's tokens issued before are revoked."""
+        and the device's tokens issued before are revoked. ``generation``: only if the
+        device's ``token_generation`` is still this one (else Conflict): a secret made
+        from an older view of the device would be dead on arrival."""
         secret = secrets.token_urlsafe(40)
         with self.db.transaction() as conn:
             device = self._device(conn, device_id)
             if device["mock"] is not None:
                 raise Conflict(f"device {device_id} is a mock device: the queue service keeps "
                                "its secret itself (a new one at each start)", kind="mock_device")
+            if generation is not None and device["token_generation"] != generation:
+                raise Conflict(f"device {device_id} has had a new secret since: rotate its "
+                               "secret again for a credentials file that works",
+                               kind="secret_changed")
             conn.execute("UPDATE devices SET secret_hash = ?, "
                          "token_generation = token_generation + 1 WHERE device_id = ?",
                          (sha256_hex(secret), device_id))

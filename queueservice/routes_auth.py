@@ -30,9 +30,7 @@ async def add_user(request: Request) -> Response:
     """``POST /users`` (admin): 200 ``{UserId, Email, ApiKey, TemporaryPassword}``, shown once."""
     await admin(request)
     body = await read_json(request, model="AddUser")
-    email = field(body, "Email", str, required=True, max_len=254).strip()
-    if "@" not in email or " " in email:
-        raise BadRequest(f"Email {email!r} is not an e-mail address")
+    email = check_email(field(body, "Email", str, required=True, max_len=254))
     full_name = field(body, "FullName", str, default="", max_len=200)
     groups = field(body, "Groups", list, default=[])
     if not all(isinstance(g, str) for g in groups):
@@ -41,6 +39,16 @@ async def add_user(request: Request) -> Response:
                                         full_name, groups, now_ms())
     return json_ok({"UserId": row["user_id"], "Email": row["email"], "ApiKey": api_key,
                     "TemporaryPassword": password})
+
+
+def check_email(value: str, what: str = "Email") -> str:
+    """A new user's e-mail address, stripped (BadRequest when it is not one)."""
+    email = value.strip()
+    if len(email) > 254:
+        raise BadRequest(f"{what} must be at most 254 characters")
+    if "@" not in email or " " in email:
+        raise BadRequest(f"{what} {email!r} is not an e-mail address")
+    return email
 
 
 # -- OAuth2 client credentials (devices) -------------------------------------------------
