@@ -78,6 +78,16 @@ class WorkloadStore:
                 (device_id, *policy.ACTIVE)).fetchall()
         return [dict(r) for r in rows]
 
+    def active_counts(self) -> dict[str, int]:
+        """Each device's queue length (``QueueLength`` of ``GET /devices/{id}``: its
+        UPLOADING, EXECUTING and READY work), counted on the status index; a device with
+        none is absent."""
+        with self.db.reading() as conn:
+            rows = conn.execute(
+                "SELECT device_id, COUNT(*) FROM workloads WHERE status IN (?, ?, ?) "
+                "GROUP BY device_id", policy.ACTIVE).fetchall()
+        return {r[0]: int(r[1]) for r in rows}
+
     def cancel_requested(self, device_id: str) -> list[str]:
         """Active work of this device that its owner asked to cancel."""
         return sorted(r["work_id"] for r in self.active_for_device(device_id)
