@@ -147,7 +147,17 @@ def calendar_rows(cal: CalendarView) -> list[dict[str, str]]:
 
 
 def _health_text(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+    """A health value as text: yes/no, ``key: value, ...`` for an object (its values as
+    JSON), cut at ``MAX_HEALTH_TEXT``."""
+    if isinstance(value, bool):
+        text = "yes" if value else "no"
+    elif isinstance(value, str):
+        text = value
+    elif isinstance(value, dict):
+        text = ", ".join(f"{k}: {v if isinstance(v, str) else json.dumps(v, default=str)}"
+                         for k, v in value.items())
+    else:
+        text = json.dumps(value, sort_keys=True, default=str)
     return text if len(text) <= MAX_HEALTH_TEXT else text[:MAX_HEALTH_TEXT - 3] + "..."
 
 

@@ -207,7 +207,9 @@ def test_the_health_summary_is_shown_to_admins_and_not_to_users(world: World):
     assert "Health (admins only)" in page.text
     rows = [cells(r) for r in re.findall(r"<tr><td>.*?</tr>", page.text, re.S)]
     assert ["downloader", "RUNNING", "3"] in rows and ["executor", "RUNNING", "0"] in rows
-    assert "sha256:0123456789abcdef" in page.text
+    assert "<dt>Spool</dt><dd>ready: 1, outgoing: 0</dd>" in page.text
+    assert "<dt>Simulated board</dt><dd>no</dd>" in page.text
+    assert "fingerprint: sha256:0123456789abcdef" in page.text
     assert SCRIPT not in page.text and html.escape(SCRIPT) in page.text
     browser, _ = logged_in(world)
     page = browser.get(f"/portal/devices/{device.id}")
