@@ -78,15 +78,15 @@ class WorkloadStore:
                 (device_id, *policy.ACTIVE)).fetchall()
         return [dict(r) for r in rows]
 
-    def active_counts(self) -> dict[str, int]:
+    def queue_lengths(self, device_ids: Iterable[str]) -> dict[str, int]:
         """Each device's queue length (``QueueLength`` of ``GET /devices/{id}``: its
-        UPLOADING, EXECUTING and READY work), counted on the status index; a device with
-        none is absent."""
+        UPLOADING, EXECUTING and READY work), counted on the index ``workloads_queue``
+        alone, one device at a time (a grouped count over every active workload reads
+        the table)."""
         with self.db.reading() as conn:
-            rows = conn.execute(
-                "SELECT device_id, COUNT(*) FROM workloads WHERE status IN (?, ?, ?) "
-                "GROUP BY device_id", policy.ACTIVE).fetchall()
-        return {r[0]: int(r[1]) for r in rows}
+            return {d: int(conn.execute(
+                "SELECT COUNT(*) FROM workloads WHERE device_id = ? AND status IN (?, ?, ?)",
+                (d, *policy.ACTIVE)).fetchone()[0]) for d in device_ids}
 
     def cancel_requested(self, device_id: str) -> list[str]:
         """Active work of this device that its owner asked to cancel."""

@@ -76,7 +76,8 @@ def not_found(request: Request, session: PortalSession, device_id: str) -> Respo
 
 # -- the list ------------------------------------------------------------------------------
 def _device_list(svc: Service) -> tuple[list[dict], dict[str, int]]:
-    return svc.identities.devices(), svc.workloads.active_counts()
+    rows = svc.identities.devices()
+    return rows, svc.workloads.queue_lengths(r["device_id"] for r in rows)
 
 
 async def devices_page(request: Request) -> Response:
@@ -194,7 +195,7 @@ def _one_device(svc: Service, device_id: str, caller: Principal) -> dict | None:
     except NotFound:  # removed meanwhile
         return None
     return {"row": row, "now": now, "calendar": cal, "config": configuration(svc, row),
-            "queue_length": svc.workloads.active_counts().get(device_id, 0)}
+            "queue_length": svc.workloads.queue_lengths([device_id])[device_id]}
 
 
 async def device_page(request: Request) -> Response:
