@@ -13,6 +13,7 @@ from datetime import datetime, timedelta, timezone
 
 import requests
 
+from qickwork.firmware import board_summary
 from queueservice import views
 from queueservice.portal.devices import board_kind, health_view
 from tests.helpers import reference_soccfg
@@ -149,6 +150,18 @@ def test_a_tproc_v1_board_is_summarised_as_such(world: World):
     assert "tProc version</dt><dd>v1 (axis_tproc64x32_x8, revision 4)" in text
     assert "Generators (7)" in text and "Readouts (2)" in text
     assert "axis_readout_v2" in text
+
+
+def test_board_summary_reads_a_hostile_soccfg_without_failing():
+    summary = board_summary({"board": ["x"], "gens": "many", "tprocs": [7],
+                             "readouts": [5, {"ro_type": "r" * 500, "fs": True, "adc": "2x",
+                                              "f_dds": float("nan"), "f_output": -1}]})
+    assert summary.board == "" and summary.generators == () and summary.tproc_version == 0
+    (readout,) = summary.readouts
+    assert readout.channel == 1 and len(readout.kind) == 120 and readout.converter == "2x"
+    assert readout.sample_rate is None and readout.dds_range is None
+    assert readout.output_rate is None
+    assert summary.firmware.fingerprint.startswith("sha256:")
 
 
 def test_a_device_without_a_configuration_says_so(world: World):
