@@ -39,6 +39,8 @@ log = logging.getLogger("qick_queue")
 CALENDAR_SPAN_MS = 7 * DAY_MS
 #: a configuration larger than this is offered as a download only, not summarised
 MAX_SUMMARY_BYTES = 2 * 2**20
+NOT_JSON = ("The configuration the board uploaded is not a QICK soccfg (JSON) this page "
+            "can read: download it to look at it.")
 #: the longest text of a health value shown (the heartbeat's summary is bounded already)
 MAX_HEALTH_TEXT = 300
 
@@ -109,10 +111,12 @@ def configuration(svc: Service, row: dict) -> tuple[Any, str | None]:
         text = svc.files.read_text(key) or ""
     except QueueError as exc:  # the file store is unavailable (S3)
         return None, f"The configuration could not be read now: {exc.message}"
+    except ValueError:  # not UTF-8
+        return None, NOT_JSON
     try:
         soccfg = json.loads(text)
-    except ValueError:
-        return None, "The configuration the board uploaded is not JSON: download it to read it."
+    except (ValueError, RecursionError):
+        return None, NOT_JSON
     if not isinstance(soccfg, dict):
         return None, ("The configuration the board uploaded is not a JSON object (a QICK "
                       "soccfg): download it to read it.")
@@ -123,7 +127,10 @@ def configuration(svc: Service, row: dict) -> tuple[Any, str | None]:
     except ImportError as exc:  # a service installed without qickwork's numpy/h5py
         log.debug("no configuration summary: %s", exc)
         return None, "This service cannot summarise configurations (qickwork is not installed)."
-    return board_summary(soccfg), None
+    try:
+        return board_summary(soccfg), None
+    except RecursionError:  # nested deeper than a soccfg ever is
+        return None, NOT_JSON
 
 
 def calendar_rows(cal: CalendarView) -> list[dict[str, str]]:

@@ -11,6 +11,7 @@ import re
 import uuid
 from datetime import datetime, timedelta, timezone
 
+import pytest
 import requests
 
 from qickwork.firmware import board_summary
@@ -83,8 +84,8 @@ def test_the_list_names_each_status_in_words_marks_simulated_boards_and_counts_t
                                          for _ in range(4))
     assert online.heartbeat("ONLINE").status_code == 200
     assert simulated.heartbeat("BUSY", Health={"Simulated": True}).status_code == 200
-    assert broken.heartbeat("ERROR", Health={"State": "ERROR",
-                                             "Reason": "executor: crashed 5 times"}).status_code == 200
+    crashed = {"State": "ERROR", "Reason": "executor: crashed 5 times"}
+    assert broken.heartbeat("ERROR", Health=crashed).status_code == 200
     user, _ = world.user()
     for _ in range(3):
         submit(user, online.id)  # uploaded: READY, waiting in the device's queue
@@ -177,15 +178,24 @@ def test_a_device_without_a_configuration_says_so(world: World):
     assert "No configuration uploaded yet" in download.text
 
 
-def test_a_configuration_that_is_not_a_soccfg_is_offered_but_not_summarised(world: World):
+UNREADABLE = "not a QICK soccfg (JSON) this page can read"
+
+
+@pytest.mark.parametrize("data, why", [
+    (b"[1, 2]", "not a JSON object (a QICK soccfg)"),
+    (b"\xff\xfe not text", UNREADABLE),
+    (b"{" + b'"a":[' * 50_000 + b"]" * 50_000 + b"}", UNREADABLE),
+], ids=["a list", "not UTF-8", "nested too deep"])
+def test_a_configuration_that_is_not_a_soccfg_is_offered_but_not_summarised(
+        world: World, data: bytes, why: str):
     device = world.device()
-    assert put_file(device.heartbeat().json()["UploadUrl"], b"[1, 2]").status_code == 200
+    assert put_file(device.heartbeat().json()["UploadUrl"], data).status_code == 200
     browser, _ = logged_in(world)
     page = browser.get(f"/portal/devices/{device.id}")
     assert page.status_code == 200
-    assert "not a JSON object (a QICK soccfg)" in page.text
+    assert why in page.text
     assert "Download configuration" in page.text and "Generators" not in page.text
-    assert browser.get(f"/portal/devices/{device.id}/soccfg.json").content == b"[1, 2]"
+    assert browser.get(f"/portal/devices/{device.id}/soccfg.json").content == data
 
 
 def test_a_device_that_does_not_exist_is_a_not_found_page(world: World):
