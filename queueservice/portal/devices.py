@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -32,6 +32,9 @@ from queueservice.httpedge import Service, call, now_ms, service
 from queueservice.identities import Principal, user_principal_of
 from queueservice.portal.sessions import PortalSession
 from queueservice.portal.web import HEADERS, page, redirect, session_of
+
+if TYPE_CHECKING:  # imported when a configuration is shown (see ``configuration``)
+    from qickwork.firmware import BoardSummary
 
 log = logging.getLogger("qick_queue")
 
@@ -95,9 +98,9 @@ async def devices_page(request: Request) -> Response:
 
 
 # -- one device ----------------------------------------------------------------------------
-def configuration(svc: Service, row: dict) -> tuple[Any, str | None]:
-    """The summary of the device's uploaded soccfg (``qickwork.firmware.BoardSummary``), or
-    None with why there is none to show (None, None: nothing uploaded yet)."""
+def configuration(svc: Service, row: dict) -> tuple[BoardSummary | None, str | None]:
+    """The summary of the device's uploaded soccfg, or None with why there is none to show
+    (None, None: nothing uploaded yet)."""
     if row["config_refreshed"] is None:
         return None, None
     key = _config_key(row["device_id"])
