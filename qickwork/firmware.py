@@ -72,3 +72,78 @@ def firmware_info(soccfg: Any) -> FirmwareInfo:
     name = (f"{cfg.get('board', '?')} tProc v{tproc_version(cfg) or '?'} "
             f"(built {cfg.get('fw_timestamp', '?')}, {mark})")
     return FirmwareInfo(fingerprint=mark, name=name, f_time=timing_clock(cfg))
+
+
+# -- a readable summary (the portal's device page) -----------------------------------------
+@dataclass(frozen=True)
+class ChannelSummary:
+    """One generator or readout of a soccfg, as a person reads it: its channel number, IP
+    type, sample rate and DDS range (MHz), the converter it drives or reads (``tile 2,
+    block 0``) and, for a readout, its output (decimated) rate in MHz."""
+    channel: int
+    kind: str
+    sample_rate: float | None
+    dds_range: float | None
+    converter: str
+    output_rate: float | None = None
+
+
+@dataclass(frozen=True)
+class BoardSummary:
+    """What a soccfg says about its board: the firmware (``firmware_info``), the tProc, the
+    generators and the readouts."""
+    firmware: FirmwareInfo
+    board: str
+    built: str
+    qick_version: str
+    tproc_version: int
+    tproc_type: str
+    tproc_revision: str
+    generators: tuple[ChannelSummary, ...]
+    readouts: tuple[ChannelSummary, ...]
+
+
+def _text(value: Any, limit: int = 120) -> str:
+    return "" if value is None or isinstance(value, (dict, list)) else str(value)[:limit]
+
+
+def _mhz(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if 0 < value < 1e7 else None
+
+
+def _converter(value: Any) -> str:
+    """qick names a converter by tile and block digits (``"20"``: tile 2, block 0)."""
+    text = _text(value, 16)
+    if len(text) == 2 and text.isdigit():
+        return f"tile {text[0]}, block {text[1]}"
+    return text
+
+
+def _channels(items: Any, kind_key: str, converter_key: str,
+              output: bool) -> tuple[ChannelSummary, ...]:
+    if not isinstance(items, list):
+        return ()
+    return tuple(ChannelSummary(channel=i, kind=_text(item.get(kind_key)),
+                                sample_rate=_mhz(item.get("fs")),
+                                dds_range=_mhz(item.get("f_dds")),
+                                converter=_converter(item.get(converter_key)),
+                                output_rate=_mhz(item.get("f_output")) if output else None)
+                 for i, item in enumerate(items) if isinstance(item, Mapping))
+
+
+def board_summary(soccfg: Any) -> BoardSummary:
+    """The ``BoardSummary`` of a soccfg (a dict or a QickConfig). The soccfg is the board's
+    word, read as hostile data: a missing or odd field is shown empty, never an error."""
+    cfg = _as_dict(soccfg)
+    tprocs = cfg.get("tprocs")
+    tproc = tprocs[0] if isinstance(tprocs, list) and tprocs and \
+        isinstance(tprocs[0], Mapping) else {}
+    return BoardSummary(
+        firmware=firmware_info(cfg), board=_text(cfg.get("board")),
+        built=_text(cfg.get("fw_timestamp")), qick_version=_text(cfg.get("sw_version")),
+        tproc_version=tproc_version(cfg), tproc_type=_text(tproc.get("type")),
+        tproc_revision=_text(tproc.get("revision")),
+        generators=_channels(cfg.get("gens"), "type", "dac", output=False),
+        readouts=_channels(cfg.get("readouts"), "ro_type", "adc", output=True))

@@ -78,6 +78,16 @@ class WorkloadStore:
                 (device_id, *policy.ACTIVE)).fetchall()
         return [dict(r) for r in rows]
 
+    def queue_lengths(self, device_ids: Iterable[str]) -> dict[str, int]:
+        """Each device's queue length (``QueueLength`` of ``GET /devices/{id}``: its
+        UPLOADING, EXECUTING and READY work), counted on the index ``workloads_queue``
+        alone, one device at a time (a grouped count over every active workload reads
+        the table)."""
+        with self.db.reading() as conn:
+            return {d: int(conn.execute(
+                "SELECT COUNT(*) FROM workloads WHERE device_id = ? AND status IN (?, ?, ?)",
+                (d, *policy.ACTIVE)).fetchone()[0]) for d in device_ids}
+
     def cancel_requested(self, device_id: str) -> list[str]:
         """Active work of this device that its owner asked to cancel."""
         return sorted(r["work_id"] for r in self.active_for_device(device_id)
