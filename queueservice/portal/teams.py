@@ -96,7 +96,8 @@ def _other_month(month: str, step: int) -> str:
 
 
 def _query(request: Request, now: int) -> tuple[dict[str, Any], str | None]:
-    """The page's query (``before``: a ledger line; ``device``: the calendar's; ``month``:
+    """The page's query (``before``: a ledger line; ``device``: the calendar's, by default
+    the device of the team's next timeslot, else the first device; ``month``:
     the usage's), and what was wrong with it (None: nothing; a bad value is left out)."""
     params = request.query_params
     query: dict[str, Any] = {"before": None, "device": params.get("device") or None,
@@ -166,7 +167,8 @@ def team_context(svc: Service, caller: Principal, ref: str, query: dict[str, Any
     ctx["reservations"] = bookings.reservations(caller, now, team_id=team_id)
     devices = svc.identities.devices()
     ctx["devices"] = devices
-    device = next((d for d in devices if d["device_id"] == query["device"]),
+    wanted = query["device"] or next((r["device_id"] for r in ctx["reservations"]), None)
+    device = next((d for d in devices if d["device_id"] == wanted),
                   devices[0] if devices else None)
     ctx["device"] = device
     ctx["calendar"] = ctx["prices"] = None
@@ -202,13 +204,13 @@ def calendar_days(cal: CalendarView) -> dict[str, Any]:
                 what = "Reserved (another team)"
             else:
                 what = f"Timeslot: team {r.get('team_name')}"
-            items.append({"start": r["start_at"], "from": _clock(r["start_at"], day),
-                          "to": _clock(r["end_at"], day), "what": what,
+            items.append({"start": r["start_at"], "begin": _clock(r["start_at"], day),
+                          "until": _clock(r["end_at"], day), "what": what,
                           "kind": r["kind"]})
         windows = [f"{_clock(s, day)}-{_clock(e, day)}" for s, e in cal.windows or ()
                    if s < day + DAY_MS and e > day]
         label = dt.datetime.fromtimestamp(day / 1000, dt.timezone.utc).strftime("%a %Y-%m-%d")
-        days.append({"label": label, "items": sorted(items, key=lambda i: i["start"]),
+        days.append({"label": label, "bookings": sorted(items, key=lambda i: i["start"]),
                      "windows": windows})
     return {"device": cal.device, "days": days, "always_open": cal.windows is None}
 
