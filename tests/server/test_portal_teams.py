@@ -163,6 +163,8 @@ def test_the_team_page_shows_the_balance_and_the_ledger_newest_first_in_pages_of
     assert "Newest lines" in second.text
     bad = lab["pi"].get(lab["page"] + "?before=abc")
     assert bad.status_code == 400 and "before must be a ledger line" in bad.text
+    bad = lab["pi"].get(lab["page"] + "?month=2026-13")
+    assert bad.status_code == 400 and "month must be YYYY-MM" in bad.text
 
 
 def test_an_admin_sees_any_teams_page_with_its_ledger(world: World, lab: dict):
@@ -206,7 +208,9 @@ def test_booking_a_timeslot_pays_for_it_and_shows_its_cost(world: World, lab: di
 def test_an_overlapping_booking_is_refused_with_the_reason_and_others_see_reserved(
         world: World, lab: dict):
     start, end = hours_from_now(4), hours_from_now(6)
-    assert book(lab["pi"], lab, start, end).status_code == 303
+    made = book(lab["pi"], lab, start, end)
+    assert made.status_code == 303
+    assert "free (accounting is off)" in lab["pi"].get(made.headers["location"]).text
     rival_page = f"/portal/teams/{lab['rival_team']}"
     resp = book(lab["rival"], lab, start + HOUR, end + HOUR, team_page=rival_page)
     assert resp.status_code == 409
