@@ -1,7 +1,9 @@
 """The portal's "Teams and credits" section (slice 5a of docs/portal.md): my teams with my
-role and balance; a team's page with its balance, its ledger (newest first, paged), usage
-per user and per device, its upcoming timeslots (each cancellable), a form that books a
-timeslot, a device's calendar for the next 7 days, and credit requests.
+role and balance; a team's page with its balance, its ledger (newest first, paged), its
+upcoming timeslots (each cancellable), a form that books a timeslot, a device's calendar
+for the next 7 days, and credit requests; and the team's usage per user and per device,
+month by month, on a page of its own (a report reads every ledger line of its month, so
+the team's page, whose reads are bounded, only links it).
 
 The pages call the stores in process with the API's own rules, the caller being
 ``user_principal_of(session.user)``:
@@ -95,25 +97,18 @@ def _other_month(month: str, step: int) -> str:
     return f"{index // 12:04d}-{index % 12 + 1:02d}"
 
 
-def _query(request: Request, now: int) -> tuple[dict[str, Any], str | None]:
-    """The page's query (``before``: a ledger line; ``device``: the calendar's, by default
-    the device of the team's next timeslot, else the first device; ``month``:
-    the usage's), and what was wrong with it (None: nothing; a bad value is left out)."""
+def _query(request: Request) -> tuple[dict[str, Any], str | None]:
+    """The team page's query (``before``: a ledger line; ``device``: the calendar's, by
+    default the device of the team's next timeslot, else the first device), and what was
+    wrong with it (None: nothing; a bad value is left out)."""
     params = request.query_params
-    query: dict[str, Any] = {"before": None, "device": params.get("device") or None,
-                             "month": month_of(now)}
+    query: dict[str, Any] = {"before": None, "device": params.get("device") or None}
     problem = None
     if params.get("before"):
         if params["before"].isdigit() and len(params["before"]) < 19:
             query["before"] = int(params["before"])
         else:
             problem = f"before must be a ledger line's number, not {params['before'][:40]!r}"
-    if params.get("month"):
-        try:
-            month_span(params["month"])
-            query["month"] = params["month"]
-        except BadRequest as exc:
-            problem = exc.message
     return query, problem
 
 
@@ -156,13 +151,6 @@ def team_context(svc: Service, caller: Principal, ref: str, query: dict[str, Any
                                                          before=query["before"],
                                                          limit=LEDGER_PAGE)
         ctx["requests"] = CreditRequestStore(db).requests(caller, team_ref=team_id)
-    start, end = month_span(query["month"])
-    usage = UsageStore(db)
-    ctx["usage"] = {by: usage.report(by, caller, start=start, end=end, team_ref=team_id)
-                    for by in ("user", "device")}
-    ctx["usage_total"] = {by: totals(rows) for by, rows in ctx["usage"].items()}
-    ctx["month"] = query["month"]
-    ctx["months"] = (_other_month(query["month"], -1), _other_month(query["month"], 1))
     bookings = BookingStore(db)
     ctx["reservations"] = bookings.reservations(caller, now, team_id=team_id)
     devices = svc.identities.devices()
@@ -178,6 +166,22 @@ def team_context(svc: Service, caller: Principal, ref: str, query: dict[str, Any
             device["device_id"], day0, day0 + CALENDAR_DAYS * DAY_MS, caller=caller))
         ctx["prices"] = PriceStore(db).prices(device["device_id"], now)
     return ctx
+
+
+def usage_context(svc: Service, caller: Principal, ref: str, month: str) -> dict[str, Any]:
+    """The team's usage in ``month`` per user and per device, as ``credits usage --team
+    --by user|device`` reports it (a plain member: their own; NotFound: not a team of the
+    caller's)."""
+    usage = UsageStore(svc.identities.db)
+    team = usage.team(ref, caller)
+    role = _role_in(team, caller)
+    start, end = month_span(month)
+    rows = {by: usage.report(by, caller, start=start, end=end, team_ref=team["team_id"])
+            for by in ("user", "device")}
+    return {"team": team, "role": role or "admin",
+            "accountable": caller.is_admin or role == SCHEDULER, "month": month,
+            "months": (_other_month(month, -1), _other_month(month, 1)), "usage": rows,
+            "usage_total": {by: totals(r) for by, r in rows.items()}, "columns": USAGE_COLUMNS}
 
 
 def _clock(ms: int, day: int) -> str:
@@ -258,7 +262,7 @@ async def _team_page(request: Request, session: PortalSession, ref: str, *,
                      form: dict[str, str] | None = None,
                      device: str | None = None) -> Response:
     now = now_ms()
-    query, problem = _query(request, now)
+    query, problem = _query(request)
     if device:
         query["device"] = device
     try:
@@ -270,7 +274,7 @@ async def _team_page(request: Request, session: PortalSession, ref: str, *,
         status, error = 400, problem
     return page(request, "teams_team.html", {
         **ctx, "error": error, "form": form or {}, "notice": _notice(ctx, request),
-        "columns": USAGE_COLUMNS, "before": query["before"], "utc": _iso,
+        "before": query["before"], "month": month_of(now), "utc": _iso,
         "device_names": {d["device_id"]: d["name"] for d in ctx["devices"]}},
         status=status, session=session)
 
@@ -285,11 +289,32 @@ async def teams_page(request: Request) -> Response:
 
 
 async def team_page(request: Request) -> Response:
-    """``GET /portal/teams/{team}?before=&device=&month=``: one team's page."""
+    """``GET /portal/teams/{team}?before=&device=``: one team's page."""
     session = await session_of(request)
     if session is None:
         return redirect("/login")
     return await _team_page(request, session, request.path_params["team"])
+
+
+async def usage_page(request: Request) -> Response:
+    """``GET /portal/teams/{team}/usage?month=YYYY-MM`` (default: this month, UTC): the
+    team's usage per user and per device."""
+    session = await session_of(request)
+    if session is None:
+        return redirect("/login")
+    ref = request.path_params["team"]
+    month, status, error = request.query_params.get("month") or month_of(now_ms()), 200, None
+    try:
+        month_span(month)
+    except BadRequest as exc:
+        month, status, error = month_of(now_ms()), 400, exc.message
+    try:
+        ctx = await call(usage_context, service(request), user_principal_of(session.user),
+                         ref, month)
+    except NotFound:
+        return _not_found(request, session, ref)
+    return page(request, "teams_usage.html", {**ctx, "error": error}, status=status,
+                session=session)
 
 
 async def _posted_team(request: Request) -> tuple[PortalSession, dict[str, str], Row] | Response:
@@ -381,6 +406,7 @@ def routes() -> list[BaseRoute]:
     return [
         Route("/portal/teams", teams_page, methods=["GET"]),
         Route("/portal/teams/{team}", team_page, methods=["GET"]),
+        Route("/portal/teams/{team}/usage", usage_page, methods=["GET"]),
         Route("/portal/teams/{team}/reservations", book, methods=["POST"]),
         Route("/portal/teams/{team}/reservations/{booking_id}/cancel", cancel,
               methods=["POST"]),

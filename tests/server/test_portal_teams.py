@@ -113,7 +113,7 @@ def reservations_of(api: Api, device: str) -> list[dict]:
 # -- pages -------------------------------------------------------------------------------
 def test_pages_without_a_session_lead_to_the_login_page(world: World, lab: dict):
     browser = Browser(world.service.root)
-    for path in ("/portal/teams", lab["page"]):
+    for path in ("/portal/teams", lab["page"], lab["page"] + "/usage"):
         resp = browser.get(path)
         assert resp.status_code == 303 and resp.headers["location"] == "/login"
     for path in ("/reservations", "/credit-requests"):
@@ -163,8 +163,6 @@ def test_the_team_page_shows_the_balance_and_the_ledger_newest_first_in_pages_of
     assert "Newest lines" in second.text
     bad = lab["pi"].get(lab["page"] + "?before=abc")
     assert bad.status_code == 400 and "before must be a ledger line" in bad.text
-    bad = lab["pi"].get(lab["page"] + "?month=2026-13")
-    assert bad.status_code == 400 and "month must be YYYY-MM" in bad.text
 
 
 def test_an_admin_sees_any_teams_page_with_its_ledger(world: World, lab: dict):
@@ -199,10 +197,32 @@ def test_booking_a_timeslot_pays_for_it_and_shows_its_cost(world: World, lab: di
     assert "7200 device-seconds" in timeslots and "BOOKED" in timeslots
     assert len(cancel_paths(page)) == 1
     assert f"Timeslot: team {lab['name']}" in section(page, "calendar")
-    # usage: the timeslot is the scheduler's reservation, on the device
-    usage = section(page, "usage")
-    assert lab["pi_person"]["email"] in usage and "qick-board" in usage
-    assert "7200.000" in usage
+    assert f'href="{lab["page"]}/usage"' in section(page, "usage")
+
+
+def test_usage_per_user_and_per_device_as_credits_usage_reports_it(world: World, lab: dict,
+                                                                    accounting: None):
+    grant(world, lab["team"], 10_000)
+    assert book(lab["pi"], lab, hours_from_now(2), hours_from_now(3)).status_code == 303
+    page = lab["pi"].get(lab["page"] + "/usage")
+    assert page.status_code == 200
+    per_user, per_device = section(page, "usage-user"), section(page, "usage-device")
+    assert lab["pi_person"]["email"] in per_user and "7200.000" in per_user
+    assert "qick-board" in per_device and "7200.000" in per_device
+    report = lab["pi_api"].get("/usage", params={"By": "device", "Team": lab["team"]}).json()
+    assert report["Total"]["Reservations"] == 7200  # the same numbers as the API's
+    # a plain member sees only their own usage: none
+    student = lab["student"].get(lab["page"] + "/usage")
+    assert student.status_code == 200 and "Your own usage only" in student.text
+    assert lab["pi_person"]["email"] not in section(student, "usage-user")
+    assert "No usage." in section(student, "usage-device")
+    # another month, a bad month, a stranger
+    month = re.search(r'href="[^"]+/usage\?month=(\d{4}-\d{2})">Previous month', page.text)
+    earlier = lab["pi"].get(lab["page"] + f"/usage?month={month.group(1)}")
+    assert earlier.status_code == 200 and "No usage." in section(earlier, "usage-user")
+    bad = lab["pi"].get(lab["page"] + "/usage?month=2026-13")
+    assert bad.status_code == 400 and "month must be YYYY-MM" in bad.text
+    assert lab["outsider"].get(lab["page"] + "/usage").status_code == 404
 
 
 def test_an_overlapping_booking_is_refused_with_the_reason_and_others_see_reserved(
