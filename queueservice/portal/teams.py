@@ -91,7 +91,7 @@ def month_span(month: str) -> tuple[int, int]:
     return int(first.timestamp() * 1000), int(after.timestamp() * 1000)
 
 
-def _other_month(month: str, step: int) -> str:
+def other_month(month: str, step: int) -> str:
     year, number = int(month[:4]), int(month[5:])
     index = year * 12 + number - 1 + step
     return f"{index // 12:04d}-{index % 12 + 1:02d}"
@@ -180,7 +180,7 @@ def usage_context(svc: Service, caller: Principal, ref: str, month: str) -> dict
             for by in ("user", "device")}
     return {"team": team, "role": role or "admin",
             "accountable": caller.is_admin or role == SCHEDULER, "month": month,
-            "months": (_other_month(month, -1), _other_month(month, 1)), "usage": rows,
+            "months": (other_month(month, -1), other_month(month, 1)), "usage": rows,
             "usage_total": {by: totals(r) for by, r in rows.items()}, "columns": USAGE_COLUMNS}
 
 

@@ -16,8 +16,11 @@ from typing import Iterator
 import pytest
 import requests
 
+from cloudqueue.errors import BadRequest
 from queueservice import facility
+from queueservice.bookings import DAY_MS, CalendarView
 from queueservice.db import Database
+from queueservice.portal.teams import other_month, calendar_days, form_instant, month_span
 from tests.server.api import Api, World, email_of, grant, new_team
 from tests.server.portal import Browser, csrf_of, logged_in
 
@@ -405,3 +408,42 @@ def test_a_team_name_a_justification_and_an_error_are_shown_as_text(world: World
         "device": SCRIPT, "start": local(hours_from_now(2)), "end": local(hours_from_now(3))})
     assert refused.status_code == 404 and "no device" in refused.text
     assert SCRIPT not in refused.text and html.escape(SCRIPT, quote=False) in refused.text
+
+
+# -- the pure parts --------------------------------------------------------------------------
+def test_a_datetime_local_value_is_taken_as_utc():
+    assert form_instant("2026-12-01T18:00", "Start (UTC)") == \
+        int(datetime(2026, 12, 1, 18, tzinfo=timezone.utc).timestamp() * 1000)
+    assert form_instant(" 2026-12-01T18:00:30 ", "End (UTC)") % 60_000 == 30_000
+    for text in ("2026-12-01T18:00Z", "2026-12-01", "18:00", "2026-02-30T10:00"):
+        with pytest.raises(BadRequest, match="must be a date and time"):
+            form_instant(text, "Start (UTC)")
+
+
+def test_months_roll_over_the_year():
+    assert month_span("2026-12") == (
+        int(datetime(2026, 12, 1, tzinfo=timezone.utc).timestamp() * 1000),
+        int(datetime(2027, 1, 1, tzinfo=timezone.utc).timestamp() * 1000))
+    assert other_month("2026-12", 1) == "2027-01"
+    assert other_month("2027-01", -1) == "2026-12"
+    with pytest.raises(BadRequest, match="YYYY-MM"):
+        month_span("2026-1")
+
+
+def test_the_calendar_splits_a_booking_across_midnight_into_its_days():
+    day = int(datetime(2026, 12, 7, tzinfo=timezone.utc).timestamp() * 1000)  # a Monday
+    late = {"kind": "reservation", "booking_id": "b1", "team_name": "qubits",
+            "start_at": day + 22 * HOUR, "end_at": day + 26 * HOUR}
+    other = {"kind": "reserved", "start_at": day + 30 * HOUR, "end_at": day + 31 * HOUR}
+    cal = CalendarView({"device_id": "d", "name": "board"}, day, day + 3 * DAY_MS,
+                       ((day + 18 * HOUR, day + 24 * HOUR),), [late, other], [])
+    days = calendar_days(cal)["days"]
+    assert [d["label"] for d in days] == ["Mon 2026-12-07", "Tue 2026-12-08",
+                                          "Wed 2026-12-09"]
+    assert [(b["begin"], b["until"], b["what"]) for b in days[0]["bookings"]] == \
+        [("22:00", "24:00", "Timeslot: team qubits")]
+    assert [(b["begin"], b["until"], b["what"]) for b in days[1]["bookings"]] == \
+        [("00:00", "02:00", "Timeslot: team qubits"),
+         ("06:00", "07:00", "Reserved (another team)")]
+    assert (days[0]["windows"], days[1]["windows"]) == (["18:00-24:00"], [])
+    assert days[2]["bookings"] == []
