@@ -317,7 +317,8 @@ async def usage_page(request: Request) -> Response:
                 session=session)
 
 
-async def _posted_team(request: Request) -> tuple[PortalSession, dict[str, str], Row] | Response:
+async def _posted_team(
+        request: Request) -> tuple[PortalSession, dict[str, str], Row] | Response:
     """A form posted to a team's page: the session, the form and the team (the caller's:
     else the 404 page), the Origin and CSRF token checked first."""
     answer = await posted(request)
