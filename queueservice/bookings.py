@@ -149,9 +149,11 @@ class BookingStore:
             return {**_booking(conn, booking_id), "refund": refund}
 
     def reservations(self, caller: Principal, now: int, *, device_id: Optional[str] = None,
-                     start: Optional[int] = None, end: Optional[int] = None) -> list[Row]:
-        """Standing timeslots of the caller's teams (an admin: all) that end after
-        ``start`` (default now) and begin before ``end``, earliest first."""
+                     start: Optional[int] = None, end: Optional[int] = None,
+                     team_id: Optional[str] = None) -> list[Row]:
+        """Standing timeslots of the caller's teams (an admin: all; ``team_id``: that
+        team's only) that end after ``start`` (default now) and begin before ``end``,
+        earliest first."""
         sql = ("SELECT b.*, t.name AS team_name FROM bookings b JOIN teams t ON "
                "t.team_id = b.team_id WHERE b.kind = ? AND b.cancelled_at IS NULL "
                "AND b.end_at > ?")
@@ -162,6 +164,9 @@ class BookingStore:
         if device_id is not None:
             sql += " AND b.device_id = ?"
             params.append(device_id)
+        if team_id is not None:
+            sql += " AND b.team_id = ?"
+            params.append(team_id)
         if not caller.is_admin:
             sql += (" AND b.team_id IN (SELECT team_id FROM team_members WHERE "
                     "user_id = ?)")

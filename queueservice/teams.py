@@ -75,6 +75,33 @@ class TeamStore:
                                 (team["team_id"],)).fetchall()
         return team, [dict(r) for r in rows]
 
+    def ledger_page(self, ref: str, caller: Principal, *, before: int | None = None,
+                    limit: int = 50) -> tuple[Row, list[Row], bool]:
+        """(the team, at most ``limit`` of its ledger lines newest first, those before
+        entry ``before`` when given, whether older ones remain): its schedulers and admins
+        only. Each line has ``email`` (who) and ``device_name`` (its device, or its work's
+        or timeslot's). One bounded read of the ``ledger_team`` index (the portal's page)."""
+        params: list[Any] = []
+        with self.db.reading() as conn:
+            team = self._accountable(conn, ref, caller, "see its ledger")
+            params.append(team["team_id"])
+            older = ""
+            if before is not None:
+                older = " AND l.entry_id < ?"
+                params.append(before)
+            rows = conn.execute(
+                "SELECT l.*, u.email, COALESCE(l.device_id, w.device_id, b.device_id) AS "
+                "line_device, dv.name AS device_name FROM ledger l "
+                "LEFT JOIN users u ON u.user_id = l.user_id "
+                "LEFT JOIN workloads w ON w.work_id = l.work_id "
+                "LEFT JOIN bookings b ON b.booking_id = l.booking_id "
+                "LEFT JOIN devices dv ON dv.device_id = "
+                "COALESCE(l.device_id, w.device_id, b.device_id) "
+                f"WHERE l.team_id = ?{older} ORDER BY l.entry_id DESC LIMIT {int(limit) + 1}",
+                params).fetchall()
+        lines = [dict(r) for r in rows]
+        return team, lines[:limit], len(lines) > limit
+
     # -- admins ------------------------------------------------------------------------
     def create(self, name: str, now: int, *, caller: Principal,
                scheduler: str | None = None) -> Row:

@@ -24,6 +24,7 @@ from queueservice.httpedge import call, now_ms, service
 from queueservice.identities import user_principal_of
 from queueservice.portal import admin_pages
 from queueservice.portal import devices
+from queueservice.portal import teams
 from queueservice.portal.csrf import LOGIN_FORM_SECONDS, login_cookie
 from queueservice.portal.sessions import ABSOLUTE_MS, PortalSession, PortalSessionStore
 from queueservice.portal.web import (HERE, LOGIN_COOKIE, SESSION_COOKIE, drop_cookie,
@@ -226,5 +227,6 @@ def portal_routes() -> list[BaseRoute]:
         Route("/keys/{key_id}/revoke", revoke_key, methods=["POST"]),
         *admin_pages.routes(),
         *devices.routes(),
+        *teams.routes(),
         Mount("/portal/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
