@@ -17,7 +17,7 @@ from __future__ import annotations
 import heapq
 import io
 import re
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timezone
 from typing import Any
 from urllib.parse import urlencode
@@ -158,9 +158,11 @@ def filters_of(query: Any) -> dict[str, Any]:
             "since_ms": since, "until_ms": None if until is None else until + DAY_MS}
 
 
-def _newest_rows(svc: Service, column: str, value: str, f: dict, limit: int) -> list[Row]:
-    """The newest ``limit`` workloads with ``column = value`` and the filters, through the
-    index that starts with that column and orders by (created_at, work_id)."""
+def _newest_keys(svc: Service, column: str, value: str, f: dict,
+                 limit: int) -> list[tuple[int, str]]:
+    """The (created_at, work_id) of the newest ``limit`` workloads with ``column = value``
+    and the filters, read through the index that starts with that column and orders by
+    (created_at, work_id) (the keys only: the pages skipped are not read whole)."""
     where, args = [f"{column} = ?"], [value]
     for name, given in (("device_id", f["device"]), ("status", f["state"])):
         if given:
@@ -172,10 +174,10 @@ def _newest_rows(svc: Service, column: str, value: str, f: dict, limit: int) -> 
     if f["until_ms"] is not None:
         where.append("created_at < ?")
         args.append(f["until_ms"])
-    sql = ("SELECT * FROM workloads WHERE " + " AND ".join(where)
+    sql = ("SELECT created_at, work_id FROM workloads WHERE " + " AND ".join(where)
            + " ORDER BY created_at DESC, work_id DESC LIMIT ?")
     with svc.workloads.db.reading() as conn:
-        return [dict(r) for r in conn.execute(sql, (*args, limit)).fetchall()]
+        return [(r[0], r[1]) for r in conn.execute(sql, (*args, limit)).fetchall()]
 
 
 def _member_teams(svc: Service, who: Principal) -> list[Row]:
@@ -188,14 +190,19 @@ def page_rows(svc: Service, who: Principal, f: dict) -> tuple[list[Row], bool]:
     """One page of the list, newest first, and whether another page follows."""
     want = f["page"] * PAGE_SIZE + 1  # this page and one more row: is there a next page?
     if f["scope"] == "mine":
-        rows = _newest_rows(svc, "account_id", who.id, f, want)
+        keys = _newest_keys(svc, "account_id", who.id, f, want)
     else:
-        per_team = [_newest_rows(svc, "team_id", t["team_id"], f, want)
+        per_team = [_newest_keys(svc, "team_id", t["team_id"], f, want)
                     for t in _member_teams(svc, who)]
-        rows = list(heapq.merge(*per_team, key=lambda r: (r["created_at"], r["work_id"]),
-                                reverse=True))[:want]
-    shown = rows[(f["page"] - 1) * PAGE_SIZE:f["page"] * PAGE_SIZE]
-    return shown, len(rows) > f["page"] * PAGE_SIZE
+        keys = list(heapq.merge(*per_team, reverse=True))[:want]
+    shown = [work_id for _, work_id in keys[(f["page"] - 1) * PAGE_SIZE:f["page"] * PAGE_SIZE]]
+    if not shown:
+        return [], False
+    with svc.workloads.db.reading() as conn:
+        found = {r["work_id"]: dict(r) for r in conn.execute(
+            f"SELECT * FROM workloads WHERE work_id IN ({', '.join('?' for _ in shown)})",
+            shown).fetchall()}
+    return [found[w] for w in shown if w in found], len(keys) > f["page"] * PAGE_SIZE
 
 
 class _Once:
@@ -216,7 +223,44 @@ class _Once:
         return self._forecasts[free_at]
 
 
-def _list_body(svc: Service, row: Row, now: int, devices: dict) -> dict:
+@dataclass
+class _Queue:
+    """One device's queue, worked out once for a page: every queued workload's position
+    and stock-order start in one pass (what ``policy.queue_position`` and
+    ``views.start_estimate`` answer one workload at a time), and the facility's
+    situation when its rules apply (None: the stock order)."""
+
+    active: list[Row]
+    fallback: float
+    positions: dict[str, int]
+    starts: dict[str, policy.StartEstimate]
+    sit: _Once | None
+
+
+def _queue(svc: Service, device_id: str, now: int) -> _Queue:
+    active = svc.workloads.active_for_device(device_id)
+    order = policy.queue_order(active)
+    fallback = svc.workloads.run_estimate_seconds(device_id)
+    first = next((r for r in order if r["status"] == "READY"), None)
+    # the device's state decides for all its queue: offline or in ERROR, no estimate
+    # (asked of views.start_estimate with the first READY workload alone, so the rule
+    # stays the API's)
+    held = views.start_estimate(svc, first, [first], now, fallback).reason if first else None
+    positions, starts, ready, ahead = {}, {}, 0, 0.0
+    for r in order:
+        if r["status"] == "READY":
+            ready += 1
+            positions[r["work_id"]] = ready
+            starts[r["work_id"]] = policy.StartEstimate(None, held) if held else \
+                policy.StartEstimate(int(now + ahead * 1000))
+        else:
+            positions[r["work_id"]] = 0
+        ahead += policy.remaining_seconds(r, now, fallback)
+    sit = svc.workloads.waiting(device_id, now, active) if first else None
+    return _Queue(active, fallback, positions, starts, _Once(sit) if sit is not None else None)
+
+
+def _list_body(svc: Service, row: Row, now: int, queues: dict[str, _Queue]) -> dict:
     """A row of the list as ``GET /workloads/{id}`` shapes it, its queue facts worked out
     only when it is in a queue (its device's queue read once for the page)."""
     body = {**views.workload_item(row), "Attempts": row["attempts"],
@@ -231,18 +275,15 @@ def _list_body(svc: Service, row: Row, now: int, devices: dict) -> dict:
     body.update(PriceStore(svc.identities.db).cost_fields(row, now))
     if row["status"] not in policy.ACTIVE:
         return body
-    device = row["device_id"]
-    if device not in devices:
-        active = svc.workloads.active_for_device(device)
-        sit = svc.workloads.waiting(device, now, active)
-        devices[device] = (active, _Once(sit) if sit is not None else None)
-    active, sit = devices[device]
-    if row["status"] != "READY" or sit is None:
-        body["QueuePosition"] = policy.queue_position(active, row["work_id"])
-        start = views.start_estimate(svc, row, active, now)
-        ruled: dict = {}
+    if row["device_id"] not in queues:
+        queues[row["device_id"]] = _queue(svc, row["device_id"], now)
+    queue, work_id = queues[row["device_id"]], row["work_id"]
+    stock = queue.starts.get(work_id, policy.StartEstimate(None))
+    if row["status"] != "READY" or queue.sit is None:
+        body["QueuePosition"], start, ruled = queue.positions.get(work_id), stock, {}
     else:
-        body["QueuePosition"], start, ruled = views.facility_queue(svc, row, active, now, sit)
+        body["QueuePosition"], start, ruled = views.facility_queue(
+            svc, row, queue.active, now, queue.sit, fallback=queue.fallback, stock=stock)
     body["EstimatedStartAt"] = policy.iso(start.at)
     if start.reason:
         body["EstimatedStartReason"] = start.reason
@@ -252,8 +293,8 @@ def _list_body(svc: Service, row: Row, now: int, devices: dict) -> dict:
 
 def list_facts(svc: Service, rows: list[Row]) -> list[dict]:
     """The facts of a page's rows. It reads the database: call it in the thread pool."""
-    now, devices = now_ms(), {}
-    return [facts(_list_body(svc, r, now, devices)) for r in rows]
+    now, queues = now_ms(), {}
+    return [facts(_list_body(svc, r, now, queues)) for r in rows]
 
 
 def _link(f: dict, page_number: int) -> str:
@@ -318,8 +359,10 @@ def detail_body(svc: Service, request: Request, row: Row) -> dict:
     in the thread pool."""
     row = svc.workloads.get(row["work_id"]) or row
     now = now_ms()
-    body = views.workload_detail(svc, request, row,
-                                 svc.workloads.active_for_device(row["device_id"]), now)
+    # the device's queue is read only for work in it (else no position, no estimate)
+    active = (svc.workloads.active_for_device(row["device_id"])
+              if row["status"] in policy.ACTIVE else [])
+    body = views.workload_detail(svc, request, row, active, now)
     body.update(PriceStore(svc.identities.db).cost_fields(row, now))
     return body
 
