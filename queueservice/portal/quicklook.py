@@ -181,6 +181,8 @@ class Panel:
     top: int
     low: float
     high: float
+    x_low: float
+    x_high: float
     polylines: tuple[tuple[int, str], ...]  # (readout, "x,y x,y ...")
 
 
@@ -216,10 +218,10 @@ def panels(plot: Plot) -> tuple[Panel, ...]:
                 py = top + PANEL_HEIGHT - (y - low) / (high - low) * PANEL_HEIGHT
                 points.append(f"{px:.1f},{py:.1f}")
             polylines.append((line.readout, " ".join(points)))
-        drawn.append(Panel(title, top, low, high, tuple(polylines)))
+        drawn.append(Panel(title, top, low, high, x_low, x_high, tuple(polylines)))
     return tuple(drawn)
 
 
 def height() -> int:
     """The drawing's height in SVG units (two panels, their titles, the x axis's label)."""
-    return 2 * (PANEL_HEIGHT + MARGIN_Y) + MARGIN_Y + 10
+    return 2 * (PANEL_HEIGHT + MARGIN_Y) + MARGIN_Y + 20

@@ -312,7 +312,9 @@ async def list_page(request: Request) -> Response:
     svc = service(request)
     who = user_principal_of(session.user)
     devices = await call(svc.identities.devices)
-    context: dict[str, Any] = {"devices": devices, "states": list(WorkStatus.__members__),
+    context: dict[str, Any] = {"devices": devices,
+                               "device_names": {d["device_id"]: d["name"] for d in devices},
+                               "states": list(WorkStatus.__members__),
                                "scopes": SCOPES, "rows": [], "page_size": PAGE_SIZE}
     try:
         f = filters_of(request.query_params)
@@ -404,7 +406,9 @@ async def _detail_page(request: Request, session: PortalSession, row: Row, acces
     look, look_note = None, ""
     if whole and body.get("WorkloadResultUrl"):
         look, look_note = await call(quick_look, svc, row["work_id"])
+    device = await call(svc.identities.device, row["device_id"])
     context = {"w": shown, "access": access, "whole": whole,
+               "device_name": device["name"] if device else "(deleted device)",
                "can_cancel": whole and body["WorkStatus"] not in policy.TERMINAL,
                "has_workload": "WorkloadUrl" in body,
                "has_results": "WorkloadResultUrl" in body,

@@ -286,9 +286,10 @@ def test_the_quick_look_plots_a_sweeps_programs_side_by_side(world: World, tmp_p
 
 
 # -- user text is shown as text ------------------------------------------------------------
-def test_a_workload_name_and_an_error_message_are_shown_escaped(world: World):
+def test_a_workload_name_a_device_name_and_an_error_message_are_shown_escaped(
+        world: World):
     browser, person = logged_in(world)
-    device = world.device()
+    device = world.device(name=SCRIPT)
     work_id = submit(person_api(world, person), device.id, WorkloadName=SCRIPT)
     assert device.next_work().json()["WorkId"] == work_id
     device.report(work_id, {"Outcome": "FAILED", "ErrorMessage": SCRIPT,
