@@ -249,11 +249,15 @@ def test_cancel_from_another_origin_is_refused(world: World):
 
 
 # -- downloads and the quick look ----------------------------------------------------------
-def test_the_owner_downloads_the_workload_and_its_results(world: World, tmp_path: Path):
+def test_the_owner_downloads_the_workload_and_its_results(files_world: World,
+                                                         tmp_path: Path):
+    """On each database and each file store (the data folder, S3)."""
+    world = files_world
     browser, person = logged_in(world)
     _, work_id = finished(world, person_api(world, person), tmp_path)
     page = browser.get(f"/portal/workloads/{work_id}")
     assert "Download workload" in page.text and "Download results" in page.text
+    assert '<figure id="quick-look">' in page.text  # the results read from the store
     work = browser.get(f"/portal/workloads/{work_id}/workload")
     assert work.status_code == 200 and work.content == b"the workload file"
     assert "attachment" in work.headers["content-disposition"]
