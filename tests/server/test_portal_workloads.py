@@ -14,6 +14,9 @@ import pytest
 import requests
 
 from qickwork.results import ResultsWriter
+from queueservice import clock
+from queueservice.db import Database
+from tests import facility_rows
 from tests.server.api import Api, Device, World, email_of, new_team, put_file, status, submit
 from tests.server.portal import Browser, csrf_of, logged_in
 from tests.server.test_progress import health
@@ -145,6 +148,59 @@ def test_the_team_scope_shows_my_teams_work_and_only_theirs(world: World):
                            {"csrf": csrf_of(page)})
     assert refused.status_code == 404
     assert status(mate, team_work)["WorkStatus"] == "READY"
+
+
+def row_of(page: requests.Response, work_id: str) -> str:
+    """The text of a list page's row of ``work_id`` (tags dropped, spaces squeezed)."""
+    match = re.search(rf'<tr>\s*<td><a href="/portal/workloads/{work_id}">.*?</tr>',
+                      page.text, re.S)
+    assert match, page.text[-2000:]
+    return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", match.group(0))).split())
+
+
+def test_work_a_facility_rule_holds_is_waiting_with_the_apis_position_and_start(
+        world: World):
+    browser, person = logged_in(world)
+    mine = person_api(world, person)
+    device = world.device()
+    assert device.heartbeat().status_code == 200  # online: an offline one has no estimate
+    now = clock.now_ms()
+    db = Database(world.service.database_target)
+    try:
+        facility_rows.book(db, device.id, now - 1000, now + 3600_000, now,
+                           reason="magnet ramp")
+        first = submit(mine, device.id)
+        facility_rows.mark(db, first, estimated_seconds=20.0)
+        second = submit(mine, device.id)
+    finally:
+        db.close()
+    page = browser.get("/portal/workloads")
+    for work_id in (first, second):
+        api = status(mine, work_id)
+        shown = row_of(page, work_id)
+        assert f"WAITING maintenance: {api['Waiting']['Message']}" in shown
+        assert "magnet ramp" in shown
+        assert f" {api['QueuePosition']} {api['EstimatedStartAt']} " in f" {shown} "
+    detail = browser.get(f"/portal/api/workloads/{first}").json()
+    assert detail["State"] == "WAITING" and detail["QueuePosition"] == "1"
+    assert detail["EstimatedStart"] == status(mine, first)["EstimatedStartAt"]
+
+
+def test_the_lists_queue_facts_are_the_apis(world: World):
+    browser, person = logged_in(world)
+    mine = person_api(world, person)
+    device = world.device()
+    other, _ = world.user()
+    ahead = submit(other, device.id, priority="HIGH")  # a stranger's, ahead of mine
+    low, high = submit(mine, device.id, priority="LOW"), submit(mine, device.id)
+    assert device.next_work().json()["WorkId"] == ahead
+    page = browser.get("/portal/workloads")
+    assert status(mine, high)["QueuePosition"] == 1 and status(mine, low)["QueuePosition"] == 2
+    assert row_of(page, high).split()[3:5] == ["READY", "1"]
+    assert row_of(page, low).split()[3:5] == ["READY", "2"]
+    # a device without a heartbeat is OFFLINE: no estimate, and the reason, as the API says
+    reason = status(mine, low)["EstimatedStartReason"]
+    assert reason in row_of(page, low)
 
 
 # -- one workload, live ------------------------------------------------------------------
