@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import heapq
 import io
+import logging
 import re
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timezone
@@ -28,17 +29,15 @@ from starlette.routing import BaseRoute, Route
 
 from cloudqueue.errors import BadRequest, NotFound, QueueError
 from cloudqueue.models import WorkStatus
-from qickwork.errors import InvalidResults
-from qickwork.results import read_results
 from queueservice import policy, views
 from queueservice.httpedge import Service, call, now_ms, service
 from queueservice.identities import Principal, user_principal_of
-from queueservice.portal import quicklook
 from queueservice.portal.sessions import PortalSession
 from queueservice.portal.web import HEADERS, page, posted, redirect, session_of
 from queueservice.pricing import PriceStore
 from queueservice.teams import TeamStore
 
+log = logging.getLogger("qick_queue")
 Row = dict[str, Any]
 PAGE_SIZE = 50
 #: the last page one may ask for (50 a page: the newest 10,000 workloads of a filter)
@@ -369,26 +368,46 @@ def detail_body(svc: Service, request: Request, row: Row) -> dict:
     return body
 
 
-def quick_look(svc: Service, work_id: str) -> tuple[quicklook.QuickLook | None, str]:
-    """The quick look at a workload's results, or why there is none. Reads the results
-    file (at most ``QUICK_LOOK_BYTES``): call it in the thread pool."""
+def quick_look(svc: Service, work_id: str) -> dict[str, Any]:
+    """The quick look at a workload's results for the page: ``look`` (None: none) with
+    the plot's panels and sizes, or ``look_note`` saying why there is none. Reads the
+    results file (at most ``QUICK_LOOK_BYTES``): call it in the thread pool.
+
+    qickwork's reader and the quick look's math import numpy and h5py: imported here, on
+    the first quick look, so that the web process does not load them otherwise (as
+    ``estimates`` does; tests/test_layout.py)."""
+    try:
+        from qickwork.errors import InvalidResults
+        from qickwork.results import read_results
+        from queueservice.portal import quicklook
+    except ImportError as exc:  # a service installed without qickwork's numpy/h5py
+        log.debug("no quick look at results: %s", exc)
+        return {"look": None, "look_note": "This service cannot read results files "
+                                           "(numpy and h5py are not installed): download "
+                                           "them to look at them."}
     key = f"results/{work_id}"
     size = svc.files.size(key)
     if size is None:
-        return None, "The results file is not there."
+        return {"look": None, "look_note": "The results file is not there."}
     if size > QUICK_LOOK_BYTES:
-        return None, (f"The results file is {size / 1e6:.1f} MB, more than the quick look "
-                      f"reads ({QUICK_LOOK_BYTES / 1e6:.0f} MB): download it.")
-    data = svc.files.read_bytes(key)
+        return {"look": None, "look_note": (
+            f"The results file is {size / 1e6:.1f} MB, more than the quick look reads "
+            f"({QUICK_LOOK_BYTES / 1e6:.0f} MB): download it.")}
     try:
-        results = read_results(io.BytesIO(data or b""))
+        results = read_results(io.BytesIO(svc.files.read_bytes(key) or b""))
     except (OSError, InvalidResults, KeyError, ValueError) as exc:
-        return None, (f"The results file cannot be read as a results file "
-                      f"({str(exc)[:200]}): download it to look at it.")
+        return {"look": None, "look_note": (
+            f"The results file cannot be read as a results file ({str(exc)[:200]}): "
+            "download it to look at it.")}
     found = quicklook.look(results)
     if not found.programs:
-        return None, "The results file holds no program's data."
-    return found, ""
+        return {"look": None, "look_note": "The results file holds no program's data."}
+    return {"look": found, "look_note": "",
+            "panels": quicklook.panels(found.plot) if found.plot else (),
+            "plot_width": quicklook.WIDTH, "plot_height": quicklook.height(),
+            "plot_left": quicklook.MARGIN_LEFT,
+            "plot_right": quicklook.WIDTH - quicklook.MARGIN_RIGHT,
+            "panel_height": quicklook.PANEL_HEIGHT, "table_programs": TABLE_PROGRAMS}
 
 
 def _not_found(request: Request, session: PortalSession, work_id: str) -> Response:
@@ -403,22 +422,15 @@ async def _detail_page(request: Request, session: PortalSession, row: Row, acces
     body = await call(detail_body, svc, request, row)
     shown = facts(body)
     whole = access in ("owner", "admin")
-    look, look_note = None, ""
+    looked: dict[str, Any] = {"look": None}
     if whole and body.get("WorkloadResultUrl"):
-        look, look_note = await call(quick_look, svc, row["work_id"])
+        looked = await call(quick_look, svc, row["work_id"])
     device = await call(svc.identities.device, row["device_id"])
     context = {"w": shown, "access": access, "whole": whole,
                "device_name": device["name"] if device else "(deleted device)",
                "can_cancel": whole and body["WorkStatus"] not in policy.TERMINAL,
                "has_workload": "WorkloadUrl" in body,
-               "has_results": "WorkloadResultUrl" in body,
-               "look": look, "look_note": look_note,
-               "panels": quicklook.panels(look.plot) if look and look.plot else (),
-               "plot_width": quicklook.WIDTH, "plot_height": quicklook.height(),
-               "plot_left": quicklook.MARGIN_LEFT,
-               "plot_right": quicklook.WIDTH - quicklook.MARGIN_RIGHT,
-               "panel_height": quicklook.PANEL_HEIGHT, "table_programs": TABLE_PROGRAMS,
-               "error": error}
+               "has_results": "WorkloadResultUrl" in body, **looked, "error": error}
     return page(request, "workloads_detail.html", context, status=status, session=session)
 
 

@@ -143,7 +143,9 @@ def test_the_team_scope_shows_my_teams_work_and_only_theirs(world: World):
     page = browser.get(f"/portal/workloads/{team_work}")
     assert page.status_code == 200 and "mate&#39;s run" in page.text
     assert "Cancel workload" not in page.text and "Download workload" not in page.text
-    assert browser.get(f"/portal/workloads/{team_work}/workload").status_code == 404
+    for kind in ("workload", "results"):
+        assert browser.get(f"/portal/workloads/{team_work}/{kind}").status_code == 404
+    assert browser.get(f"/portal/api/workloads/{team_work}").json()["State"] == "READY"
     refused = browser.post(f"/portal/workloads/{team_work}/cancel",
                            {"csrf": csrf_of(page)})
     assert refused.status_code == 404
