@@ -138,6 +138,11 @@ class FileStore(ABC):
         """A small file's text (a device configuration), None if absent."""
 
     @abstractmethod
+    def read_bytes(self, key: str) -> bytes | None:
+        """A file's bytes, None if absent: for files the caller knows are small (check
+        ``size`` first; the portal's quick look at results)."""
+
+    @abstractmethod
     def delete(self, key: str) -> None:
         """Remove the file (nothing if absent)."""
 
@@ -185,6 +190,12 @@ class LocalFiles(FileStore):
     def read_text(self, key: str) -> str | None:
         try:
             return self.path(key).read_text()
+        except FileNotFoundError:
+            return None
+
+    def read_bytes(self, key: str) -> bytes | None:
+        try:
+            return self.path(key).read_bytes()
         except FileNotFoundError:
             return None
 
@@ -342,8 +353,12 @@ class S3Files(FileStore):
             body.close()
 
     def read_text(self, key: str) -> str | None:
+        data = self.read_bytes(key)
+        return None if data is None else data.decode()
+
+    def read_bytes(self, key: str) -> bytes | None:
         try:
-            return b"".join(self._chunks(self._whole(key))).decode()
+            return b"".join(self._chunks(self._whole(key)))
         except NotFound:
             return None
 

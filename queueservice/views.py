@@ -101,15 +101,20 @@ def waiting_view(skip: scheduling.Skip) -> dict[str, Any]:
 
 
 def facility_queue(svc: Service, row: Row, active: list[Row], now: int,
-                   sit: situation.Situation) -> tuple[int | None, policy.StartEstimate,
-                                                      dict[str, Any]]:
+                   sit: situation.Situation, *, fallback: float | None = None,
+                   stock: policy.StartEstimate | None = None
+                   ) -> tuple[int | None, policy.StartEstimate, dict[str, Any]]:
     """QueuePosition, EstimatedStartAt and the fields that say why, for READY work of a
     device the facility's policy rules (``sit``): ``Waiting: {Rule, Message, Until}``
     when a rule holds it (the same ``scheduling.pick`` as the claim's), ``QueueReason``
     when it is only behind other work; the position and start from
-    ``scheduling.forecast`` (the device free once its running work is done)."""
-    fallback = svc.workloads.run_estimate_seconds(row["device_id"])
-    stock = start_estimate(svc, row, active, now, fallback)
+    ``scheduling.forecast`` (the device free once its running work is done).
+    ``fallback`` and ``stock`` (the device's run estimate, the stock-order estimate):
+    read here when not given (the portal's list works them out once per device)."""
+    if fallback is None:
+        fallback = svc.workloads.run_estimate_seconds(row["device_id"])
+    if stock is None:
+        stock = start_estimate(svc, row, active, now, fallback)
     if row["status"] != "READY":
         return policy.queue_position(active, row["work_id"]), stock, {}
     extra: dict[str, Any] = {}

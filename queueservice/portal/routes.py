@@ -25,6 +25,7 @@ from queueservice.identities import user_principal_of
 from queueservice.portal import admin_pages
 from queueservice.portal import devices
 from queueservice.portal import teams
+from queueservice.portal import workloads
 from queueservice.portal.csrf import LOGIN_FORM_SECONDS, login_cookie
 from queueservice.portal.sessions import ABSOLUTE_MS, PortalSession, PortalSessionStore
 from queueservice.portal.web import (HERE, LOGIN_COOKIE, SESSION_COOKIE, drop_cookie,
@@ -228,5 +229,6 @@ def portal_routes() -> list[BaseRoute]:
         *admin_pages.routes(),
         *devices.routes(),
         *teams.routes(),
+        *workloads.routes(),
         Mount("/portal/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
