@@ -32,8 +32,7 @@ from tests.helpers import wait_for
 from tests.server.api import Api, World
 from tests.server.portal import NEW_PASSWORD, logged_in
 
-pytestmark = [pytest.mark.browser, pytest.mark.timeout(600),
-              pytest.mark.xfail(reason="needs slices 2-5 merged", strict=False)]
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
 
 RUN_MS = 120_000  # the first workload runs ~15 s on the slowed simulated board
 SLOW = {"time_scale": "2000"}  # the simulated board ~2000x slower than real time
