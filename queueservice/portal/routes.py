@@ -22,6 +22,7 @@ from queueservice.admin import AdminStore, check_name
 from queueservice.errors import CognitoError
 from queueservice.httpedge import call, now_ms, service
 from queueservice.identities import user_principal_of
+from queueservice.portal import submit
 from queueservice.portal.csrf import LOGIN_FORM_SECONDS, login_cookie
 from queueservice.portal.sessions import ABSOLUTE_MS, PortalSession, PortalSessionStore
 from queueservice.portal.web import (HERE, LOGIN_COOKIE, SESSION_COOKIE, drop_cookie,
@@ -222,5 +223,6 @@ def portal_routes() -> list[BaseRoute]:
         Route("/keys", keys_page, methods=["GET"]),
         Route("/keys", create_key, methods=["POST"]),
         Route("/keys/{key_id}/revoke", revoke_key, methods=["POST"]),
+        *submit.routes(),
         Mount("/portal/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
