@@ -374,7 +374,7 @@ async def confirm(request: Request) -> Response:
     return redirect(f"/portal/workloads/{work_id}")
 
 
-def _duration(seconds: float | None) -> str:
+def duration_text(seconds: float | None) -> str:
     """``1.23 s``, ``12.3 ms``, ``4.5 min``: three significant digits in a readable unit."""
     if seconds is None:
         return "unknown"
@@ -385,7 +385,7 @@ def _duration(seconds: float | None) -> str:
     return f"{seconds / 1e-9:.3g} ns"
 
 
-templates.env.filters["duration"] = _duration
+templates.env.filters["duration"] = duration_text
 
 
 def routes() -> list[BaseRoute]:
