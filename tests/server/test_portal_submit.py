@@ -10,6 +10,7 @@ import json
 import re
 import tempfile
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import AsyncIterator, Iterator
 
@@ -171,6 +172,26 @@ def test_a_double_confirm_makes_one_workload(world: World, workload: bytes):
     assert first.status_code == second.status_code == 303
     assert first.headers["location"] == second.headers["location"]
     assert len(workloads_of(person["api_key"], world)) == 1
+
+
+def test_two_confirms_at_once_make_one_workload(world: World, workload: bytes):
+    """A double click: two POSTs of one upload in flight together (two connections with
+    the one session cookie)."""
+    browser, person = logged_in(world)
+    device = board(world)
+    token = upload_id(upload(browser, workload, device=device))
+    csrf = csrf_of(browser.get("/portal/submit"))
+    clicks = []
+    for _ in range(2):
+        click = Browser(world.service.root)
+        click.session.cookies.set("qq_portal", browser.cookie)
+        clicks.append(click)
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda b: confirm(b, token, csrf), clicks))
+    assert [a.status_code for a in answers] == [303, 303], [a.text[:500] for a in answers]
+    assert answers[0].headers["location"] == answers[1].headers["location"]
+    [item] = workloads_of(person["api_key"], world)
+    assert item["WorkStatus"] == "READY"
 
 
 def test_a_device_without_its_soccfg_is_a_warning_not_a_refusal(world: World,
