@@ -95,5 +95,6 @@ class UploadStore:
             with self.db.transaction() as conn:
                 conn.execute("DELETE FROM portal_uploads WHERE upload_id = ?", (upload_id,))
         if ids:
-            log.info("%d portal upload(s) expired unconfirmed or confirmed: removed", len(ids))
+            log.info("%d portal upload(s) past their %d minutes: removed", len(ids),
+                     STAGED_MS // 60000)
         return len(ids)

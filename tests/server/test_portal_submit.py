@@ -17,15 +17,16 @@ from typing import AsyncIterator, Iterator
 import pytest
 import requests
 
+from cloudqueue.errors import NotFound
 from queueservice import facility
 from queueservice.db import Database
-from queueservice.files import LocalFiles, Staged
+from queueservice.files import FileStore, LocalFiles, S3Files, Staged, parse_key
 from queueservice.portal.submit import FORM_ALLOWANCE, duration_text
-from queueservice.portal.uploads import STAGED_MS, UploadStore
+from queueservice.portal.uploads import STAGED_MS, UploadStore, staging_key
 from tests.conftest import QueueService, start_queue_service
 from tests.helpers import reference_soccfg
-from tests.server.api import Api, World, email_of, grant, new_team, put_file, sha
-from tests.server.conftest import DATABASES, engine_options
+from tests.server.api import Api, World, grant, new_team, put_file, sha
+from tests.server.conftest import DATABASES, MotoS3, engine_options
 from tests.server.portal import Browser, csrf_of, logged_in
 from tests.server.test_bookings import at, hours_from_now
 
@@ -401,8 +402,33 @@ def test_an_expired_upload_cannot_be_confirmed_and_the_sweep_removes_it(db: Data
     assert list((tmp_path / "files" / "staging").iterdir()) == []
 
 
-def _staged(files: LocalFiles, data: bytes) -> Staged:
+def _staged(files: FileStore, data: bytes) -> Staged:
     async def chunks() -> AsyncIterator[bytes]:
         yield data
 
     return asyncio.run(files.stage(chunks(), 1024))
+
+
+@pytest.mark.parametrize("kind", ["local", "s3"])
+def test_a_staged_file_round_trips_through_each_store_and_no_url_reaches_it(
+        kind: str, tmp_path: Path, request: pytest.FixtureRequest):
+    if kind == "local":
+        files: FileStore = LocalFiles(tmp_path / "files")
+    else:
+        s3: MotoS3 = request.getfixturevalue("s3")
+        files = S3Files(f"s3://{s3.new_bucket()}/queue", tmp_path / "tmp", client=s3.client)
+    files.create()
+    key = staging_key(str(uuid.uuid4()))
+    files.commit(_staged(files, b"the workload's bytes"), key)
+    fetched = files.fetch(key)
+    try:
+        assert fetched.path.read_bytes() == b"the workload's bytes"
+        assert (fetched.size, fetched.sha256) == (20, sha(b"the workload's bytes"))
+    finally:
+        files.discard(fetched)
+    with pytest.raises(NotFound):
+        parse_key(key)  # the presigned file URLs' keys: never a staged file
+    files.delete(key)
+    with pytest.raises(NotFound):
+        files.fetch(key)
+    assert list(files.tmp.iterdir()) == []  # a failed fetch leaves nothing behind
