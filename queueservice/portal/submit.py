@@ -181,13 +181,18 @@ def _check_file(svc: Service, staged: Staged, file_name: str,
         raise BadRequest(exc.message, kind=exc.kind) from None
     text = (svc.files.read_text(f"configs/{device_id}")
             if device["config_refreshed"] is not None else None)
+    if text is None:
+        return len(entries), None, [
+            f"device {device_id} has not uploaded its configuration (soccfg) yet, so the "
+            "workload was not checked against its firmware; its board checks it before "
+            "running it"]
     try:
-        soccfg = json.loads(text) if text else None
+        soccfg = json.loads(text)
     except ValueError:
         soccfg = None
     if not isinstance(soccfg, dict):
         return len(entries), None, [
-            f"device {device_id} has not uploaded its configuration (soccfg) yet, so the "
+            f"the configuration device {device_id} uploaded is not a JSON object, so the "
             "workload was not checked against its firmware; its board checks it before "
             "running it"]
     try:
