@@ -370,6 +370,9 @@ class S3Files(FileStore):
                 return None
             raise self._unavailable(exc, f"reading {key}") from None
 
+    def chunks(self, key: str) -> Iterator[bytes]:
+        return self._chunks(self._whole(key))
+
     def _whole(self, key: str) -> dict:
         answer = self._get(key)
         assert answer is not None  # no range asked: none refused
@@ -381,9 +384,6 @@ class S3Files(FileStore):
             yield from body.iter_chunks(CHUNK_BYTES)
         finally:
             body.close()
-
-    def chunks(self, key: str) -> Iterator[bytes]:
-        return self._chunks(self._whole(key))
 
     def read_text(self, key: str) -> str | None:
         try:
