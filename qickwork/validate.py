@@ -1,5 +1,9 @@
 """Checks of a workload against a board and against the board's limits, before anything runs.
 
+``read_submitted`` and ``check_for_device`` are what a submit checks first (``userclient
+submit`` and the web portal's upload alike): the file is a workload, and it fits the device
+it is for.
+
 Each check names the program and what to change. They catch on the PC (or before the board
 is touched) what the hardware would otherwise refuse halfway through a workload: channels the
 firmware does not have, envelopes over a generator's memory, decimated captures over the
@@ -8,11 +12,15 @@ readout's buffer, and shots or result sizes over the board's limits.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from qickwork.errors import InvalidWorkload, WorkloadTooLarge
-from qickwork.workload import ProgramEntry
+from qickwork.errors import InvalidWorkload, WorkloadError, WorkloadTooLarge
+from qickwork.workload import ProgramEntry, check_firmware, read_workload
+
+#: the first bytes of every HDF5 file (a results file, not a workload)
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
 @dataclass
@@ -131,3 +139,35 @@ def check_workload(entries: list[ProgramEntry], soccfg: Any, limits: WorkloadLim
             f"the workload would produce about {total} bytes of results, over the "
             f"board's limit of {limits.max_result_bytes}: split it into smaller "
             "workloads or save less (no raw data, no shots)")
+
+
+def read_submitted(path: str | os.PathLike, name: str) -> list[ProgramEntry]:
+    """The programs of a file a user submits, read as the board reads them; a file that is
+    not a workload (empty, an HDF5 results file, not gzip, bad JSON...) raises
+    ``WorkloadError`` whose message starts with ``name`` (what the user calls the file)."""
+    with open(path, "rb") as handle:
+        head = handle.read(len(HDF5_SIGNATURE))
+    if not head:
+        raise InvalidWorkload(f"{name} is empty: it is not a workload (write one with "
+                              "WorkloadManager.write())")
+    if head == HDF5_SIGNATURE:
+        raise InvalidWorkload(f"{name} is an HDF5 file (a results file?), not a workload: "
+                              "submit the .json.gz file WorkloadManager.write() made")
+    try:
+        return read_workload(path)
+    except WorkloadError as exc:
+        raise type(exc)(f"{name}: {exc.message}", kind=exc.kind, program=exc.program) from None
+
+
+def check_for_device(entries: list[ProgramEntry], soccfg: Any, name: str, device_id: str,
+                     limits: WorkloadLimits | None = None) -> None:
+    """What the board checks before it runs the programs of ``name`` on ``device_id``
+    (whose uploaded configuration is ``soccfg``): compiled for its firmware, and within
+    its limits (default ``WorkloadLimits``; a board may be configured stricter).
+    ``WorkloadError`` (kinds ``firmware_mismatch``, ``too_large``...) says which."""
+    try:
+        check_firmware(entries, soccfg)
+        check_workload(entries, soccfg, limits or WorkloadLimits())
+    except WorkloadError as exc:
+        raise type(exc)(f"{name} does not fit device {device_id}: {exc.message}",
+                        kind=exc.kind, program=exc.program) from None

@@ -20,6 +20,7 @@ from queueservice import (health, openapi, routes_admin, routes_auth, routes_boo
 from queueservice.datadir import DataDir, check_shared_secret
 from queueservice.db import Database
 from queueservice.portal.routes import portal_routes
+from queueservice.portal.uploads import UploadStore
 from queueservice.errors import DatabaseUnavailable
 from queueservice.files import open_files
 from queueservice.identities import IdentityStore
@@ -192,9 +193,9 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
 
 def housekeep(svc: Service) -> tuple[list[str], list[str], list[str]]:
     """One sweep: leases, timeslots' ends, never-uploaded work, old idempotency keys,
-    sessions past their time. Answers the devices whose queue changed: (work back in the
-    queue or asked to stop at its slot's end, a session ended, only never-uploaded work
-    ended). Replicas sweep one at a time: the one that finds another sweeping skips this
+    sessions past their time, the portal's expired uploads. Answers the devices whose
+    queue changed: (work back in the queue or asked to stop at its slot's end, a session
+    ended, only never-uploaded work ended). Replicas sweep one at a time: the one that finds another sweeping skips this
     round."""
     with svc.workloads.db.exclusive("housekeeping") as mine:
         if not mine:
@@ -210,6 +211,7 @@ def _sweep(svc: Service) -> tuple[list[str], list[str], list[str]]:
         log.info("%d workload(s) never uploaded: FAILED/upload_expired", len(expired))
     svc.workloads.purge_idempotency(now)
     ended = SessionStore(svc.workloads.db).sweep(now)
+    UploadStore(svc.workloads.db, svc.files).sweep(now)  # the portal's, unconfirmed
     return (changed, ended,
             sorted({device for _, device in expired} - set(changed) - set(ended)))
 

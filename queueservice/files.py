@@ -39,8 +39,12 @@ from queueservice.errors import PayloadTooLarge, StorageUnavailable
 log = logging.getLogger("qick_queue")
 
 KINDS = ("workloads", "results", "configs")
-_KEY = re.compile(r"^(workloads|results|configs)/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-"
-                  r"[0-9a-f]{4}-[0-9a-f]{12})$")
+#: files the store keeps that no file URL reaches: uploads the web portal holds until their
+#: user confirms them (``portal.uploads``)
+STAGING = "staging"
+_UUID = r"([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
+_KEY = re.compile(rf"^(workloads|results|configs)/{_UUID}$")
+_STORED = re.compile(rf"^(workloads|results|configs|{STAGING})/{_UUID}$")
 CHUNK_BYTES = 1 << 20
 #: S3 uploads past this size go in parts of this size (streamed from the staged file)
 S3_PART_BYTES = 8 * 2**20
@@ -54,6 +58,14 @@ WRITE_LOCKS = 64
 def parse_key(key: str) -> tuple[str, str]:
     """``workloads/{WorkId}`` -> ("workloads", WorkId); NotFound for anything else."""
     match = _KEY.match(key)
+    if not match:
+        raise NotFound(f"no file {key!r}")
+    return match.group(1), match.group(2)
+
+
+def stored_key(key: str) -> tuple[str, str]:
+    """``parse_key``, and ``staging/{id}`` too: the keys the store itself takes."""
+    match = _STORED.match(key)
     if not match:
         raise NotFound(f"no file {key!r}")
     return match.group(1), match.group(2)
@@ -118,6 +130,27 @@ class FileStore(ABC):
         """Remove a staged upload (nothing once committed)."""
         staged.pending.discard()
 
+    def fetch(self, key: str) -> Staged:
+        """A stored file copied (in chunks) to a staged upload in ``tmp``, to be put in
+        place under another key (``commit``); NotFound if absent."""
+        pending = PendingFile(self.tmp, name="fetched")
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            for chunk in self.chunks(key):
+                size += len(chunk)
+                digest.update(chunk)
+                pending.file.write(chunk)
+            pending.sync()
+        except BaseException:
+            pending.discard()
+            raise
+        return Staged(pending, size, digest.hexdigest())
+
+    @abstractmethod
+    def chunks(self, key: str) -> Iterator[bytes]:
+        """The stored file's bytes, in chunks; NotFound if absent."""
+
     @abstractmethod
     def commit(self, staged: Staged, key: str) -> None:
         """Put a staged upload in place as ``key``, whole or not at all."""
@@ -160,13 +193,21 @@ class LocalFiles(FileStore):
         super().__init__(self.root / "tmp")
 
     def create(self) -> None:
-        for name in KINDS:
+        for name in (*KINDS, STAGING):
             (self.root / name).mkdir(parents=True, exist_ok=True)
         super().create()
 
     def path(self, key: str) -> Path:
-        kind, name = parse_key(key)
+        kind, name = stored_key(key)
         return self.root / kind / name
+
+    def chunks(self, key: str) -> Iterator[bytes]:
+        try:
+            handle = open(self.path(key), "rb")
+        except FileNotFoundError:
+            raise NotFound(f"the file {key} has not been uploaded") from None
+        with handle:
+            yield from iter(lambda: handle.read(CHUNK_BYTES), b"")
 
     def commit(self, staged: Staged, key: str) -> None:
         """Move a staged upload into place atomically, and make the rename durable."""
@@ -249,7 +290,7 @@ class S3Files(FileStore):
         self._store_errors = (BotoCoreError, Boto3Error, ClientError)
 
     def _object(self, key: str) -> str:
-        parse_key(key)
+        stored_key(key)
         return self.prefix + key
 
     def _unavailable(self, exc: Exception, doing: str) -> StorageUnavailable:
@@ -339,6 +380,9 @@ class S3Files(FileStore):
                     and exc.response.get("Error", {}).get("Code") == "InvalidRange"):
                 return None
             raise self._unavailable(exc, f"reading {key}") from None
+
+    def chunks(self, key: str) -> Iterator[bytes]:
+        return self._chunks(self._whole(key))
 
     def _whole(self, key: str) -> dict:
         answer = self._get(key)

@@ -194,7 +194,8 @@ def check_cover(conn: Connection, row: Mapping[str, Any], estimate: float | None
                 now: int) -> None:
     """Refuse (409 ``insufficient_credits``) to queue shared work whose team cannot cover
     it: its balance less the estimated cost of its other unfinished shared work must
-    cover this one's (``cost_seconds`` x the device's price per used second now)."""
+    cover this one's (``cost_seconds`` x the device's price per used second now). A row
+    without a ``work_id`` is work not created yet (the portal's check before it is)."""
     team_id = row.get("team_id")
     if team_id is None or not charged_per_run(row) or not accounting_on(conn):
         return
@@ -210,7 +211,8 @@ def check_cover(conn: Connection, row: Mapping[str, Any], estimate: float | None
     what = (f"this workload is estimated at {cost:g} ({seconds:g} s x {price:g} per used "
             f"second on device {row['device_id']})" if seconds is not None
             else "this workload's run time is unknown (no estimate, no --max-seconds)")
-    raise Conflict(f"team {name} cannot cover workload {row['work_id']}: its balance is "
+    which = f"workload {row['work_id']}" if row.get("work_id") else "this workload"
+    raise Conflict(f"team {name} cannot cover {which}: its balance is "
                    f"{have:g} device-seconds, {held:g} are held by its {count} other "
                    f"workload(s) queued or running, so {left:g} are left, and {what}; "
                    f"nothing was queued: {MORE_CREDITS}", kind="insufficient_credits")

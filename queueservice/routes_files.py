@@ -73,7 +73,7 @@ def _finished_results_unchanged(svc: Service, staged, key: str, ident: str) -> b
             and svc.files.sha256(key) == staged.sha256)
 
 
-def _arrive(svc: Service, staged, key: str, kind: str, ident: str) -> str | None:
+def arrive(svc: Service, staged, key: str, kind: str, ident: str) -> str | None:
     """Put the file in place, then apply its state change: one upload of a key at a time
     (``FileStore.writing`` in this process, ``Database.holding`` across replicas), the
     database's lock held only for the state change, never while the file is written (an
@@ -131,7 +131,7 @@ async def put_file(request: Request) -> Response:
                 raise ChecksumMismatch(
                     f"the file's SHA-256 is {staged.sha256}, not the announced {expected}: "
                     "it was damaged on the way; upload it again")
-            device_id = await call(_arrive, svc, staged, key, kind, ident)
+            device_id = await call(arrive, svc, staged, key, kind, ident)
     finally:
         svc.files.discard(staged)  # no-op once committed
     if device_id is not None:

@@ -29,6 +29,9 @@ The web portal (issue 13, docs/portal.md; migration ``0005_portal_sessions``):
 ``portal_sessions``, one row per browser login, keyed by the SHA-256 of the cookie's
 token, with the session's CSRF token, its last use (idle expiry) and ``expires_at`` (the
 absolute expiry); logging out, changing the password or disabling the user revokes it.
+``portal_uploads`` (migration ``0006_portal_uploads``): a workload file uploaded on the
+portal's submit page, held (its bytes in the file store as ``staging/{upload_id}``) until
+its user confirms it in the same session; removed once it has expired.
 
 The queue sequence is one counter row (``queue_sequence``), not a database sequence: taking
 a number updates the row, which holds its lock until the transaction ends, so numbers are
@@ -294,4 +297,23 @@ portal_sessions = Table(
     Column("expires_at", Int, nullable=False),                 # the absolute expiry
     Column("revoked_at", Int),                                 # logout, password, disable
     Index("portal_sessions_user", "user_id"),
+)
+
+portal_uploads = Table(
+    "portal_uploads", metadata,                                # the portal's staged uploads
+    Column("upload_id", Text, primary_key=True),               # its token; file staging/{id}
+    Column("session_hash", Text, nullable=False),              # the portal session it is for
+    Column("user_id", Text, nullable=False),
+    Column("device_id", Text, nullable=False),
+    Column("priority", Text, nullable=False),
+    Column("team_id", Text),                                    # the team it is charged to
+    Column("timeslot", Int, nullable=False, server_default=text("0")),  # 1: timeslot work
+    Column("workload_name", Text),
+    Column("file_name", Text, nullable=False),                 # as the browser named it
+    Column("sha256", Text, nullable=False),
+    Column("size", Int, nullable=False),
+    Column("created_at", Int, nullable=False),
+    Column("expires_at", Int, nullable=False),                 # removed after, unconfirmed
+    Column("work_id", Text),                                   # once confirmed
+    Index("portal_uploads_expiry", "expires_at"),
 )

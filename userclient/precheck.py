@@ -10,6 +10,9 @@ mistake is refused in a second instead of after the wait in the queue:
 3. its programs fit that firmware (channels, envelope memory, decimated buffers) and the
    default limits (``qickwork.WorkloadLimits``; a board may be configured stricter).
 
+Both checks are ``qickwork.validate``'s (``read_submitted``, ``check_for_device``): the web
+portal's upload makes the same ones, with the same messages.
+
 A device that has not uploaded its soccfg yet cannot be checked against: that is a
 warning (``SubmitCheck.warnings``), not a refusal; its board checks the firmware itself
 before it runs the workload. ``UserClient.create_work`` does none of this (it queues what
@@ -23,10 +26,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cloudqueue.errors import BadRequest, ConfigError
-
-#: the first bytes of every HDF5 file (a results file, not a workload)
-HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-
 
 @dataclass
 class SubmitCheck:
@@ -49,25 +48,17 @@ def read_entries(path: str | os.PathLike) -> list[Any]:
     (kind ``no_such_file``, ``invalid_workload``, ``too_large``) saying what the file is,
     ``ConfigError`` (kind ``missing_dependency``) without numpy and h5py."""
     try:
-        from qickwork import WorkloadError, read_workload
+        from qickwork import WorkloadError
+        from qickwork.validate import read_submitted
     except ImportError as exc:
         raise missing_dependency(exc) from None
 
     if not os.path.isfile(path):
         raise BadRequest(f"{path}: no such workload file", kind="no_such_file")
-    with open(path, "rb") as handle:
-        head = handle.read(len(HDF5_SIGNATURE))
-    if not head:
-        raise BadRequest(f"{path} is empty: it is not a workload (write one with "
-                         "WorkloadManager.write())", kind="invalid_workload")
-    if head == HDF5_SIGNATURE:
-        raise BadRequest(f"{path} is an HDF5 file (a results file?), not a workload: submit "
-                         "the .json.gz file WorkloadManager.write() made",
-                         kind="invalid_workload")
     try:
-        return read_workload(path)
+        return read_submitted(path, str(path))
     except WorkloadError as exc:
-        raise BadRequest(f"{path}: {exc.message}", kind=exc.kind) from None
+        raise BadRequest(exc.message, kind=exc.kind) from None
 
 
 def check_before_submit(client: Any, path: str | os.PathLike, device_id: str) -> SubmitCheck:
@@ -77,8 +68,9 @@ def check_before_submit(client: Any, path: str | os.PathLike, device_id: str) ->
     ``firmware_mismatch``, ``too_large``) when the board would refuse the workload, and
     what ``UserClient.get_device`` raises (``NotFound`` for an unknown device)."""
     entries = read_entries(path)
-    from qickwork import WorkloadLimits, WorkloadError, check_firmware, check_workload
+    from qickwork import WorkloadError
     from qickwork.firmware import describe
+    from qickwork.validate import check_for_device
 
     device = client.get_device(device_id)
     if not device.DeviceConfigurationUrl:
@@ -88,9 +80,7 @@ def check_before_submit(client: Any, path: str | os.PathLike, device_id: str) ->
             "running it"])
     soccfg = client.get_soccfg(device_id)
     try:
-        check_firmware(entries, soccfg)
-        check_workload(entries, soccfg, WorkloadLimits())
+        check_for_device(entries, soccfg, str(path), device_id)
     except WorkloadError as exc:
-        raise BadRequest(f"{path} does not fit device {device_id}: {exc.message}",
-                         kind=exc.kind) from None
+        raise BadRequest(exc.message, kind=exc.kind) from None
     return SubmitCheck(len(entries), describe(soccfg))

@@ -22,10 +22,7 @@ from queueservice.admin import AdminStore, check_name
 from queueservice.errors import CognitoError
 from queueservice.httpedge import call, now_ms, service
 from queueservice.identities import user_principal_of
-from queueservice.portal import admin_pages
-from queueservice.portal import devices
-from queueservice.portal import teams
-from queueservice.portal import workloads
+from queueservice.portal import admin_pages, devices, submit, teams, workloads
 from queueservice.portal.csrf import LOGIN_FORM_SECONDS, login_cookie
 from queueservice.portal.sessions import ABSOLUTE_MS, PortalSession, PortalSessionStore
 from queueservice.portal.web import (HERE, LOGIN_COOKIE, SESSION_COOKIE, drop_cookie,
@@ -230,5 +227,6 @@ def portal_routes() -> list[BaseRoute]:
         *devices.routes(),
         *teams.routes(),
         *workloads.routes(),
+        *submit.routes(),
         Mount("/portal/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]

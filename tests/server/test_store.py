@@ -348,7 +348,8 @@ def test_a_version_6_database_upgrades_in_place_with_nothing_lost(tmp_path: Path
     conn.execute("DROP TABLE alembic_version")  # as a version-6 store made before Alembic
     conn.execute("DROP TABLE service_settings")
     for table in ("ledger", "team_members", "teams", "prices", "bookings", "windows",
-                  "sessions", "credit_requests", "portal_sessions"):
+                  "sessions", "credit_requests", "portal_sessions",
+                  "portal_uploads"):
         conn.execute(f"DROP TABLE {table}")
     conn.execute("DROP INDEX workloads_team")
     conn.execute("DROP INDEX workloads_claim")
