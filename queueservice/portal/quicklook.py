@@ -185,6 +185,22 @@ class Panel:
     x_high: float
     polylines: tuple[tuple[int, str], ...]  # (readout, "x,y x,y ...")
 
+    @property
+    def labels(self) -> tuple[str, str]:
+        """The value axis's two ends as text (``axis_labels``)."""
+        return axis_labels(self.low, self.high)
+
+
+def axis_labels(low: float, high: float) -> tuple[str, str]:
+    """An axis's two ends with the fewest significant digits (4 at least, 12 at most) that
+    tell them apart: a narrow range far from zero (a magnitude of 1999.9 to 2000.2) would
+    read "2000" at both ends with a fixed 4."""
+    for digits in range(4, 13):
+        ends = (f"{low:.{digits}g}", f"{high:.{digits}g}")
+        if ends[0] != ends[1]:
+            return ends
+    return ends
+
 
 def _finite_range(values: list[float]) -> tuple[float, float]:
     finite = [v for v in values if math.isfinite(v)]

@@ -126,3 +126,13 @@ def test_a_flat_line_is_drawn_in_the_middle_not_divided_by_zero():
     assert magnitude.low < 2.0 < magnitude.high
     ys = {float(p.split(",")[1]) for p in magnitude.polylines[0][1].split()}
     assert len(ys) == 1
+
+
+@pytest.mark.parametrize("low, high, expected", [
+    (1999.86, 2000.23, ("1999.9", "2000.2")),  # "2000" at both ends with 4 digits
+    (0.5, 12.25, ("0.5", "12.25")),
+    (-126.13, -0.1234, ("-126.1", "-0.1234")),
+    (1.0, 1.0, ("1", "1")),  # no digits tell equal ends apart: as they are
+])
+def test_axis_ends_get_the_digits_that_tell_them_apart(low, high, expected):
+    assert quicklook.axis_labels(low, high) == expected
