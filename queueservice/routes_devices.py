@@ -65,10 +65,10 @@ async def get_device(request: Request) -> Response:
         raise stock_missing_item("Device", "DeviceName")
     if row is None:
         raise NotFound(f"no device {device_id}: {NO_DEVICE_HINT}")
-    active = await call(svc.workloads.active_for_device, device_id)
+    lengths = await call(svc.workloads.queue_lengths, [device_id])
     body = views.device_detail(svc, request, row, now_ms(),
                                with_health=who.is_admin or who.kind == "device",
-                               queue_length=len(active))
+                               queue_length=lengths[device_id])
     return json_ok(body)
 
 

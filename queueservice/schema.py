@@ -153,6 +153,9 @@ Index("workloads_team_status", workloads.c.team_id, workloads.c.status, workload
 #: kind without reading the timeslot work that waits for its slot
 Index("workloads_claim", workloads.c.device_id, workloads.c.status, workloads.c.timeslot,
       workloads.c.team_id)
+#: a device's last finished runs, newest first (its run estimate, ``workloads._run_estimate``)
+Index("workloads_finished", workloads.c.device_id, workloads.c.status,
+      workloads.c.finished_at.desc(), workloads.c.work_id.desc())
 
 idempotency = Table(
     "idempotency", metadata,

@@ -58,6 +58,14 @@ class PageKey:
     work_id: str
 
 
+#: what a queue view reads of a device's active work: the hand-out order
+#: (``policy.queue_key``), the time left (``policy.remaining_seconds``), the facility's
+#: candidates and sessions (``situation``) and a cancel asked for
+QUEUE_COLUMNS = ("work_id", "device_id", "account_id", "status", "priority", "ready_seq",
+                 "started_at", "estimated_seconds", "programs_done", "programs_total",
+                 "team_id", "max_seconds", "timeslot", "session_id", "cancel_requested")
+
+
 class WorkloadStore:
     def __init__(self, db: Database, limits: ServiceLimits):
         self.db = db
@@ -72,10 +80,13 @@ class WorkloadStore:
                                      (work_id,)).fetchone())
 
     def active_for_device(self, device_id: str) -> list[Row]:
+        """The device's active work (UPLOADING, EXECUTING, READY), each with the columns
+        its queue is worked out from (``QUEUE_COLUMNS``), not the whole row: a long
+        queue is read at every queue view (``GET /workloads/{id}``, the portal's pages)."""
         with self.db.reading() as conn:
             rows = conn.execute(
-                "SELECT * FROM workloads WHERE device_id = ? AND status IN (?, ?, ?)",
-                (device_id, *policy.ACTIVE)).fetchall()
+                f"SELECT {', '.join(QUEUE_COLUMNS)} FROM workloads WHERE device_id = ? "
+                "AND status IN (?, ?, ?)", (device_id, *policy.ACTIVE)).fetchall()
         return [dict(r) for r in rows]
 
     def queue_lengths(self, device_ids: Iterable[str]) -> dict[str, int]:

@@ -354,6 +354,7 @@ def test_a_version_6_database_upgrades_in_place_with_nothing_lost(tmp_path: Path
     conn.execute("DROP INDEX workloads_team")
     conn.execute("DROP INDEX workloads_claim")
     conn.execute("DROP INDEX workloads_team_status")
+    conn.execute("DROP INDEX workloads_finished")
     for column in ("team_id", "max_seconds", "timeslot", "on_slot_end", "session_id"):
         conn.execute(f"ALTER TABLE workloads DROP COLUMN {column}")
     mark = conn.execute("SELECT value FROM queue_sequence").fetchone()[0]
