@@ -7,7 +7,7 @@ workloads stored. Prints figures; never asserts on time.
 The set-up: a served ``qick-queue`` (SQLite, or ``--database``); three devices; a user with
 ``--own`` workloads of their own among ``--workloads`` stored (the rest: a teammate's,
 charged to their shared team, and 50 other owners'), 80 % DONE, 5 % FAILED, 5 %
-CANCELLED, 10 % READY (in their devices' queues), stored straight through the store
+CANCELLED, 10 % READY (in their devices' queues; ``--queued`` changes that), stored straight through the store
 module; an admin. Both log in through the portal's own form.
 
 Each page in ``PAGES`` (the one list: add a page there) is asked ``--requests`` times with
@@ -63,7 +63,14 @@ PAGES: list[tuple[str, str]] = [
     ("/portal/admin/maintenance", "admin"),
 ]
 OTHER_OWNERS = 50
-STATUSES = ["DONE"] * 16 + ["FAILED", "CANCELLED"] + ["READY"] * 2  # 80/5/5/10 %
+
+
+def status_of(i: int, queued: int) -> str:
+    """The i-th stored workload's state: ``queued`` % READY, 5 % FAILED, 5 % CANCELLED,
+    the rest DONE."""
+    r = i % 100
+    return "READY" if r < queued else "FAILED" if r < queued + 5 else \
+        "CANCELLED" if r < queued + 10 else "DONE"
 
 
 def person(world: World, *, admin: bool = False) -> tuple[str, str]:
@@ -83,7 +90,7 @@ def person(world: World, *, admin: bool = False) -> tuple[str, str]:
 
 
 def store(service: QueueService, devices: list[str], user_id: str, teammate_id: str,
-          team_id: str, rows: int, own: int) -> str:
+          team_id: str, rows: int, own: int, queued: int) -> str:
     """Store ``rows`` workloads, ``own`` of them ``user_id``'s, 10 ms apart up to now;
     answers the pages' ``{work}``: the user's newest READY one (its page weighs its place
     in the device's queue), else their newest."""
@@ -94,9 +101,9 @@ def store(service: QueueService, devices: list[str], user_id: str, teammate_id: 
     def gen():
         mine = 0
         for i in range(rows):
-            status = STATUSES[i % len(STATUSES)]
+            status = status_of(i, queued)
             if i % every == 0 and mine < own:  # the user's own mix, whatever ``every`` is
-                status = STATUSES[mine % len(STATUSES)]
+                status = status_of(mine, queued)
                 owner, team, mine = user_id, (team_id if i % 3 == 0 else None), mine + 1
             elif i % 20 == 1:
                 owner, team = teammate_id, team_id
@@ -124,7 +131,8 @@ def store(service: QueueService, devices: list[str], user_id: str, teammate_id: 
     finally:
         db.close()
     work, status = next((w for w in reversed(newest) if w[1] == "READY"), newest[-1])
-    print(f"stored {rows} workloads ({len(newest)} the user's) in "
+    print(f"stored {rows} workloads ({len(newest)} the user's; {queued} % READY, in "
+          f"{len(devices)} devices' queues) in "
           f"{time.monotonic() - t0:.1f} s; {{work}}: the user's newest {status} one")
     return work
 
@@ -171,7 +179,7 @@ def measure(args: argparse.Namespace) -> None:
             if added.status_code != 201:
                 raise RuntimeError(f"adding the teammate: {added.status_code} {added.text}")
             work = store(service, [d.id for d in devices], user_id, teammate_id, team,
-                         args.workloads, args.own)
+                         args.workloads, args.own, args.queued)
             today = time.strftime("%Y-%m-%d", time.gmtime(now_ms() / 1000))
             yesterday = time.strftime("%Y-%m-%d", time.gmtime(now_ms() / 1000 - 86400))
             values = {"device": devices[0].id, "work": work, "team": team,
@@ -197,12 +205,17 @@ def main() -> int:
     parser.add_argument("--workloads", type=int, default=100_000)
     parser.add_argument("--own", type=int, default=1000)
     parser.add_argument("--requests", type=int, default=50)
+    parser.add_argument("--queued", type=int, default=10, metavar="PCT",
+                        help="the percentage of the stored workloads waiting READY in the "
+                             "devices' queues (default 10: 10,000 of 100,000)")
     parser.add_argument("--database", metavar="URL",
                         help="keep the state in this PostgreSQL database (default: SQLite)")
     args = parser.parse_args()
     if min(args.own, args.requests) < 1 or args.own > args.workloads:
         parser.error("--own and --requests must be at least 1, and --own at most "
                      "--workloads")
+    if not 0 <= args.queued <= 90:
+        parser.error("--queued is a percentage from 0 to 90")
     measure(args)
     return 0
 
