@@ -38,7 +38,7 @@ from queueservice.identities import Principal, user_principal_of
 from queueservice.portal.admin_downloads import (CREDENTIALS, LIFETIME_MS, SETTINGS,
                                                  DownloadStore)
 from queueservice.portal.sessions import PortalSession
-from queueservice.portal.web import HEADERS, page, posted, redirect, session_of
+from queueservice.portal.web import HEADERS, not_found, page, posted, redirect, session_of
 from queueservice.pricing import MAX_PRICE, PriceStore
 from queueservice.routes_auth import check_email
 from queueservice.teams import MAX_GRANT_SECONDS, ROLES, TeamStore
@@ -59,8 +59,7 @@ def _is_admin(session: PortalSession) -> bool:
 
 
 def _not_found(request: Request, session: PortalSession) -> Response:
-    return page(request, "admin_not_found.html", {"message": NOT_FOUND}, status=404,
-                session=session)
+    return not_found(request, session, "Not found", NOT_FOUND, ("/", "The home page"))
 
 
 async def _admin_session(request: Request) -> PortalSession | Response:

@@ -31,7 +31,7 @@ from queueservice.bookings import DAY_MS, RESERVED, BookingStore, CalendarView
 from queueservice.httpedge import Service, call, now_ms, service
 from queueservice.identities import Principal, user_principal_of
 from queueservice.portal.sessions import PortalSession
-from queueservice.portal.web import HEADERS, page, redirect, session_of
+from queueservice.portal.web import HEADERS, not_found, page, redirect, session_of
 
 if TYPE_CHECKING:  # imported when a configuration is shown (see ``configuration``)
     from qickwork.firmware import BoardSummary
@@ -74,9 +74,12 @@ def _listed(summary: dict[str, Any], queue_length: int) -> dict[str, Any]:
             "mock_board": summary.get("MockBoard"), "mirror_of": summary.get("MirrorOf")}
 
 
-def not_found(request: Request, session: PortalSession, device_id: str) -> Response:
-    return page(request, "devices_missing.html", {"device_id": device_id}, status=404,
-                session=session)
+ALL_DEVICES = ("/portal/devices", "All devices")
+
+
+def _not_found(request: Request, session: PortalSession, device_id: str) -> Response:
+    return not_found(request, session, "Device not found", f"There is no device {device_id}.",
+                     ALL_DEVICES)
 
 
 # -- the list ------------------------------------------------------------------------------
@@ -218,7 +221,7 @@ async def device_page(request: Request) -> Response:
     svc = service(request)
     found = await call(_one_device, svc, device_id, who)
     if found is None:
-        return not_found(request, session, device_id)
+        return _not_found(request, session, device_id)
     detail = views.device_detail(svc, request, found["row"], found["now"],
                                  with_health=who.is_admin, queue_length=found["queue_length"])
     summary, config_problem = found["config"]
@@ -247,18 +250,17 @@ async def download_configuration(request: Request) -> Response:
     svc = service(request)
     row = await call(svc.identities.device, device_id)
     if row is None:
-        return not_found(request, session, device_id)
+        return _not_found(request, session, device_id)
     if row["config_refreshed"] is None:
-        return page(request, "devices_missing.html", {"device_id": device_id,
-                                                      "no_config": True},
-                    status=404, session=session)
+        return not_found(request, session, "No configuration uploaded yet",
+                         f"Device {device_id} has not uploaded its configuration (soccfg) "
+                         "yet: it does so when its board daemon starts.", ALL_DEVICES)
     try:
         answer = await call(svc.files.response, _config_key(device_id),
                             f"{device_id}-soccfg.json")
     except QueueError as exc:  # the file is gone, or the file store is unavailable
-        return page(request, "devices_missing.html", {
-            "device_id": device_id, "error": exc.message}, status=exc.status or 503,
-            session=session)
+        return not_found(request, session, "Configuration unavailable", exc.message,
+                         ALL_DEVICES, status=exc.status or 503)
     answer.headers.update(HEADERS)
     return answer
 

@@ -34,7 +34,7 @@ from queueservice.credit_requests import MAX_JUSTIFICATION_CHARS, CreditRequestS
 from queueservice.httpedge import Service, call, now_ms, service
 from queueservice.identities import Principal, user_principal_of
 from queueservice.portal.sessions import PortalSession
-from queueservice.portal.web import page, posted, redirect, session_of
+from queueservice.portal.web import not_found, page, posted, redirect, session_of
 from queueservice.pricing import PriceStore
 from queueservice.teams import SCHEDULER, Row, TeamStore
 from queueservice.usage import UsageStore, month_of, totals
@@ -254,7 +254,8 @@ def _iso(ms: int) -> str:
 
 # -- pages -----------------------------------------------------------------------------------
 def _not_found(request: Request, session: PortalSession, ref: str) -> Response:
-    return page(request, "teams_not_found.html", {"ref": ref}, status=404, session=session)
+    return not_found(request, session, "Not found", f"No team {ref} of yours.",
+                     ("/portal/teams", "Back to my teams"))
 
 
 async def _team_page(request: Request, session: PortalSession, ref: str, *,

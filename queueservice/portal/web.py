@@ -80,6 +80,15 @@ def page(request: Request, name: str, context: dict[str, Any], *, status: int = 
                                       headers=HEADERS)
 
 
+def not_found(request: Request, session: PortalSession, title: str, message: str,
+              back: tuple[str, str], *, status: int = 404) -> Response:
+    """The page of what is not there, or not this user's to see (the two look alike:
+    a stranger's object never shows that it exists); ``back``: (link, its words)."""
+    return page(request, "not_found.html", {"title": title, "message": message,
+                                            "back_href": back[0], "back_label": back[1]},
+                status=status, session=session)
+
+
 async def read_form(request: Request) -> dict[str, str]:
     raw = await read_body(request, FORM_LIMIT)
     fields = parse_qs(raw.decode("utf-8", "replace"), keep_blank_values=True)

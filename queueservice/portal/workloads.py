@@ -33,7 +33,7 @@ from queueservice import policy, views
 from queueservice.httpedge import Service, call, now_ms, service
 from queueservice.identities import Principal, user_principal_of
 from queueservice.portal.sessions import PortalSession
-from queueservice.portal.web import HEADERS, page, posted, redirect, session_of
+from queueservice.portal.web import HEADERS, not_found, page, posted, redirect, session_of
 from queueservice.pricing import PriceStore
 from queueservice.teams import TeamStore
 
@@ -411,9 +411,8 @@ def quick_look(svc: Service, work_id: str) -> dict[str, Any]:
 
 
 def _not_found(request: Request, session: PortalSession, work_id: str) -> Response:
-    return page(request, "workloads_missing.html",
-                {"message": MISSING.format(work_id=work_id[:100])}, status=404,
-                session=session)
+    return not_found(request, session, "Workload not found",
+                     MISSING.format(work_id=work_id[:100]), ("/portal/workloads", "My workloads"))
 
 
 async def _detail_page(request: Request, session: PortalSession, row: Row, access: str, *,
