@@ -43,6 +43,7 @@ from tests.server.portal import Browser  # noqa: E402
 PAGES: list[tuple[str, str]] = [
     ("/", "user"),
     ("/keys", "user"),
+    ("/account", "user"),
     ("/portal/devices", "user"),
     ("/portal/devices/{device}", "user"),
     ("/portal/workloads", "user"),

@@ -22,15 +22,14 @@ from queueservice.admin import AdminStore, check_name
 from queueservice.errors import CognitoError
 from queueservice.httpedge import call, now_ms, service
 from queueservice.identities import user_principal_of
-from queueservice.portal import admin_pages, devices, submit, teams, workloads
+from queueservice.portal import account, admin_pages, devices, submit, teams, workloads
 from queueservice.portal.csrf import LOGIN_FORM_SECONDS, login_cookie
-from queueservice.portal.sessions import ABSOLUTE_MS, PortalSession, PortalSessionStore
-from queueservice.portal.web import (HERE, LOGIN_COOKIE, SESSION_COOKIE, drop_cookie,
-                                     login_form, page, posted, redirect, refused,
-                                     session_of, set_cookie)
+from queueservice.portal.sessions import PortalSession, PortalSessionStore
+from queueservice.portal.web import (CHALLENGE_COOKIE, HERE, LOGIN_COOKIE, SESSION_COOKIE,
+                                     drop_cookie, login_form, page, posted, redirect, refused,
+                                     session_of, set_cookie, start_session)
 from queueservice.routes_auth import challenge_session, challenge_user, password_policy_error
 
-CHALLENGE_COOKIE = "qq_new_password"
 CHALLENGE_SECONDS = 300
 
 
@@ -41,17 +40,6 @@ def _pre_login_page(request: Request, name: str, context: dict[str, Any],
     token, cookie = login_cookie(service(request).signer)
     response = page(request, name, {**context, "csrf": token}, status=status)
     set_cookie(response, request, LOGIN_COOKIE, cookie, LOGIN_FORM_SECONDS)
-    return response
-
-
-async def _logged_in(request: Request, user_id: str) -> Response:
-    """A new session for this user, its cookie set, on to the home page."""
-    token, _ = await call(PortalSessionStore(service(request).identities.db).create,
-                          user_id, now_ms())
-    response = redirect("/")
-    set_cookie(response, request, SESSION_COOKIE, token, ABSOLUTE_MS // 1000)
-    drop_cookie(response, request, LOGIN_COOKIE)
-    drop_cookie(response, request, CHALLENGE_COOKIE)
     return response
 
 
@@ -77,7 +65,7 @@ async def login(request: Request) -> Response:
         return _pre_login_page(request, "login.html", {"email": email, "error": exc.message},
                                status=400)
     if not user["password_temporary"]:
-        return await _logged_in(request, user["user_id"])
+        return await start_session(request, user["user_id"])
     response = redirect("/new-password")
     set_cookie(response, request, CHALLENGE_COOKIE, challenge_session(svc, user),
                 CHALLENGE_SECONDS)
@@ -130,7 +118,7 @@ async def new_password(request: Request) -> Response:
                          password, user["password_hash"])
     if not changed:  # another answer won the race
         return redirect("/login")
-    return await _logged_in(request, user["user_id"])
+    return await start_session(request, user["user_id"])
 
 
 async def logout(request: Request) -> Response:
@@ -223,6 +211,7 @@ def portal_routes() -> list[BaseRoute]:
         Route("/keys", keys_page, methods=["GET"]),
         Route("/keys", create_key, methods=["POST"]),
         Route("/keys/{key_id}/revoke", revoke_key, methods=["POST"]),
+        *account.routes(),
         *admin_pages.routes(),
         *devices.routes(),
         *teams.routes(),

@@ -20,11 +20,12 @@ from queueservice import policy
 from queueservice.httpedge import call, now_ms, read_body, service
 from queueservice.identities import user_principal_of
 from queueservice.portal.csrf import login_token_of, origin_ok, tokens_match
-from queueservice.portal.sessions import PortalSession, PortalSessionStore
+from queueservice.portal.sessions import ABSOLUTE_MS, PortalSession, PortalSessionStore
 
 HERE = Path(__file__).parent
 SESSION_COOKIE = "qq_portal"
 LOGIN_COOKIE = "qq_login"
+CHALLENGE_COOKIE = "qq_new_password"
 #: the largest form this slice accepts (e-mail, passwords, a label, the CSRF token)
 FORM_LIMIT = 16 * 1024
 HEADERS = {"Cache-Control": "no-store", "X-Frame-Options": "DENY",
@@ -129,3 +130,15 @@ async def login_form(request: Request) -> dict[str, str] | None:
             not tokens_match(expected, form.get("csrf")):
         return None
     return form
+
+
+async def start_session(request: Request, user_id: str, to: str = "/") -> Response:
+    """A new session for this user (after a login, a first or a changed password), its
+    cookie set, the login's cookies dropped; on to ``to``."""
+    token, _ = await call(PortalSessionStore(service(request).identities.db).create,
+                          user_id, now_ms())
+    response = redirect(to)
+    set_cookie(response, request, SESSION_COOKIE, token, ABSOLUTE_MS // 1000)
+    drop_cookie(response, request, LOGIN_COOKIE)
+    drop_cookie(response, request, CHALLENGE_COOKIE)
+    return response
