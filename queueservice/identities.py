@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cloudqueue.errors import AuthError, BadRequest, Conflict, Forbidden, NotFound
+from queueservice import logins
 from queueservice.clock import now_ms
 from queueservice.db import Database
 
@@ -173,14 +174,29 @@ class IdentityStore:
 
     def login(self, email: str, password: str) -> Row:
         """Check a password login; answers the user row (``password_temporary`` may be 1)."""
-        with self.db.reading() as conn:
-            r = conn.execute("SELECT * FROM users WHERE email = ?", (email,)).fetchone()
-        stored = r["password_hash"] if r else None
-        if not check_password(password, stored) or r is None:
-            raise AuthError("Incorrect username or password.")
+        r = self.password_user(email, password)
         if r["disabled_at"] is not None:
             raise AuthError("User is disabled.")  # Cognito's words, after a right password
         self._note_login(r["user_id"])
+        return r
+
+    def password_user(self, email: str, password: str) -> Row:
+        """The user whose e-mail and password these are (AuthError: not so, or too many
+        wrong ones in a row: ``logins``). Every password check goes through here."""
+        now = now_ms()
+        with self.db.reading() as conn:
+            count = logins.standing(conn, email)
+            if logins.refused_until(count, now) is not None:
+                raise AuthError(logins.ATTEMPTS_EXCEEDED)
+            r = conn.execute("SELECT * FROM users WHERE email = ?", (email,)).fetchone()
+        stored = r["password_hash"] if r else None
+        if not check_password(password, stored) or r is None:
+            with self.db.transaction() as conn:
+                logins.note_failure(conn, email, now)
+            raise AuthError("Incorrect username or password.")
+        if count is not None:
+            with self.db.transaction() as conn:
+                logins.note_success(conn, email)
         return dict(r)
 
     def _note_login(self, user_id: str) -> None:

@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse, Response
 
 from cloudqueue.errors import AuthError, BadRequest
 from queueservice.errors import CognitoError
-from queueservice.identities import check_password, password_fingerprint
+from queueservice.identities import password_fingerprint
 from queueservice.tokens import revoked
 from queueservice.httpedge import (admin, call, field, json_ok, now_ms, read_body, read_json,
                                    service)
@@ -238,8 +238,11 @@ def _change_password(request: Request, body: dict) -> dict[str, Any]:
                            "AccessToken, PreviousPassword and ProposedPassword are required")
     user = _access_token_user(svc, token)
     proposed = _proposed_password(body.get("ProposedPassword"), "ProposedPassword")
-    if not check_password(previous, user["password_hash"]) or not \
-            svc.identities.change_password(user["user_id"], proposed, user["password_hash"]):
+    try:
+        svc.identities.password_user(user["email"], previous)
+    except AuthError as exc:  # a wrong one, or too many wrong ones in a row
+        raise CognitoError("NotAuthorizedException", exc.message) from None
+    if not svc.identities.change_password(user["user_id"], proposed, user["password_hash"]):
         raise CognitoError("NotAuthorizedException", "Incorrect username or password.")
     return {}
 

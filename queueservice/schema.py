@@ -33,6 +33,9 @@ absolute expiry); logging out, changing the password or disabling the user revok
 portal's submit page, held (its bytes in the file store as ``staging/{upload_id}``) until
 its user confirms it in the same session; removed once it has expired.
 
+``login_failures`` (migration ``0008_login_failures``): wrong passwords in a row per e-mail
+address (its SHA-256), which slow password guessing down (``logins``).
+
 The queue sequence is one counter row (``queue_sequence``), not a database sequence: taking
 a number updates the row, which holds its lock until the transaction ends, so numbers are
 committed in the order they are taken on both engines (a poll's ``sequence_mark`` relies on
@@ -319,4 +322,11 @@ portal_uploads = Table(
     Column("expires_at", Int, nullable=False),                 # removed after, unconfirmed
     Column("work_id", Text),                                   # once confirmed
     Index("portal_uploads_expiry", "expires_at"),
+)
+
+login_failures = Table(
+    "login_failures", metadata,                                # wrong passwords in a row
+    Column("subject", Text, primary_key=True),                 # SHA-256 of the address
+    Column("failures", Int, nullable=False),
+    Column("last_failure_at", Int, nullable=False),
 )

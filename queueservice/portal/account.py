@@ -14,8 +14,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from cloudqueue.errors import AuthError
 from queueservice.httpedge import call, now_ms, service
-from queueservice.identities import check_password
+from queueservice.logins import ATTEMPTS_EXCEEDED, ATTEMPTS_EXCEEDED_HELP
 from queueservice.portal.sessions import PortalSession, PortalSessionStore
 from queueservice.portal.web import (SESSION_COOKIE, drop_cookie, page, posted, redirect,
                                      session_of, start_session)
@@ -42,10 +43,13 @@ def _change(request: Request, user_id: str, current: str, new: str) -> str | Non
     """Change the password (None), or why not. Reads the stored hash afresh, so a change
     made meanwhile elsewhere wins and this one is refused (compare-and-set)."""
     identities = service(request).identities
-    user = identities.user(user_id)
-    if user is None or not check_password(current, user["password_hash"]):
-        return WRONG_CURRENT
-    if not identities.change_password(user_id, new, user["password_hash"]):
+    user = identities.user(user_id) or {}
+    try:
+        user = identities.password_user(user.get("email", ""), current)
+    except AuthError as exc:  # a wrong one, or too many wrong ones in a row
+        return WRONG_CURRENT if exc.message != ATTEMPTS_EXCEEDED else ATTEMPTS_EXCEEDED_HELP
+    if user["user_id"] != user_id or \
+            not identities.change_password(user_id, new, user["password_hash"]):
         return "Your password was changed meanwhile: log in again with the new one."
     return None
 

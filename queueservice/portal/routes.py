@@ -22,6 +22,7 @@ from queueservice.admin import AdminStore, check_name
 from queueservice.errors import CognitoError
 from queueservice.httpedge import call, now_ms, service
 from queueservice.identities import user_principal_of
+from queueservice.logins import ATTEMPTS_EXCEEDED, ATTEMPTS_EXCEEDED_HELP
 from queueservice.portal import account, admin_pages, devices, submit, teams, workloads
 from queueservice.portal.csrf import LOGIN_FORM_SECONDS, login_cookie
 from queueservice.portal.sessions import PortalSession, PortalSessionStore
@@ -61,8 +62,9 @@ async def login(request: Request) -> Response:
     svc = service(request)
     try:
         user = await call(svc.identities.login, email, password)
-    except AuthError as exc:  # a wrong password, or (after a right one) a disabled user
-        return _pre_login_page(request, "login.html", {"email": email, "error": exc.message},
+    except AuthError as exc:  # a wrong password, too many, or (after a right one) disabled
+        why = ATTEMPTS_EXCEEDED_HELP if exc.message == ATTEMPTS_EXCEEDED else exc.message
+        return _pre_login_page(request, "login.html", {"email": email, "error": why},
                                status=400)
     if not user["password_temporary"]:
         return await start_session(request, user["user_id"])

@@ -349,7 +349,7 @@ def test_a_version_6_database_upgrades_in_place_with_nothing_lost(tmp_path: Path
     conn.execute("DROP TABLE service_settings")
     for table in ("ledger", "team_members", "teams", "prices", "bookings", "windows",
                   "sessions", "credit_requests", "portal_sessions",
-                  "portal_uploads"):
+                  "portal_uploads", "login_failures"):
         conn.execute(f"DROP TABLE {table}")
     conn.execute("DROP INDEX workloads_team")
     conn.execute("DROP INDEX workloads_claim")
