@@ -1,11 +1,14 @@
 /* The portal's one script (no libraries). Every page works without it; with it, a
    workload's page keeps its facts live: it reads /portal/api/workloads/{WorkId} every
    2 seconds while the work is not finished and updates the elements marked data-fact
-   (the region is aria-live="polite"). Once the work is finished it stops, and reloads the
-   part below the facts once (downloads, the quick look at the results). */
+   (the region is aria-live="polite"). When the service does not answer it tries again,
+   less and less often (up to every 30 s); a session ended stops it. Once the work is
+   finished it stops, and reloads the part below the facts once (downloads, the quick
+   look at the results). */
 (function () {
   "use strict";
   var POLL_MS = 2000;
+  var MAX_WAIT_MS = 30000;
   var facts = document.querySelector("[data-poll]");
   if (!facts || facts.getAttribute("data-finished") === "yes" || !window.fetch) {
     return;
@@ -44,13 +47,26 @@
       });
   }
 
+  var failures = 0;
+
   function poll() {
     fetch(url, {credentials: "same-origin", headers: {"Accept": "application/json"}})
       .then(function (answer) {
+        if (answer.status === 401) {  /* the session ended: stop */
+          say("Live updates stopped: your session has ended. Log in again.");
+          return null;
+        }
+        if (answer.status === 404) {  /* no longer this person's to see: stop */
+          say("Live updates stopped: this workload is not found any more.");
+          return null;
+        }
         if (!answer.ok) { throw new Error(String(answer.status)); }
         return answer.json();
       })
       .then(function (values) {
+        if (values === null) { return; }
+        if (failures > 0) { say(""); }
+        failures = 0;
         show(values);
         if (values.Finished) {
           facts.setAttribute("data-finished", "yes");
@@ -60,7 +76,10 @@
         }
       })
       .catch(function () {
-        say("Live updates stopped (the service did not answer): reload the page.");
+        /* the service or the network did not answer: try again, less and less often */
+        failures += 1;
+        say("The service did not answer: trying again (or reload the page).");
+        window.setTimeout(poll, Math.min(POLL_MS * Math.pow(2, failures), MAX_WAIT_MS));
       });
   }
 
