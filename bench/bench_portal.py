@@ -56,6 +56,7 @@ PAGES: list[tuple[str, str]] = [
     ("/portal/submit", "user"),
     ("/portal/teams", "user"),
     ("/portal/teams/{team}", "user"),
+    ("/portal/teams/{team}/usage", "user"),
     ("/portal/admin", "admin"),
     ("/portal/admin/users", "admin"),
     ("/portal/admin/devices", "admin"),

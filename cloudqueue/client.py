@@ -191,6 +191,14 @@ class QueueClient:
         return self._call("POST", ("users", user, "disable"), what=f"disable user {user}",
                           safe=True)
 
+    def reset_password(self, user: str) -> dict:
+        """``POST /users/{user}/reset-password`` (admin): a new temporary password
+        (``TemporaryPassword``, shown once); the old one stops. Safe to retry: the
+        password of the last answer is the one that works."""
+        self.require("admin-lifecycle", "resetting a user's password")
+        return self._call("POST", ("users", user, "reset-password"),
+                          what=f"reset the password of user {user}", safe=True)
+
     def enable_user(self, user: str) -> dict:
         """``POST /users/{user}/enable`` (admin): undoes ``disable_user``."""
         self.require("admin-lifecycle", "enabling a user")

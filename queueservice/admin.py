@@ -13,10 +13,11 @@ import secrets
 from typing import Any
 
 from cloudqueue.errors import BadRequest, Conflict, NotFound
-from queueservice import mockspec, policy, transitions, workloads
+from queueservice import logins, mockspec, policy, transitions, workloads
 from queueservice.db import Database
-from queueservice.identities import (NO_DEVICE_HINT, Principal, insert_api_key,
-                                     new_api_key, revoke_portal_sessions, sha256_hex)
+from queueservice.identities import (NO_DEVICE_HINT, Principal, hash_password, insert_api_key,
+                                     new_api_key, revoke_portal_sessions, sha256_hex,
+                                     temporary_password)
 
 Row = dict[str, Any]
 NO_USER_HINT = "check it against the list of users (`userclient users`)"
@@ -66,6 +67,23 @@ class AdminStore:
                 conn.execute("UPDATE users SET disabled_at = NULL WHERE user_id = ?",
                              (user["user_id"],))
         return self.find_user(user["user_id"])
+
+    def reset_password(self, ref: str, now: int) -> tuple[Row, str]:
+        """A new temporary password for this user (shown once): the next password login
+        asks for a password of their own, as the first one did. The old password stops at
+        once; refresh tokens and web portal sessions end; the count of wrong passwords
+        starts over (``logins``). API keys keep working (they are revoked one by one).
+        This is how a person who forgot their password gets back in, and how the first
+        admin (made by ``init`` without a password) gets one for the web portal."""
+        user = self.find_user(ref)
+        password = temporary_password()
+        with self.db.transaction() as conn:
+            conn.execute("UPDATE users SET password_hash = ?, password_temporary = 1 "
+                         "WHERE user_id = ?", (hash_password(password), user["user_id"]))
+            conn.execute("DELETE FROM refresh_tokens WHERE user_id = ?", (user["user_id"],))
+            revoke_portal_sessions(conn, user["user_id"], now)
+            logins.note_success(conn, user["email"])
+        return self.find_user(user["user_id"]), password
 
     # -- API keys ----------------------------------------------------------------------
     def create_api_key(self, user_id: str, label: str | None, now: int) -> tuple[Row, str]:

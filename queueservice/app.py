@@ -83,6 +83,7 @@ def admin_routes() -> list[BaseRoute]:
         Route("/users", a.list_users, methods=["GET"]),
         Route("/users/{user}/disable", a.disable_user, methods=["POST"]),
         Route("/users/{user}/enable", a.enable_user, methods=["POST"]),
+        Route("/users/{user}/reset-password", a.reset_password, methods=["POST"]),
         Route("/api-keys", a.list_api_keys, methods=["GET"]),
         Route("/api-keys", a.create_api_key, methods=["POST"]),
         Route("/api-keys/{key_id}/revoke", a.revoke_api_key, methods=["POST"]),

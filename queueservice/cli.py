@@ -208,6 +208,10 @@ async def _serve(args: argparse.Namespace) -> None:
             _write_port_file(args.port_file, port)
         log.info("qick-queue listening on http://%s:%d%s (data %s)", args.host, port,
                  args.prefix, args.data)
+        if not limits.stock_protocol:
+            root = app.state.service.public_url or f"http://{args.host}:{port}"
+            log.info("the web portal: %s/ (log in with your e-mail and password)",
+                     root.rstrip("/"))
         stopping = asyncio.Event()
         fleet = asyncio.create_task(_lead_fleet(app, args, port, stopping))
         try:
@@ -325,6 +329,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"start the service with: qick-queue serve --data {args.data}{again} "
                       f"--port {args.port}\n(admin.conf points at {result.url}: only "
                       f"this machine reaches it; give --public-url URL for remote boards)")
+            print(f"the web portal is at {result.url}/ once it runs: the admin has no "
+                  f"password, get a temporary one with: userclient --config "
+                  f"{result.admin_conf} reset-password {result.admin_email}")
             return 0
         if args.command == "migrate":
             _print_migration(args)

@@ -44,6 +44,16 @@ async def enable_user(request: Request) -> Response:
     return await _set_disabled(request, False)
 
 
+async def reset_password(request: Request) -> Response:
+    """``POST /users/{UserId or Email}/reset-password`` (admin): 200 ``{UserId, Email,
+    TemporaryPassword}``, the password shown once (``AdminStore.reset_password``)."""
+    await admin(request)
+    row, password = await call(_store(request).reset_password, request.path_params["user"],
+                               now_ms())
+    return json_ok({"UserId": row["user_id"], "Email": row["email"],
+                    "TemporaryPassword": password})
+
+
 # -- API keys ----------------------------------------------------------------------------
 async def _key_owner(request: Request, who: Principal, ref: str | None) -> str:
     """The UserId whose keys this request is about: the caller's own unless an admin names

@@ -1,7 +1,7 @@
 """``userclient`` commands of the admin lifecycle (our service; feature ``admin-lifecycle``):
-users, disable-user, enable-user, api-keys, create-api-key, revoke-api-key, rotate-secret,
-rename-device, delete-device. Exit codes and errors as ``userclient.cli`` documents them;
-a one-time secret is printed (or written) before anything else can fail."""
+users, disable-user, enable-user, reset-password, api-keys, create-api-key, revoke-api-key,
+rotate-secret, rename-device, delete-device. Exit codes and errors as ``userclient.cli``
+documents them; a one-time secret is printed (or written) before anything else can fail."""
 from __future__ import annotations
 
 import argparse
@@ -57,6 +57,16 @@ def cmd_enable_user(args: argparse.Namespace) -> int:
     user = cli.client_from_args(args).enable_user(args.user)
     cli.emit(args, user, f"user {user['Email']} enabled: their API keys work again; tokens "
                          f"from before the disable stay revoked (they log in again)")
+    return cli.EXIT_OK
+
+
+def cmd_reset_password(args: argparse.Namespace) -> int:
+    made = cli.client_from_args(args).reset_password(args.user)
+    cli.emit(args, made, f"user {made['Email']}: new temporary password (shown once): "
+                         f"{made['TemporaryPassword']}\n"
+                         f"their old password, refresh tokens and web portal sessions have "
+                         f"ended; at the next login (web portal, or userclient login "
+                         f"--username {made['Email']}) they choose their own")
     return cli.EXIT_OK
 
 
@@ -148,6 +158,10 @@ def add_commands(add: Callable[[str, Any, str], argparse.ArgumentParser]) -> Non
             "stop working at once (our service)")
     p.add_argument("user", metavar="USER", help="UserId or e-mail")
     p = add("enable-user", cmd_enable_user, "admin: enable a disabled user again")
+    p.add_argument("user", metavar="USER", help="UserId or e-mail")
+    p = add("reset-password", cmd_reset_password,
+            "admin: give a user a new temporary password (printed once), e.g. one who forgot "
+            "theirs, or yourself for the web portal (our service)")
     p.add_argument("user", metavar="USER", help="UserId or e-mail")
 
     p = add("api-keys", cmd_api_keys, "list your API keys (never the keys themselves)")

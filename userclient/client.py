@@ -232,6 +232,11 @@ class UserClient:
         again for new tokens."""
         return self.client.enable_user(user)
 
+    def reset_password(self, user: str) -> dict:
+        """A new temporary password for a user (admin; UserId or e-mail), shown once in
+        ``TemporaryPassword``: their next login asks for a password of their own."""
+        return self.client.reset_password(user)
+
     def create_api_key(self, *, label: str | None = None, user: str | None = None) -> dict:
         """A new API key (``ApiKey``, shown once) for you, or (admins) for ``user``."""
         return self.client.create_api_key(label=label, user=user)

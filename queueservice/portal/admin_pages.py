@@ -190,6 +190,22 @@ async def _set_disabled(request: Request, disabled: bool) -> Response:
     return redirect(f"{BASE}/users")
 
 
+async def reset_password(request: Request) -> Response:
+    """``POST /portal/admin/users/{UserId}/reset-password``: ``POST
+    /users/{id}/reset-password``'s store call; the answer shows the new temporary password
+    this once."""
+    answer = await _admin_form(request)
+    if isinstance(answer, Response):
+        return answer
+    session, _ = answer
+    try:
+        row, password = await call(AdminStore(_db(request)).reset_password,
+                                   request.path_params["user_id"], now_ms())
+    except QueueError as exc:  # not found
+        return await _refused(_users_page, request, session, exc)
+    return await _users_page(request, session, reset=row, password=password)
+
+
 async def disable_user(request: Request) -> Response:
     """``POST /portal/admin/users/{UserId}/disable``: every credential refused from now on."""
     return await _set_disabled(request, True)
@@ -525,6 +541,7 @@ def routes() -> list[BaseRoute]:
         Route(f"{BASE}/users", add_user, methods=["POST"]),
         Route(f"{BASE}/users/{{user_id}}/disable", disable_user, methods=["POST"]),
         Route(f"{BASE}/users/{{user_id}}/enable", enable_user, methods=["POST"]),
+        Route(f"{BASE}/users/{{user_id}}/reset-password", reset_password, methods=["POST"]),
         Route(f"{BASE}/devices", devices_page, methods=["GET"]),
         Route(f"{BASE}/devices", add_device, methods=["POST"]),
         Route(f"{BASE}/devices/{{device_id}}/rotate-secret", rotate_secret, methods=["POST"]),

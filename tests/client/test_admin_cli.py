@@ -88,6 +88,23 @@ def test_users_disable_and_enable(lab):
     assert missing.returncode == 4 and json.loads(missing.stdout)["ExitCode"] == 4
 
 
+def test_reset_password_prints_a_temporary_password_once(lab):
+    admin, ada = lab["admin"], lab["ada"]
+    reset = ok(run(admin, "reset-password", "ada@example.org"))
+    line = next(line for line in reset.stdout.splitlines()
+                if "new temporary password (shown once): " in line)
+    temporary = line.split("(shown once): ", 1)[1]
+    assert temporary.startswith("Tmp-") and "userclient login --username ada@example.org" \
+        in reset.stdout
+    again = json.loads(ok(run(admin, "--json", "reset-password",
+                              lab["user"]["UserId"])).stdout)
+    assert again["Email"] == "ada@example.org" and again["TemporaryPassword"] != temporary
+    assert run(ada, "reset-password", lab["service"].admin_email).returncode == 3
+    missing = run(admin, "reset-password", "nobody@example.org")
+    assert missing.returncode == 4 and "nobody@example.org" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+
 def test_api_keys_create_list_revoke(lab, tmp_path):
     ada = lab["ada"]
     made = ok(run(ada, "create-api-key", "--label", "laptop"))

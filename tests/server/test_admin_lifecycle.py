@@ -102,6 +102,38 @@ def test_disabling_a_user_stops_every_credential_at_once_and_enable_undoes_it(wo
     assert refresh(root, fresh["RefreshToken"]).status_code == 200
 
 
+def test_a_reset_password_is_temporary_and_ends_the_old_one_and_its_logins(world: World):
+    made, tokens = new_user_with_password(world)
+    root, email = world.service.root, made["Email"]
+    for _ in range(4):  # four wrong ones: the count the reset starts over
+        assert password_login(root, email, "wrong-password").status_code == 400
+    resp = world.admin.post(f"/users/{email}/reset-password")
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert set(body) == {"UserId", "Email", "TemporaryPassword"}
+    assert body["UserId"] == made["UserId"] and body["Email"] == email
+    # the old password is wrong now, and the count started over: 4 + 4 wrong ones in a
+    # row would have locked at the sixth
+    for _ in range(4):
+        old = password_login(root, email, PASSWORD)
+        assert old.status_code == 400 and old.json()["__type"] == "NotAuthorizedException"
+        assert old.json()["message"] == "Incorrect username or password."
+    assert refresh(root, tokens["RefreshToken"]).status_code == 400  # logins ended
+    challenge = password_login(root, email, body["TemporaryPassword"])
+    assert challenge.status_code == 200, challenge.text
+    assert challenge.json()["ChallengeName"] == "NEW_PASSWORD_REQUIRED"
+    assert Api(world.service.url, made["ApiKey"]).get("/devices").status_code == 200  # keys stay
+
+
+def test_only_an_admin_resets_a_password_of_a_user_that_exists(world: World):
+    made, _ = new_user_with_password(world)
+    user = Api(world.service.url, made["ApiKey"])
+    other = world.admin.post("/users", json={"Email": f"o{uuid.uuid4().hex[:8]}@lab.test"})
+    assert_error(user.post(f"/users/{other.json()['UserId']}/reset-password"), 403)
+    assert_error(world.admin.post("/users/nobody@lab.test/reset-password"), 404)
+    assert password_login(world.service.root, made["Email"], PASSWORD).status_code == 200
+
+
 def test_a_user_cannot_disable_anyone_and_an_admin_not_themselves(world: World):
     alice, alice_id = world.user()
     _, bob_id = world.user()
@@ -343,6 +375,7 @@ def test_a_stock_protocol_service_has_none_of_these_paths(queue_service_factory)
     device = world.device()
     admin = world.admin
     for resp in (admin.get("/users"), admin.post(f"/users/{world.service.admin_email}/disable"),
+                 admin.post(f"/users/{world.service.admin_email}/reset-password"),
                  admin.get("/api-keys"), admin.post("/api-keys"),
                  admin.post(f"/devices/{device.id}/rotate-secret"),
                  admin.call("PATCH", f"/devices/{device.id}", json={"DeviceName": "x"}),

@@ -18,7 +18,7 @@ from queueservice.db import Database
 from queueservice.portal.admin_downloads import (CREDENTIALS, LIFETIME_MS, SETTINGS,
                                                  DownloadStore)
 from tests.server.api import Api, World, device_token, email_of, new_team
-from tests.server.portal import Browser, csrf_of, logged_in, new_person
+from tests.server.portal import NEW_PASSWORD, Browser, csrf_of, logged_in, new_person
 
 SCRIPT = "<script>alert(1)</script>"
 ESCAPED = html.escape(SCRIPT)
@@ -203,6 +203,27 @@ def test_disable_and_enable_a_user_as_the_api_does(world: World, admin: Browser)
     resp = admin.submit("/portal/admin/users", f"/portal/admin/users/{user_id}/enable", {})
     assert resp.status_code == 303 and not users(world)[person["email"]]["Disabled"]
     assert Api(world.service.url, person["api_key"]).get("/api-keys").status_code == 200
+
+
+def test_a_reset_password_is_shown_once_and_ends_the_users_sessions(world: World,
+                                                                   admin: Browser):
+    browser, person = logged_in(world, full_name="<b>Pat</b>")
+    user_id = users(world)[person["email"]]["UserId"]
+    resp = admin.submit("/portal/admin/users", f"/portal/admin/users/{user_id}/reset-password",
+                        {})
+    assert resp.status_code == 200 and resp.headers["cache-control"] == "no-store"
+    secrets = dict(SECRET.findall(resp.text))
+    temporary = secrets["temporary-password"]
+    assert "new-api-key" not in secrets  # a reset makes no key
+    assert "&lt;b&gt;Pat&lt;/b&gt;" in resp.text and "<b>Pat</b>" not in resp.text
+    assert temporary not in admin.get("/portal/admin/users").text  # shown once
+    assert browser.get("/").headers["location"] == "/login"  # their session ended
+    assert Browser(world.service.root).login(person["email"], NEW_PASSWORD).status_code == 400
+    done = Browser(world.service.root).first_login(person["email"], temporary, "chosen-again-1")
+    assert done.status_code == 303 and done.headers["location"] == "/"
+    missing = admin.submit("/portal/admin/users", "/portal/admin/users/no-such-user/"
+                           "reset-password", {})
+    assert missing.status_code == 404 and "no-such-user" in missing.text
 
 
 def test_an_admin_cannot_disable_themself_nor_an_unknown_user(world: World):
@@ -523,6 +544,7 @@ def test_every_admin_post_without_the_right_csrf_token_is_refused(world: World,
     posts = {"/portal/admin/users": {"email": f"c{uuid.uuid4().hex[:8]}@lab.test"},
              f"/portal/admin/users/{user_id}/disable": {},
              f"/portal/admin/users/{user_id}/enable": {},
+             f"/portal/admin/users/{user_id}/reset-password": {},
              "/portal/admin/devices": {"name": "csrf-new", "refresh_timeout": "60"},
              f"/portal/admin/devices/{device.id}/rotate-secret": {},
              "/portal/admin/teams": {"name": f"csrf-{uuid.uuid4().hex[:8]}"},
