@@ -58,19 +58,24 @@ class Browser:
         return self.session.cookies.get("qq_portal")
 
 
-def new_person(world: World, full_name: str = "Test User") -> dict[str, str]:
-    """A user with a temporary password: {email, password, id, api_key}."""
+def new_person(world: World, full_name: str = "Test User", *,
+               admin: bool = False) -> dict[str, str]:
+    """A user (an admin if ``admin``) with a temporary password: {email, password, id,
+    api_key}."""
     email = f"p{uuid.uuid4().hex[:10]}@lab.test"
-    resp = world.admin.post("/users", json={"Email": email, "FullName": full_name})
+    body = {"Email": email, "FullName": full_name, **({"Groups": ["Admin"]} if admin else {})}
+    resp = world.admin.post("/users", json=body)
     assert resp.status_code == 200, resp.text
-    body = resp.json()
-    return {"email": email, "password": body["TemporaryPassword"], "id": body["UserId"],
-            "api_key": body["ApiKey"]}
+    made = resp.json()
+    return {"email": email, "password": made["TemporaryPassword"], "id": made["UserId"],
+            "api_key": made["ApiKey"]}
 
 
-def logged_in(world: World, full_name: str = "Test User") -> tuple[Browser, dict[str, str]]:
-    """A user past the first login (password ``NEW_PASSWORD``), and their browser."""
-    person = new_person(world, full_name)
+def logged_in(world: World, full_name: str = "Test User", *,
+              admin: bool = False) -> tuple[Browser, dict[str, str]]:
+    """A user (an admin if ``admin``) past the first login (password ``NEW_PASSWORD``),
+    and their browser."""
+    person = new_person(world, full_name, admin=admin)
     browser = Browser(world.service.root)
     done = browser.first_login(person["email"], person["password"])
     assert done.status_code == 303 and done.headers["location"] == "/", done.text[:500]

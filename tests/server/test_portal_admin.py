@@ -28,21 +28,9 @@ DOWNLOAD = re.compile(r'href="(/portal/admin/downloads/[^"]+)">Download (credent
 SECRET = re.compile(r'<code class="secret" id="([\w-]+)">([^<]+)</code>')
 
 
-def admin_browser(world: World) -> tuple[Browser, dict[str, str]]:
-    """An admin (group Admin) logged in to the portal, past the first login."""
-    email = f"a{uuid.uuid4().hex[:10]}@lab.test"
-    made = world.admin.post("/users", json={"Email": email, "FullName": "Admin",
-                                            "Groups": ["Admin"]})
-    assert made.status_code == 200, made.text
-    browser = Browser(world.service.root)
-    done = browser.first_login(email, made.json()["TemporaryPassword"])
-    assert done.status_code == 303 and done.headers["location"] == "/", done.text[:500]
-    return browser, {"email": email, "id": made.json()["UserId"]}
-
-
 @pytest.fixture
 def admin(world: World) -> Browser:
-    return admin_browser(world)[0]
+    return logged_in(world, "Admin", admin=True)[0]
 
 
 def users(world: World) -> dict[str, dict]:
@@ -227,7 +215,7 @@ def test_a_reset_password_is_shown_once_and_ends_the_users_sessions(world: World
 
 
 def test_an_admin_cannot_disable_themself_nor_an_unknown_user(world: World):
-    admin, me = admin_browser(world)
+    admin, me = logged_in(world, "Admin", admin=True)
     resp = admin.submit("/portal/admin/users", f"/portal/admin/users/{me['id']}/disable", {})
     assert resp.status_code == 409 and "cannot disable your own account" in resp.text
     assert not users(world)[me["email"]]["Disabled"]
@@ -273,7 +261,7 @@ def test_a_new_devices_two_files_download_once_and_the_credentials_work(world: W
 
 def test_a_download_link_is_refused_to_another_admins_session(world: World, admin: Browser):
     links = downloads(add_device(admin, "lab-board-2"))
-    other, _ = admin_browser(world)
+    other, _ = logged_in(world, "Admin", admin=True)
     resp = other.get(links[CREDENTIALS])
     assert resp.status_code == 410 and "another login" in resp.text
     assert admin.get(links[CREDENTIALS]).status_code == 200  # still the owner's, once

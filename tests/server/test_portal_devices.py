@@ -43,18 +43,6 @@ def cells(row: str) -> list[str]:
     return [re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td>(.*?)</td>", row, re.S)]
 
 
-def admin_browser(world: World) -> Browser:
-    """An admin (group Admin) past the first login, in a browser."""
-    email = f"a{uuid.uuid4().hex[:10]}@lab.test"
-    made = world.admin.post("/users", json={"Email": email, "FullName": "Admin",
-                                            "Groups": ["Admin"]})
-    assert made.status_code == 200, made.text
-    browser = Browser(world.service.root)
-    done = browser.first_login(email, made.json()["TemporaryPassword"])
-    assert done.status_code == 303, done.text[:500]
-    return browser
-
-
 def upload_soccfg(device: Device, name: str) -> bytes:
     data = reference_soccfg(name).read_bytes()
     resp = device.heartbeat()
@@ -224,7 +212,7 @@ def test_a_device_name_is_shown_as_text(world: World):
 def test_the_health_summary_is_shown_to_admins_and_not_to_users(world: World):
     device = world.device()
     assert device.heartbeat("ONLINE", Health={**HEALTH, "Note": SCRIPT}).status_code == 200
-    admin = admin_browser(world)
+    admin, _ = logged_in(world, "Admin", admin=True)
     page = admin.get(f"/portal/devices/{device.id}")
     assert page.status_code == 200
     assert "Health (admins only)" in page.text
