@@ -92,6 +92,17 @@ async def _refused(render: Page, request: Request, session: PortalSession,
     return await render(request, session, status=exc.status or 400, error=exc.message)
 
 
+def _shown(render: Page) -> Callable[[Request], Awaitable[Response]]:
+    """The GET handler of an admin page: an admin's session (else the login page, or not
+    found), then ``render``."""
+    async def handler(request: Request) -> Response:
+        session = await _admin_session(request)
+        if isinstance(session, Response):
+            return session
+        return await render(request, session)
+    return handler
+
+
 # -- form fields -----------------------------------------------------------------------
 def _text(form: dict[str, str], name: str, label: str, max_len: int) -> str:
     """A required text field (BadRequest naming its label)."""
@@ -131,29 +142,20 @@ def _utc(form: dict[str, str], name: str, label: str) -> int:
 
 
 # -- the index -------------------------------------------------------------------------
-async def index(request: Request) -> Response:
+async def _index_page(request: Request, session: PortalSession) -> Response:
     """``GET /portal/admin``: where the admin pages are."""
-    session = await _admin_session(request)
-    if isinstance(session, Response):
-        return session
     return page(request, "admin_index.html", {}, session=session)
 
 
 # -- users -----------------------------------------------------------------------------
 async def _users_page(request: Request, session: PortalSession, *, status: int = 200,
                       **context: Any) -> Response:
+    """``GET /portal/admin/users``: every user, and the form that adds one."""
     rows = await call(AdminStore(_db(request)).users)
     users = [{**r, "groups": ", ".join(json.loads(r["groups"]))} for r in rows]
     return page(request, "admin_users.html", {"users": users, **context}, status=status,
                 session=session)
 
-
-async def users_page(request: Request) -> Response:
-    """``GET /portal/admin/users``: every user, and the form that adds one."""
-    session = await _admin_session(request)
-    if isinstance(session, Response):
-        return session
-    return await _users_page(request, session)
 
 
 async def add_user(request: Request) -> Response:
@@ -219,6 +221,7 @@ async def enable_user(request: Request) -> Response:
 # -- devices ---------------------------------------------------------------------------
 async def _devices_page(request: Request, session: PortalSession, *, status: int = 200,
                         **context: Any) -> Response:
+    """``GET /portal/admin/devices``: every device, and the form that adds one."""
     rows = await call(service(request).identities.devices)
     now = now_ms()
     devices = [{**views.device_summary(r, now), "client_id": r["client_id"],
@@ -227,13 +230,6 @@ async def _devices_page(request: Request, session: PortalSession, *, status: int
                                                 "boards": mockspec.MOCK_BOARDS, **context},
                 status=status, session=session)
 
-
-async def devices_page(request: Request) -> Response:
-    """``GET /portal/admin/devices``: every device, and the form that adds one."""
-    session = await _admin_session(request)
-    if isinstance(session, Response):
-        return session
-    return await _devices_page(request, session)
 
 
 def _loopback(url: str) -> bool:
@@ -343,6 +339,7 @@ async def download(request: Request) -> Response:
 # -- teams, grants, credit requests ----------------------------------------------------
 async def _teams_page(request: Request, session: PortalSession, *, status: int = 200,
                       **context: Any) -> Response:
+    """``GET /portal/admin/teams``: teams with members and balance, pending requests."""
     caller, db = _caller(session), _db(request)
 
     def read() -> tuple[list[dict], list[dict]]:
@@ -356,13 +353,6 @@ async def _teams_page(request: Request, session: PortalSession, *, status: int =
                                               "roles": ROLES, **context},
                 status=status, session=session)
 
-
-async def teams_page(request: Request) -> Response:
-    """``GET /portal/admin/teams``: teams with members and balance, pending requests."""
-    session = await _admin_session(request)
-    if isinstance(session, Response):
-        return session
-    return await _teams_page(request, session)
 
 
 async def _teams_action(request: Request, act: Callable[[Request, PortalSession,
@@ -435,6 +425,7 @@ async def deny_request(request: Request) -> Response:
 # -- prices ----------------------------------------------------------------------------
 async def _prices_page(request: Request, session: PortalSession, *, status: int = 200,
                        **context: Any) -> Response:
+    """``GET /portal/admin/prices``: each device's prices in force, and the form."""
     db, now = _db(request), now_ms()
 
     def read() -> tuple[list[dict], bool]:
@@ -446,13 +437,6 @@ async def _prices_page(request: Request, session: PortalSession, *, status: int 
     return page(request, "admin_prices.html", {"prices": prices, "accounting": accounting,
                                                **context}, status=status, session=session)
 
-
-async def prices_page(request: Request) -> Response:
-    """``GET /portal/admin/prices``: each device's prices in force, and the form."""
-    session = await _admin_session(request)
-    if isinstance(session, Response):
-        return session
-    return await _prices_page(request, session)
 
 
 async def set_prices(request: Request) -> Response:
@@ -476,6 +460,7 @@ async def set_prices(request: Request) -> Response:
 # -- maintenance -----------------------------------------------------------------------
 async def _maintenance_page(request: Request, session: PortalSession, *, status: int = 200,
                             **context: Any) -> Response:
+    """``GET /portal/admin/maintenance``: standing maintenance, and the form."""
     db, now = _db(request), now_ms()
 
     def read() -> tuple[list[dict], list[dict]]:
@@ -490,13 +475,6 @@ async def _maintenance_page(request: Request, session: PortalSession, *, status:
                                                     **context},
                 status=status, session=session)
 
-
-async def maintenance_page(request: Request) -> Response:
-    """``GET /portal/admin/maintenance``: standing maintenance, and the form."""
-    session = await _admin_session(request)
-    if isinstance(session, Response):
-        return session
-    return await _maintenance_page(request, session)
 
 
 async def book_maintenance(request: Request) -> Response:
@@ -536,26 +514,26 @@ async def cancel_maintenance(request: Request) -> Response:
 
 def routes() -> list[BaseRoute]:
     return [
-        Route(BASE, index, methods=["GET"]),
-        Route(f"{BASE}/users", users_page, methods=["GET"]),
+        Route(BASE, _shown(_index_page), methods=["GET"]),
+        Route(f"{BASE}/users", _shown(_users_page), methods=["GET"]),
         Route(f"{BASE}/users", add_user, methods=["POST"]),
         Route(f"{BASE}/users/{{user_id}}/disable", disable_user, methods=["POST"]),
         Route(f"{BASE}/users/{{user_id}}/enable", enable_user, methods=["POST"]),
         Route(f"{BASE}/users/{{user_id}}/reset-password", reset_password, methods=["POST"]),
-        Route(f"{BASE}/devices", devices_page, methods=["GET"]),
+        Route(f"{BASE}/devices", _shown(_devices_page), methods=["GET"]),
         Route(f"{BASE}/devices", add_device, methods=["POST"]),
         Route(f"{BASE}/devices/{{device_id}}/rotate-secret", rotate_secret, methods=["POST"]),
         Route(f"{BASE}/downloads/{{token}}", download, methods=["GET"]),
-        Route(f"{BASE}/teams", teams_page, methods=["GET"]),
+        Route(f"{BASE}/teams", _shown(_teams_page), methods=["GET"]),
         Route(f"{BASE}/teams", create_team, methods=["POST"]),
         Route(f"{BASE}/teams/members", add_member, methods=["POST"]),
         Route(f"{BASE}/teams/grants", grant, methods=["POST"]),
         Route(f"{BASE}/credit-requests/{{request_id}}/approve", approve_request,
               methods=["POST"]),
         Route(f"{BASE}/credit-requests/{{request_id}}/deny", deny_request, methods=["POST"]),
-        Route(f"{BASE}/prices", prices_page, methods=["GET"]),
+        Route(f"{BASE}/prices", _shown(_prices_page), methods=["GET"]),
         Route(f"{BASE}/prices", set_prices, methods=["POST"]),
-        Route(f"{BASE}/maintenance", maintenance_page, methods=["GET"]),
+        Route(f"{BASE}/maintenance", _shown(_maintenance_page), methods=["GET"]),
         Route(f"{BASE}/maintenance", book_maintenance, methods=["POST"]),
         Route(f"{BASE}/maintenance/{{booking_id}}/cancel", cancel_maintenance,
               methods=["POST"]),
