@@ -157,7 +157,6 @@ async def _users_page(request: Request, session: PortalSession, *, status: int =
                 session=session)
 
 
-
 async def add_user(request: Request) -> Response:
     """``POST /portal/admin/users`` (email, full_name, admin?): ``POST /users``'s store call;
     the answer shows the temporary password (and the API key) this once."""
@@ -229,7 +228,6 @@ async def _devices_page(request: Request, session: PortalSession, *, status: int
     return page(request, "admin_devices.html", {"devices": devices,
                                                 "boards": mockspec.MOCK_BOARDS, **context},
                 status=status, session=session)
-
 
 
 def _loopback(url: str) -> bool:
@@ -354,7 +352,6 @@ async def _teams_page(request: Request, session: PortalSession, *, status: int =
                 status=status, session=session)
 
 
-
 async def _teams_action(request: Request, act: Callable[[Request, PortalSession,
                                                           dict[str, str]], Awaitable[None]]
                         ) -> Response:
@@ -438,7 +435,6 @@ async def _prices_page(request: Request, session: PortalSession, *, status: int 
                                                **context}, status=status, session=session)
 
 
-
 async def set_prices(request: Request) -> Response:
     """``POST /portal/admin/prices`` (device, per_used, per_reserved):
     ``PUT /devices/{id}/prices`` (turns accounting on)."""
@@ -474,7 +470,6 @@ async def _maintenance_page(request: Request, session: PortalSession, *, status:
     return page(request, "admin_maintenance.html", {"devices": devices, "booked": rows,
                                                     **context},
                 status=status, session=session)
-
 
 
 async def book_maintenance(request: Request) -> Response:

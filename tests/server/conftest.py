@@ -29,6 +29,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
+from queueservice import facility
 from queueservice.db import Database
 from tests.conftest import QueueService, start_queue_service
 from tests.pgserver import PostgresServer
@@ -150,6 +151,25 @@ def team(world: World) -> dict[str, Any]:
     return {"id": made["TeamId"], "name": made["Name"], "pi": pi, "pi_id": pi_id,
             "student": student, "student_id": student_id, "outsider": outsider,
             "outsider_id": outsider_id}
+
+
+@pytest.fixture
+def accounting_off_after(world: World) -> Iterator[Database]:
+    """The service's own database; accounting (a service-wide switch, which setting a price
+    also turns on) is off again after the test, for the module's next tests."""
+    db = Database(world.service.database_target)
+    yield db
+    with db.transaction() as conn:
+        facility.set_accounting(conn, False)
+    db.close()
+
+
+@pytest.fixture
+def accounting(accounting_off_after: Database) -> Database:
+    """Accounting on for the test (set in the service's own database), off after it."""
+    with accounting_off_after.transaction() as conn:
+        facility.set_accounting(conn, True)
+    return accounting_off_after
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

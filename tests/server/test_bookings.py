@@ -10,11 +10,9 @@ import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
-from typing import Iterator
 
 import pytest
 
-from queueservice import facility
 from queueservice.db import Database
 from tests.server.api import Api, World, assert_error
 from tests.server.api import email_of, new_team
@@ -67,19 +65,6 @@ def booked(api: Api, device: str, team: str, start: int, end: int, **extra) -> d
     resp = book(api, device, team, start, end, **extra)
     assert resp.status_code == 201, resp.text
     return resp.json()
-
-
-@pytest.fixture
-def accounting(world: World) -> Iterator[Database]:
-    """Accounting on for the test (the switch and prices are another slice's API: set in
-    the service's own database here), off again after it."""
-    db = Database(world.service.database_target)
-    with db.transaction() as conn:
-        facility.set_accounting(conn, True)
-    yield db
-    with db.transaction() as conn:
-        facility.set_accounting(conn, False)
-    db.close()
 
 
 def set_price(db: Database, device: str, per_reserved_second: float) -> None:

@@ -8,12 +8,10 @@ import html
 import re
 import uuid
 from datetime import datetime, timedelta, timezone
-from typing import Iterator
 
 import pytest
 import requests
 
-from queueservice import facility
 from queueservice.db import Database
 from queueservice.portal.admin_downloads import (CREDENTIALS, LIFETIME_MS, SETTINGS,
                                                  DownloadStore)
@@ -425,17 +423,7 @@ def test_approve_and_deny_credit_requests(world: World, admin: Browser):
 
 
 # -- prices ----------------------------------------------------------------------------
-@pytest.fixture
-def accounting_off_after(world: World) -> Iterator[None]:
-    """Setting prices turns accounting on for the module's service: off again after."""
-    yield
-    db = Database(world.service.database_target)
-    with db.transaction() as conn:
-        facility.set_accounting(conn, False)
-    db.close()
-
-
-def test_set_a_devices_prices(world: World, admin: Browser, accounting_off_after: None):
+def test_set_a_devices_prices(world: World, admin: Browser, accounting_off_after: Database):
     device = world.device("priced")
     resp = admin.submit("/portal/admin/prices", "/portal/admin/prices",
                         {"device": device.id, "per_used": "2.5", "per_reserved": "1.5"})

@@ -18,7 +18,6 @@ import pytest
 import requests
 
 from cloudqueue.errors import NotFound
-from queueservice import facility
 from queueservice.db import Database
 from queueservice.files import FileStore, LocalFiles, S3Files, Staged, parse_key
 from queueservice.portal.submit import FORM_ALLOWANCE, duration_text
@@ -292,18 +291,6 @@ def test_a_timeslot_runs_the_work_as_timeslot_work_of_its_team(world: World,
     finally:
         db.close()
     assert (row["timeslot"], row["on_slot_end"]) == (1, "wait")  # as the API's Timeslot
-
-
-@pytest.fixture
-def accounting(world: World) -> Iterator[Database]:
-    """Accounting on for the test (set in the service's own database), off after it."""
-    db = Database(world.service.database_target)
-    with db.transaction() as conn:
-        facility.set_accounting(conn, True)
-    yield db
-    with db.transaction() as conn:
-        facility.set_accounting(conn, False)
-    db.close()
 
 
 def test_credits_the_team_lacks_are_refused_with_the_numbers(world: World, workload: bytes,

@@ -11,13 +11,11 @@ import html
 import re
 import uuid
 from datetime import datetime, timezone
-from typing import Iterator
 
 import pytest
 import requests
 
 from cloudqueue.errors import BadRequest
-from queueservice import facility
 from queueservice.bookings import DAY_MS, CalendarView
 from queueservice.db import Database
 from queueservice.portal.teams import other_month, calendar_days, form_instant, month_span
@@ -82,17 +80,12 @@ def lab(world: World) -> dict:
 
 
 @pytest.fixture
-def accounting(world: World, lab: dict) -> Iterator[None]:
+def accounting(world: World, lab: dict, accounting_off_after: Database) -> None:
     """Accounting on (an admin sets the device's prices: 2 credits per reserved second),
     off again after the test (the switch is the service's own setting)."""
     resp = world.admin.put(f"/devices/{lab['device']}/prices",
                            json={"PerUsedSecond": 1, "PerReservedSecond": 2})
     assert resp.status_code == 200, resp.text
-    yield
-    db = Database(world.service.database_target)
-    with db.transaction() as conn:
-        facility.set_accounting(conn, False)
-    db.close()
 
 
 def book(browser: Browser, lab: dict, start: int, end: int, team_page: str | None = None,
