@@ -7,8 +7,9 @@ workloads stored. Prints figures; never asserts on time.
 The set-up: a served ``qick-queue`` (SQLite, or ``--database``); three devices; a user with
 ``--own`` workloads of their own among ``--workloads`` stored (the rest: a teammate's,
 charged to their shared team, and 50 other owners'), 80 % DONE, 5 % FAILED, 5 %
-CANCELLED, 10 % READY (in their devices' queues; ``--queued`` changes that), stored straight through the store
-module; an admin. Both log in through the portal's own form.
+CANCELLED, 10 % READY (in their devices' queues; ``--queued`` changes that), stored
+straight through the store module; the team's ledger, ``--ledger`` charge lines a month
+for a year (the usage page reads a month); an admin. Both log in through the portal's own form.
 
 Each page in ``PAGES`` (the one list: add a page there) is asked ``--requests`` times with
 the logged-in cookie over one keep-alive connection, after one warm-up request; the
@@ -139,6 +140,39 @@ def store(service: QueueService, devices: list[str], user_id: str, teammate_id: 
     return work
 
 
+def store_ledger(service: QueueService, team_id: str, users: list[str], devices: list[str],
+                 per_month: int, months: int = 12) -> None:
+    """Give the team ``per_month`` charge lines in each of the last ``months`` months (this
+    one included: its lines end now), its people and devices taken in turn, each line a
+    work of 1 to 10 board seconds; stored straight, with the running balance, as
+    ``facility.append_line`` keeps it. The usage page reads this month's lines."""
+    if per_month < 1:
+        return
+    month_ms = 30 * 86_400_000
+    now = now_ms()
+    rows, balance = [], 0.0
+    for m in range(months - 1, -1, -1):
+        start = now - (m + 1) * month_ms
+        for i in range(per_month):
+            seconds = -float(1 + i % 10)
+            balance += seconds
+            rows.append((team_id, "charge", seconds, users[i % len(users)],
+                         start + (i + 1) * month_ms // per_month, str(uuid.uuid4()),
+                         devices[i % len(devices)], balance))
+    db = Database(service.database_target)
+    t0 = time.monotonic()
+    try:
+        with db.transaction() as conn:
+            for row in rows:
+                conn.execute("INSERT INTO ledger (team_id, kind, seconds, user_id, at, "
+                             "work_id, device_id, balance_after) "
+                             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", row)
+    finally:
+        db.close()
+    print(f"stored {len(rows)} ledger lines ({per_month} a month for {months} months) in "
+          f"{time.monotonic() - t0:.1f} s")
+
+
 def timed(port: int, cookie: str, path: str, requests: int) -> tuple[int, list[float]]:
     """The page's status, and the round trip (s) of ``requests`` asks after a warm-up."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
@@ -182,6 +216,8 @@ def measure(args: argparse.Namespace) -> None:
                 raise RuntimeError(f"adding the teammate: {added.status_code} {added.text}")
             work = store(service, [d.id for d in devices], user_id, teammate_id, team,
                          args.workloads, args.own, args.queued)
+            store_ledger(service, team, [user_id, teammate_id], [d.id for d in devices],
+                         args.ledger)
             today = time.strftime("%Y-%m-%d", time.gmtime(now_ms() / 1000))
             yesterday = time.strftime("%Y-%m-%d", time.gmtime(now_ms() / 1000 - 86400))
             values = {"device": devices[0].id, "work": work, "team": team,
@@ -210,6 +246,9 @@ def main() -> int:
     parser.add_argument("--queued", type=int, default=10, metavar="PCT",
                         help="the percentage of the stored workloads waiting READY in the "
                              "devices' queues (default 10: 10,000 of 100,000)")
+    parser.add_argument("--ledger", type=int, default=20_000, metavar="LINES",
+                        help="the team's charge lines in each of the last 12 months "
+                             "(default 20,000; 0: none)")
     parser.add_argument("--database", metavar="URL",
                         help="keep the state in this PostgreSQL database (default: SQLite)")
     args = parser.parse_args()

@@ -18,12 +18,16 @@ NUMBER = r"[\d.]+"
 
 
 def test_the_bench_prints_a_line_for_every_page():
-    done = subprocess.run([*BENCH, "--workloads", "300", "--own", "60", "--requests", "3"],
+    done = subprocess.run([*BENCH, "--workloads", "300", "--own", "60", "--requests", "3",
+                           "--ledger", "50"],
                           capture_output=True, text=True, timeout=300, cwd=REPO)
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "stored 300 workloads (60 the user's; 10 % READY" in out, out
-    lines = {line.split()[0]: line for line in out.splitlines()[2:]}
+    assert "stored 600 ledger lines (50 a month for 12 months)" in out, out
+    table = out.splitlines()
+    table = table[table.index(next(t for t in table if t.startswith("page "))) + 1:]
+    lines = {line.split()[0]: line for line in table}
     assert set(lines) == {path for path, _ in PAGES}, out
     for path, who in PAGES:
         assert re.fullmatch(rf"{re.escape(path)} +{who} +{NUMBER} +{NUMBER}",
