@@ -40,7 +40,9 @@ from tests.server.portal import Browser  # noqa: E402
 
 #: every page measured, as (path, who asks): ``who`` is "user" (the one with ``--own``
 #: workloads) or "admin". ``{device}``, ``{work}`` (one of the user's), ``{team}`` (the
-#: user's team), ``{since}``/``{until}`` (UTC dates around the stored work) are filled in.
+#: user's team), ``{since}``/``{until}`` (UTC dates around the stored work) and
+#: ``{last_month}`` (the month before this one: a whole month of the team's ledger) are
+#: filled in.
 PAGES: list[tuple[str, str]] = [
     ("/", "user"),
     ("/keys", "user"),
@@ -58,6 +60,7 @@ PAGES: list[tuple[str, str]] = [
     ("/portal/teams", "user"),
     ("/portal/teams/{team}", "user"),
     ("/portal/teams/{team}/usage", "user"),
+    ("/portal/teams/{team}/usage?month={last_month}", "user"),
     ("/portal/admin", "admin"),
     ("/portal/admin/users", "admin"),
     ("/portal/admin/devices", "admin"),
@@ -220,8 +223,10 @@ def measure(args: argparse.Namespace) -> None:
                          args.ledger)
             today = time.strftime("%Y-%m-%d", time.gmtime(now_ms() / 1000))
             yesterday = time.strftime("%Y-%m-%d", time.gmtime(now_ms() / 1000 - 86400))
+            last_month = time.strftime("%Y-%m", time.gmtime(
+                (now_ms() / 1000 // 86400 - int(today[8:])) * 86400))
             values = {"device": devices[0].id, "work": work, "team": team,
-                      "since": yesterday, "until": today}
+                      "since": yesterday, "until": today, "last_month": last_month}
             cookies = {"user": user_cookie, "admin": admin_cookie}
             print(f"{'page':<52}{'who':<7}{'median ms':>10}{'p95 ms':>10}")
             for path, who in PAGES:

@@ -61,7 +61,7 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 BASELINE = "0001_baseline"
 #: the newest revision in ``migrations/versions`` (a test checks): a database already
 #: there starts the service without loading Alembic (a fifth of a second)
-HEAD = "0008_login_failures"
+HEAD = "0009_ledger_team_at"
 #: the channel replicas announce queue changes on (``Connection.notify``)
 CHANGES_CHANNEL = "qick_queue_changes"
 

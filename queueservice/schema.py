@@ -215,6 +215,7 @@ ledger = Table(
     Column("session_id", Text),                                # a session's held time
     Column("balance_after", Float),                            # the running sum, this line in
     Index("ledger_team", "team_id", "entry_id"),
+    Index("ledger_team_at", "team_id", "at"),                 # a team's lines over a range
 )
 
 prices = Table(

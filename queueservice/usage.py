@@ -8,7 +8,9 @@ are left out), in credits (device-seconds at the device's price):
   ``spent``: their difference;
 - ``board_seconds``: the device-seconds the board measured for the work charged and not
   refunded, where a line names its work (``workloads.device_seconds``), and ``workloads``:
-  how many such works;
+  how many such works (a work is charged once, as it finishes, and refunded at most once,
+  in full, at the same moment: ``pricing.settle``; so a charge counts its work and a
+  refund takes it away again, with no grouping per work);
 - ``reservations``: timeslots paid net of their refunds (``reservation`` and
   ``reservation_refund`` lines); ``sessions``: sessions' held time (``session`` lines);
 - ``total``: ``spent + reservations + sessions``.
@@ -17,13 +19,12 @@ Who sees what: admins every line; anyone else the lines of the teams they are a 
 of, and their own lines (a plain ``user`` member: only their own usage). ``Team`` narrows
 to one team (one the caller sees).
 
-The lines are summed here rather than in SQL: months and both engines alike, no date
-functions; a report reads one range of the ledger once.
+The lines are summed in SQL, in one read of the range (the ``ledger_team_at`` index
+bounds a team's to it); only a month's name needs each engine's own date function.
 """
 from __future__ import annotations
 
 import datetime as dt
-from collections import defaultdict
 from typing import Any, Iterable
 
 from cloudqueue.errors import BadRequest
@@ -70,66 +71,65 @@ class UsageStore(TeamStore):
             if end is not None:
                 where.append("l.at < ?")
                 params.append(end)
-            lines = conn.execute(
-                "SELECT l.kind, l.seconds, l.at, l.team_id, t.name AS team_name, l.user_id, "
-                "u.email, l.work_id, w.device_seconds, "
-                "COALESCE(l.device_id, w.device_id, b.device_id, s.device_id) AS device_id, "
-                "dv.name AS device_name FROM ledger l "
-                "JOIN teams t ON t.team_id = l.team_id "
-                "LEFT JOIN users u ON u.user_id = l.user_id "
-                "LEFT JOIN workloads w ON w.work_id = l.work_id "
-                "LEFT JOIN bookings b ON b.booking_id = l.booking_id "
-                "LEFT JOIN sessions s ON s.session_id = l.session_id "
-                "LEFT JOIN devices dv ON dv.device_id = "
-                "COALESCE(l.device_id, w.device_id, b.device_id, s.device_id) "
-                f"WHERE {' AND '.join(where)} ORDER BY l.entry_id", params).fetchall()
-        return summarize(by, [dict(r) for r in lines])
+            key, name = _group_columns(by, conn.dialect)
+            rows = conn.execute(_REPORT.format(key=key, name=name, where=" AND ".join(where)),
+                                params).fetchall()
+        return sorted((_report_row(r) for r in rows),
+                      key=lambda r: r["key"] if by == "month" else
+                      (-r["total"], r["name"], r["key"]))
 
 
-def _group(by: str, line: Row) -> tuple[str, str]:
-    """(key, name) of the line's group."""
+#: a line's device: its own, else its work's, timeslot's or session's
+_DEVICE = "COALESCE(l.device_id, w.device_id, b.device_id, s.device_id, '-')"
+
+#: a charge (a billed run: one per work, ``pricing.settle``) counts its work, a refund (all
+#: of that charge back, at the same moment) takes it away again
+_BILLED = ("CASE WHEN l.work_id IS NULL THEN 0 "
+           "WHEN l.kind = 'charge' AND l.seconds < 0 THEN {charged} "
+           "WHEN l.kind = 'refund' AND l.seconds > 0 THEN -{charged} ELSE 0 END")
+
+#: the report in one read: the lines in range, summed per group (``{key}``, ``{name}``)
+_REPORT = (
+    "SELECT {key} AS key, MIN({name}) AS name, "
+    "SUM(CASE WHEN l.kind = 'charge' THEN -l.seconds ELSE 0 END) AS charged, "
+    "SUM(CASE WHEN l.kind = 'refund' THEN l.seconds ELSE 0 END) AS refunded, "
+    "SUM(CASE WHEN l.kind IN ('reservation', 'reservation_refund') THEN -l.seconds "
+    "ELSE 0 END) AS reservations, "
+    "SUM(CASE WHEN l.kind = 'session' THEN -l.seconds ELSE 0 END) AS sessions, "
+    f"SUM({_BILLED.format(charged='COALESCE(w.device_seconds, 0)')}) AS board_seconds, "
+    f"SUM({_BILLED.format(charged='1')}) AS workloads "
+    "FROM ledger l "
+    "JOIN teams t ON t.team_id = l.team_id "
+    "LEFT JOIN users u ON u.user_id = l.user_id "
+    "LEFT JOIN workloads w ON w.work_id = l.work_id "
+    "LEFT JOIN bookings b ON b.booking_id = l.booking_id "
+    "LEFT JOIN sessions s ON s.session_id = l.session_id "
+    f"LEFT JOIN devices dv ON dv.device_id = {_DEVICE} "
+    "WHERE {where} GROUP BY {key}")
+
+
+def _group_columns(by: str, dialect: str) -> tuple[str, str]:
+    """SQL for (key, name) of a line's group. A month is ``YYYY-MM`` in UTC: the one place
+    the two engines need their own date function."""
     if by == "team":
-        return line["team_id"], line["team_name"]
+        return "l.team_id", "t.name"
     if by == "user":
-        return line["user_id"], line["email"] or line["user_id"]
+        return "l.user_id", "COALESCE(u.email, l.user_id)"
     if by == "device":
-        device = line["device_id"] or "-"
-        return device, line["device_name"] or device
-    month = month_of(int(line["at"]))
+        return _DEVICE, f"COALESCE(dv.name, {_DEVICE})"
+    month = ("to_char(to_timestamp(l.at / 1000) AT TIME ZONE 'UTC', 'YYYY-MM')"
+             if dialect == "postgresql" else "strftime('%Y-%m', l.at / 1000, 'unixepoch')")
     return month, month
 
 
-def summarize(by: str, lines: Iterable[Row]) -> list[Row]:
-    """The report's rows from the ledger lines (each with kind, seconds, at, team_id,
-    team_name, user_id, email, work_id, device_seconds, device_id, device_name)."""
-    rows: dict[str, Row] = {}
-    #: per group, per work: the net credits of its lines and its board seconds
-    works: dict[str, dict[str, list[float]]] = defaultdict(dict)
-    for line in lines:
-        key, name = _group(by, line)
-        row = rows.setdefault(key, {"key": key, "name": name,
-                                    **{c: 0.0 for c in COLUMNS}})
-        seconds, kind = float(line["seconds"]), line["kind"]
-        if kind == "charge":
-            row["charged"] -= seconds
-        elif kind == "refund":
-            row["refunded"] += seconds
-        elif kind in ("reservation", "reservation_refund"):
-            row["reservations"] -= seconds
-        else:
-            row["sessions"] -= seconds
-        if kind in ("charge", "refund") and line["work_id"]:
-            work = works[key].setdefault(line["work_id"],
-                                         [0.0, float(line["device_seconds"] or 0.0)])
-            work[0] += seconds
-    for key, row in rows.items():
-        row["spent"] = row["charged"] - row["refunded"]
-        billed = [w for w in works[key].values() if w[0] < 0]  # charged, not refunded
-        row["board_seconds"] = sum(w[1] for w in billed)
-        row["workloads"] = len(billed)
-        row["total"] = row["spent"] + row["reservations"] + row["sessions"]
-    return sorted(rows.values(), key=lambda r: r["key"] if by == "month" else
-                  (-r["total"], r["name"], r["key"]))
+def _report_row(r: Any) -> Row:
+    """A report row from its sums, with ``spent`` and ``total`` worked out."""
+    row: Row = {"key": r["key"], "name": r["name"],
+                **{c: float(r[c]) for c in COLUMNS if c not in ("spent", "total")}}
+    row["workloads"] = int(row["workloads"])
+    row["spent"] = row["charged"] - row["refunded"]
+    row["total"] = row["spent"] + row["reservations"] + row["sessions"]
+    return row
 
 
 def totals(rows: Iterable[Row]) -> dict[str, Any]:

@@ -195,6 +195,21 @@ def test_months_are_utc():
     assert month_of(ms("2026-12-01T00:00:00")) == "2026-12"
 
 
+def test_the_reports_months_are_utc_to_the_millisecond_on_each_engine(db: Database, lab):
+    """The database names a line's month (each engine its own date function): the last
+    millisecond of November is November's; a line naming no device is under "-"."""
+    f = Facility(db)
+    f.line(lab["optics"], "charge", -1, lab["other"], DEC - 1)
+    f.line(lab["optics"], "charge", -2, lab["other"], DEC)
+    optics = lab["store"].report("month", lab["admin"], team_ref="optics")
+    assert [(r["key"], r["name"], r["charged"]) for r in optics] == [
+        ("2026-11", "2026-11", 4 + 1), ("2026-12", "2026-12", 2)]
+    assert month_of(DEC - 1) == "2026-11"
+    devices = by_name(lab["store"].report("device", lab["admin"], team_ref="optics"))
+    assert devices == {"beta": row(charged=4, board=4.0, works=1),
+                       "-": row(charged=3, reservations=0)}
+
+
 # -- GET /usage over HTTP ------------------------------------------------------------------
 
 
