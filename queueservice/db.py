@@ -126,6 +126,17 @@ class Connection:
         return cursor
 
 
+    def dicts(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """Every row of a query as a plain dict: for long reads (a device's queue), where
+        ``dict(row)`` of each ``sqlite3.Row`` costs twice what pairing the names does."""
+        cursor = self.execute(sql, params)
+        rows = cursor.fetchall()
+        if self.dialect != "sqlite":
+            return [dict(r) for r in rows]
+        names = [column[0] for column in cursor.description or ()]
+        return [dict(zip(names, r)) for r in rows]
+
+
 @functools.lru_cache(maxsize=1024)
 def _format_marks(sql: str) -> str:
     """``?`` marks as psycopg's ``%s`` (our SQL holds no '?' in its literals)."""

@@ -84,10 +84,9 @@ class WorkloadStore:
         its queue is worked out from (``QUEUE_COLUMNS``), not the whole row: a long
         queue is read at every queue view (``GET /workloads/{id}``, the portal's pages)."""
         with self.db.reading() as conn:
-            rows = conn.execute(
+            return conn.dicts(
                 f"SELECT {', '.join(QUEUE_COLUMNS)} FROM workloads WHERE device_id = ? "
-                "AND status IN (?, ?, ?)", (device_id, *policy.ACTIVE)).fetchall()
-        return [dict(r) for r in rows]
+                "AND status IN (?, ?, ?)", (device_id, *policy.ACTIVE))
 
     def queue_lengths(self, device_ids: Iterable[str]) -> dict[str, int]:
         """Each device's queue length (``QueueLength`` of ``GET /devices/{id}``: its
