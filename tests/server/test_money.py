@@ -22,7 +22,9 @@ from queueservice.settings import ServiceLimits
 from queueservice.workloads import WorkloadStore
 from tests.conftest import QueueService, start_queue_service
 from tests import facility_rows as rows
-from tests.server.api import Device, World, assert_error, put_file, status, submit
+from tests.helpers import wait_for
+from tests.server.api import (Device, World, assert_error, long_polls, put_file, status,
+                              submit)
 from tests.server.conftest import DATABASES, engine_options
 from tests.server.test_store import add_device
 from tests.server.api import email_of, grant, new_team
@@ -262,6 +264,36 @@ def test_a_run_past_its_cap_is_charged_what_it_used(paid: World, lab: dict):
                                                       "Priority": "LOW"})
     assert "balance is -1" in assert_error(refused, 409, "insufficient_credits")[
         "ErrorMessage"]
+
+
+#: a poll held this long (the service's longest) and answered within WOKEN_WITHIN did not
+#: wait out its time
+LONGEST, WOKEN_WITHIN = 20, 12
+
+
+def test_an_approved_credit_request_lets_held_work_run_within_the_devices_poll(paid: World,
+                                                                              lab: dict):
+    """Admitted (its cap's cost covered), then a price rise leaves the team short: the
+    device's long poll is handed nothing and parks; once a credit request is approved,
+    the poll (which looks again within ``workloads.RECHECK_MS`` while work is held) is
+    handed the work without waiting out its time."""
+    device = lab["device"]
+    grant(paid, lab["id"], 60)
+    work = submit(lab["student"], device.id, b"held", MaxSeconds=30)  # 30 s x 2 = 60
+    price(paid, device.id, 4.0, 3.0)  # now 120: more than the team has
+    with ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(lambda: device.next_work(wait=LONGEST).json())
+        wait_for(lambda: long_polls(paid.service, "device") == 1 or answer.done(), 10,
+                 what="the device's poll to park")
+        assert not answer.done(), f"handed out while the team was short: {answer.result()}"
+        made = lab["pi"].post("/credits/requests", json={
+            "Team": lab["id"], "Seconds": 60, "Justification": "the held sweep"})
+        assert made.status_code == 201, made.text
+        approved = paid.admin.post(f"/credits/requests/{made.json()['RequestId']}/approve",
+                                   json={})
+        assert approved.status_code == 200, approved.text
+        handed = answer.result(WOKEN_WITHIN)
+    assert handed["WorkId"] == work, handed
 
 
 def test_team_members_see_the_team_queue_but_not_each_others_work(paid: World,
