@@ -25,7 +25,7 @@ bounds a team's to it); only a month's name needs each engine's own date functio
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from cloudqueue.errors import BadRequest
 from queueservice.identities import Principal
@@ -36,6 +36,8 @@ GROUPINGS = ("team", "user", "device", "month")
 COLUMNS = ("charged", "refunded", "spent", "board_seconds", "workloads", "reservations",
            "sessions", "total")
 _USAGE_KINDS = ("charge", "refund", "reservation", "reservation_refund", "session")
+#: the columns summed in SQL (``spent`` and ``total`` follow from them)
+_SUMS = ("charged", "refunded", "reservations", "sessions", "board_seconds", "workloads")
 
 
 def month_of(ms: int) -> str:
@@ -50,8 +52,17 @@ class UsageStore(TeamStore):
                end: int | None = None, team_ref: str | None = None) -> list[Row]:
         """One row per group (``key``, ``name`` and the ``COLUMNS``), largest total first
         (months: oldest first)."""
-        if by not in GROUPINGS:
-            raise BadRequest(f"By must be one of {', '.join(GROUPINGS)}, not {by[:40]!r}")
+        return self.reports((by,), caller, start=start, end=end, team_ref=team_ref)[by]
+
+    def reports(self, groupings: Sequence[str], caller: Principal, *,
+                start: int | None = None, end: int | None = None,
+                team_ref: str | None = None) -> dict[str, list[Row]]:
+        """``report`` for each grouping, from one read of the lines: they are summed per
+        combination of the groupings' keys (a few rows: users x devices), which adds up
+        to each grouping's rows."""
+        for by in groupings:
+            if by not in GROUPINGS:
+                raise BadRequest(f"By must be one of {', '.join(GROUPINGS)}, not {by[:40]!r}")
         if start is not None and end is not None and end <= start:
             raise BadRequest("To must be after From")
         marks = ", ".join("?" for _ in _USAGE_KINDS)
@@ -71,12 +82,13 @@ class UsageStore(TeamStore):
             if end is not None:
                 where.append("l.at < ?")
                 params.append(end)
-            key, name = _group_columns(by, conn.dialect)
-            rows = conn.execute(_REPORT.format(key=key, name=name, where=" AND ".join(where)),
-                                params).fetchall()
-        return sorted((_report_row(r) for r in rows),
-                      key=lambda r: r["key"] if by == "month" else
-                      (-r["total"], r["name"], r["key"]))
+            groups = [_group_columns(by, conn.dialect) for by in groupings]
+            rows = conn.execute(_REPORT.format(
+                groups=", ".join(f"{key} AS key{i}, MIN({name}) AS name{i}"
+                                 for i, (key, name) in enumerate(groups)),
+                keys=", ".join(key for key, _ in groups), where=" AND ".join(where)),
+                params).fetchall()
+        return {by: _grouped(by, i, rows) for i, by in enumerate(groupings)}
 
 
 #: a line's device: its own, else its work's, timeslot's or session's
@@ -88,9 +100,10 @@ _BILLED = ("CASE WHEN l.work_id IS NULL THEN 0 "
            "WHEN l.kind = 'charge' AND l.seconds < 0 THEN {charged} "
            "WHEN l.kind = 'refund' AND l.seconds > 0 THEN -{charged} ELSE 0 END")
 
-#: the report in one read: the lines in range, summed per group (``{key}``, ``{name}``)
+#: the lines in range, summed per combination of the groupings' keys (``{groups}``: each
+#: grouping's key and name as ``key{i}``, ``name{i}``)
 _REPORT = (
-    "SELECT {key} AS key, MIN({name}) AS name, "
+    "SELECT {groups}, "
     "SUM(CASE WHEN l.kind = 'charge' THEN -l.seconds ELSE 0 END) AS charged, "
     "SUM(CASE WHEN l.kind = 'refund' THEN l.seconds ELSE 0 END) AS refunded, "
     "SUM(CASE WHEN l.kind IN ('reservation', 'reservation_refund') THEN -l.seconds "
@@ -105,7 +118,7 @@ _REPORT = (
     "LEFT JOIN bookings b ON b.booking_id = l.booking_id "
     "LEFT JOIN sessions s ON s.session_id = l.session_id "
     f"LEFT JOIN devices dv ON dv.device_id = {_DEVICE} "
-    "WHERE {where} GROUP BY {key}")
+    "WHERE {where} GROUP BY {keys}")
 
 
 def _group_columns(by: str, dialect: str) -> tuple[str, str]:
@@ -122,14 +135,21 @@ def _group_columns(by: str, dialect: str) -> tuple[str, str]:
     return month, month
 
 
-def _report_row(r: Any) -> Row:
-    """A report row from its sums, with ``spent`` and ``total`` worked out."""
-    row: Row = {"key": r["key"], "name": r["name"],
-                **{c: float(r[c]) for c in COLUMNS if c not in ("spent", "total")}}
-    row["workloads"] = int(row["workloads"])
-    row["spent"] = row["charged"] - row["refunded"]
-    row["total"] = row["spent"] + row["reservations"] + row["sessions"]
-    return row
+def _grouped(by: str, i: int, rows: Iterable[Any]) -> list[Row]:
+    """The report by the ``i``-th grouping (``by``): the rows' sums added up per its key,
+    largest total first (months: oldest first)."""
+    out: dict[str, Row] = {}
+    for r in rows:
+        row = out.setdefault(r[f"key{i}"], {"key": r[f"key{i}"], "name": r[f"name{i}"],
+                                            **{c: 0.0 for c in _SUMS}})
+        for c in _SUMS:
+            row[c] += float(r[c])
+    for row in out.values():
+        row["workloads"] = int(row["workloads"])
+        row["spent"] = row["charged"] - row["refunded"]
+        row["total"] = row["spent"] + row["reservations"] + row["sessions"]
+    return sorted(out.values(), key=lambda r: r["key"] if by == "month" else
+                  (-r["total"], r["name"], r["key"]))
 
 
 def totals(rows: Iterable[Row]) -> dict[str, Any]:

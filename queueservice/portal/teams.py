@@ -176,8 +176,8 @@ def usage_context(svc: Service, caller: Principal, ref: str, month: str) -> dict
     team = usage.team(ref, caller)
     role = _role_in(team, caller)
     start, end = month_span(month)
-    rows = {by: usage.report(by, caller, start=start, end=end, team_ref=team["team_id"])
-            for by in ("user", "device")}
+    rows = usage.reports(("user", "device"), caller, start=start, end=end,
+                         team_ref=team["team_id"])
     return {"team": team, "role": role or "admin",
             "accountable": caller.is_admin or role == SCHEDULER, "month": month,
             "months": (other_month(month, -1), other_month(month, 1)), "usage": rows,

@@ -162,6 +162,18 @@ def test_per_user_device_and_month(lab):
     assert months[1]["spent"] == 7 and months[0]["total"] == 60 + 3600 + 120 + 4
 
 
+def test_several_groupings_from_one_read_add_up_as_each_alone(lab):
+    store, pi = lab["store"], lab["pi"]
+    for caller in (lab["admin"], pi):
+        together = store.reports(("user", "device", "month", "team"), caller)
+        assert together == {by: store.report(by, caller) for by in together}
+    mine = store.reports(("device", "user"), pi, team_ref="qubits", start=DEC)
+    assert by_name(mine["device"]) == {"beta": row(charged=7, board=7.0, works=1)}
+    assert [r["key"] for r in mine["user"]] == [pi.id]
+    with pytest.raises(BadRequest, match="not 'week'"):
+        store.reports(("user", "week"), pi)
+
+
 def test_from_and_to_bound_the_lines_times(lab):
     store, admin = lab["store"], lab["admin"]
     november = store.report("month", admin, start=ms("2026-11-01T00:00:00"), end=DEC)
