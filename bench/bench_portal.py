@@ -9,7 +9,8 @@ The set-up: a served ``qick-queue`` (SQLite, or ``--database``); three devices; 
 charged to their shared team, and 50 other owners'), 80 % DONE, 5 % FAILED, 5 %
 CANCELLED, 10 % READY (in their devices' queues; ``--queued`` changes that), stored
 straight through the store module; the team's ledger, ``--ledger`` charge lines a month
-for a year (the usage page reads a month); an admin. Both log in through the portal's own form.
+for a year (the usage page reads a month); an admin. Both log in through the portal's
+own form.
 
 Each page in ``PAGES`` (the one list: add a page there) is asked ``--requests`` times with
 the logged-in cookie over one keep-alive connection, after one warm-up request; the
@@ -148,7 +149,7 @@ def store_ledger(service: QueueService, team_id: str, users: list[str], devices:
     """Give the team ``per_month`` charge lines in each of the last ``months`` months (this
     one included: its lines end now), its people and devices taken in turn, each line a
     work of 1 to 10 board seconds; stored straight, with the running balance, as
-    ``facility.append_line`` keeps it. The usage page reads this month's lines."""
+    ``facility.append_line`` keeps it. The usage page reads a month's lines."""
     if per_month < 1:
         return
     month_ms = 30 * 86_400_000

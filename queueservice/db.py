@@ -125,7 +125,6 @@ class Connection:
                        [int(v) if isinstance(v, bool) else v for v in params])
         return cursor
 
-
     def dicts(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         """Every row of a query as a plain dict: for long reads (a device's queue), where
         ``dict(row)`` of each ``sqlite3.Row`` costs twice what pairing the names does."""
