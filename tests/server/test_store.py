@@ -415,3 +415,16 @@ def test_a_ledger_of_schema_0003_gets_its_running_balances_on_upgrade(engine, tm
             assert line["balance_after"] == 70.0 and facility.balance(conn, "t2") == 5.0
     finally:
         db.close()
+
+
+def test_a_sqlite_store_writes_ahead_and_keeps_a_64_mb_page_cache(tmp_path: Path):
+    """WAL (readers beside the writer), foreign keys on, and a page cache large enough for
+    a long queue or a month of a team's ledger (SQLite's default is 2 MB)."""
+    db = Database(tmp_path / "queue.db")
+    try:
+        with db.reading() as conn:
+            settings = {name: conn.execute(f"PRAGMA {name}").fetchone()[0]
+                        for name in ("journal_mode", "foreign_keys", "cache_size")}
+    finally:
+        db.close()
+    assert settings == {"journal_mode": "wal", "foreign_keys": 1, "cache_size": -65536}
