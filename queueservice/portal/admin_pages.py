@@ -1,6 +1,6 @@
 """The portal's admin pages (docs/portal.md, slice 5b): users (add, disable, enable),
 devices (add, with the board's two files offered once; rotate a secret), teams (create,
-add members, grant credits, decide credit requests), prices and maintenance.
+add and remove members, grant credits, decide credit requests), prices and maintenance.
 
 Every page and every POST here is for admins: anyone else is told the page was not found
 (the API's ``admin`` rule, without saying the page exists). The pages call the stores the
@@ -388,6 +388,17 @@ async def add_member(request: Request) -> Response:
     return await _teams_action(request, act)
 
 
+async def remove_member(request: Request) -> Response:
+    """``POST /portal/admin/teams/members/remove`` (team, user):
+    ``DELETE /teams/{id}/members/{user}`` (the team's last scheduler stays)."""
+    async def act(request: Request, session: PortalSession, form: dict[str, str]) -> None:
+        team = _text(form, "team", "Team", 100)
+        member = _text(form, "user", "Member", 254)
+        await call(TeamStore(_db(request)).remove_member, team, member,
+                   caller=_caller(session))
+    return await _teams_action(request, act)
+
+
 async def grant(request: Request) -> Response:
     """``POST /portal/admin/teams/grants`` (team, seconds, reason): ``POST /teams/{id}/grants``."""
     async def act(request: Request, session: PortalSession, form: dict[str, str]) -> None:
@@ -522,6 +533,7 @@ def routes() -> list[BaseRoute]:
         Route(f"{BASE}/teams", _shown(_teams_page), methods=["GET"]),
         Route(f"{BASE}/teams", create_team, methods=["POST"]),
         Route(f"{BASE}/teams/members", add_member, methods=["POST"]),
+        Route(f"{BASE}/teams/members/remove", remove_member, methods=["POST"]),
         Route(f"{BASE}/teams/grants", grant, methods=["POST"]),
         Route(f"{BASE}/credit-requests/{{request_id}}/approve", approve_request,
               methods=["POST"]),

@@ -358,6 +358,34 @@ def test_create_a_team_add_a_member_and_grant_credits(world: World, admin: Brows
     assert "3600.0" in row and f"{person['email']} (scheduler)" in row
 
 
+def test_remove_a_member_but_never_the_teams_last_scheduler(world: World, admin: Browser):
+    pi, student = new_person(world), new_person(world)
+    team = new_team(world, scheduler=pi["id"])
+
+    def members() -> list[str]:
+        listed = next(t for t in world.admin.get("/teams").json()
+                      if t["TeamId"] == team["TeamId"])
+        return [m["Email"] for m in listed["Members"]]
+
+    added = world.admin.post(f"/teams/{team['TeamId']}/members",
+                             json={"User": student["email"], "Role": "user"})
+    assert added.status_code == 201, added.text
+    page = admin.get("/portal/admin/teams").text
+    assert f'aria-label="Remove {student["email"]} from {team["Name"]}"' in page
+    resp = admin.submit("/portal/admin/teams", "/portal/admin/teams/members/remove",
+                        {"team": team["TeamId"], "user": student["id"]})
+    assert resp.status_code == 303 and resp.headers["location"] == "/portal/admin/teams"
+
+    assert members() == [pi["email"]]
+    last = admin.submit("/portal/admin/teams", "/portal/admin/teams/members/remove",
+                        {"team": team["TeamId"], "user": pi["id"]})
+    assert last.status_code == 409 and "last scheduler" in shown(last), last.text[:800]
+    assert members() == [pi["email"]]
+    gone = admin.submit("/portal/admin/teams", "/portal/admin/teams/members/remove",
+                        {"team": team["TeamId"], "user": student["id"]})
+    assert gone.status_code == 404 and "is not in team" in shown(gone), gone.text[:800]
+
+
 @pytest.mark.parametrize("path, data, status, words", [
     ("/portal/admin/teams", {"name": "a/b"}, 400, "cannot contain '/'"),
     ("/portal/admin/teams/grants", {"team": "no-such-team", "seconds": "10", "reason": "x"},
@@ -516,6 +544,7 @@ def test_every_admin_post_without_the_right_csrf_token_is_refused(world: World,
     device = world.device("csrf-board")
     team = new_team(world)
     _, request_id = credit_request(world, 10, "csrf")
+    member_of = new_team(world, scheduler=person["id"])
     user_id = person["id"]
     posts = {"/portal/admin/users": {"email": f"c{uuid.uuid4().hex[:8]}@lab.test"},
              f"/portal/admin/users/{user_id}/disable": {},
@@ -528,6 +557,8 @@ def test_every_admin_post_without_the_right_csrf_token_is_refused(world: World,
                                              "email": person["email"], "role": "user"},
              "/portal/admin/teams/grants": {"team": team["TeamId"], "seconds": "5",
                                             "reason": "x"},
+             "/portal/admin/teams/members/remove": {"team": member_of["TeamId"],
+                                                    "user": person["id"]},
              f"/portal/admin/credit-requests/{request_id}/approve": {},
              f"/portal/admin/credit-requests/{request_id}/deny": {"note": "no"},
              "/portal/admin/prices": {"device": device.id, "per_used": "1",
@@ -546,6 +577,9 @@ def test_every_admin_post_without_the_right_csrf_token_is_refused(world: World,
     assert world.admin.get(f"/teams/{team['TeamId']}/balance").json()["BalanceSeconds"] == 0
     assert [m["Email"] for m in next(t for t in world.admin.get("/teams").json()
                                      if t["TeamId"] == team["TeamId"])["Members"]] == []
+    assert [m["Email"] for m in next(t for t in world.admin.get("/teams").json()
+                                     if t["TeamId"] == member_of["TeamId"])["Members"]] == \
+        [person["email"]]
     assert world.admin.get("/credits/requests", params={"State": "pending"}).json()
     assert world.admin.get(f"/devices/{device.id}/prices").json()["History"] == []
     assert world.admin.get("/maintenance", params={"Device": device.id}).json() == []
