@@ -375,7 +375,6 @@ def test_remove_a_member_but_never_the_teams_last_scheduler(world: World, admin:
     resp = admin.submit("/portal/admin/teams", "/portal/admin/teams/members/remove",
                         {"team": team["TeamId"], "user": student["id"]})
     assert resp.status_code == 303 and resp.headers["location"] == "/portal/admin/teams"
-
     assert members() == [pi["email"]]
     last = admin.submit("/portal/admin/teams", "/portal/admin/teams/members/remove",
                         {"team": team["TeamId"], "user": pi["id"]})
