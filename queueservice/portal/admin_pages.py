@@ -92,6 +92,25 @@ async def _refused(render: Page, request: Request, session: PortalSession,
     return await render(request, session, status=exc.status or 400, error=exc.message)
 
 
+#: what a POST does once its admin session and form are checked (raising QueueError to
+#: refuse)
+Act = Callable[[Request, PortalSession, dict[str, str]], Awaitable[None]]
+
+
+async def _done(request: Request, render: Page, to: str, act: Act) -> Response:
+    """A POST of an admin page that answers 303 to ``to`` once done: checked, ``act``,
+    and on a refusal ``render``'s page again with the store's words."""
+    answer = await _admin_form(request)
+    if isinstance(answer, Response):
+        return answer
+    session, form = answer
+    try:
+        await act(request, session, form)
+    except QueueError as exc:
+        return await _refused(render, request, session, exc)
+    return redirect(to)
+
+
 def _shown(render: Page) -> Callable[[Request], Awaitable[Response]]:
     """The GET handler of an admin page: an admin's session (else the login page, or not
     found), then ``render``."""
@@ -179,16 +198,10 @@ async def add_user(request: Request) -> Response:
 
 
 async def _set_disabled(request: Request, disabled: bool) -> Response:
-    answer = await _admin_form(request)
-    if isinstance(answer, Response):
-        return answer
-    session, _ = answer
-    try:
+    async def act(request: Request, session: PortalSession, _: dict[str, str]) -> None:
         await call(AdminStore(_db(request)).set_disabled, request.path_params["user_id"],
-                   disabled, now_ms(), caller=_caller(session))
-    except QueueError as exc:  # not found; yourself (409)
-        return await _refused(_users_page, request, session, exc)
-    return redirect(f"{BASE}/users")
+                   disabled, now_ms(), caller=_caller(session))  # not found; yourself (409)
+    return await _done(request, _users_page, f"{BASE}/users", act)
 
 
 async def reset_password(request: Request) -> Response:
@@ -352,19 +365,9 @@ async def _teams_page(request: Request, session: PortalSession, *, status: int =
                 status=status, session=session)
 
 
-async def _teams_action(request: Request, act: Callable[[Request, PortalSession,
-                                                          dict[str, str]], Awaitable[None]]
-                        ) -> Response:
+async def _teams_action(request: Request, act: Act) -> Response:
     """A POST of the teams page: checked, done (``act``), back to the page."""
-    answer = await _admin_form(request)
-    if isinstance(answer, Response):
-        return answer
-    session, form = answer
-    try:
-        await act(request, session, form)
-    except QueueError as exc:
-        return await _refused(_teams_page, request, session, exc)
-    return redirect(f"{BASE}/teams")
+    return await _done(request, _teams_page, f"{BASE}/teams", act)
 
 
 async def create_team(request: Request) -> Response:
@@ -449,19 +452,13 @@ async def _prices_page(request: Request, session: PortalSession, *, status: int 
 async def set_prices(request: Request) -> Response:
     """``POST /portal/admin/prices`` (device, per_used, per_reserved):
     ``PUT /devices/{id}/prices`` (turns accounting on)."""
-    answer = await _admin_form(request)
-    if isinstance(answer, Response):
-        return answer
-    session, form = answer
-    try:
+    async def act(request: Request, session: PortalSession, form: dict[str, str]) -> None:
         device = _text(form, "device", "Device", 100)
         used = _number(form, "per_used", "Per used second", 0, MAX_PRICE)
         reserved = _number(form, "per_reserved", "Per reserved second", 0, MAX_PRICE)
         await call(PriceStore(_db(request)).set_prices, device, used, reserved, now_ms(),
                    caller=_caller(session))
-    except QueueError as exc:
-        return await _refused(_prices_page, request, session, exc)
-    return redirect(f"{BASE}/prices")
+    return await _done(request, _prices_page, f"{BASE}/prices", act)
 
 
 # -- maintenance -----------------------------------------------------------------------
@@ -486,36 +483,24 @@ async def _maintenance_page(request: Request, session: PortalSession, *, status:
 async def book_maintenance(request: Request) -> Response:
     """``POST /portal/admin/maintenance`` (device, start, end, reason, force?):
     ``POST /maintenance``."""
-    answer = await _admin_form(request)
-    if isinstance(answer, Response):
-        return answer
-    session, form = answer
-    try:
+    async def act(request: Request, session: PortalSession, form: dict[str, str]) -> None:
         device = _text(form, "device", "Device", 100)
         start, end = _utc(form, "start", "Start (UTC)"), _utc(form, "end", "End (UTC)")
         reason = check_name(form.get("reason", ""), "Reason", max_len=500)
         await call(BookingStore(_db(request)).add_maintenance, device, start, end, reason,
                    now_ms(), caller=_caller(session), force=bool(form.get("force")))
-    except QueueError as exc:
-        return await _refused(_maintenance_page, request, session, exc)
-    await service(request).queue_changed(device)
-    return redirect(f"{BASE}/maintenance")
+        await service(request).queue_changed(device)
+    return await _done(request, _maintenance_page, f"{BASE}/maintenance", act)
 
 
 async def cancel_maintenance(request: Request) -> Response:
     """``POST /portal/admin/maintenance/{id}/cancel``: ``DELETE /maintenance/{id}``
     (cancelled before it starts, ended now once begun)."""
-    answer = await _admin_form(request)
-    if isinstance(answer, Response):
-        return answer
-    session, _ = answer
-    try:
+    async def act(request: Request, session: PortalSession, _: dict[str, str]) -> None:
         row = await call(BookingStore(_db(request)).end_maintenance,
                          request.path_params["booking_id"], now_ms(), caller=_caller(session))
-    except QueueError as exc:
-        return await _refused(_maintenance_page, request, session, exc)
-    await service(request).queue_changed(row["device_id"])
-    return redirect(f"{BASE}/maintenance")
+        await service(request).queue_changed(row["device_id"])
+    return await _done(request, _maintenance_page, f"{BASE}/maintenance", act)
 
 
 def routes() -> list[BaseRoute]:
