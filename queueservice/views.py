@@ -145,13 +145,16 @@ def workload_detail(svc: Service, request: Request, row: Row, active: list[Row],
 
     ``active`` is the device's active work, for QueuePosition and EstimatedStartAt.
     """
-    sit = (svc.workloads.waiting(row["device_id"], now, active)
-           if row["status"] == "READY" and not svc.limits.stock_protocol else None)
+    ready = row["status"] == "READY"
+    fallback = svc.workloads.run_estimate_seconds(row["device_id"]) if ready else None
+    sit = (svc.workloads.waiting(row["device_id"], now, active, fallback)
+           if ready and not svc.limits.stock_protocol else None)
     if sit is None:  # the stock queue order (no facility rule on this device)
         position = policy.queue_position(active, row["work_id"])
-        start, ruled = start_estimate(svc, row, active, now), {}
+        start, ruled = start_estimate(svc, row, active, now, fallback), {}
     else:
-        position, start, ruled = facility_queue(svc, row, active, now, sit)
+        position, start, ruled = facility_queue(svc, row, active, now, sit,
+                                                fallback=fallback)
     body: dict[str, Any] = {
         "WorkId": row["work_id"],
         "CreatedAt": policy.iso(row["created_at"]),

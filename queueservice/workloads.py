@@ -368,11 +368,12 @@ class WorkloadStore:
                 return HandOut(after, ended)
             ended.append(cand.work_id)
 
-    def waiting(self, device_id: str, now: int,
-                active: list[Row] | None = None) -> situation.Situation | None:
+    def waiting(self, device_id: str, now: int, active: list[Row] | None = None,
+                run_estimate: float | None = None) -> situation.Situation | None:
         """The device's situation for its READY work's ``Waiting`` reasons and forecast
         (read-only); None when the device needs no policy (the stock queue order).
-        ``active``: the device's active work when the caller read it already."""
+        ``active`` and ``run_estimate`` (``run_estimate_seconds``): when the caller read
+        them already."""
         with self.db.reading() as conn:
             if active is None:
                 if not situation.needed(conn, device_id, now):
@@ -383,8 +384,9 @@ class WorkloadStore:
             elif not (situation.rules_apply(conn, device_id, now)
                       or situation.special_work(active)):
                 return None
-            return situation.read(conn, device_id, now, active,
-                                  self._run_estimate(conn, device_id))
+            if run_estimate is None:
+                run_estimate = self._run_estimate(conn, device_id)
+            return situation.read(conn, device_id, now, active, run_estimate)
 
     def record_progress(self, device_id: str, work_id: str, done: int, total: int) -> bool:
         """The device's health says how far its current work is: keep it on the workload,

@@ -255,7 +255,7 @@ def _queue(svc: Service, device_id: str, now: int) -> _Queue:
         else:
             positions[r["work_id"]] = 0
         ahead += policy.remaining_seconds(r, now, fallback)
-    sit = svc.workloads.waiting(device_id, now, active) if first else None
+    sit = svc.workloads.waiting(device_id, now, active, fallback) if first else None
     return _Queue(active, fallback, positions, starts, _Once(sit) if sit is not None else None)
 
 
