@@ -50,8 +50,9 @@ class AdminStore:
 
     def set_disabled(self, ref: str, disabled: bool, now: int, *, caller: Principal) -> Row:
         """Disable (every credential refused from the next request on; refresh tokens
-        deleted; JWTs and web portal sessions revoked) or enable (API keys work again; old JWTs stay revoked).
-        Doing it twice changes nothing. An admin cannot disable their own account."""
+        deleted; JWTs and web portal sessions revoked) or enable (API keys work again; old
+        JWTs stay revoked). Doing it twice changes nothing. An admin cannot disable their
+        own account."""
         user = self.find_user(ref)
         if disabled and user["user_id"] == caller.id:
             raise Conflict("you cannot disable your own account (another admin can)",

@@ -196,8 +196,8 @@ def housekeep(svc: Service) -> tuple[list[str], list[str], list[str]]:
     """One sweep: leases, timeslots' ends, never-uploaded work, old idempotency keys,
     sessions past their time, the portal's expired uploads. Answers the devices whose
     queue changed: (work back in the queue or asked to stop at its slot's end, a session
-    ended, only never-uploaded work ended). Replicas sweep one at a time: the one that finds another sweeping skips this
-    round."""
+    ended, only never-uploaded work ended). Replicas sweep one at a time: the one that
+    finds another sweeping skips this round."""
     with svc.workloads.db.exclusive("housekeeping") as mine:
         if not mine:
             return [], [], []

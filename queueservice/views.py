@@ -101,7 +101,7 @@ def waiting_view(skip: scheduling.Skip) -> dict[str, Any]:
 
 
 def facility_queue(svc: Service, row: Row, active: list[Row], now: int,
-                   sit: situation.Situation, *, fallback: float | None = None,
+                   sit: situation.Situation, *, fallback: float,
                    stock: policy.StartEstimate | None = None
                    ) -> tuple[int | None, policy.StartEstimate, dict[str, Any]]:
     """QueuePosition, EstimatedStartAt and the fields that say why, for READY work of a
@@ -109,10 +109,9 @@ def facility_queue(svc: Service, row: Row, active: list[Row], now: int,
     when a rule holds it (the same ``scheduling.pick`` as the claim's), ``QueueReason``
     when it is only behind other work; the position and start from
     ``scheduling.forecast`` (the device free once its running work is done).
-    ``fallback`` and ``stock`` (the device's run estimate, the stock-order estimate):
-    read here when not given (the portal's list works them out once per device)."""
-    if fallback is None:
-        fallback = svc.workloads.run_estimate_seconds(row["device_id"])
+    ``fallback``: the device's run estimate (``run_estimate_seconds``, read once by the
+    caller); ``stock``: the stock-order estimate, worked out here when not given (the
+    portal's list works it out once per device)."""
     if stock is None:
         stock = start_estimate(svc, row, active, now, fallback)
     if row["status"] != "READY":

@@ -372,8 +372,8 @@ def test_an_expired_upload_cannot_be_confirmed_and_the_sweep_removes_it(db: Data
     store = UploadStore(db, files)
 
     def held(now: int) -> dict:
-        return store.stage(_staged(files, b"workload"), session_hash="s1", user_id="u1", device_id="d1",
-                           priority="MEDIUM", team_id=None, timeslot=False,
+        return store.stage(_staged(files, b"workload"), session_hash="s1", user_id="u1",
+                           device_id="d1", priority="MEDIUM", team_id=None, timeslot=False,
                            workload_name=None, file_name="w.json.gz", now=now)
 
     old, fresh = held(0), held(STAGED_MS)
